@@ -1,0 +1,82 @@
+"""facectx command line: one thin command per pipeline step (DVC and Kubeflow call the same)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from facectx.config import DEFAULT_PARAMS_FILE, load_params
+
+log = logging.getLogger("facectx")
+
+RAW_DIR = "data/raw"
+VALIDATED_DIR = "data/validated"
+PREPARED_DIR = "data/prepared"
+
+
+def _ingest(args, params):
+    from facectx.data.ingest import ingest
+
+    config = params.ingest
+    if args.source:
+        import dataclasses
+
+        config = dataclasses.replace(config, source=args.source)
+    return ingest(config, args.raw_dir)
+
+
+def _validate(args, params):
+    from facectx.data.validate import validate
+
+    return validate(args.raw_dir, args.out_dir, params.validate, params.crop, params.landmarks)
+
+
+def _prepare(args, params):
+    from facectx.data.prepare import prepare
+
+    return prepare(args.raw_dir, args.validated_dir, args.out_dir, params.prepare, params.crop, params.validate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facectx", description=__doc__)
+    parser.add_argument("--params", default=DEFAULT_PARAMS_FILE, help="params file (default: %(default)s)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    steps = parser.add_subparsers(dest="command", required=True)
+
+    step = steps.add_parser("ingest", help="copy photos from ingest.source into the raw area + manifest")
+    step.add_argument("--source", help="override ingest.source (folder or s3://bucket/prefix)")
+    step.add_argument("--raw-dir", default=RAW_DIR)
+    step.set_defaults(run=_ingest)
+
+    step = steps.add_parser("validate", help="great-expectations suite + per-photo checks; quarantine the bad")
+    step.add_argument("--raw-dir", default=RAW_DIR)
+    step.add_argument("--out-dir", default=VALIDATED_DIR)
+    step.set_defaults(run=_validate)
+
+    step = steps.add_parser("prepare", help="crops, masks, pyramid, splits, shards, preview")
+    step.add_argument("--raw-dir", default=RAW_DIR)
+    step.add_argument("--validated-dir", default=VALIDATED_DIR)
+    step.add_argument("--out-dir", default=PREPARED_DIR)
+    step.set_defaults(run=_prepare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("great_expectations", "botocore", "urllib3", "numba"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        params = load_params(args.params)
+        args.run(args, params)
+    except Exception as err:  # noqa: BLE001 - a clear one-line error for known failures; traceback with -v
+        if args.verbose:
+            raise
+        print(f"facectx {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data steps: ingest -> validate (incl. landmarks) -> prepare (crops, masks, pyramid, shards)."""

@@ -1,0 +1,133 @@
+"""ingest: copy photos from a folder or s3:// prefix into the DVC-tracked raw area, with a manifest.
+
+Raw area layout (one DVC output, kept between runs so re-runs are incremental):
+    images/<identity>/<photo>    byte-exact copies
+    manifest.parquet             one row per photo: path, identity, sha256, size, width, height,
+                                 format, source URI (+ S3 ETag)
+    quarantine.parquet           entries the source had but ingest could not take, with a reason
+    split_lists/                 LFW's identity lists when the source has them
+    summary.json                 counts: found, new, changed, unchanged, removed, quarantined
+Re-running copies only new photos and photos whose content changed (sha256; for S3 the ETag
+first, so unchanged objects are not downloaded), and drops photos gone from the source.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+from facectx.config import IngestConfig
+from facectx.data.sources import Rejected, SourcePhoto, identity_of, open_source
+from facectx.io_utils import atomic_path, sha256_bytes, write_json, write_parquet
+
+log = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = ["relative_path", "identity", "sha256", "size_bytes", "width", "height", "format", "source_uri", "source_etag"]
+QUARANTINE_COLUMNS = ["relative_path", "stage", "reason", "source_uri"]
+
+
+def probe_header(data: bytes) -> tuple[int | None, int | None, str | None]:
+    """Declared width, height and format, read from the header only (no decoding)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:
+                return image.width, image.height, image.format
+    except Exception:  # noqa: BLE001 - any unreadable header is validate's to report
+        return None, None, None
+
+
+def quarantine_frame(rejected: list[Rejected], stage: str) -> pd.DataFrame:
+    rows = [{"relative_path": r.relative_path, "stage": stage, "reason": r.reason, "source_uri": r.uri} for r in rejected]
+    return pd.DataFrame(rows, columns=QUARANTINE_COLUMNS)
+
+
+def read_manifest(raw_dir: str | os.PathLike) -> pd.DataFrame:
+    path = Path(raw_dir) / "manifest.parquet"
+    if not path.is_file():
+        return pd.DataFrame(columns=MANIFEST_COLUMNS)
+    return pd.read_parquet(path)
+
+
+def ingest(config: IngestConfig, raw_dir: str | os.PathLike) -> dict:
+    raw_dir = Path(raw_dir)
+    images_dir = raw_dir / "images"
+    source = open_source(config.source, config.extensions, config.max_attempts)
+    photos, rejected = source.scan()
+    previous = {row.relative_path: row for row in read_manifest(raw_dir).itertuples(index=False)}
+
+    def copy_one(photo: SourcePhoto):
+        dest = images_dir / photo.relative_path
+        prev = previous.get(photo.relative_path)
+        if prev is not None and photo.etag and prev.source_etag == photo.etag and prev.size_bytes == photo.size_bytes and dest.is_file():
+            return "unchanged", prev._asdict()
+        data = source.read(photo)
+        digest = sha256_bytes(data)
+        if prev is not None and prev.sha256 == digest and dest.is_file():
+            status = "unchanged"
+        else:
+            with atomic_path(dest) as tmp:
+                tmp.write_bytes(data)
+            status = "new" if prev is None else "changed"
+        width, height, fmt = probe_header(data)
+        row = dict(relative_path=photo.relative_path, identity=identity_of(photo.relative_path), sha256=digest,
+                   size_bytes=len(data), width=width, height=height, format=fmt, source_uri=photo.uri, source_etag=photo.etag)
+        return status, row
+
+    rows, counts = [], {"new": 0, "changed": 0, "unchanged": 0}
+    with ThreadPoolExecutor(max_workers=max(1, config.download_workers)) as pool:
+        futures = [(photo, pool.submit(copy_one, photo)) for photo in photos]
+        for photo, future in futures:
+            try:
+                status, row = future.result()
+            except Exception as err:  # noqa: BLE001 - one unreadable photo must not stop the rest
+                rejected.append(Rejected(photo.relative_path, photo.uri, f"cannot read from source: {type(err).__name__}: {err}"))
+                continue
+            counts[status] += 1
+            rows.append(row)
+            if status == "changed":
+                log.info("changed since last ingest: %s", photo.relative_path)
+
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).sort_values("relative_path", ignore_index=True)
+    for column in ("width", "height"):
+        manifest[column] = manifest[column].astype("Int64")
+    removed = _remove_stale_copies(images_dir, set(manifest.relative_path))
+    write_parquet(raw_dir / "manifest.parquet", manifest)
+    write_parquet(raw_dir / "quarantine.parquet", quarantine_frame(rejected, "ingest"))
+    _write_split_lists(raw_dir / "split_lists", source.split_lists())
+    summary = {"source": config.source, "photos_found": len(photos) + len(rejected), "ingested": len(manifest),
+               "quarantined": len(rejected), "removed": removed, **counts}
+    write_json(raw_dir / "summary.json", summary)
+    log.info("ingest: %s", summary)
+    return summary
+
+
+def _remove_stale_copies(images_dir: Path, keep: set[str]) -> int:
+    """Delete raw copies no longer in the source (and leftovers of interrupted runs)."""
+    removed = 0
+    if not images_dir.is_dir():
+        return 0
+    for path in sorted(images_dir.rglob("*")):
+        if path.is_file() and path.relative_to(images_dir).as_posix() not in keep:
+            path.unlink()
+            removed += 1
+    for folder in sorted((p for p in images_dir.rglob("*") if p.is_dir()), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    return removed
+
+
+def _write_split_lists(folder: Path, lists: dict[str, bytes]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.iterdir():
+        if stale.name not in lists:
+            stale.unlink()
+    for name, data in lists.items():
+        with atomic_path(folder / name) as tmp:
+            tmp.write_bytes(data)

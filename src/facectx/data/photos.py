@@ -1,0 +1,69 @@
+"""Decode a photo into 8-bit RGB, or reject it with a reason a person can act on."""
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+from PIL import Image
+
+# We enforce our own pixel limit (validate.max_pixels) before decoding; PIL's own guard would
+# otherwise raise a less specific error for very large images.
+Image.MAX_IMAGE_PIXELS = None
+
+
+class PhotoRejected(ValueError):
+    """A photo that cannot be used; str(error) is the quarantine reason."""
+
+
+_MODE_REASONS = {
+    "L": "grayscale (mode L): training targets must be colour photos",
+    "1": "black-and-white (mode 1): training targets must be colour photos",
+    "LA": "grayscale with alpha (mode LA): training targets must be colour photos",
+    "CMYK": "CMYK colour (mode CMYK): no faithful RGB conversion without its colour profile",
+    "I;16": "16-bit samples (mode I;16): expected 8-bit RGB",
+    "I;16B": "16-bit samples (mode I;16B): expected 8-bit RGB",
+    "I;16L": "16-bit samples (mode I;16L): expected 8-bit RGB",
+    "I": "32-bit integer samples (mode I): expected 8-bit RGB",
+    "F": "floating-point samples (mode F): expected 8-bit RGB",
+}
+
+
+def decode_photo(path: str | os.PathLike, max_pixels: int, formats: tuple[str, ...]) -> np.ndarray:
+    """Return an (H, W, 3) uint8 RGB array, or raise PhotoRejected naming what is wrong."""
+    size = os.path.getsize(path)
+    if size == 0:
+        raise PhotoRejected("empty file (0 bytes)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            image = Image.open(path)
+        except Exception as err:  # noqa: BLE001
+            raise PhotoRejected(f"not a readable image ({type(err).__name__}: {err})") from None
+        with image:
+            if image.format not in formats:
+                raise PhotoRejected(f"unsupported format {image.format}; accepted: {', '.join(formats)}")
+            pixels = image.width * image.height
+            if pixels > max_pixels:
+                raise PhotoRejected(
+                    f"declared size {image.width}x{image.height} ({pixels:,} px) exceeds validate.max_pixels "
+                    f"({max_pixels:,}): possible decompression bomb")
+            mode = image.mode
+            if mode in _MODE_REASONS:
+                raise PhotoRejected(_MODE_REASONS[mode])
+            if mode == "P" and "transparency" in image.info:
+                raise PhotoRejected("palette image with transparency: the colour under transparent pixels is undefined")
+            if mode not in ("RGB", "RGBA", "P"):
+                raise PhotoRejected(f"unsupported pixel mode {mode}: expected 8-bit RGB")
+            try:
+                image.load()
+            except Exception as err:  # noqa: BLE001 - truncated or corrupt data
+                raise PhotoRejected(f"truncated or corrupt image data ({type(err).__name__}: {err})") from None
+            if mode == "RGBA":
+                alpha = np.asarray(image.getchannel("A"))
+                if alpha.min() < 255:
+                    raise PhotoRejected(
+                        f"has transparent pixels ({(alpha < 255).mean():.0%} of the photo): "
+                        "the colour under them is undefined")
+            rgb = np.asarray(image.convert("RGB"))
+    return np.ascontiguousarray(rgb)

@@ -1,0 +1,239 @@
+"""validate: per-photo facts (decoding, faces, 68 landmarks, mask geometry) judged by a
+great-expectations suite; photos that fail go to the quarantine table with their reasons.
+
+Outputs (one folder):
+    records.parquet      valid photos with their subject box and 68 landmarks (prepare reads these)
+    quarantine.parquet   every photo the pipeline could not use so far (ingest's and ours), with why
+    report/gx_result.json, report/summary.md
+    metrics.json         counts and the valid fraction (a DVC metric)
+The stage fails only when the valid fraction falls below validate.min_valid_fraction.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from facectx.config import CropConfig, LandmarkConfig, ValidateConfig
+from facectx.data.ingest import QUARANTINE_COLUMNS, read_manifest
+from facectx.data.landmarks import make_landmarker
+from facectx.data.masks import face_frame, hull_mask, outside_fraction, points_in_frame
+from facectx.data.photos import PhotoRejected, decode_photo
+from facectx.io_utils import atomic_path, sha256_bytes, write_json, write_parquet
+
+log = logging.getLogger(__name__)
+
+
+class ValidationFailed(RuntimeError):
+    """Too few photos passed validation."""
+
+
+# ---------------------------------------------------------------- per-photo facts (worker side)
+
+@dataclass(frozen=True)
+class _Job:
+    images_dir: str
+    validate: ValidateConfig
+    crop: CropConfig
+    landmarks: LandmarkConfig
+
+
+_worker_landmarker = None
+
+
+def _init_worker(landmarks: LandmarkConfig) -> None:
+    global _worker_landmarker
+    _worker_landmarker = make_landmarker(landmarks)
+
+
+def photo_facts(relative_path: str, job: _Job) -> dict:
+    """Everything validation needs to know about one photo; `error` says why it cannot be used."""
+    facts = {"relative_path": relative_path, "error": None, "decoded_width": None, "decoded_height": None,
+             "pixel_sha256": None, "face_count": 0, "subject_box": None, "other_boxes": "[]", "points": None,
+             "landmarks_inside_photo": None, "crop_outside_fraction": None, "mask_fraction": None}
+    try:
+        rgb = decode_photo(os.path.join(job.images_dir, relative_path), job.validate.max_pixels, job.validate.formats)
+    except PhotoRejected as err:
+        facts["error"] = str(err)
+        return facts
+    height, width = rgb.shape[:2]
+    facts.update(decoded_width=width, decoded_height=height, pixel_sha256=sha256_bytes(rgb.tobytes()))
+    if min(width, height) < job.validate.min_side_px:
+        return facts  # the suite reports the size; no point looking for a face
+    found = _worker_landmarker(rgb)
+    if found is None:
+        facts["error"] = "no face found"
+        return facts
+    points = found.points
+    frame = face_frame(points, job.crop)
+    frame_points = points_in_frame(points, frame, job.crop.size_px)
+    facts.update(
+        face_count=1 + len(found.other_boxes),
+        subject_box=list(found.subject_box),
+        other_boxes=json.dumps([list(b) for b in found.other_boxes]),
+        points=points.reshape(-1).tolist(),
+        landmarks_inside_photo=bool(((points >= 0) & (points <= [width - 1, height - 1])).all()),
+        crop_outside_fraction=outside_fraction(frame, width, height),
+        mask_fraction=float(hull_mask(frame_points, job.crop.size_px).mean()),
+    )
+    return facts
+
+
+def _facts_star(args):
+    return photo_facts(*args)
+
+
+def gather_facts(relative_paths: list[str], job: _Job, workers: int) -> pd.DataFrame:
+    tasks = [(p, job) for p in relative_paths]
+    if workers <= 1 or len(tasks) < 2:
+        _init_worker(job.landmarks)
+        rows = [photo_facts(*t) for t in tasks]
+    else:
+        context = multiprocessing.get_context("fork")
+        with context.Pool(workers, initializer=_init_worker, initargs=(job.landmarks,)) as pool:
+            rows = list(pool.imap(_facts_star, tasks, chunksize=16))
+    return pd.DataFrame(rows)
+
+
+def mark_duplicates(facts: pd.DataFrame) -> pd.DataFrame:
+    """duplicate_of = the first photo (by path) with the same decoded pixels, else None."""
+    facts = facts.sort_values("relative_path", ignore_index=True)
+    first_with = {}
+    duplicate_of = []
+    for path, digest in zip(facts.relative_path, facts.pixel_sha256):
+        if digest is None:
+            duplicate_of.append(None)
+        elif digest in first_with:
+            duplicate_of.append(first_with[digest])
+        else:
+            first_with[digest] = path
+            duplicate_of.append(None)
+    return facts.assign(duplicate_of=duplicate_of)
+
+
+# ---------------------------------------------------------------- the suite (parent side)
+
+def _rules(config: ValidateConfig):
+    """(expectation, reason for a failing row) pairs; the suite is the single source of the rules."""
+    import great_expectations as gx
+
+    e = gx.expectations
+    return [
+        (e.ExpectColumnValuesToBeNull(column="error"), lambda r: r["error"]),
+        (e.ExpectColumnValuesToBeBetween(column="decoded_width", min_value=config.min_side_px),
+         lambda r: f"too small: {r['decoded_width']}x{r['decoded_height']} px, minimum side is {config.min_side_px} px"),
+        (e.ExpectColumnValuesToBeBetween(column="decoded_height", min_value=config.min_side_px),
+         lambda r: f"too small: {r['decoded_width']}x{r['decoded_height']} px, minimum side is {config.min_side_px} px"),
+        (e.ExpectColumnValuesToBeInSet(column="landmarks_inside_photo", value_set=[True]),
+         lambda r: "some of the 68 landmarks fall outside the photo"),
+        (e.ExpectColumnValuesToBeBetween(column="mask_fraction", min_value=config.mask_fraction_min, max_value=config.mask_fraction_max),
+         lambda r: f"face mask covers {r['mask_fraction']:.1%} of the frame, outside "
+                   f"[{config.mask_fraction_min:.0%}, {config.mask_fraction_max:.0%}]"),
+        (e.ExpectColumnValuesToBeBetween(column="crop_outside_fraction", max_value=config.max_crop_outside_fraction),
+         lambda r: f"{r['crop_outside_fraction']:.0%} of the face frame lies outside the photo "
+                   f"(limit {config.max_crop_outside_fraction:.0%})"),
+        (e.ExpectColumnValuesToBeNull(column="duplicate_of"), lambda r: f"duplicate content of {r['duplicate_of']}"),
+        (e.ExpectColumnValuesToBeUnique(column="relative_path"), lambda r: "listed twice in the manifest"),
+        (e.ExpectColumnValuesToMatchRegex(column="sha256", regex=r"^[0-9a-f]{64}$"), lambda r: "manifest sha256 is malformed"),
+    ]
+
+
+def run_suite(facts: pd.DataFrame, config: ValidateConfig) -> tuple[dict[str, list[str]], dict]:
+    """Run the suite; return reasons per failing relative_path and the GX result as a dict."""
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False}
+    asset = context.data_sources.add_pandas("photos").add_dataframe_asset("facts")
+    batch = asset.add_batch_definition_whole_dataframe("all")
+    suite = context.suites.add(gx.ExpectationSuite(name="photo_validity"))
+    rules = _rules(config)
+    for expectation, _ in rules:
+        suite.add_expectation(expectation)
+    definition = context.validation_definitions.add(gx.ValidationDefinition(name="validate", data=batch, suite=suite))
+    # GX's null handling needs object columns free of pandas NA in boolean columns.
+    frame = facts.astype({"landmarks_inside_photo": "object"})
+    result = definition.run(batch_parameters={"dataframe": frame},
+                            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["relative_path"]})
+    by_path = facts.set_index("relative_path", drop=False)
+    reasons: dict[str, list[str]] = {}
+    for outcome in result.results:
+        if outcome.success:
+            continue
+        reason_of = next(r for e, r in rules if e.type == outcome.expectation_config.type
+                         and e.column == outcome.expectation_config.kwargs.get("column"))
+        for hit in outcome.result.get("unexpected_index_list") or []:
+            path = hit["relative_path"]
+            row = by_path.loc[path]
+            row = row.iloc[0] if isinstance(row, pd.DataFrame) else row
+            reason = reason_of(row)
+            if reason not in reasons.setdefault(path, []):
+                reasons[path].append(reason)
+    return reasons, result.to_json_dict()
+
+
+# ---------------------------------------------------------------- the step
+
+def validate(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, config: ValidateConfig,
+             crop: CropConfig, landmarks: LandmarkConfig) -> dict:
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    manifest = read_manifest(raw_dir)
+    ingest_quarantine = pd.read_parquet(raw_dir / "quarantine.parquet")
+    photos_found = json.loads((raw_dir / "summary.json").read_text())["photos_found"]
+
+    job = _Job(str(raw_dir / "images"), config, crop, landmarks)
+    facts = gather_facts(list(manifest.relative_path), job, config.workers)
+    facts = mark_duplicates(facts.merge(manifest[["relative_path", "sha256"]], on="relative_path", how="left"))
+    reasons, gx_result = run_suite(facts, config)
+
+    valid = facts[~facts.relative_path.isin(reasons)]
+    records = valid.merge(manifest[["relative_path", "identity", "width", "height"]], on="relative_path")
+    records = records[["relative_path", "identity", "sha256", "width", "height", "face_count", "subject_box", "other_boxes", "points"]]
+    rejected = pd.DataFrame(
+        [{"relative_path": p, "stage": "validate", "reason": "; ".join(r),
+          "source_uri": manifest.loc[manifest.relative_path == p, "source_uri"].iloc[0]} for p, r in sorted(reasons.items())],
+        columns=QUARANTINE_COLUMNS)
+    quarantine = pd.concat([ingest_quarantine, rejected], ignore_index=True)
+
+    reason_counts = Counter(_reason_kind(r) for r in quarantine.reason)
+    metrics = {"photos_found": int(photos_found), "valid": int(len(records)), "quarantined": int(len(quarantine)),
+               "valid_fraction": round(len(records) / max(photos_found, 1), 6),
+               "photos_with_several_faces": int((records.face_count > 1).sum()),
+               "quarantine_reasons": dict(reason_counts.most_common())}
+    write_parquet(out_dir / "records.parquet", records)
+    write_parquet(out_dir / "quarantine.parquet", quarantine)
+    write_json(out_dir / "report" / "gx_result.json", gx_result)
+    with atomic_path(out_dir / "report" / "summary.md") as tmp:
+        tmp.write_text(_summary_markdown(metrics, quarantine, config))
+    write_json(out_dir / "metrics.json", {k: v for k, v in metrics.items() if k != "quarantine_reasons"})
+    log.info("validate: %d of %d photos valid (%.2f%%)", len(records), photos_found, 100 * metrics["valid_fraction"])
+    if metrics["valid_fraction"] < config.min_valid_fraction:
+        raise ValidationFailed(
+            f"only {metrics['valid_fraction']:.1%} of photos are valid, below validate.min_valid_fraction="
+            f"{config.min_valid_fraction:.1%}; see {out_dir / 'report' / 'summary.md'}")
+    return metrics
+
+
+def _reason_kind(reason: str) -> str:
+    """Group reasons for the summary: the text before the first detail."""
+    return reason.split(":")[0].split("(")[0].split(" of ")[0].strip()
+
+
+def _summary_markdown(metrics: dict, quarantine: pd.DataFrame, config: ValidateConfig) -> str:
+    lines = ["# Validation summary", "",
+             f"- photos found at the source: {metrics['photos_found']}",
+             f"- valid: {metrics['valid']} ({metrics['valid_fraction']:.2%}; the stage fails below {config.min_valid_fraction:.0%})",
+             f"- quarantined: {metrics['quarantined']}",
+             f"- valid photos with more than one face (subject = nearest the centre): {metrics['photos_with_several_faces']}",
+             "", "## Quarantine reasons", "", "| reason | photos |", "|---|---|"]
+    lines += [f"| {kind} | {count} |" for kind, count in metrics["quarantine_reasons"].items()]
+    lines += ["", "## First quarantined photos", "", "| photo | stage | reason |", "|---|---|---|"]
+    lines += [f"| {r.relative_path} | {r.stage} | {r.reason} |" for r in quarantine.head(50).itertuples()]
+    return "\n".join(lines) + "\n"
