@@ -17,6 +17,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -155,7 +156,7 @@ def prepare(raw_dir: str | os.PathLike, validated_dir: str | os.PathLike, out_di
 def _pool(workers: int):
     if workers <= 1:
         return _InlinePool()
-    return multiprocessing.get_context("fork").Pool(workers)
+    return multiprocessing.get_context("fork").Pool(workers, initializer=cv2.setNumThreads, initargs=(1,))
 
 
 class _InlinePool:

@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -50,6 +51,7 @@ _worker_landmarker = None
 
 def _init_worker(landmarks: LandmarkConfig) -> None:
     global _worker_landmarker
+    cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe
     _worker_landmarker = make_landmarker(landmarks)
 
 
@@ -98,7 +100,11 @@ def gather_facts(relative_paths: list[str], job: _Job, workers: int) -> pd.DataF
     else:
         context = multiprocessing.get_context("fork")
         with context.Pool(workers, initializer=_init_worker, initargs=(job.landmarks,)) as pool:
-            rows = list(pool.imap(_facts_star, tasks, chunksize=16))
+            pending = pool.map_async(_facts_star, tasks, chunksize=16)
+            # great-expectations takes seconds to import; do it while the workers run (after the
+            # fork, so no child inherits a half-finished import).
+            import great_expectations  # noqa: F401
+            rows = pending.get()
     return pd.DataFrame(rows)
 
 

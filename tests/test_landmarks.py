@@ -1,0 +1,76 @@
+"""Landmark backends on real LFW photos: dlib (offline default) and FAN's real loading code."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facectx.data.landmarks import LandmarkWeightsMissing, default_fan_weights_path, make_landmarker
+
+
+def _photo(lfw_dir, person="Aaron_Eckhart"):
+    return np.asarray(Image.open(sorted((lfw_dir / "images" / person).iterdir())[0]).convert("RGB"))
+
+
+def test_dlib_places_68_points_on_the_face(lfw_dir, params):
+    rgb = _photo(lfw_dir)
+    found = make_landmarker(params.landmarks)(rgb)
+    assert found is not None and found.points.shape == (68, 2)
+    left, top, right, bottom = found.subject_box
+    centre = found.points.mean(axis=0)
+    assert left < centre[0] < right and top < centre[1] < bottom
+    # Eyes (36-47) lie above the mouth (48-67), the jaw spans the face's width.
+    assert found.points[36:48, 1].mean() < found.points[48:68, 1].mean()
+    assert np.ptp(found.points[0:17, 0]) > 0.6 * (right - left)
+
+
+def test_subject_is_the_face_nearest_the_centre(lfw_dir, params):
+    people = ["Aaron_Eckhart", "Aaron_Guiel", "Aaron_Peirsol"]
+    strip = np.concatenate([_photo(lfw_dir, p) for p in people], axis=1)  # three faces side by side
+    found = make_landmarker(params.landmarks)(strip)
+    assert len(found.other_boxes) == 2
+    width = strip.shape[1]
+    assert width / 3 < found.points[:, 0].mean() < 2 * width / 3
+
+
+def _random_fan_weights(path):
+    from face_alignment.models import FAN
+
+    torch.manual_seed(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(FAN(4).state_dict(), path)
+
+
+def test_face_alignment_backend_loads_weights_from_its_cache(lfw_dir, params, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cached = default_fan_weights_path()
+    assert cached.startswith(str(tmp_path / "torch"))
+    _random_fan_weights(__import__("pathlib").Path(cached))  # randomly initialised: exercises loading, not accuracy
+    config = dataclasses.replace(params.landmarks, backend="face_alignment", fan_weights=None)
+    found = make_landmarker(config)(_photo(lfw_dir))
+    assert found.points.shape == (68, 2) and np.isfinite(found.points).all()
+
+
+def test_face_alignment_backend_loads_a_configured_file(lfw_dir, params, tmp_path):
+    weights = tmp_path / "fan.pth"
+    _random_fan_weights(weights)
+    config = dataclasses.replace(params.landmarks, backend="face_alignment", fan_weights=str(weights))
+    assert make_landmarker(config)(_photo(lfw_dir)).points.shape == (68, 2)
+
+
+def test_face_alignment_backend_says_what_is_missing(params, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    missing_file = dataclasses.replace(params.landmarks, backend="face_alignment", fan_weights=str(tmp_path / "nope.pth"))
+    with pytest.raises(LandmarkWeightsMissing, match="nope.pth"):
+        make_landmarker(missing_file)
+    # An unreachable URL (port 9 on loopback: nothing listens) stands for an offline machine.
+    unreachable = dataclasses.replace(missing_file, fan_weights="http://127.0.0.1:9/2DFAN4.pth.tar")
+    with pytest.raises(LandmarkWeightsMissing, match="landmarks.fan_weights"):
+        make_landmarker(unreachable)
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"not a weights file")
+    with pytest.raises(LandmarkWeightsMissing, match="corrupt.pth"):
+        make_landmarker(dataclasses.replace(missing_file, fan_weights=str(corrupt)))
