@@ -116,6 +116,9 @@ def test_every_bad_input_is_quarantined_with_its_reason(sample_source, tmp_path,
     assert set(reasons) == set(expected), f"unexpected quarantine: {reasons}"
     for path, fragment in expected.items():
         assert fragment in reasons[path], f"{path}: {reasons[path]!r} lacks {fragment!r}"
+    checks = dict(zip(quarantine.relative_path, quarantine.check))
+    assert checks["Bad_Inputs/no_face.jpg"] == "face_found" and checks["Bad_Inputs/tiny.jpg"] == "min_size"
+    assert checks["Bad_Inputs/cmyk.jpg"] == "decodes_to_8bit_rgb" and checks["Bad_Inputs/link_outside.jpg"] == "source_entry"
     assert summary["photos_found"] == len(good) + len(expected)
     assert metrics["valid"] == len(good)
     assert result["prepared"] == len(good)

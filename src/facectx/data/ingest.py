@@ -29,7 +29,7 @@ from facectx.io_utils import atomic_path, sha256_bytes, write_json, write_parque
 log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ["relative_path", "identity", "sha256", "size_bytes", "width", "height", "format", "source_uri", "source_etag"]
-QUARANTINE_COLUMNS = ["relative_path", "stage", "reason", "source_uri"]
+QUARANTINE_COLUMNS = ["relative_path", "stage", "check", "reason", "source_uri"]
 
 
 def probe_header(data: bytes) -> tuple[int | None, int | None, str | None]:
@@ -44,7 +44,8 @@ def probe_header(data: bytes) -> tuple[int | None, int | None, str | None]:
 
 
 def quarantine_frame(rejected: list[Rejected], stage: str) -> pd.DataFrame:
-    rows = [{"relative_path": r.relative_path, "stage": stage, "reason": r.reason, "source_uri": r.uri} for r in rejected]
+    rows = [{"relative_path": r.relative_path, "stage": stage, "check": "source_entry", "reason": r.reason, "source_uri": r.uri}
+            for r in rejected]
     return pd.DataFrame(rows, columns=QUARANTINE_COLUMNS)
 
 

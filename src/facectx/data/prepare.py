@@ -128,7 +128,7 @@ def prepare(raw_dir: str | os.PathLike, validated_dir: str | os.PathLike, out_di
     with _pool(config.workers) as pool:
         for relative_path, example, error in pool.imap(_prepare_one, tasks, chunksize=16):
             if error:
-                failures.append({"relative_path": relative_path, "stage": "prepare", "reason": error, "source_uri": None})
+                failures.append({"relative_path": relative_path, "stage": "prepare", "check": "prepare", "reason": error, "source_uri": None})
                 continue
             split = split_of[identity_of[relative_path]]
             writers[split].add(example, relative_path, identity_of[relative_path], mirrored=False)

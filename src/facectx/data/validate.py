@@ -57,13 +57,13 @@ def _init_worker(landmarks: LandmarkConfig) -> None:
 
 def photo_facts(relative_path: str, job: _Job) -> dict:
     """Everything validation needs to know about one photo; `error` says why it cannot be used."""
-    facts = {"relative_path": relative_path, "error": None, "decoded_width": None, "decoded_height": None,
+    facts = {"relative_path": relative_path, "error": None, "error_check": None, "decoded_width": None, "decoded_height": None,
              "pixel_sha256": None, "face_count": 0, "subject_box": None, "other_boxes": "[]", "points": None,
              "landmarks_inside_photo": None, "crop_outside_fraction": None, "mask_fraction": None}
     try:
         rgb = decode_photo(os.path.join(job.images_dir, relative_path), job.validate.max_pixels, job.validate.formats)
     except PhotoRejected as err:
-        facts["error"] = str(err)
+        facts.update(error=str(err), error_check="decodes_to_8bit_rgb")
         return facts
     height, width = rgb.shape[:2]
     facts.update(decoded_width=width, decoded_height=height, pixel_sha256=sha256_bytes(rgb.tobytes()))
@@ -71,7 +71,7 @@ def photo_facts(relative_path: str, job: _Job) -> dict:
         return facts  # the suite reports the size; no point looking for a face
     found = _worker_landmarker(rgb)
     if found is None:
-        facts["error"] = "no face found"
+        facts.update(error="no face found", error_check="face_found")
         return facts
     points = found.points
     frame = face_frame(points, job.crop)
@@ -127,32 +127,38 @@ def mark_duplicates(facts: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- the suite (parent side)
 
 def _rules(config: ValidateConfig):
-    """(expectation, reason for a failing row) pairs; the suite is the single source of the rules."""
+    """(check name, expectation, reason for a failing row): the suite is the one source of the rules."""
     import great_expectations as gx
 
     e = gx.expectations
+
+    def too_small(r):
+        return f"too small: {r['decoded_width']}x{r['decoded_height']} px, minimum side is {config.min_side_px} px"
+
     return [
-        (e.ExpectColumnValuesToBeNull(column="error"), lambda r: r["error"]),
-        (e.ExpectColumnValuesToBeBetween(column="decoded_width", min_value=config.min_side_px),
-         lambda r: f"too small: {r['decoded_width']}x{r['decoded_height']} px, minimum side is {config.min_side_px} px"),
-        (e.ExpectColumnValuesToBeBetween(column="decoded_height", min_value=config.min_side_px),
-         lambda r: f"too small: {r['decoded_width']}x{r['decoded_height']} px, minimum side is {config.min_side_px} px"),
-        (e.ExpectColumnValuesToBeInSet(column="landmarks_inside_photo", value_set=[True]),
+        (None, e.ExpectColumnValuesToBeNull(column="error"), lambda r: r["error"]),  # check named by the row
+        ("min_size", e.ExpectColumnValuesToBeBetween(column="decoded_width", min_value=config.min_side_px), too_small),
+        ("min_size", e.ExpectColumnValuesToBeBetween(column="decoded_height", min_value=config.min_side_px), too_small),
+        ("landmarks_inside_photo", e.ExpectColumnValuesToBeInSet(column="landmarks_inside_photo", value_set=[True]),
          lambda r: "some of the 68 landmarks fall outside the photo"),
-        (e.ExpectColumnValuesToBeBetween(column="mask_fraction", min_value=config.mask_fraction_min, max_value=config.mask_fraction_max),
+        ("mask_fraction", e.ExpectColumnValuesToBeBetween(
+            column="mask_fraction", min_value=config.mask_fraction_min, max_value=config.mask_fraction_max),
          lambda r: f"face mask covers {r['mask_fraction']:.1%} of the frame, outside "
                    f"[{config.mask_fraction_min:.0%}, {config.mask_fraction_max:.0%}]"),
-        (e.ExpectColumnValuesToBeBetween(column="crop_outside_fraction", max_value=config.max_crop_outside_fraction),
+        ("frame_inside_photo", e.ExpectColumnValuesToBeBetween(
+            column="crop_outside_fraction", max_value=config.max_crop_outside_fraction),
          lambda r: f"{r['crop_outside_fraction']:.0%} of the face frame lies outside the photo "
                    f"(limit {config.max_crop_outside_fraction:.0%})"),
-        (e.ExpectColumnValuesToBeNull(column="duplicate_of"), lambda r: f"duplicate content of {r['duplicate_of']}"),
-        (e.ExpectColumnValuesToBeUnique(column="relative_path"), lambda r: "listed twice in the manifest"),
-        (e.ExpectColumnValuesToMatchRegex(column="sha256", regex=r"^[0-9a-f]{64}$"), lambda r: "manifest sha256 is malformed"),
+        ("unique_content", e.ExpectColumnValuesToBeNull(column="duplicate_of"),
+         lambda r: f"duplicate content of {r['duplicate_of']}"),
+        ("manifest", e.ExpectColumnValuesToBeUnique(column="relative_path"), lambda r: "listed twice in the manifest"),
+        ("manifest", e.ExpectColumnValuesToMatchRegex(column="sha256", regex=r"^[0-9a-f]{64}$"),
+         lambda r: "manifest sha256 is malformed"),
     ]
 
 
 def run_suite(facts: pd.DataFrame, config: ValidateConfig) -> tuple[dict[str, list[str]], dict]:
-    """Run the suite; return reasons per failing relative_path and the GX result as a dict."""
+    """Run the suite; return (check, reason) pairs per failing relative_path and the GX result."""
     import great_expectations as gx
 
     context = gx.get_context(mode="ephemeral")
@@ -160,27 +166,27 @@ def run_suite(facts: pd.DataFrame, config: ValidateConfig) -> tuple[dict[str, li
     asset = context.data_sources.add_pandas("photos").add_dataframe_asset("facts")
     batch = asset.add_batch_definition_whole_dataframe("all")
     suite = context.suites.add(gx.ExpectationSuite(name="photo_validity"))
-    reason_by_id = {}
-    for expectation, reason_of in _rules(config):
-        reason_by_id[suite.add_expectation(expectation).id] = reason_of
+    rule_by_id = {}
+    for check, expectation, reason_of in _rules(config):
+        rule_by_id[suite.add_expectation(expectation).id] = (check, reason_of)
     definition = context.validation_definitions.add(gx.ValidationDefinition(name="validate", data=batch, suite=suite))
     # GX's null handling needs object columns free of pandas NA in boolean columns.
     frame = facts.astype({"landmarks_inside_photo": "object"})
     result = definition.run(batch_parameters={"dataframe": frame},
                             result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["relative_path"]})
     by_path = facts.set_index("relative_path", drop=False)
-    reasons: dict[str, list[str]] = {}
+    reasons: dict[str, list[tuple[str, str]]] = {}
     for outcome in result.results:
         if outcome.success:
             continue
-        reason_of = reason_by_id[outcome.expectation_config.id]
+        check, reason_of = rule_by_id[outcome.expectation_config.id]
         for hit in outcome.result.get("unexpected_index_list") or []:
             path = hit["relative_path"]
             row = by_path.loc[path]
             row = row.iloc[0] if isinstance(row, pd.DataFrame) else row
-            reason = reason_of(row)
-            if reason not in reasons.setdefault(path, []):
-                reasons[path].append(reason)
+            found = (check or row["error_check"], reason_of(row))
+            if found not in reasons.setdefault(path, []):
+                reasons[path].append(found)
     return reasons, result.to_json_dict()
 
 
@@ -202,22 +208,24 @@ def validate(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Val
     records = valid.merge(manifest[["relative_path", "identity", "width", "height"]], on="relative_path")
     records = records[["relative_path", "identity", "sha256", "width", "height", "face_count", "subject_box", "other_boxes", "points"]]
     rejected = pd.DataFrame(
-        [{"relative_path": p, "stage": "validate", "reason": "; ".join(r),
+        [{"relative_path": p, "stage": "validate", "check": r[0][0], "reason": "; ".join(reason for _, reason in r),
           "source_uri": manifest.loc[manifest.relative_path == p, "source_uri"].iloc[0]} for p, r in sorted(reasons.items())],
         columns=QUARANTINE_COLUMNS)
     quarantine = pd.concat([ingest_quarantine, rejected], ignore_index=True)
 
-    reason_counts = Counter(_reason_kind(r) for r in quarantine.reason)
+    reason_counts = Counter(quarantine.check)
     metrics = {"photos_found": int(photos_found), "valid": int(len(records)), "quarantined": int(len(quarantine)),
                "valid_fraction": round(len(records) / max(photos_found, 1), 6),
                "photos_with_several_faces": int((records.face_count > 1).sum()),
-               "quarantine_reasons": dict(reason_counts.most_common())}
+               "quarantined_by_check": dict(reason_counts.most_common())}
     write_parquet(out_dir / "records.parquet", records)
     write_parquet(out_dir / "quarantine.parquet", quarantine)
     write_json(out_dir / "report" / "gx_result.json", gx_result)
     with atomic_path(out_dir / "report" / "summary.md") as tmp:
         tmp.write_text(_summary_markdown(metrics, quarantine, config))
-    write_json(out_dir / "metrics.json", {k: v for k, v in metrics.items() if k != "quarantine_reasons"})
+    flat = {k: v for k, v in metrics.items() if k != "quarantined_by_check"}
+    flat.update({f"quarantined_{check}": n for check, n in reason_counts.items()})
+    write_json(out_dir / "metrics.json", flat)
     log.info("validate: %d of %d photos valid (%.2f%%)", len(records), photos_found, 100 * metrics["valid_fraction"])
     if metrics["valid_fraction"] < config.min_valid_fraction:
         raise ValidationFailed(
@@ -226,19 +234,14 @@ def validate(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Val
     return metrics
 
 
-def _reason_kind(reason: str) -> str:
-    """Group reasons for the summary: the text before the first detail."""
-    return reason.split(":")[0].split("(")[0].split(" of ")[0].strip()
-
-
 def _summary_markdown(metrics: dict, quarantine: pd.DataFrame, config: ValidateConfig) -> str:
     lines = ["# Validation summary", "",
              f"- photos found at the source: {metrics['photos_found']}",
              f"- valid: {metrics['valid']} ({metrics['valid_fraction']:.2%}; the stage fails below {config.min_valid_fraction:.0%})",
              f"- quarantined: {metrics['quarantined']}",
              f"- valid photos with more than one face (subject = nearest the centre): {metrics['photos_with_several_faces']}",
-             "", "## Quarantine reasons", "", "| reason | photos |", "|---|---|"]
-    lines += [f"| {kind} | {count} |" for kind, count in metrics["quarantine_reasons"].items()]
-    lines += ["", "## First quarantined photos", "", "| photo | stage | reason |", "|---|---|---|"]
-    lines += [f"| {r.relative_path} | {r.stage} | {r.reason} |" for r in quarantine.head(50).itertuples()]
+             "", "## Quarantined photos by failed check", "", "| check | photos |", "|---|---|"]
+    lines += [f"| {kind} | {count} |" for kind, count in metrics["quarantined_by_check"].items()]
+    lines += ["", "## First quarantined photos", "", "| photo | stage | check | reason |", "|---|---|---|---|"]
+    lines += [f"| {r.relative_path} | {r.stage} | {r.check} | {r.reason} |" for r in quarantine.head(50).itertuples()]
     return "\n".join(lines) + "\n"

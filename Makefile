@@ -1,0 +1,18 @@
+# The two commands of the README: `make run` (the whole pipeline) and `make test`.
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: run test benchmark
+
+run: $(STAMP)
+	. $(VENV)/bin/activate && dvc repro && dvc push
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+benchmark: $(STAMP)
+	$(VENV)/bin/python benchmarks/prepare_throughput.py --photos 2000
+
+$(STAMP): pyproject.toml scripts/install.sh
+	bash scripts/install.sh
+	touch $(STAMP)

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv and install facectx with everything it needs, from the project's own files.
+# TORCH_SPEC overrides the torch pin (e.g. a CUDA-specific build on a GPU node).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+# torch first and pinned: left to the resolver, a bare `torch` requirement can pull a multi-GB build.
+.venv/bin/python -m pip install --quiet ${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}
+.venv/bin/python -m pip install --quiet -e '.[dev]'
+echo "facectx installed in .venv"

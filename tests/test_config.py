@@ -1,0 +1,39 @@
+"""params.yaml is read strictly: typos and bad values are errors that name the key."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from facectx.config import load_params
+
+from conftest import REPO
+
+
+def _write(tmp_path, change):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    change(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_repo_params_load(params):
+    assert params.crop.size_px == params.prepare.resolutions[-1] == 128
+    assert params.landmarks.backend == "dlib"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r["prepare"].update(mirorr=True), "prepare: unknown key"),
+    (lambda r: r["validate"].pop("max_pixels"), "validate: missing key"),
+    (lambda r: r["landmarks"].update(backend="mediapipe"), "landmarks.backend"),
+    (lambda r: r["prepare"].update(resolutions=[8, 32, 128]), "prepare.resolutions"),
+    (lambda r: r["validate"].update(min_side_px="big"), "validate.min_side_px"),
+])
+def test_bad_params_name_the_key(tmp_path, change, message):
+    with pytest.raises(ValueError, match=message):
+        load_params(_write(tmp_path, change))
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")

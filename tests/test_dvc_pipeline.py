@@ -1,0 +1,79 @@
+"""`dvc repro` runs ingest -> validate -> prepare through the CLI on real photos, and a second
+run (and `dvc status`) finds nothing to do."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from conftest import REPO
+
+
+def _run(args, cwd, env=None):
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def _project_copy(tmp_path: Path) -> Path:
+    """The repository's tracked files in a fresh git repo (what a clean clone holds)."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")
+    project = tmp_path / "project"
+    for name in filter(None, files):
+        target = project / os.fsdecode(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (REPO / os.fsdecode(name)).is_file():
+            shutil.copy(REPO / os.fsdecode(name), target)
+    for extra in ("params.yaml", "dvc.yaml", ".dvc/config"):  # uncommitted edits count too
+        shutil.copy(REPO / extra, project / extra)
+    _run(["git", "init", "-q"], project)
+    return project
+
+
+def test_dvc_repro_prepares_then_has_nothing_to_do(sample_source, tmp_path):
+    project = _project_copy(tmp_path)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["ingest"]["source"] = str(sample_source)
+    params["validate"]["workers"] = params["prepare"]["workers"] = 1
+    params["validate"]["min_valid_fraction"] = 0.5  # a dozen photos: one duplicate is 8%
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    dvc = str(bin_dir / "dvc")
+
+    _run([dvc, "repro"], project, env)
+    prepared = project / "data" / "prepared"
+    metrics = json.loads((prepared / "metrics.json").read_text())
+    photos = len(list(sample_source.rglob("*.jpg")))
+    assert metrics["photos_found"] == photos == metrics["prepared"] + metrics["quarantined"]
+    # LFW's lists: DevTest people are the test split, DevTrain people train or val.
+    test_people = set(pd.read_parquet(prepared / "test" / "index.parquet").identity)
+    dev_test = {line.split("\t")[0] for line in (sample_source.parent / "peopleDevTest.txt").read_text().splitlines()[1:]}
+    assert test_people and test_people <= dev_test
+    train = pd.read_parquet(prepared / "train" / "index.parquet")
+    assert train.mirrored.sum() == (~train.mirrored).sum()  # one mirrored copy per training photo
+    assert not set(train.identity) & test_people
+    target = np.load(prepared / "train" / "target_128.npy", mmap_mode="r")
+    assert target.shape == (len(train), 128, 128, 3) and target.dtype == np.uint8
+    assert (prepared / "preview.png").stat().st_size > 0
+
+    assert "Data and pipelines are up to date" in _run([dvc, "status"], project, env)
+    again = _run([dvc, "repro"], project, env)
+    assert "Running stage" not in again, again
+    _run([dvc, "push"], project, env)  # to the default remote: a local folder
+    assert any((project / "dvc-remote").rglob("*"))
+
+    # A new photo at the source: ingest notices, the data steps run again.
+    person = next(p for p in sample_source.iterdir() if p.is_dir())
+    shutil.copy(next(person.iterdir()), person / "copy_0099.jpg")
+    rerun = _run([dvc, "repro"], project, env)
+    assert "Running stage 'ingest'" in rerun and "Running stage 'prepare'" in rerun
+    quarantine = pd.read_parquet(prepared / "quarantine.parquet")
+    assert "unique_content" in set(quarantine.check)  # the copy has the same pixels as its original
