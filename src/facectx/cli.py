@@ -5,6 +5,7 @@ import argparse
 import logging
 import sys
 
+from facectx import steps
 from facectx.config import DEFAULT_PARAMS_FILE, load_params
 
 log = logging.getLogger("facectx")
@@ -15,26 +16,15 @@ PREPARED_DIR = "data/prepared"
 
 
 def _ingest(args, params):
-    from facectx.data.ingest import ingest
-
-    config = params.ingest
-    if args.source:
-        import dataclasses
-
-        config = dataclasses.replace(config, source=args.source)
-    return ingest(config, args.raw_dir)
+    return steps.ingest_step(params, args.raw_dir, args.source)
 
 
 def _validate(args, params):
-    from facectx.data.validate import validate
-
-    return validate(args.raw_dir, args.out_dir, params.validate, params.crop, params.landmarks)
+    return steps.validate_step(params, args.raw_dir, args.out_dir)
 
 
 def _prepare(args, params):
-    from facectx.data.prepare import prepare
-
-    return prepare(args.raw_dir, args.validated_dir, args.out_dir, params.prepare, params.crop, params.validate)
+    return steps.prepare_step(params, args.raw_dir, args.validated_dir, args.out_dir)
 
 
 def build_parser() -> argparse.ArgumentParser:

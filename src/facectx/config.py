@@ -124,10 +124,18 @@ def load_params(path: str | os.PathLike = DEFAULT_PARAMS_FILE) -> Params:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"params file not found: {path.resolve()}")
-    raw = yaml.safe_load(path.read_text())
-    params = _build(Params, raw, str(path))
-    _check_consistency(params, path)
+    return parse_params(path.read_text(), str(path))
+
+
+def parse_params(text: str, where: str = "params") -> Params:
+    """Params from YAML text (how Kubeflow components receive them)."""
+    params = _build(Params, yaml.safe_load(text), where)
+    _check_consistency(params, Path(where))
     return params
+
+
+def dump_params(params: Params) -> str:
+    return yaml.safe_dump(dataclasses.asdict(params), sort_keys=False)
 
 
 def _check_consistency(params: Params, path: Path) -> None:

@@ -1,0 +1,1 @@
+"""Kubeflow components: thin wrappers that call facectx.steps inside the facectx image."""

@@ -1,0 +1,1 @@
+"""Kubeflow pipelines of facectx; `python -m pipelines.compile` writes their YAML."""
