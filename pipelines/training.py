@@ -1,4 +1,5 @@
-"""The training pipeline: ingest -> validate -> prepare (training stages follow in later steps)."""
+"""The training pipeline: ingest -> validate -> prepare -> train@8 ... train@128, one GAN stage
+per step on a GPU node, each starting from the previous stage's model."""
 import json
 from pathlib import Path
 
@@ -7,17 +8,34 @@ from kfp import dsl
 
 from components.ingest import ingest
 from components.prepare import prepare
+from components.train_stage import train_stage
 from components.validate import validate
+from pipelines.gpu import MLFLOW_URI, on_gpu, with_services
 
 REPO = Path(__file__).resolve().parents[1]
 # One line of JSON (valid YAML): kfp copies defaults into a header comment, where a multi-line
 # string would break the compiled file.
 DEFAULT_PARAMS_YAML = json.dumps(yaml.safe_load((REPO / "params.yaml").read_text()))
+STAGES = (8, 16, 32, 64, 128)
 
 
-@dsl.pipeline(name="facectx-training", description="Hallucinating face context: data steps of the cascaded GAN pipeline")
-def training_pipeline(source: str = "", params_yaml: str = DEFAULT_PARAMS_YAML):
+def training_steps(params_yaml, prepared, run_name: str, mlflow_tracking_uri, stages=STAGES):
+    """train@8 ... train@N chained through their models; returns the last task."""
+    previous = None
+    for stage in stages:
+        inputs = {"previous": previous.outputs["model"]} if previous is not None else {}
+        task = train_stage(params_yaml=params_yaml, stage=stage, run_name=run_name, mlflow_tracking_uri=mlflow_tracking_uri,
+                           prepared=prepared, **inputs)
+        previous = on_gpu(task.set_display_name(f"{run_name} train@{stage}"))
+    return previous
+
+
+@dsl.pipeline(name="facectx-training", description="Hallucinating face context: the cascaded multi-scale GAN")
+def training_pipeline(source: str = "", params_yaml: str = DEFAULT_PARAMS_YAML, run_name: str = "cascade",
+                      mlflow_tracking_uri: str = MLFLOW_URI):
     """`source` overrides params' ingest.source (a folder on the node, or s3://bucket/prefix)."""
-    raw = ingest(params_yaml=params_yaml, source=source).set_display_name("ingest")
+    raw = with_services(ingest(params_yaml=params_yaml, source=source).set_display_name("ingest"))
     checked = validate(params_yaml=params_yaml, raw=raw.outputs["raw"]).set_display_name("validate")
-    prepare(params_yaml=params_yaml, raw=raw.outputs["raw"], validated=checked.outputs["validated"]).set_display_name("prepare")
+    prepared = prepare(params_yaml=params_yaml, raw=raw.outputs["raw"], validated=checked.outputs["validated"])
+    prepared.set_display_name("prepare").set_cpu_request("4").set_memory_request("8G")
+    training_steps(params_yaml, prepared.outputs["prepared"], run_name, mlflow_tracking_uri)

@@ -107,3 +107,31 @@ def s3_env(s3_server, monkeypatch):
     for key, value in s3_server.items():
         monkeypatch.setenv(key, value)
     return s3_server
+
+
+@pytest.fixture(scope="session")
+def prepared_data(lfw_dir, tmp_path_factory, params):
+    """A small prepared data set (real LFW photos through ingest, validate and prepare)."""
+    from facectx import steps
+
+    root = tmp_path_factory.mktemp("prepared")
+    source = make_source(lfw_dir, root / "source", train_people=14, test_people=4, max_photos=2)
+    quick = dataclasses.replace(
+        params,
+        validate=dataclasses.replace(params.validate, workers=1, min_valid_fraction=0.5),
+        prepare=dataclasses.replace(params.prepare, workers=1,
+                                    split=dataclasses.replace(params.prepare.split, val_fraction=0.25)),
+    )
+    steps.ingest_step(quick, root / "raw", str(source))
+    steps.validate_step(quick, root / "raw", root / "validated")
+    steps.prepare_step(quick, root / "raw", root / "validated", root / "prepared")
+    return root / "prepared"
+
+
+def tiny_training_params(params, **train_changes):
+    """Minute-sized models and runs for CPU tests (deterministic)."""
+    model = dataclasses.replace(params.model, width=4, max_width=8, disc_width=4, disc_max_layers=2)
+    settings = dict(epochs=(1, 1, 1, 1, 1), batch_size=4, max_train_rows=12, val_rows=4, grid_rows=2, log_every_steps=1,
+                    checkpoint_every_steps=2, device="cpu", deterministic=True, compile=False)
+    train = dataclasses.replace(params.train, **{**settings, **train_changes})
+    return dataclasses.replace(params, model=model, train=train)

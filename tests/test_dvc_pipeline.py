@@ -37,15 +37,26 @@ def _project_copy(tmp_path: Path) -> Path:
     return project
 
 
-def test_dvc_repro_prepares_then_has_nothing_to_do(sample_source, tmp_path):
+TINY_PROFILE = {
+    "model": {"width": 4, "max_width": 8, "disc_width": 4, "disc_max_layers": 2},
+    "train": {"epochs": [1, 1, 1, 1, 1], "batch_size": 4, "max_train_rows": 8, "val_rows": 2, "grid_rows": 2,
+              "log_every_steps": 1, "checkpoint_every_steps": 2, "device": "cpu"},
+}
+
+
+def test_dvc_repro_runs_the_pipeline_then_has_nothing_to_do(sample_source, tmp_path):
     project = _project_copy(tmp_path)
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["ingest"]["source"] = str(sample_source)
     params["validate"]["workers"] = params["prepare"]["workers"] = 1
     params["validate"]["min_valid_fraction"] = 0.5  # a dozen photos: one duplicate is 8%
+    params["prepare"]["split"]["val_fraction"] = 0.4  # six training people: keep some for validation
+    params["profiles"]["tiny"] = TINY_PROFILE
+    params["profile"] = "tiny"
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the embedded default store
+    env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
     dvc = str(bin_dir / "dvc")
 
     _run([dvc, "repro"], project, env)
@@ -63,6 +74,10 @@ def test_dvc_repro_prepares_then_has_nothing_to_do(sample_source, tmp_path):
     target = np.load(prepared / "train" / "target_128.npy", mmap_mode="r")
     assert target.shape == (len(train), 128, 128, 3) and target.dtype == np.uint8
     assert (prepared / "preview.png").stat().st_size > 0
+    for stage in (8, 16, 32, 64, 128):
+        stage_metrics = json.loads((project / "models" / f"stage_{stage}" / "metrics.json").read_text())
+        assert stage_metrics["stage"] == stage and 0 < stage_metrics["val_ssim"] <= 1
+    assert (project / "mlflow.db").is_file()  # the embedded MLflow store
 
     assert "Data and pipelines are up to date" in _run([dvc, "status"], project, env)
     again = _run([dvc, "repro"], project, env)
@@ -73,7 +88,7 @@ def test_dvc_repro_prepares_then_has_nothing_to_do(sample_source, tmp_path):
     # A new photo at the source: ingest notices, the data steps run again.
     person = next(p for p in sample_source.iterdir() if p.is_dir())
     shutil.copy(next(person.iterdir()), person / "copy_0099.jpg")
-    rerun = _run([dvc, "repro"], project, env)
+    rerun = _run([dvc, "repro", "prepare"], project, env)
     assert "Running stage 'ingest'" in rerun and "Running stage 'prepare'" in rerun
     quarantine = pd.read_parquet(prepared / "quarantine.parquet")
     assert "unique_content" in set(quarantine.check)  # the copy has the same pixels as its original

@@ -16,20 +16,36 @@ def test_pipeline_compiles_without_credentials(tmp_path, monkeypatch):
     text = path.read_text()
     assert "must-not-leak-into-yaml" not in text
     spec = yaml.safe_load_all(text).__next__()
-    assert set(spec["root"]["dag"]["tasks"]) == {"ingest", "validate", "prepare"}
-    assert spec["root"]["dag"]["tasks"]["prepare"]["dependentTasks"] == ["ingest", "validate"]
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {"ingest", "validate", "prepare", "train-stage", "train-stage-5"} <= set(tasks)
+    assert tasks["prepare"]["dependentTasks"] == ["ingest", "validate"]
+    assert tasks["train-stage-2"]["dependentTasks"] == ["prepare", "train-stage"]  # 16 starts from 8
+    platform = list(yaml.safe_load_all(text))[1]
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    gpu_step = executors["exec-train-stage"]
+    assert gpu_step["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert gpu_step["secretAsEnv"][0]["secretName"] == "facectx-s3"
+    resources = spec["deploymentSpec"]["executors"]["exec-train-stage"]["container"]["resources"]
+    assert resources["accelerator"]["resourceCount"] == "1"
 
 
-def test_pipeline_runs_locally(sample_source, tmp_path, params):
+def test_pipeline_runs_locally(sample_source, tmp_path, params, monkeypatch):
     from facectx.config import dump_params
     import dataclasses
 
-    quick = dataclasses.replace(params, validate=dataclasses.replace(params.validate, workers=1, min_valid_fraction=0.5),
-                                prepare=dataclasses.replace(params.prepare, workers=1))
+    from conftest import tiny_training_params
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    quick = tiny_training_params(params, max_train_rows=8, val_rows=2)
+    quick = dataclasses.replace(quick, validate=dataclasses.replace(params.validate, workers=1, min_valid_fraction=0.5),
+                                prepare=dataclasses.replace(params.prepare, workers=1, split=dataclasses.replace(
+                                    params.prepare.split, val_fraction=0.4)))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
     from pipelines.training import training_pipeline
 
-    run = training_pipeline(source=str(sample_source), params_yaml=dump_params(quick))
+    run = training_pipeline(source=str(sample_source), params_yaml=dump_params(quick),
+                            mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert run is not None
     metrics_files = list((tmp_path / "kfp").rglob("metrics.json"))
     prepared = [p.parent for p in metrics_files if (p.parent / "train" / "index.parquet").is_file()]
@@ -37,3 +53,5 @@ def test_pipeline_runs_locally(sample_source, tmp_path, params):
     metrics = json.loads((prepared[0] / "metrics.json").read_text())
     assert metrics["prepared"] + metrics["quarantined"] == metrics["photos_found"] == len(list(sample_source.rglob("*.jpg")))
     assert len(pd.read_parquet(prepared[0] / "test" / "index.parquet")) > 0
+    final = [p for p in (tmp_path / "kfp").rglob("checkpoint/meta.json") if json.loads(p.read_text())["stage"] == 128]
+    assert len(final) == 1

@@ -13,6 +13,7 @@ log = logging.getLogger("facectx")
 RAW_DIR = "data/raw"
 VALIDATED_DIR = "data/validated"
 PREPARED_DIR = "data/prepared"
+MODELS_DIR = "models"
 
 
 def _ingest(args, params):
@@ -25,6 +26,11 @@ def _validate(args, params):
 
 def _prepare(args, params):
     return steps.prepare_step(params, args.raw_dir, args.validated_dir, args.out_dir)
+
+
+def _train_stage(args, params):
+    dirs = steps.stage_dirs(params, args.stage, args.models_dir)
+    return steps.train_stage_step(params, args.stage, args.prepared_dir, run_name=args.run_name, **dirs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--validated-dir", default=VALIDATED_DIR)
     step.add_argument("--out-dir", default=PREPARED_DIR)
     step.set_defaults(run=_prepare)
+
+    step = steps.add_parser("train-stage", help="train block N from block N/2's checkpoint")
+    step.add_argument("--stage", type=int, required=True, help="resolution of the block: 8, 16, 32, 64 or 128")
+    step.add_argument("--prepared-dir", default=PREPARED_DIR)
+    step.add_argument("--models-dir", default=MODELS_DIR)
+    step.add_argument("--run-name", default="cascade", help="names the MLflow pipeline run (e.g. an ablation)")
+    step.set_defaults(run=_train_stage)
     return parser
 
 

@@ -71,12 +71,62 @@ class PrepareConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    kind: str  # "cascade" (the paper's model) or "progan" (its comparison variant)
+    width: int  # channels of each generator's first layer (doubles per level)
+    max_width: int  # cap on generator channels
+    disc_width: int  # channels of each critic's first layer
+    disc_max_layers: int  # strided layers of a critic at the largest resolution
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    reconstruction: str  # "l1" (paper) or "l2" (ablation)
+    lambda_rec: float
+    adversarial: bool  # false: the "without L_adv" ablation
+    lambda_adv: float
+    identity: bool  # false: the "without L_id" ablation
+    lambda_id: float
+    perceptual: bool  # false: the "without L_pc" ablation
+    lambda_pc: float
+    perceptual_network: str  # "dlib_resnet" (offline, non-standard) or "vgg19" (needs vgg19_weights)
+    vgg19_weights: str | None  # torchvision VGG19 ImageNet state_dict file (safetensors or .pth)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    stages: tuple[int, ...]  # resolutions trained, in order; each starts from the previous one's checkpoint
+    epochs: tuple[int, ...]  # epochs per stage, aligned with `stages`
+    batch_size: int
+    max_train_rows: int  # 0 = every training row; else the first N (quick runs)
+    lr: float  # Adam learning rate of the block being trained (and of its critic)
+    beta1: float
+    beta2: float
+    earlier_blocks: str  # "frozen" or "finetune" (at lr * finetune_lr_scale)
+    finetune_lr_scale: float
+    fade_in_fraction: float  # progan: share of a stage's steps over which the new level fades in
+    checkpoint_every_steps: int  # resumable checkpoints this often (and at each epoch's end)
+    log_every_steps: int  # loss logging interval
+    val_rows: int  # validation rows scored after each epoch
+    grid_rows: int  # rows in the per-epoch sample grid
+    device: str  # "auto", "cpu" or "cuda"
+    precision: str  # "fp32" or "bf16" (autocast; CUDA only)
+    channels_last: bool
+    compile: bool  # torch.compile the generator and critic
+    deterministic: bool  # bit-reproducible (CPU): deterministic algorithms, one thread order
+    seed: int
+
+
+@dataclass(frozen=True)
 class Params:
     ingest: IngestConfig
     landmarks: LandmarkConfig
     crop: CropConfig
     validate: ValidateConfig
     prepare: PrepareConfig
+    model: ModelConfig
+    losses: LossConfig
+    train: TrainConfig
 
 
 def _build(cls, raw, where: str):
@@ -128,10 +178,42 @@ def load_params(path: str | os.PathLike = DEFAULT_PARAMS_FILE) -> Params:
 
 
 def parse_params(text: str, where: str = "params") -> Params:
-    """Params from YAML text (how Kubeflow components receive them)."""
-    params = _build(Params, yaml.safe_load(text), where)
+    """Params from YAML text (how Kubeflow components receive them).
+
+    `profile: NAME` applies the overrides under `profiles: {NAME: {...}}` on top of the sections,
+    so one file holds the CPU-quick and the paper-sized settings.
+    """
+    raw = yaml.safe_load(text)
+    if isinstance(raw, dict) and "profiles" in raw:
+        raw = apply_profile(raw, where)
+    params = _build(Params, raw, where)
     _check_consistency(params, Path(where))
     return params
+
+
+def apply_profile(raw: dict, where: str) -> dict:
+    raw = dict(raw)
+    profiles = raw.pop("profiles")
+    name = raw.pop("profile", None)
+    if name is None:
+        return raw
+    if name not in profiles:
+        raise ValueError(f"{where}: profile {name!r} is not among profiles {sorted(profiles)}")
+    # Profiles size the model and its training; data steps never depend on them (DVC tracks
+    # the data sections alone), so they may not override anything else.
+    outside = sorted(set(profiles[name] or {}) - {"model", "losses", "train"})
+    if outside:
+        raise ValueError(f"{where}: profiles.{name} may only override model, losses and train, not {outside}")
+    return _merge(raw, profiles[name], f"{where}: profiles.{name}")
+
+
+def _merge(base: dict, overrides: dict, where: str) -> dict:
+    merged = dict(base)
+    for key, value in (overrides or {}).items():
+        if key not in base:
+            raise ValueError(f"{where}.{key}: overrides a key that params do not have")
+        merged[key] = _merge(base[key], value, f"{where}.{key}") if isinstance(value, dict) else value
+    return merged
 
 
 def dump_params(params: Params) -> str:
@@ -149,5 +231,20 @@ def _check_consistency(params: Params, path: Path) -> None:
             raise ValueError(f"{path}: prepare.resolutions must double at each level, got {list(resolutions)}")
     if params.prepare.split.method not in ("auto", "lfw", "hash"):
         raise ValueError(f"{path}: prepare.split.method must be auto, lfw or hash, got {params.prepare.split.method!r}")
+    train = params.train
+    if len(train.epochs) != len(train.stages) or not set(train.stages) <= set(resolutions):
+        raise ValueError(f"{path}: train.epochs must give one count per train.stages entry, and stages must be among prepare.resolutions")
+    if list(train.stages) != sorted(train.stages) or any(b != 2 * a for a, b in zip(train.stages, train.stages[1:])):
+        raise ValueError(f"{path}: train.stages must double from one to the next, got {list(train.stages)}")
+    for name, value, allowed in [("model.kind", params.model.kind, ("cascade", "progan")),
+                                 ("losses.reconstruction", params.losses.reconstruction, ("l1", "l2")),
+                                 ("losses.perceptual_network", params.losses.perceptual_network, ("dlib_resnet", "vgg19")),
+                                 ("train.earlier_blocks", train.earlier_blocks, ("frozen", "finetune")),
+                                 ("train.device", train.device, ("auto", "cpu", "cuda")),
+                                 ("train.precision", train.precision, ("fp32", "bf16"))]:
+        if value not in allowed:
+            raise ValueError(f"{path}: {name} must be one of {allowed}, got {value!r}")
+    if params.losses.perceptual_network == "vgg19" and params.losses.perceptual and not params.losses.vgg19_weights:
+        raise ValueError(f"{path}: losses.perceptual_network is vgg19 but losses.vgg19_weights is not set")
     if not 0 < params.validate.mask_fraction_min < params.validate.mask_fraction_max < 1:
         raise ValueError(f"{path}: need 0 < validate.mask_fraction_min < validate.mask_fraction_max < 1")

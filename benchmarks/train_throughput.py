@@ -1,0 +1,144 @@
+"""Training throughput and model FLOP utilisation per stage, fast path beside a plain one.
+
+    python benchmarks/train_throughput.py --prepared data/prepared --profile paper [--compile]
+
+For each stage, the same model and batch size run two ways:
+  fast:  shards resident on the GPU, bf16 autocast, channels_last (+ torch.compile with --compile)
+  plain: fp32, eager, a standard DataLoader reading the memory-mapped shards with worker processes
+Reported: images/s, achieved TFLOP/s (FLOPs of one full training step — critic and generator
+phases, identity and perceptual networks included — counted with torch's FlopCounterMode), and
+that as a share of the bf16 matrix-multiply peak measured on the same device in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+from facectx.config import load_params  # noqa: E402
+from facectx.training.data import ShardDataset, batch_from_items  # noqa: E402
+from facectx.training.loop import StageTrainer  # noqa: E402
+
+
+def matmul_peak_tflops(device: torch.device, size: int = 8192, repeats: int = 50) -> float:
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if device.type != "cuda":
+        size, repeats = 1024, 5
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e12
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def step_flops(trainer: StageTrainer, batch) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        trainer._train_step(batch)
+    return float(counter.get_total_flops())
+
+
+def measure(trainer: StageTrainer, batches, steps: int, warmup: int) -> float:
+    iterator = iter(batches())
+    for _ in range(warmup):
+        trainer._train_step(next(iterator))
+    _sync(trainer.device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer._train_step(next(iterator))
+    _sync(trainer.device)
+    return steps * trainer.params.train.batch_size / (time.perf_counter() - start)
+
+
+def resident_batches(trainer):
+    def gen():
+        rows, size = trainer.train_data.rows, trainer.params.train.batch_size
+        while True:
+            order = torch.randperm(rows)
+            for b in range(rows // size):
+                yield trainer.train_data.batch(order[b * size:(b + 1) * size])
+    return gen
+
+
+def loader_batches(trainer, prepared: Path, workers: int):
+    needed = trainer.train_data.resolutions
+    dataset = ShardDataset(prepared, "train", needed, trainer.params.train.max_train_rows)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=trainer.params.train.batch_size, shuffle=True, drop_last=True,
+                                         num_workers=workers, pin_memory=trainer.device.type == "cuda",
+                                         persistent_workers=workers > 0)
+
+    def gen():
+        while True:
+            for items in loader:
+                yield batch_from_items(items, needed, trainer.device)
+    return gen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prepared", default="data/prepared")
+    parser.add_argument("--params", default=str(REPO / "params.yaml"))
+    parser.add_argument("--stages", default="8,16,32,64,128")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=8, help="DataLoader workers of the plain version")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "train_throughput.json"))
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    if args.batch_size:
+        params = dataclasses.replace(params, train=dataclasses.replace(params.train, batch_size=args.batch_size))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    peak = matmul_peak_tflops(device)
+    work = Path("/tmp/facectx-bench-train")
+    rows = []
+    for stage in [int(s) for s in args.stages.split(",")]:
+        result = {"stage": stage, "batch_size": params.train.batch_size}
+        for name, precision, channels_last, compiled in (("fast", "bf16", True, args.compile), ("plain", "fp32", False, False)):
+            variant = dataclasses.replace(params, train=dataclasses.replace(
+                params.train, precision=precision, channels_last=channels_last, compile=compiled, device=device.type,
+                earlier_blocks="finetune"))
+            # Earlier blocks start untrained here: throughput does not depend on their weights.
+            trainer = StageTrainer(variant, stage, Path(args.prepared), work / name, None, work / name / "resume",
+                                   require_previous=False)
+            batches = resident_batches(trainer) if name == "fast" else loader_batches(trainer, Path(args.prepared), args.workers)
+            images_per_s = measure(trainer, batches, args.steps, args.warmup)
+            flops = step_flops(trainer, next(iter(resident_batches(trainer)())))
+            tflops = flops / params.train.batch_size * images_per_s / 1e12
+            result[name] = {"images_per_s": round(images_per_s, 1), "tflops": round(tflops, 2),
+                            "mfu_of_matmul_peak": round(tflops / peak, 4)}
+            del trainer
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        result["speedup"] = round(result["fast"]["images_per_s"] / result["plain"]["images_per_s"], 2)
+        rows.append(result)
+        print(json.dumps(result), flush=True)
+    report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+              "matmul_peak_tflops": round(peak, 1), "torch": torch.__version__, "stages": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""The four losses of the paper as small pure functions, and the object that combines them for
+one stage's two phases (critic, generator).
+
+Adversarial loss: least squares (LSGAN, Mao et al. 2017), the pix2pix/CycleGAN default: its
+gradients do not vanish when the critic is confident, which matters early in each stage when
+the new block's output is easy to tell from real photos.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facectx.config import LossConfig
+
+# --------------------------------------------------------------------------- pure functions
+
+
+def reconstruction_loss(output: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    return F.l1_loss(output, target) if kind == "l1" else F.mse_loss(output, target)
+
+
+def lsgan_critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    return 0.5 * ((real_scores - 1).pow(2).mean() + fake_scores.pow(2).mean())
+
+
+def lsgan_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (fake_scores - 1).pow(2).mean()
+
+
+def identity_distance(output_embedding: torch.Tensor, target_embedding: torch.Tensor) -> torch.Tensor:
+    """1 - cosine similarity per example."""
+    return 1 - F.cosine_similarity(output_embedding, target_embedding, dim=1)
+
+
+def feature_distance(output_features: list[torch.Tensor], target_features: list[torch.Tensor]) -> torch.Tensor:
+    """Mean L1 distance of feature maps, averaged over layers."""
+    return torch.stack([F.l1_loss(o, t) for o, t in zip(output_features, target_features)]).mean()
+
+
+# --------------------------------------------------------------------------- fixed networks
+
+
+def to_unit(image: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> [0, 1]."""
+    return (image + 1) * 0.5
+
+
+def to_full_frame(image: torch.Tensor, size: int = 128) -> torch.Tensor:
+    """Upsample a low-resolution output to the frame size the landmarks are given in."""
+    if image.shape[-1] == size:
+        return image
+    return F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False)
+
+
+class FaceFeatures(nn.Module):
+    """dlib's face-recognition ResNet on the aligned face chip: embedding and feature maps."""
+
+    def __init__(self, device: str | torch.device = "cpu"):
+        super().__init__()
+        from facectx.models.identity import load_identity_network
+
+        self.net = load_identity_network(device=device)
+
+    def chips(self, images: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+        from facectx.models.identity import extract_chips
+
+        return extract_chips(to_unit(to_full_frame(images)).float(), landmarks)
+
+    def embedding(self, images: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+        return self.net(self.chips(images, landmarks))
+
+    def features(self, images: torch.Tensor, landmarks: torch.Tensor) -> list[torch.Tensor]:
+        return self.net.features(self.chips(images, landmarks))
+
+
+class VGG19Features(nn.Module):
+    """Standard perceptual features (relu1_2, relu2_2, relu3_4, relu4_4) of an ImageNet VGG19
+    loaded from a configured file; the whole frame, not just the face."""
+
+    LAYERS = (3, 8, 17, 26)
+
+    def __init__(self, weights_path: str, device: str | torch.device = "cpu"):
+        super().__init__()
+        import torchvision
+
+        from facectx.weights import load_state_dict
+
+        vgg = torchvision.models.vgg19()
+        vgg.load_state_dict(load_state_dict(weights_path))
+        self.body = vgg.features[: self.LAYERS[-1] + 1].to(device).eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1))
+
+    def features(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> list[torch.Tensor]:
+        x = (to_unit(to_full_frame(images)).float() - self.mean) / self.std
+        out = []
+        for i, layer in enumerate(self.body):
+            x = layer(x)
+            if i in self.LAYERS:
+                out.append(x)
+        return out
+
+
+# --------------------------------------------------------------------------- per-stage object
+
+
+@dataclass
+class LossParts:
+    total: torch.Tensor
+    parts: dict[str, torch.Tensor]  # detached, on the device: read them only when logging (a sync)
+
+
+class StageLoss:
+    """Owns the critic and the fixed networks of one stage; computes each phase's loss.
+
+    The identity and perceptual terms see the output upsampled to the full frame, so the same
+    face chip (from the 128-px landmarks) serves every resolution.
+    """
+
+    def __init__(self, config: LossConfig, critic: nn.Module, face: FaceFeatures | None,
+                 perceptual: nn.Module | None):
+        self.config, self.critic, self.face, self.perceptual = config, critic, face, perceptual
+
+    def critic_loss(self, masked: torch.Tensor, target: torch.Tensor, fake: torch.Tensor) -> LossParts:
+        loss = lsgan_critic_loss(self.critic(masked, target), self.critic(masked, fake.detach()))
+        return LossParts(loss, {"critic": loss.detach()})
+
+    def generator_loss(self, masked: torch.Tensor, target: torch.Tensor, fake: torch.Tensor,
+                       landmarks: torch.Tensor) -> LossParts:
+        c = self.config
+        terms = {"rec": (c.lambda_rec, reconstruction_loss(fake, target, c.reconstruction))}
+        if c.adversarial:
+            terms["adv"] = (c.lambda_adv, lsgan_generator_loss(self.critic(masked, fake)))
+        if c.identity:
+            with torch.no_grad():
+                target_embedding = self.face.embedding(target, landmarks)
+            terms["id"] = (c.lambda_id, identity_distance(self.face.embedding(fake, landmarks), target_embedding).mean())
+        if c.perceptual:
+            with torch.no_grad():
+                target_features = self.perceptual.features(target, landmarks)
+            terms["pc"] = (c.lambda_pc, feature_distance(self.perceptual.features(fake, landmarks), target_features))
+        total = sum(weight * value for weight, value in terms.values())
+        parts = {name: value.detach() for name, (_, value) in terms.items()}
+        parts["total"] = total.detach()
+        return LossParts(total, parts)
+
+
+def perceptual_network(config: LossConfig, face: FaceFeatures | None, device) -> nn.Module | None:
+    if not config.perceptual:
+        return None
+    if config.perceptual_network == "vgg19":
+        return VGG19Features(config.vgg19_weights, device)
+    return face  # dlib ResNet feature maps: available offline; reports label it non-standard

@@ -1,0 +1,131 @@
+"""The cascaded multi-scale generator of Banerjee et al. (WACV 2020) and its discriminators.
+
+Five blocks, one per resolution (8, 16, 32, 64, 128). Block_8 rebuilds the 8x8 face from the
+8x8 masked face; every later block sees the masked face at its own scale plus the previous
+block's output, upscaled 2x by a learned pixel-shuffle (sub-pixel convolution) layer, stacked
+channel-wise (inferred: the paper does not say how the guide enters). Each block is a U-Net
+(encoder-decoder with skip connections, as pix2pix) and pastes the input face back over its
+output, so a block only ever invents context. Each resolution has its own PatchGAN critic.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    kind: str  # "cascade" or "progan"
+    resolutions: tuple[int, ...]  # e.g. (8, 16, 32, 64, 128)
+    width: int  # channels of a generator's first layer; doubles per level up to max_width
+    max_width: int
+    disc_width: int  # channels of a critic's first layer
+    disc_max_layers: int  # strided layers of a critic at the largest resolution
+
+
+def _level_widths(depth: int, width: int, max_width: int) -> list[int]:
+    return [min(width * 2 ** i, max_width) for i in range(depth)]
+
+
+class UNet(nn.Module):
+    """pix2pix-style U-Net for a square input of `size`: strided 4x4 convs down to 2x2, transposed
+    convs back up, each decoder level concatenated with the encoder level of the same size."""
+
+    def __init__(self, in_channels: int, out_channels: int, size: int, width: int, max_width: int, image_head: bool = True):
+        super().__init__()
+        self.image_head = image_head  # tanh to [-1, 1]; off when the U-Net maps features to features
+        depth = int(math.log2(size)) - 1  # 8 -> 2 levels (8->4->2), 128 -> 6 levels
+        widths = _level_widths(depth, width, max_width)
+        self.down = nn.ModuleList()
+        previous = in_channels
+        for i, channels in enumerate(widths):
+            layers = [nn.Conv2d(previous, channels, 4, 2, 1, bias=i == 0)]
+            if i > 0:
+                layers.append(nn.BatchNorm2d(channels))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            self.down.append(nn.Sequential(*layers))
+            previous = channels
+        self.up = nn.ModuleList()
+        for i in reversed(range(depth)):
+            skip = widths[i] if i < depth - 1 else 0  # the innermost level has no skip partner
+            out = widths[i - 1] if i > 0 else width
+            self.up.append(nn.Sequential(
+                nn.ConvTranspose2d(previous + skip, out, 4, 2, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)))
+            previous = out
+        self.head = nn.Conv2d(previous, out_channels, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for layer in self.down:
+            x = layer(x)
+            skips.append(x)
+        skips.pop()  # innermost output is x itself
+        for i, layer in enumerate(self.up):
+            if i > 0:
+                x = torch.cat([x, skips.pop()], dim=1)
+            x = layer(x)
+        x = self.head(x)
+        return torch.tanh(x) if self.image_head else x
+
+
+def paste_face(generated: torch.Tensor, masked: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Keep the input face where the mask is, the generated pixels elsewhere (soft at low res)."""
+    return mask * masked + (1 - mask) * generated
+
+
+class CascadeBlock(nn.Module):
+    def __init__(self, size: int, args: ModelArgs, has_guide: bool):
+        super().__init__()
+        self.size = size
+        # Sub-pixel convolution: 3 -> 12 channels at r/2, shuffled into 3 channels at r.
+        self.guide_upsampler = nn.Sequential(nn.Conv2d(3, 12, 3, 1, 1), nn.PixelShuffle(2)) if has_guide else None
+        in_channels = 3 + 1 + (3 if has_guide else 0)  # masked face, mask, guide
+        self.unet = UNet(in_channels, 3, size, args.width, args.max_width)
+
+    def forward(self, masked: torch.Tensor, mask: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        parts = [masked, mask]
+        if self.guide_upsampler is not None:
+            parts.append(self.guide_upsampler(previous))
+        return paste_face(self.unet(torch.cat(parts, dim=1)), masked, mask)
+
+
+class CascadeGenerator(nn.Module):
+    """Blocks for every resolution up to `stage`; forward returns every block's output."""
+
+    def __init__(self, args: ModelArgs, stage: int):
+        super().__init__()
+        self.args, self.stage = args, stage
+        sizes = [r for r in args.resolutions if r <= stage]
+        self.blocks = nn.ModuleDict({str(r): CascadeBlock(r, args, has_guide=i > 0) for i, r in enumerate(sizes)})
+
+    def forward(self, masked: dict[int, torch.Tensor], mask: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        outputs, previous = {}, None
+        for key, block in self.blocks.items():
+            r = int(key)
+            previous = outputs[r] = block(masked[r], mask[r], previous)
+        return outputs
+
+
+class PatchDiscriminator(nn.Module):
+    """Conditional PatchGAN critic: sees the masked input beside a full image and scores patches.
+    Spectral normalisation instead of batch norm: real and fake batches are scored separately,
+    and batch statistics would leak one into the other."""
+
+    def __init__(self, size: int, width: int, max_layers: int):
+        super().__init__()
+        layers_n = max(1, min(max_layers, int(math.log2(size)) - 2))
+        layers = [spectral_norm(nn.Conv2d(6, width, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
+        channels = width
+        for _ in range(1, layers_n):
+            layers += [spectral_norm(nn.Conv2d(channels, channels * 2, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
+            channels *= 2
+        layers += [spectral_norm(nn.Conv2d(channels, channels, 3, 1, 1)), nn.LeakyReLU(0.2, inplace=True),
+                   spectral_norm(nn.Conv2d(channels, 1, 3, 1, 1))]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, masked: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([masked, image], dim=1))

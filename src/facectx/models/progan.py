@@ -1,0 +1,61 @@
+"""The paper's comparison variant: one generator grown progressively 8 -> 128 (Karras et al. 2018).
+
+At stage S the generator holds a level per resolution up to S around a U-Net core at 8x8:
+from-RGB at S, strided convolutions down to 8, the core, transposed convolutions back up (each
+merged with the encoder features of the same size), to-RGB at S. The newest level fades in: for
+alpha < 1 its from-RGB/to-RGB paths are blended with the previous stage's, as in ProGAN.
+Same inputs, outputs, critics and losses as the cascade, so the comparison isolates the design.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facectx.models.cascade import ModelArgs, UNet, paste_face
+
+
+def level_channels(size: int, args: ModelArgs) -> int:
+    return min(args.max_width, args.width * (max(args.resolutions) // size))
+
+
+class ProgressiveGenerator(nn.Module):
+    def __init__(self, args: ModelArgs, stage: int):
+        super().__init__()
+        self.args, self.stage = args, stage
+        self.sizes = [r for r in args.resolutions if r <= stage]
+        base = self.sizes[0]
+        self.from_rgb = nn.ModuleDict({str(r): nn.Conv2d(4, level_channels(r, args), 1) for r in self.sizes})
+        self.to_rgb = nn.ModuleDict({str(r): nn.Conv2d(level_channels(r, args), 3, 1) for r in self.sizes})
+        self.core = UNet(level_channels(base, args), level_channels(base, args), base, args.width, args.max_width, image_head=False)
+        self.down = nn.ModuleDict()
+        self.up = nn.ModuleDict()
+        self.merge = nn.ModuleDict()
+        for r in self.sizes[1:]:
+            high, low = level_channels(r, args), level_channels(r // 2, args)
+            self.down[str(r)] = nn.Sequential(nn.Conv2d(high, low, 4, 2, 1, bias=False), nn.BatchNorm2d(low), nn.LeakyReLU(0.2, True))
+            self.up[str(r)] = nn.Sequential(nn.ConvTranspose2d(low, high, 4, 2, 1, bias=False), nn.BatchNorm2d(high), nn.ReLU(True))
+            self.merge[str(r)] = nn.Sequential(nn.Conv2d(2 * high, high, 3, 1, 1, bias=False), nn.BatchNorm2d(high), nn.ReLU(True))
+        self.register_buffer("alpha", torch.ones(()))  # fade-in of the newest level, set by the trainer
+
+    def forward(self, masked: dict[int, torch.Tensor], mask: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        top = self.stage
+        inputs = {r: torch.cat([masked[r], mask[r]], dim=1) for r in self.sizes}
+        fading = top != self.sizes[0] and float(self.alpha) < 1.0
+        x = self.from_rgb[str(top)](inputs[top])
+        skips = {}
+        for r in reversed(self.sizes[1:]):
+            skips[r] = x
+            x = self.down[str(r)](x)
+            if fading and r == top:
+                x = self.alpha * x + (1 - self.alpha) * self.from_rgb[str(r // 2)](inputs[r // 2])
+        y = self.core(x)
+        previous_rgb = None
+        for r in self.sizes[1:]:
+            if r == top:
+                previous_rgb = torch.tanh(self.to_rgb[str(r // 2)](y))
+            y = self.merge[str(r)](torch.cat([self.up[str(r)](y), skips[r]], dim=1))
+        rgb = torch.tanh(self.to_rgb[str(top)](y))
+        if fading:
+            rgb = self.alpha * rgb + (1 - self.alpha) * F.interpolate(previous_rgb, scale_factor=2, mode="nearest")
+        return {top: paste_face(rgb, masked[top], mask[top])}

@@ -1,0 +1,1 @@
+"""Stage-by-stage GAN training: data on the device, checkpoints, the loop."""

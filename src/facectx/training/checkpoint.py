@@ -1,0 +1,98 @@
+"""Checkpoints that explain themselves: safetensors weights, optimizer state (torch, loaded with
+weights_only=True) and a JSON file of metadata — stage, model arguments, step, config hash, git
+commit, data version and the sha256 of each file, so corruption and mismatches are caught.
+
+A checkpoint is a folder; meta.json is written last, and every file atomically, so a kill at any
+moment leaves either the previous complete checkpoint or the new one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from facectx.io_utils import atomic_path, sha256_file, write_json
+
+WEIGHTS, OPTIMIZER, META = "model.safetensors", "optimizer.pt", "meta.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, or from another configuration."""
+
+
+def config_hash(settings: dict) -> str:
+    """Stable hash of the settings that shape the weights (JSON, sorted keys)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def git_commit(cwd: str | os.PathLike = ".") -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def save_checkpoint(folder: str | os.PathLike, modules: dict[str, torch.nn.Module],
+                    optimizers: dict[str, torch.optim.Optimizer] | None, meta: dict) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"{name}.{key}": value.detach().contiguous().cpu()
+               for name, module in modules.items() for key, value in module.state_dict().items()}
+    # Old meta first: a reader that finds files newer than meta.json's checksums sees a mismatch.
+    (folder / META).unlink(missing_ok=True)
+    with atomic_path(folder / WEIGHTS) as tmp:
+        save_file(tensors, str(tmp))
+    files = {WEIGHTS: sha256_file(folder / WEIGHTS)}
+    if optimizers is not None:
+        with atomic_path(folder / OPTIMIZER) as tmp:
+            torch.save({name: opt.state_dict() for name, opt in optimizers.items()}, tmp)
+        files[OPTIMIZER] = sha256_file(folder / OPTIMIZER)
+    write_json(folder / META, {**meta, "files": files})
+    return folder
+
+
+def read_meta(folder: str | os.PathLike) -> dict:
+    path = Path(folder) / META
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {folder} ({META} missing)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"corrupt checkpoint {folder}: {META} is not valid JSON ({err})") from err
+
+
+def load_checkpoint(folder: str | os.PathLike, expected_config_hash: str | None = None,
+                    with_optimizer: bool = False) -> tuple[dict, dict[str, dict[str, torch.Tensor]], dict | None]:
+    """Return (meta, {module name: state dict}, optimizer states or None), verifying checksums
+    and, when given, that the checkpoint was made with the same configuration."""
+    folder = Path(folder)
+    meta = read_meta(folder)
+    for name, digest in meta.get("files", {}).items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"corrupt checkpoint {folder}: {name} is missing")
+        if sha256_file(path) != digest:
+            raise CheckpointError(f"corrupt checkpoint {folder}: {name} does not match its checksum in {META}")
+    if expected_config_hash is not None and meta.get("config_hash") != expected_config_hash:
+        raise CheckpointError(
+            f"checkpoint {folder} was made with config {meta.get('config_hash')}, but the current config is "
+            f"{expected_config_hash}: model, loss or training settings changed (checkpoint settings: "
+            f"{json.dumps(meta.get('settings', {}), sort_keys=True)})")
+    try:
+        flat = load_file(str(folder / WEIGHTS))
+    except Exception as err:  # noqa: BLE001
+        raise CheckpointError(f"corrupt checkpoint {folder}: cannot read {WEIGHTS} ({err})") from err
+    states: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in flat.items():
+        module, _, param = key.partition(".")
+        states.setdefault(module, {})[param] = value
+    optimizer = None
+    if with_optimizer and OPTIMIZER in meta.get("files", {}):
+        optimizer = torch.load(folder / OPTIMIZER, map_location="cpu", weights_only=True)
+    return meta, states, optimizer

@@ -1,0 +1,137 @@
+"""Training data from the prepared shards.
+
+`ResidentShards` moves a split's uint8 arrays to the device once (the whole LFW train split at
+every resolution is ~2 GB), so a step only indexes and converts on the device: no host decoding,
+no per-step copies. `ShardDataset` is the plain torch Dataset over memory-mapped shards, for
+sets larger than device memory and for the benchmark's baseline.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class DataError(RuntimeError):
+    """Prepared data are missing or do not match what training needs."""
+
+
+@dataclass
+class Batch:
+    masked: dict[int, torch.Tensor]  # (B, 3, r, r) in [-1, 1], black (-1) outside the face
+    mask: dict[int, torch.Tensor]  # (B, 1, r, r) in [0, 1]
+    target: dict[int, torch.Tensor]  # (B, 3, r, r) in [-1, 1]
+    landmarks: torch.Tensor  # (B, 68, 2), pixels of the largest frame
+
+
+def _to_image(x: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in [-1, 1]; the permuted view keeps NHWC memory (channels_last)."""
+    return x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+
+def _to_mask(x: torch.Tensor) -> torch.Tensor:
+    return x.unsqueeze(1).float().div_(255.0)
+
+
+def _masked_image(x: torch.Tensor) -> torch.Tensor:
+    # Stored masked pixels are 0 outside the face: keep them 0 in [-1, 1] space too would mean
+    # grey; black (-1) is what "blanked" means in the stored images, so convert like any image.
+    return _to_image(x)
+
+
+def split_folder(prepared_dir: str | Path, split: str) -> Path:
+    folder = Path(prepared_dir) / split
+    if not (folder / "index.parquet").is_file():
+        raise DataError(f"no prepared {split} split in {prepared_dir}: run `facectx prepare` (dvc repro prepare) first")
+    return folder
+
+
+def data_version(prepared_dir: str | Path) -> str:
+    """A short fingerprint of the prepared data: meta.json plus each split's index."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    prepared_dir = Path(prepared_dir)
+    for path in [prepared_dir / "meta.json", *sorted(prepared_dir.glob("*/index.parquet"))]:
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class ResidentShards:
+    """One split's arrays at the given resolutions, as uint8 tensors on `device`."""
+
+    def __init__(self, prepared_dir: str | Path, split: str, resolutions: tuple[int, ...], device: torch.device,
+                 max_rows: int = 0):
+        folder = split_folder(prepared_dir, split)
+        meta = json.loads((Path(prepared_dir) / "meta.json").read_text())
+        missing = sorted(set(resolutions) - set(meta["resolutions"]))
+        if missing:
+            raise DataError(f"prepared data in {prepared_dir} lack resolutions {missing}")
+        self.resolutions = tuple(resolutions)
+        self.frame_size = max(meta["resolutions"])
+
+        def load(name: str) -> torch.Tensor:
+            array = np.load(folder / name, mmap_mode="r")
+            if max_rows:
+                array = array[:max_rows]
+            return torch.from_numpy(np.array(array)).to(device)  # a writable copy, not the read-only map
+
+        self.target = {r: load(f"target_{r}.npy") for r in resolutions}
+        self.masked = {r: load(f"masked_{r}.npy") for r in resolutions}
+        self.mask = {r: load(f"mask_{r}.npy") for r in resolutions}
+        self.landmarks = load("landmarks.npy")
+        self.rows = len(self.landmarks)
+        if self.rows == 0:
+            raise DataError(f"the {split} split in {prepared_dir} is empty")
+
+    def batch(self, index: torch.Tensor) -> Batch:
+        index = index.to(self.landmarks.device)
+        return Batch(
+            masked={r: _masked_image(t[index]) for r, t in self.masked.items()},
+            mask={r: _to_mask(t[index]) for r, t in self.mask.items()},
+            target={r: _to_image(t[index]) for r, t in self.target.items()},
+            landmarks=self.landmarks[index].float(),
+        )
+
+
+class ShardDataset(torch.utils.data.Dataset):
+    """Plain per-example reads from memory-mapped shards (the baseline data path)."""
+
+    def __init__(self, prepared_dir: str | Path, split: str, resolutions: tuple[int, ...], max_rows: int = 0):
+        self.folder = split_folder(prepared_dir, split)
+        self.resolutions = tuple(resolutions)
+        self.rows = len(np.load(self.folder / "landmarks.npy", mmap_mode="r"))
+        if max_rows:
+            self.rows = min(self.rows, max_rows)
+        self._arrays = None  # opened lazily in each worker process
+
+    def _open(self):
+        if self._arrays is None:
+            load = lambda name: np.load(self.folder / name, mmap_mode="r")  # noqa: E731
+            self._arrays = {(kind, r): load(f"{kind}_{r}.npy") for kind in ("target", "masked", "mask") for r in self.resolutions}
+            self._arrays[("landmarks", 0)] = load("landmarks.npy")
+        return self._arrays
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitem__(self, i: int) -> dict:
+        arrays = self._open()
+        item = {f"{kind}_{r}": torch.from_numpy(np.array(a[i])) for (kind, r), a in arrays.items() if kind != "landmarks"}
+        item["landmarks"] = torch.from_numpy(np.array(arrays[("landmarks", 0)][i]))
+        return item
+
+
+def batch_from_items(items: dict, resolutions: tuple[int, ...], device: torch.device) -> Batch:
+    """A collated ShardDataset batch, moved to the device and converted like ResidentShards."""
+    move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+    return Batch(
+        masked={r: _masked_image(move(items[f"masked_{r}"])) for r in resolutions},
+        mask={r: _to_mask(move(items[f"mask_{r}"])) for r in resolutions},
+        target={r: _to_image(move(items[f"target_{r}"])) for r in resolutions},
+        landmarks=move(items["landmarks"]).float(),
+    )

@@ -1,0 +1,329 @@
+"""Training of one stage: block N of the cascade (or the ProGAN generator grown to N), starting
+from stage N/2's checkpoint, against its own PatchGAN critic.
+
+One loop serves every stage and both model kinds; the loss object owns the phases. Checkpoints
+are written every `checkpoint_every_steps` and at each epoch's end into a resume folder, so a
+killed run continues where it stopped (bit-identically in deterministic CPU mode: batch order is
+a function of (seed, stage, epoch), and nothing else in a step draws random numbers).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facectx.config import Params
+from facectx.evaluation.ssim import ssim
+from facectx.io_utils import write_json
+from facectx.losses import FaceFeatures, StageLoss, identity_distance, perceptual_network, to_full_frame, to_unit
+from facectx.models.cascade import CascadeGenerator, ModelArgs, PatchDiscriminator
+from facectx.models.progan import ProgressiveGenerator
+from facectx.training.checkpoint import CheckpointError, config_hash, git_commit, load_checkpoint, read_meta, save_checkpoint
+from facectx.training.data import Batch, ResidentShards, data_version
+
+log = logging.getLogger(__name__)
+
+# Settings that do not change the weights a run produces (where and how fast it runs, how often it reports).
+_RUNTIME_ONLY = ("device", "precision", "channels_last", "compile", "log_every_steps", "checkpoint_every_steps",
+                 "val_rows", "grid_rows")
+
+
+class NonFiniteLoss(RuntimeError):
+    """A loss became NaN or infinite; training stopped, the last good checkpoint is kept."""
+
+
+@dataclass
+class StageResult:
+    stage: int
+    checkpoint: Path
+    steps: int
+    train_seconds: float
+    images_per_second: float
+    val: dict[str, float]
+
+
+def model_args(params: Params) -> ModelArgs:
+    m = params.model
+    return ModelArgs(kind=m.kind, resolutions=tuple(params.prepare.resolutions), width=m.width, max_width=m.max_width,
+                     disc_width=m.disc_width, disc_max_layers=m.disc_max_layers)
+
+
+def training_settings(params: Params) -> dict:
+    """The settings whose change makes a checkpoint incompatible (hashed into every checkpoint)."""
+    train = {k: v for k, v in dataclasses.asdict(params.train).items() if k not in _RUNTIME_ONLY}
+    return {"model": dataclasses.asdict(params.model), "losses": dataclasses.asdict(params.losses), "train": train,
+            "resolutions": list(params.prepare.resolutions)}
+
+
+def build_generator(args: ModelArgs, stage: int) -> torch.nn.Module:
+    return ProgressiveGenerator(args, stage) if args.kind == "progan" else CascadeGenerator(args, stage)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def previous_stage(params: Params, stage: int) -> int | None:
+    stages = list(params.train.stages)
+    if stage not in stages:
+        raise ValueError(f"stage {stage} is not among train.stages {stages}")
+    i = stages.index(stage)
+    return stages[i - 1] if i > 0 else None
+
+
+def _epoch_order(rows: int, seed: int, stage: int, epoch: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + stage * 1_009 + epoch)
+    return torch.randperm(rows, generator=generator)
+
+
+def sample_grid(masked: torch.Tensor, output: torch.Tensor, target: torch.Tensor, frame: int = 128) -> np.ndarray:
+    """Rows of masked | output | target, enlarged (nearest) to the frame size: uint8 HWC."""
+    def show(x):
+        x = torch.nn.functional.interpolate(to_unit(x.float()).clamp(0, 1), size=(frame, frame), mode="nearest")
+        return x
+    rows = torch.cat([show(masked), show(output), show(target)], dim=3)  # side by side
+    grid = torch.cat(list(rows), dim=1)  # stacked
+    return (grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+class StageTrainer:
+    """Holds everything one stage's training needs; `run()` trains and returns the result."""
+
+    def __init__(self, params: Params, stage: int, prepared_dir: Path, out_dir: Path, init_dir: Path | None,
+                 resume_dir: Path, tracker=None, require_previous: bool = True):
+        self.params, self.stage, self.tracker = params, stage, tracker
+        self.out_dir, self.resume_dir = Path(out_dir), Path(resume_dir)
+        t = params.train
+        self.device = resolve_device(t.device)
+        self.autocast = t.precision == "bf16" and self.device.type == "cuda"
+        if t.deterministic:
+            torch.use_deterministic_algorithms(True)
+        torch.manual_seed(t.seed * 7919 + stage)
+        self.args = model_args(params)
+        self.settings = training_settings(params)
+        self.hash = config_hash(self.settings)
+        self.data_version = data_version(prepared_dir)
+        needed = tuple(r for r in params.prepare.resolutions if r <= stage)
+        self.train_data = ResidentShards(prepared_dir, "train", needed, self.device, t.max_train_rows)
+        self.val_data = ResidentShards(prepared_dir, "val", needed, self.device, t.val_rows)
+        self.generator = build_generator(self.args, stage).to(self.device)
+        self.critic = PatchDiscriminator(stage, self.args.disc_width, self.args.disc_max_layers).to(self.device)
+        self.previous = previous_stage(params, stage)
+        if require_previous:  # only benchmarks, which time steps, start later stages untrained
+            self._load_previous_stage(init_dir)
+        self.opt_g = torch.optim.Adam(self._generator_groups(), betas=(t.beta1, t.beta2))
+        self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
+        if t.channels_last and self.device.type == "cuda":
+            self.generator.to(memory_format=torch.channels_last)
+            self.critic.to(memory_format=torch.channels_last)
+        self.face = FaceFeatures(self.device)
+        losses = params.losses
+        self.loss = StageLoss(losses, self.critic, self.face if losses.identity else None,
+                              perceptual_network(losses, self.face, self.device))
+        self.g_forward, self.critic_forward = self.generator, self.critic
+        if t.compile:
+            self.g_forward = torch.compile(self.generator)
+            self.loss.critic = torch.compile(self.critic)
+        self.steps_per_epoch = self.train_data.rows // t.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"train.batch_size {t.batch_size} exceeds the {self.train_data.rows} training rows")
+        self.epochs = t.epochs[list(t.stages).index(stage)]
+        self.total_steps = self.epochs * self.steps_per_epoch
+        self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        self._resume()
+
+    # ---------------------------------------------------------------- set-up
+
+    def _load_previous_stage(self, init_dir: Path | None) -> None:
+        if self.previous is None:
+            return
+        if init_dir is None or not (Path(init_dir) / "meta.json").is_file():
+            raise CheckpointError(f"stage {self.stage} starts from stage {self.previous}'s checkpoint, but there is none at "
+                                  f"{init_dir}: train stage {self.previous} first (facectx train-stage --stage {self.previous})")
+        meta, states, _ = load_checkpoint(init_dir, expected_config_hash=self.hash)
+        if meta.get("stage") != self.previous:
+            raise CheckpointError(f"{init_dir} holds stage {meta.get('stage')}, expected stage {self.previous}")
+        own = self.generator.state_dict()
+        inherited = states["generator"]
+        unknown = sorted(set(inherited) - set(own))
+        if unknown:
+            raise CheckpointError(f"{init_dir}: generator tensors {unknown[:5]} do not exist in the stage-{self.stage} model")
+        own.update(inherited)
+        self.generator.load_state_dict(own)
+        self.inherited_keys = set(inherited)
+
+    def _generator_groups(self) -> list[dict]:
+        t = self.params.train
+        if self.args.kind == "progan" or self.previous is None:
+            return [{"params": list(self.generator.parameters()), "lr": t.lr}]
+        current = self.generator.blocks[str(self.stage)]
+        earlier = [b for key, b in self.generator.blocks.items() if int(key) < self.stage]
+        groups = [{"params": list(current.parameters()), "lr": t.lr}]
+        if t.earlier_blocks == "frozen":
+            for block in earlier:
+                block.requires_grad_(False)
+        else:
+            groups.append({"params": [p for b in earlier for p in b.parameters()], "lr": t.lr * t.finetune_lr_scale})
+        return groups
+
+    def _set_train_mode(self) -> None:
+        self.generator.train()
+        self.critic.train()
+        if self.args.kind == "cascade" and self.params.train.earlier_blocks == "frozen":
+            for key, block in self.generator.blocks.items():
+                if int(key) < self.stage:
+                    block.eval()  # frozen means frozen batch-norm statistics too
+
+    def _resume(self) -> None:
+        if not (self.resume_dir / "meta.json").is_file():
+            return
+        meta = read_meta(self.resume_dir)
+        if meta.get("config_hash") != self.hash or meta.get("stage") != self.stage or meta.get("data_version") != self.data_version:
+            log.warning("ignoring resume state in %s: it belongs to other settings or data", self.resume_dir)
+            return
+        _, states, optimizers = load_checkpoint(self.resume_dir, self.hash, with_optimizer=True)
+        self.generator.load_state_dict(states["generator"])
+        self.critic.load_state_dict(states["critic"])
+        self.opt_g.load_state_dict(optimizers["generator"])
+        self.opt_d.load_state_dict(optimizers["critic"])
+        self.epoch, self.batch_in_epoch, self.step = meta["epoch"], meta["batch_in_epoch"], meta["step"]
+        log.info("stage %d: resuming at epoch %d, batch %d (step %d)", self.stage, self.epoch, self.batch_in_epoch, self.step)
+
+    def _meta(self, **extra) -> dict:
+        return {"stage": self.stage, "model_args": dataclasses.asdict(self.args), "step": self.step, "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch, "config_hash": self.hash, "settings": self.settings,
+                "git_commit": git_commit(), "data_version": self.data_version, **extra}
+
+    def _save_resume_state(self) -> None:
+        save_checkpoint(self.resume_dir, {"generator": self.generator, "critic": self.critic},
+                        {"generator": self.opt_g, "critic": self.opt_d}, self._meta())
+
+    # ---------------------------------------------------------------- one step
+
+    def _alpha(self) -> float:
+        if self.args.kind != "progan" or self.previous is None:
+            return 1.0
+        fade_steps = max(1, int(self.params.train.fade_in_fraction * self.total_steps))
+        return min(1.0, self.step / fade_steps)
+
+    def _train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        s = self.stage
+        if self.args.kind == "progan":
+            self.generator.alpha.fill_(self._alpha())
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            fake = self.g_forward(batch.masked, batch.mask)[s]
+            parts = {}
+            if self.params.losses.adversarial:
+                critic = self.loss.critic_loss(batch.masked[s], batch.target[s], fake)
+                self.opt_d.zero_grad(set_to_none=True)
+                critic.total.backward()
+                self.opt_d.step()
+                parts.update(critic.parts)
+            gen = self.loss.generator_loss(batch.masked[s], batch.target[s], fake, batch.landmarks)
+        self.opt_g.zero_grad(set_to_none=True)
+        gen.total.backward()
+        self.opt_g.step()
+        parts.update(gen.parts)
+        return parts
+
+    # ---------------------------------------------------------------- validation
+
+    @torch.no_grad()
+    def validate(self) -> tuple[dict[str, float], np.ndarray]:
+        self.generator.eval()
+        s, data, rows = self.stage, self.val_data, self.val_data.rows
+        ssims, distances = [], []
+        for start in range(0, rows, self.params.train.batch_size):
+            batch = data.batch(torch.arange(start, min(rows, start + self.params.train.batch_size)))
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                fake = self.generator(batch.masked, batch.mask)[s].float()
+            ssims.append(ssim(to_unit(fake), to_unit(batch.target[s])))
+            distances.append(identity_distance(self.face.embedding(fake, batch.landmarks),
+                                               self.face.embedding(batch.target[s], batch.landmarks)))
+            if start == 0:
+                k = self.params.train.grid_rows
+                grid = sample_grid(batch.masked[s][:k], fake[:k], batch.target[s][:k])
+        self._set_train_mode()
+        return {"val_ssim": float(torch.cat(ssims).mean()), "val_identity_distance": float(torch.cat(distances).mean())}, grid
+
+    # ---------------------------------------------------------------- the loop
+
+    def run(self, stop_after_steps: int | None = None) -> StageResult:
+        t = self.params.train
+        self._set_train_mode()
+        running: dict[str, torch.Tensor] = {}
+        finite = torch.ones((), dtype=torch.bool, device=self.device)
+        val: dict[str, float] = {}
+        train_seconds, images = 0.0, 0
+        while self.epoch < self.epochs:
+            order = _epoch_order(self.train_data.rows, t.seed, self.stage, self.epoch)
+            started = time.perf_counter()
+            while self.batch_in_epoch < self.steps_per_epoch:
+                b = self.batch_in_epoch
+                parts = self._train_step(self.train_data.batch(order[b * t.batch_size:(b + 1) * t.batch_size]))
+                for name, value in parts.items():
+                    running[name] = running.get(name, 0) + value.float()
+                    finite &= torch.isfinite(value)
+                self.step += 1
+                self.batch_in_epoch += 1
+                images += t.batch_size
+                if self.step % t.log_every_steps == 0:
+                    self._check_finite(finite)
+                    self._report({f"loss_{k}": float(v) / t.log_every_steps for k, v in running.items()})
+                    running = {}
+                if self.step % t.checkpoint_every_steps == 0:
+                    self._check_finite(finite)
+                    self._save_resume_state()
+                if stop_after_steps is not None and self.step >= stop_after_steps:
+                    return None  # used by tests to stop cleanly mid-epoch
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            train_seconds += time.perf_counter() - started
+            self._check_finite(finite)
+            val, grid = self.validate()
+            self._report({**val, "epoch": self.epoch})
+            if self.tracker:
+                self.tracker.log_image(grid, f"samples/stage_{self.stage}_epoch_{self.epoch:03d}.png")
+            self.epoch += 1
+            self.batch_in_epoch = 0
+            self._save_resume_state()
+        return self._finish(val, train_seconds, images)
+
+    def _check_finite(self, finite: torch.Tensor) -> None:
+        if not bool(finite):
+            kept = read_meta(self.resume_dir).get("step") if (self.resume_dir / "meta.json").is_file() else None
+            raise NonFiniteLoss(
+                f"stage {self.stage}: a loss became NaN or infinite by step {self.step}; training stopped. "
+                + (f"Last good checkpoint: {self.resume_dir} (step {kept})." if kept is not None else "No checkpoint was written yet.")
+                + " Lower train.lr or the loss weights.")
+
+    def _report(self, metrics: dict[str, float]) -> None:
+        log.info("stage %d step %d: %s", self.stage, self.step, {k: round(v, 4) for k, v in metrics.items()})
+        if self.tracker:
+            self.tracker.log_metrics(metrics, self.step)
+
+    def _finish(self, val: dict[str, float], train_seconds: float, images: int) -> StageResult:
+        rate = images / train_seconds if train_seconds > 0 else math.nan
+        final = self.out_dir / "checkpoint"
+        if final.exists():
+            shutil.rmtree(final)
+        save_checkpoint(final, {"generator": self.generator, "critic": self.critic}, None,
+                        self._meta(val=val, images_per_second=rate))
+        metrics = {"stage": self.stage, "steps": self.step, "train_seconds": round(train_seconds, 2),
+                   "images_per_second": round(rate, 1), **val}
+        write_json(self.out_dir / "metrics.json", metrics)
+        if self.tracker:
+            self.tracker.log_metrics({"images_per_second": rate, "train_seconds": train_seconds}, self.step)
+        shutil.rmtree(self.resume_dir, ignore_errors=True)
+        return StageResult(self.stage, final, self.step, train_seconds, rate, val)

@@ -1,0 +1,150 @@
+"""Stage-by-stage training on real prepared photos: all five stages, checkpoints, resume after a
+kill, the errors a person meets, the ProGAN variant, and what MLflow records."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from conftest import REPO, tiny_training_params
+from facectx import steps
+from facectx.config import dump_params
+from facectx.training.checkpoint import CheckpointError
+from facectx.training.loop import NonFiniteLoss
+
+
+def train(params, stage, prepared, models, run_name="cascade"):
+    return steps.train_stage_step(params, stage, prepared, run_name=run_name, **steps.stage_dirs(params, stage, models))
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # artifacts (mlartifacts/) land beside the store
+    return uri
+
+
+def test_tiny_cascade_trains_all_five_stages_and_is_tracked(prepared_data, tmp_path, params, mlflow_store):
+    tiny = tiny_training_params(params)
+    models = tmp_path / "models"
+    results = [train(tiny, stage, prepared_data, models) for stage in tiny.train.stages]
+
+    assert [r["stage"] for r in results] == [8, 16, 32, 64, 128]
+    for r in results:
+        assert 0 < r["val_ssim"] <= 1 and 0 <= r["val_identity_distance"] <= 2
+    final = models / "stage_128" / "checkpoint"
+    meta = json.loads((final / "meta.json").read_text())
+    assert meta["stage"] == 128 and meta["model_args"]["kind"] == "cascade" and meta["data_version"]
+    weights = load_file(str(final / "model.safetensors"))
+    assert {k.split(".")[2] for k in weights if k.startswith("generator.blocks.")} == {"8", "16", "32", "64", "128"}
+    assert not (models / "resume").exists() or not any((models / "resume").iterdir())  # cleaned after success
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_store)
+    experiment = client.get_experiment_by_name("facectx")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 5
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    stage_128 = next(r for r in children if r.data.tags["facectx.stage"] == "cascade/stage_128")
+    assert "val_ssim" in stage_128.data.metrics and "loss_id" in stage_128.data.metrics
+    assert stage_128.data.params["losses.lambda_id"] == str(tiny.losses.lambda_id)
+    history = client.get_metric_history(stage_128.info.run_id, "loss_rec")
+    assert len(history) == 3  # 12 rows / batch 4, logged every step
+    artifacts = [a.path for a in client.list_artifacts(stage_128.info.run_id, "samples")]
+    assert artifacts == ["samples/stage_128_epoch_000.png"]
+
+
+def test_stage_without_previous_checkpoint_is_a_clear_error(prepared_data, tmp_path, params, mlflow_store):
+    with pytest.raises(CheckpointError, match="train stage 8 first"):
+        train(tiny_training_params(params), 16, prepared_data, tmp_path / "models")
+
+
+def test_checkpoint_from_other_settings_or_corrupt_is_refused(prepared_data, tmp_path, params, mlflow_store):
+    tiny = tiny_training_params(params)
+    models = tmp_path / "models"
+    train(tiny, 8, prepared_data, models)
+    other = dataclasses.replace(tiny, losses=dataclasses.replace(tiny.losses, lambda_rec=50.0))
+    with pytest.raises(CheckpointError, match="current config"):
+        train(other, 16, prepared_data, models)
+    weights = models / "stage_8" / "checkpoint" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="does not match its checksum"):
+        train(tiny, 16, prepared_data, models)
+
+
+def test_non_finite_loss_stops_training(prepared_data, tmp_path, params, mlflow_store):
+    broken = tiny_training_params(params)
+    broken = dataclasses.replace(broken, losses=dataclasses.replace(broken.losses, lambda_rec=float("inf")))
+    with pytest.raises(NonFiniteLoss, match="NaN or infinite"):
+        train(broken, 8, prepared_data, tmp_path / "models")
+    assert not (tmp_path / "models" / "stage_8" / "checkpoint").exists()
+
+
+def _train_in_subprocess(params, prepared, models, env):
+    params_file = models.parent / "params.yaml"
+    params_file.write_text(dump_params(params))
+    return subprocess.Popen([sys.executable, "-m", "facectx.cli", "--params", str(params_file), "train-stage",
+                             "--stage", "8", "--prepared-dir", str(prepared), "--models-dir", str(models)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_killed_training_resumes_to_the_same_weights(prepared_data, tmp_path, params, mlflow_store):
+    tiny = tiny_training_params(params, epochs=(3, 1, 1, 1, 1), checkpoint_every_steps=1)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+
+    straight = tmp_path / "straight" / "models"
+    straight.parent.mkdir()
+    assert _train_in_subprocess(tiny, prepared_data, straight, env).wait(timeout=600) == 0
+
+    killed = tmp_path / "killed" / "models"
+    killed.parent.mkdir()
+    process = _train_in_subprocess(tiny, prepared_data, killed, env)
+    resume_meta = killed / "resume" / "stage_8" / "meta.json"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill mid-epoch: after step 4 of 9 (epoch 1, batch 1)
+        if resume_meta.is_file():
+            try:
+                if json.loads(resume_meta.read_text())["step"] >= 4:
+                    break
+            except (json.JSONDecodeError, KeyError):
+                pass
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    meta = json.loads(resume_meta.read_text())
+    assert meta["step"] < 9 and not (killed / "stage_8" / "checkpoint").exists(), "killed too late to test resuming"
+    assert _train_in_subprocess(tiny, prepared_data, killed, env).wait(timeout=600) == 0
+
+    a = load_file(str(straight / "stage_8" / "checkpoint" / "model.safetensors"))
+    b = load_file(str(killed / "stage_8" / "checkpoint" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_progan_variant_grows_with_fade_in(prepared_data, tmp_path, params, mlflow_store):
+    tiny = tiny_training_params(params)
+    progan = dataclasses.replace(tiny, model=dataclasses.replace(tiny.model, kind="progan"))
+    models = tmp_path / "progan"
+    train(progan, 8, prepared_data, models, run_name="progan")
+    result = train(progan, 16, prepared_data, models, run_name="progan")
+    assert result["stage"] == 16
+    weights = load_file(str(models / "stage_16" / "checkpoint" / "model.safetensors"))
+    assert "generator.from_rgb.16.weight" in weights and "generator.from_rgb.8.weight" in weights
+    assert float(weights["generator.alpha"]) == 1.0  # fully faded in by the end of the stage
