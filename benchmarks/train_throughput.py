@@ -22,7 +22,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-from facectx.config import load_params  # noqa: E402
+import yaml  # noqa: E402
+
+from facectx.config import parse_params  # noqa: E402
 from facectx.training.data import ShardDataset, batch_from_items  # noqa: E402
 from facectx.training.loop import StageTrainer  # noqa: E402
 
@@ -96,6 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prepared", default="data/prepared")
     parser.add_argument("--params", default=str(REPO / "params.yaml"))
+    parser.add_argument("--profile", default="paper", help="params profile to size the model (default: %(default)s)")
     parser.add_argument("--stages", default="8,16,32,64,128")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
@@ -105,7 +108,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "train_throughput.json"))
     args = parser.parse_args()
 
-    params = load_params(args.params)
+    raw = yaml.safe_load(Path(args.params).read_text())
+    raw["profile"] = args.profile
+    params = parse_params(yaml.safe_dump(raw), args.params)
     if args.batch_size:
         params = dataclasses.replace(params, train=dataclasses.replace(params.train, batch_size=args.batch_size))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -86,10 +86,16 @@ class VGG19Features(nn.Module):
         super().__init__()
         import torchvision
 
-        from facectx.weights import load_state_dict
+        from facectx.weights import WeightsError, load_state_dict
 
         vgg = torchvision.models.vgg19()
-        vgg.load_state_dict(load_state_dict(weights_path))
+        state = load_state_dict(weights_path)
+        # Only the convolutional part is used: a file with just `features.*` is enough.
+        features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        try:
+            vgg.features.load_state_dict(features)
+        except RuntimeError as err:
+            raise WeightsError(f"{weights_path} is not a torchvision VGG19 state dict: {err}") from err
         self.body = vgg.features[: self.LAYERS[-1] + 1].to(device).eval().requires_grad_(False)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1))

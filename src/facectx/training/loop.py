@@ -218,18 +218,21 @@ class StageTrainer:
         return min(1.0, self.step / fade_steps)
 
     def _train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Critic phase, then generator phase against the updated critic (pix2pix order).
+        Forward passes run under autocast, backward passes outside it."""
         s = self.stage
         if self.args.kind == "progan":
             self.generator.alpha.fill_(self._alpha())
+        parts = {}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             fake = self.g_forward(batch.masked, batch.mask)[s]
-            parts = {}
-            if self.params.losses.adversarial:
-                critic = self.loss.critic_loss(batch.masked[s], batch.target[s], fake)
-                self.opt_d.zero_grad(set_to_none=True)
-                critic.total.backward()
-                self.opt_d.step()
-                parts.update(critic.parts)
+            critic = self.loss.critic_loss(batch.masked[s], batch.target[s], fake) if self.params.losses.adversarial else None
+        if critic is not None:
+            self.opt_d.zero_grad(set_to_none=True)
+            critic.total.backward()
+            self.opt_d.step()
+            parts.update(critic.parts)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             gen = self.loss.generator_loss(batch.masked[s], batch.target[s], fake, batch.landmarks)
         self.opt_g.zero_grad(set_to_none=True)
         gen.total.backward()
