@@ -8,6 +8,7 @@ run: $(STAMP)
 	. $(VENV)/bin/activate && dvc repro && dvc push
 
 test: $(STAMP)
+	bash scripts/install-test-deps.sh
 	$(VENV)/bin/python -m pytest
 
 benchmark: $(STAMP)

@@ -14,6 +14,7 @@ RAW_DIR = "data/raw"
 VALIDATED_DIR = "data/validated"
 PREPARED_DIR = "data/prepared"
 MODELS_DIR = "models"
+EVAL_DIR = "reports/evaluation"
 
 
 def _ingest(args, params):
@@ -31,6 +32,37 @@ def _prepare(args, params):
 def _train_stage(args, params):
     dirs = steps.stage_dirs(params, args.stage, args.models_dir)
     return steps.train_stage_step(params, args.stage, args.prepared_dir, run_name=args.run_name, **dirs)
+
+
+def _evaluate(args, params):
+    models = dict(item.split("=", 1) for item in args.model) if args.model else {}
+    if not models and not args.baselines_only:
+        models = {"cascade": f"{args.models_dir}/stage_{max(params.train.stages)}/checkpoint"}
+    return steps.evaluate_step(params, args.prepared_dir, args.raw_dir, models, args.out_dir)
+
+
+def _register(args, params):
+    result = steps.register_step(params, args.checkpoint or _last_checkpoint(args, params), args.metrics,
+                                 example_photo=args.example_photo, prepared_dir=args.prepared_dir, raw_dir=args.raw_dir)
+    print(f"registered {result['model_name']} version {result['version']} as challenger ({result['model_uri']})")
+    return result
+
+
+def _promote(args, params):
+    decision = steps.promote_step(params)
+    print(f"{params.registry.model_name}: {'promoted' if decision['promoted'] else 'not promoted'} "
+          f"version {decision['challenger']['version']}: {decision['reason']}")
+    return decision
+
+
+def _hallucinate(args, params):
+    result = steps.hallucinate_step(params, args.photo, args.out, args.checkpoint or _last_checkpoint(args, params))
+    print(f"wrote {result['out']}")
+    return result
+
+
+def _last_checkpoint(args, params):
+    return f"{args.models_dir}/stage_{max(params.train.stages)}/checkpoint"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +93,35 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--models-dir", default=MODELS_DIR)
     step.add_argument("--run-name", default="cascade", help="names the MLflow pipeline run (e.g. an ablation)")
     step.set_defaults(run=_train_stage)
+
+    step = steps.add_parser("evaluate", help="score models and baselines on the test split; report")
+    step.add_argument("--prepared-dir", default=PREPARED_DIR)
+    step.add_argument("--raw-dir", default=RAW_DIR, help="LFW pairs here calibrate the verification threshold")
+    step.add_argument("--models-dir", default=MODELS_DIR)
+    step.add_argument("--model", action="append", metavar="NAME=CHECKPOINT_DIR",
+                      help="a model to score (repeatable); default: the cascade's last stage")
+    step.add_argument("--baselines-only", action="store_true")
+    step.add_argument("--out-dir", default=EVAL_DIR)
+    step.set_defaults(run=_evaluate)
+
+    step = steps.add_parser("register", help="log the checkpoint as an MLflow pyfunc model; register it as challenger")
+    step.add_argument("--checkpoint", help="checkpoint folder (default: the last stage's, under --models-dir)")
+    step.add_argument("--metrics", default=f"{EVAL_DIR}/metrics.json", help="evaluation metrics; the gate uses methods.cascade")
+    step.add_argument("--models-dir", default=MODELS_DIR)
+    step.add_argument("--example-photo", help="input example photo (default: the first test-split photo)")
+    step.add_argument("--prepared-dir", default=PREPARED_DIR)
+    step.add_argument("--raw-dir", default=RAW_DIR)
+    step.set_defaults(run=_register)
+
+    step = steps.add_parser("promote", help="challenger -> champion if it wins on every registry.gate_metrics entry")
+    step.set_defaults(run=_promote)
+
+    step = steps.add_parser("hallucinate", help="hallucinate the context of the face in one photo")
+    step.add_argument("photo", help="a JPEG or PNG photo with a face")
+    step.add_argument("-o", "--out", required=True, help="output PNG")
+    step.add_argument("--checkpoint", help="checkpoint folder (default: the last stage's, under --models-dir)")
+    step.add_argument("--models-dir", default=MODELS_DIR)
+    step.set_defaults(run=_hallucinate)
     return parser
 
 

@@ -118,6 +118,23 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class EvaluateConfig:
+    max_photos: int  # test photos scored; 0 = the whole test split
+    batch_size: int
+    matcher: str  # "faceres" (independent of L_id) or "dlib" (the L_id network, marked as such)
+    inception_weights: str | None  # torchvision InceptionV3 weights for the standard FID; null = non-standard FD
+    grid_photos: int  # photos in the comparison grid
+    calibration_pairs: int  # LFW DevTrain pairs of each kind that calibrate the verification threshold; 0 = all
+    baselines: bool  # also score OpenCV Telea / Navier-Stokes, biharmonic, mean context
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    model_name: str  # MLflow registered model name
+    gate_metrics: tuple[str, ...]  # "metric:higher" / "metric:lower"; the challenger must win on all
+
+
+@dataclass(frozen=True)
 class Params:
     ingest: IngestConfig
     landmarks: LandmarkConfig
@@ -127,6 +144,8 @@ class Params:
     model: ModelConfig
     losses: LossConfig
     train: TrainConfig
+    evaluate: EvaluateConfig
+    registry: RegistryConfig
 
 
 def _build(cls, raw, where: str):
@@ -201,9 +220,9 @@ def apply_profile(raw: dict, where: str) -> dict:
         raise ValueError(f"{where}: profile {name!r} is not among profiles {sorted(profiles)}")
     # Profiles size the model and its training; data steps never depend on them (DVC tracks
     # the data sections alone), so they may not override anything else.
-    outside = sorted(set(profiles[name] or {}) - {"model", "losses", "train"})
+    outside = sorted(set(profiles[name] or {}) - {"model", "losses", "train", "evaluate"})
     if outside:
-        raise ValueError(f"{where}: profiles.{name} may only override model, losses and train, not {outside}")
+        raise ValueError(f"{where}: profiles.{name} may only override model, losses, train and evaluate, not {outside}")
     return _merge(raw, profiles[name], f"{where}: profiles.{name}")
 
 
@@ -241,10 +260,14 @@ def _check_consistency(params: Params, path: Path) -> None:
                                  ("losses.perceptual_network", params.losses.perceptual_network, ("dlib_resnet", "vgg19")),
                                  ("train.earlier_blocks", train.earlier_blocks, ("frozen", "finetune")),
                                  ("train.device", train.device, ("auto", "cpu", "cuda")),
-                                 ("train.precision", train.precision, ("fp32", "bf16"))]:
+                                 ("train.precision", train.precision, ("fp32", "bf16")),
+                                 ("evaluate.matcher", params.evaluate.matcher, ("faceres", "dlib"))]:
         if value not in allowed:
             raise ValueError(f"{path}: {name} must be one of {allowed}, got {value!r}")
     if params.losses.perceptual_network == "vgg19" and params.losses.perceptual and not params.losses.vgg19_weights:
         raise ValueError(f"{path}: losses.perceptual_network is vgg19 but losses.vgg19_weights is not set")
+    for gate in params.registry.gate_metrics:
+        if gate.rpartition(":")[2] not in ("higher", "lower"):
+            raise ValueError(f"{path}: registry.gate_metrics entries look like 'metric:higher' or 'metric:lower', got {gate!r}")
     if not 0 < params.validate.mask_fraction_min < params.validate.mask_fraction_max < 1:
         raise ValueError(f"{path}: need 0 < validate.mask_fraction_min < validate.mask_fraction_max < 1")

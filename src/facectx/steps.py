@@ -59,3 +59,98 @@ def stage_dirs(params: Params, stage: int, models_dir: str | os.PathLike) -> dic
     return {"out_dir": models_dir / f"stage_{stage}",
             "init_dir": models_dir / f"stage_{previous}" / "checkpoint" if previous else None,
             "resume_dir": models_dir / "resume" / f"stage_{stage}"}
+
+
+def evaluate_step(params: Params, prepared_dir: str | os.PathLike, raw_dir: str | os.PathLike,
+                  models: dict[str, str], out_dir: str | os.PathLike) -> dict:
+    """Score baselines and models on the test split, write the report, log it to MLflow."""
+    from pathlib import Path
+
+    from facectx import tracking
+    from facectx.evaluation.evaluate import evaluate
+    from facectx.evaluation.networks import make_networks
+    from facectx.training.checkpoint import config_hash
+    from facectx.training.data import data_version
+    from facectx.training.loop import training_settings
+
+    config = params.evaluate
+    nets = make_networks(config.matcher)
+    calibration = None
+    if (Path(raw_dir) / "split_lists" / "pairsDevTrain.txt").is_file():
+        from facectx.evaluation.matcher import lfw_pair_calibration
+
+        calibration = lfw_pair_calibration(raw_dir, nets, None, max_pairs=config.calibration_pairs or None,
+                                           pairs_file="split_lists/pairsDevTrain.txt")
+    key = tracking.pipeline_key(f"cascade-{config_hash(training_settings(params))}-{data_version(prepared_dir)}")
+    with tracking.stage_run(key, "evaluate", {"evaluate": dataclasses.asdict(config), "models": models}) as tracker:
+        result = evaluate(prepared_dir, models, out_dir, config, calibration=calibration, nets=nets)
+        for method, values in result["methods"].items():
+            tracker.log_metrics({f"{_metric_key(method)}.{k}": v for k, v in values.items()}, step=0)
+        tracker.log_artifacts(out_dir)
+    return result
+
+
+def _metric_key(method: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in method)
+
+
+def register_step(params: Params, checkpoint_dir: str | os.PathLike, metrics_file: str | os.PathLike,
+                  example_photo: str | os.PathLike | None = None, prepared_dir: str | os.PathLike | None = None,
+                  raw_dir: str | os.PathLike | None = None, method: str = "cascade") -> dict:
+    """Log the checkpoint as a pyfunc model in an MLflow run and register it as the `challenger`;
+    its gate metrics are the evaluation's metrics.json["methods"][method]."""
+    import json
+    from pathlib import Path
+
+    import mlflow
+
+    from facectx import registry
+    from facectx.serving import log_pyfunc_model
+
+    metrics_file = Path(metrics_file)
+    if not metrics_file.is_file():
+        raise FileNotFoundError(f"metrics file not found: {metrics_file} (run `facectx evaluate` first)")
+    methods = json.loads(metrics_file.read_text()).get("methods", {})
+    if method not in methods:
+        raise ValueError(f"{metrics_file}: no methods.{method} entry (found {sorted(methods)})")
+    metrics = {k: float(v) for k, v in methods[method].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    name = params.registry.model_name
+    with mlflow.start_run(experiment_id=registry.experiment_id(), run_name=f"register-{name}") as run:
+        mlflow.set_tags({"facectx.stage": "register", "facectx.checkpoint": str(Path(checkpoint_dir).resolve()),
+                         "facectx.metrics_file": str(metrics_file.resolve())})
+        info = log_pyfunc_model(checkpoint_dir, params, metrics, example_photo=example_photo,
+                                prepared_dir=prepared_dir, raw_dir=raw_dir)
+        version = registry.register(info.model_uri, name, metrics, run.info.run_id)
+    return {"model_name": name, "version": version, "model_uri": info.model_uri, "run_id": run.info.run_id,
+            "metrics": metrics}
+
+
+def promote_step(params: Params) -> dict:
+    """Champion <- challenger if there is no champion or it wins on every registry.gate_metrics entry."""
+    from facectx import registry
+
+    return registry.promote(params.registry.model_name, params.registry.gate_metrics)
+
+
+def hallucinate_step(params: Params, photo: str | os.PathLike, out: str | os.PathLike,
+                     checkpoint_dir: str | os.PathLike) -> dict:
+    """One photo -> a PNG of the hallucinated frame; errors name the photo."""
+    from pathlib import Path
+
+    from facectx.data.photos import PhotoRejected, decode_photo
+    from facectx.inference import NoFaceFound, PhotoHallucinator, save_png
+
+    photo = Path(photo)
+    if not photo.is_file():
+        raise FileNotFoundError(f"{photo}: no such photo")
+    try:
+        rgb = decode_photo(photo, params.validate.max_pixels, params.validate.formats)
+    except PhotoRejected as err:
+        raise ValueError(f"{photo}: not a usable photo: {err}") from None
+    hallucinator = PhotoHallucinator(checkpoint_dir, params.crop, params.landmarks)
+    try:
+        result = hallucinator(rgb)
+    except NoFaceFound as err:
+        raise ValueError(f"{photo}: {err}") from None
+    save_png(result["output"], out)
+    return {"photo": str(photo), "out": str(out), "size": list(result["output"].shape)}

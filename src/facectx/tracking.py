@@ -58,6 +58,11 @@ class Tracker:
 
         mlflow.log_dict(data, artifact_file)
 
+    def log_artifacts(self, folder) -> None:
+        import mlflow
+
+        mlflow.log_artifacts(str(folder))
+
     def set_tags(self, tags: dict[str, str]) -> None:
         import mlflow
 

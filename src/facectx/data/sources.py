@@ -14,6 +14,7 @@ from pathlib import Path
 from facectx.io_utils import printable_path
 
 SPLIT_LIST_NAMES = ("peopleDevTrain.txt", "peopleDevTest.txt")
+PAIRS_NAME = "pairsDevTrain.txt"  # optional: same/different pairs that calibrate the evaluation matcher
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ class FolderSource:
         """LFW's identity lists, when they lie in the source folder or its parent."""
         for folder in (self.root, self.root.parent):
             if all((folder / n).is_file() for n in SPLIT_LIST_NAMES):
-                return {n: (folder / n).read_bytes() for n in SPLIT_LIST_NAMES}
+                names = SPLIT_LIST_NAMES + ((PAIRS_NAME,) if (folder / PAIRS_NAME).is_file() else ())
+                return {n: (folder / n).read_bytes() for n in names}
         return {}
 
 
@@ -142,6 +144,10 @@ class S3Source:
                 except self.client.exceptions.NoSuchKey:
                     break
             if len(found) == len(SPLIT_LIST_NAMES):
+                try:
+                    found[PAIRS_NAME] = self.client.get_object(Bucket=self.bucket, Key=prefix + PAIRS_NAME)["Body"].read()
+                except self.client.exceptions.NoSuchKey:
+                    pass
                 return found
         return {}
 

@@ -312,6 +312,15 @@ class StageTrainer:
                 + " Lower train.lr or the loss weights.")
 
     def _report(self, metrics: dict[str, float]) -> None:
+        losses = {k: v for k, v in metrics.items() if k.startswith("loss_")}
+        if losses:  # kept in the resume folder so a resumed run's curve is whole; copied out at the end
+            curve = self.resume_dir / "losses.csv"
+            self.resume_dir.mkdir(parents=True, exist_ok=True)
+            new = not curve.is_file()
+            with open(curve, "a") as handle:
+                if new:
+                    handle.write("step," + ",".join(sorted(losses)) + "\n")
+                handle.write(f"{self.step}," + ",".join(f"{losses[k]:.6g}" for k in sorted(losses)) + "\n")
         log.info("stage %d step %d: %s", self.stage, self.step, {k: round(v, 4) for k, v in metrics.items()})
         if self.tracker:
             self.tracker.log_metrics(metrics, self.step)
@@ -326,6 +335,8 @@ class StageTrainer:
         metrics = {"stage": self.stage, "steps": self.step, "train_seconds": round(train_seconds, 2),
                    "images_per_second": round(rate, 1), **val}
         write_json(self.out_dir / "metrics.json", metrics)
+        if (self.resume_dir / "losses.csv").is_file():
+            shutil.copy(self.resume_dir / "losses.csv", self.out_dir / "losses.csv")
         if self.tracker:
             self.tracker.log_metrics({"images_per_second": rate, "train_seconds": train_seconds}, self.step)
         shutil.rmtree(self.resume_dir, ignore_errors=True)

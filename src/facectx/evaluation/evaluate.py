@@ -1,0 +1,155 @@
+"""evaluate: every method on the same test photos, measured the way the paper measures.
+
+Methods: the classical baselines, and every trained model given (cascade, ProGAN variant,
+ablations). Per photo: identity match (cosine of an independent matcher's embeddings of original
+and output; the aligned crop is zoomed out so hair, ears and forehead count), verified (match at
+or above a threshold calibrated on LFW pairs), SSIM and PSNR over the whole frame and over the
+hallucinated region, a perceptual distance. Per method: the Fréchet distance of output features
+to real test photos — and, as the yardstick that shows it discriminates, real validation photos
+against real test photos.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from facectx.config import EvaluateConfig
+from facectx.evaluation.baselines import BASELINES
+from facectx.evaluation.metrics import PER_PHOTO, frechet_distance
+from facectx.io_utils import write_json, write_parquet
+
+log = logging.getLogger(__name__)
+REAL_VS_REAL = "real photos (val vs test)"
+
+
+@dataclass
+class TestSet:
+    target: np.ndarray  # (N, 128, 128, 3) uint8
+    masked: dict[int, np.ndarray]
+    mask: dict[int, np.ndarray]
+    landmarks: np.ndarray  # (N, 68, 2)
+    index: pd.DataFrame
+
+
+def load_split(prepared_dir: str | os.PathLike, split: str, max_rows: int = 0) -> TestSet:
+    folder = Path(prepared_dir) / split
+    meta = json.loads((Path(prepared_dir) / "meta.json").read_text())
+    rows = slice(0, max_rows or None)
+    load = lambda name: np.array(np.load(folder / name, mmap_mode="r")[rows])  # noqa: E731
+    size = max(meta["resolutions"])
+    return TestSet(target=load(f"target_{size}.npy"),
+                   masked={r: load(f"masked_{r}.npy") for r in meta["resolutions"]},
+                   mask={r: load(f"mask_{r}.npy") for r in meta["resolutions"]},
+                   landmarks=load("landmarks.npy"),
+                   index=pd.read_parquet(folder / "index.parquet").iloc[rows])
+
+
+def mean_training_frame(prepared_dir: str | os.PathLike, rows: int = 2000) -> np.ndarray:
+    meta = json.loads((Path(prepared_dir) / "meta.json").read_text())
+    frames = np.load(Path(prepared_dir) / "train" / f"target_{max(meta['resolutions'])}.npy", mmap_mode="r")[:rows]
+    return np.asarray(frames, dtype=np.float64).mean(0).round().astype(np.uint8)
+
+
+def _batched(fn, n: int, batch: int) -> np.ndarray:
+    return np.concatenate([fn(slice(i, min(n, i + batch))) for i in range(0, n, batch)])
+
+
+def method_outputs(methods: dict, test: TestSet, batch: int) -> dict[str, np.ndarray]:
+    from facectx.inference import Hallucinator
+
+    size = test.target.shape[1]
+    hard_mask = (test.mask[size] > 127).astype(np.uint8)
+    outputs = {}
+    for name, method in methods.items():
+        log.info("evaluate: running %s on %d photos", name, len(test.target))
+        if isinstance(method, Hallucinator):
+            outputs[name] = _batched(lambda s: method.from_pyramid({r: v[s] for r, v in test.masked.items()},
+                                                                   {r: v[s] for r, v in test.mask.items()}), len(test.target), batch)
+        else:
+            outputs[name] = _batched(lambda s: method(test.masked[size][s], hard_mask[s]), len(test.target), batch)
+    return outputs
+
+
+def _features(nets, images: np.ndarray, batch: int) -> np.ndarray:
+    return _batched(lambda s: nets.frame_features(images[s]), len(images), batch)
+
+
+def cached_features(nets, images: np.ndarray, batch: int, cache_dir: Path, label: str) -> np.ndarray:
+    """Features of real photos, cached under a hash of the pixels and the network."""
+    key = hashlib.sha256(images.tobytes() + nets.name.encode()).hexdigest()[:20]
+    path = cache_dir / f"real_features_{label}_{key}.npy"
+    if path.is_file():
+        return np.load(path)
+    features = _features(nets, images, batch)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, features)
+    os.replace(tmp, path)
+    return features
+
+
+def score_method(output: np.ndarray, test: TestSet, nets, threshold: float | None, batch: int,
+                 target_embeddings: np.ndarray) -> pd.DataFrame:
+    size = test.target.shape[1]
+    per_photo = {name: _batched(lambda s: fn(output[s], test.target[s], test.mask[size][s]), len(output), batch)
+                 for name, fn in PER_PHOTO.items()}
+    embeddings = _batched(lambda s: nets.embed(output[s], test.landmarks[s]), len(output), batch)
+    per_photo["identity_match"] = (embeddings * target_embeddings).sum(1)
+    if threshold is not None:
+        per_photo["verified"] = (per_photo["identity_match"] >= threshold).astype(float)
+    per_photo["perceptual"] = _batched(lambda s: nets.perceptual_distance(output[s], test.target[s]), len(output), batch)
+    frame = pd.DataFrame(per_photo)
+    frame.insert(0, "relative_path", test.index.relative_path.to_numpy())
+    return frame
+
+
+def evaluate(prepared_dir: str | os.PathLike, models: dict[str, str | os.PathLike], out_dir: str | os.PathLike,
+             config: EvaluateConfig, calibration: dict | None = None, nets=None, device: str = "cpu") -> dict:
+    """calibration: the matcher's LFW-pair calibration (threshold, auc, ...); without it no
+    verification score is reported."""
+    from facectx.evaluation.networks import make_networks
+    from facectx.evaluation.report import write_report
+    from facectx.inference import Hallucinator
+
+    out_dir = Path(out_dir)
+    threshold = calibration["threshold"] if calibration else None
+    test = load_split(prepared_dir, "test", config.max_photos)
+    val = load_split(prepared_dir, "val", config.max_photos)
+    nets = nets or make_networks(config.matcher, device)
+    methods = {}
+    if config.baselines:
+        mean_frame = mean_training_frame(prepared_dir)
+        methods.update({name: make(mean_frame) for name, make in BASELINES.items()})
+    methods.update({name: Hallucinator(path, device) for name, path in models.items()})
+    outputs = method_outputs(methods, test, config.batch_size)
+
+    cache = Path(os.environ.get("FACECTX_CACHE_DIR") or Path.home() / ".cache" / "facectx") / "eval_stats"
+    real_test = cached_features(nets, test.target, config.batch_size, cache, "test")
+    real_val = cached_features(nets, val.target, config.batch_size, cache, "val")
+    target_embeddings = _batched(lambda s: nets.embed(test.target[s], test.landmarks[s]), len(test.target), config.batch_size)
+
+    per_photo, summary = [], {}
+    for name, output in outputs.items():
+        frame = score_method(output, test, nets, threshold, config.batch_size, target_embeddings)
+        per_photo.append(frame.assign(method=name))
+        summary[name] = {**{k: float(v) for k, v in frame.drop(columns="relative_path").mean().items()},
+                         "fd": frechet_distance(_features(nets, output, config.batch_size), real_test)}
+    summary[REAL_VS_REAL] = {"fd": frechet_distance(real_val, real_test)}
+    result = {
+        "photos": int(len(test.target)), "matcher": nets.name, "matcher_independent": nets.independent,
+        "fd_network": f"{nets.name} frame features (non-standard FD)", "threshold": threshold,
+        "calibration": {k: calibration[k] for k in ("threshold", "auc", "tpr_at_far", "pairs") if k in calibration}
+        if calibration else None,
+        "methods": summary,
+    }
+    write_json(out_dir / "metrics.json", result)
+    write_parquet(out_dir / "per_photo.parquet", pd.concat(per_photo, ignore_index=True))
+    write_report(out_dir, result, outputs, test, config.grid_photos)
+    return result

@@ -1,0 +1,107 @@
+"""The networks evaluation measures with: a face matcher for identity, features for the
+Fréchet distance, and a perceptual distance.
+
+Standard choices (InceptionV3 for FID) need ImageNet weights no package ships; when
+`evaluate.inception_weights` names a file they are used. Otherwise the Fréchet distance is taken
+in the feature space of a network we do have and every report labels it non-standard.
+The identity matcher must not be the network of the identity loss: the default is `faceres`
+(an independent MobileNet face identifier); `dlib` (the L_id network) is the marked fallback.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _unit_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+
+
+class DlibNetworks:
+    """dlib's face-recognition ResNet (our PyTorch port): NOT independent of the identity loss."""
+
+    name = "dlib ResNet (the L_id network: not independent)"
+    independent = False
+
+    def __init__(self, device="cpu"):
+        from facectx.models.identity import load_identity_network
+
+        self.net = load_identity_network(device=device)
+        self.device = device
+
+    @torch.no_grad()
+    def embed(self, images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        from facectx.models.identity import extract_chips
+
+        chips = extract_chips(_unit_tensor(images).to(self.device), torch.as_tensor(landmarks, dtype=torch.float32, device=self.device))
+        return F.normalize(self.net(chips), dim=1).cpu().numpy()
+
+    @torch.no_grad()
+    def _maps(self, images: np.ndarray) -> list[torch.Tensor]:
+        x = F.interpolate(_unit_tensor(images).to(self.device), size=(150, 150), mode="bilinear", align_corners=False)
+        return self.net.features(x)
+
+    def frame_features(self, images: np.ndarray) -> np.ndarray:
+        """Spatially pooled activations of four depths over the whole frame (context included)."""
+        return torch.cat([m.mean(dim=(2, 3)) for m in self._maps(images)], dim=1).cpu().numpy()
+
+    def perceptual_distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """LPIPS-style: channel-normalised activations, squared differences, averaged, no learned weights."""
+        total = 0
+        for fa, fb in zip(self._maps(a), self._maps(b)):
+            total = total + ((F.normalize(fa, dim=1) - F.normalize(fb, dim=1)) ** 2).sum(1).mean(dim=(1, 2))
+        return total.cpu().numpy() / 4
+
+
+def make_networks(name: str, device="cpu"):
+    if name == "dlib":
+        return DlibNetworks(device)
+    if name == "faceres":
+        return FaceResNetworks(device=device)
+    raise ValueError(f"evaluate.matcher must be faceres or dlib, got {name!r}")
+
+
+class FaceResNetworks:
+    """faceres (independent of the identity loss): identity on the aligned, zoomed-out face;
+    Fréchet features and perceptual distance over the whole frame (resized to its 224 input)."""
+
+    PERCEPTUAL_NODES = ("conv_pw_3_relu/clip_by_value", "conv_pw_5_relu/clip_by_value",
+                        "conv_pw_11_relu/clip_by_value", "conv_pw_13_relu/clip_by_value")
+    independent = True
+
+    def __init__(self, device="cpu"):
+        from facectx.evaluation.matcher import FaceResMatcher
+
+        self.matcher = FaceResMatcher(device=device)
+        self.name = self.matcher.name
+
+    def embed(self, images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        return self.matcher.embed(images, landmarks)
+
+    def _frames(self, images: np.ndarray) -> torch.Tensor:
+        import cv2
+
+        from facectx.evaluation.matcher import faceres_input
+
+        resized = np.stack([cv2.resize(im, (224, 224), interpolation=cv2.INTER_CUBIC) for im in images])
+        return faceres_input(resized).to(self.matcher.device)
+
+    @torch.no_grad()
+    def frame_features(self, images: np.ndarray) -> np.ndarray:
+        from facectx.evaluation.matcher import FACERES_DESCRIPTOR, FACERES_INPUT
+
+        return self.matcher.graph({FACERES_INPUT: self._frames(images)}, FACERES_DESCRIPTOR).cpu().numpy()
+
+    @torch.no_grad()
+    def perceptual_distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """LPIPS-style without learned weights: channel-normalised activations at four depths."""
+        from facectx.evaluation.matcher import FACERES_INPUT
+
+        xa, xb = self._frames(a), self._frames(b)
+        total = 0
+        for node in self.PERCEPTUAL_NODES:  # NHWC activations
+            fa = self.matcher.graph({FACERES_INPUT: xa}, node)
+            fb = self.matcher.graph({FACERES_INPUT: xb}, node)
+            total = total + ((F.normalize(fa, dim=-1) - F.normalize(fb, dim=-1)) ** 2).sum(-1).mean(dim=(1, 2))
+        return total.cpu().numpy() / len(self.PERCEPTUAL_NODES)

@@ -1,0 +1,87 @@
+"""A trained generator, rebuilt from its checkpoint, hallucinating context for prepared examples
+or for a raw photo (crop, landmarks and mask made here as in `prepare`). Evaluation, serving and
+`facectx hallucinate` all use this."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facectx.config import CropConfig, LandmarkConfig
+from facectx.models.cascade import ModelArgs
+from facectx.training.checkpoint import load_checkpoint
+
+
+class NoFaceFound(ValueError):
+    """The photo has no detectable face, so there is no mask to hallucinate around."""
+
+
+def load_generator(checkpoint_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    from facectx.training.loop import build_generator
+
+    meta, states, _ = load_checkpoint(checkpoint_dir)
+    args = ModelArgs(**{**meta["model_args"], "resolutions": tuple(meta["model_args"]["resolutions"])})
+    generator = build_generator(args, meta["stage"])
+    generator.load_state_dict(states["generator"])
+    return generator.to(device).eval(), meta
+
+
+def _to_tensor(images: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
+class Hallucinator:
+    """uint8 masked faces (at every pyramid level) in, uint8 full frames out."""
+
+    def __init__(self, checkpoint_dir: str | os.PathLike, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.generator, self.meta = load_generator(checkpoint_dir, self.device)
+        self.stage = self.meta["stage"]
+        self.resolutions = tuple(r for r in self.meta["model_args"]["resolutions"] if r <= self.stage)
+
+    @torch.no_grad()
+    def from_pyramid(self, masked: dict[int, np.ndarray], mask: dict[int, np.ndarray]) -> np.ndarray:
+        """masked[r]: (B, r, r, 3) uint8; mask[r]: (B, r, r) uint8 0..255."""
+        m = {r: _to_tensor(masked[r], self.device) for r in self.resolutions}
+        k = {r: torch.from_numpy(np.ascontiguousarray(mask[r])).to(self.device).unsqueeze(1).float().div(255) for r in self.resolutions}
+        out = self.generator(m, k)[self.stage]
+        return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def masked_from_photo(rgb: np.ndarray, landmarker, crop: CropConfig, resolutions: tuple[int, ...]):
+    """Crop, mask and pyramid for one RGB photo, as `prepare` makes them."""
+    from facectx.data.prepare import build_example
+
+    found = landmarker(rgb)
+    if found is None:
+        raise NoFaceFound("no face found in the photo: facectx needs a visible, roughly frontal face")
+    return build_example(rgb, found.points, crop, resolutions)
+
+
+class PhotoHallucinator:
+    """From a raw RGB photo: find the face, crop and mask it, hallucinate its context."""
+
+    def __init__(self, checkpoint_dir: str | os.PathLike, crop: CropConfig, landmarks: LandmarkConfig, device="cpu"):
+        from facectx.data.landmarks import make_landmarker
+
+        self.model = Hallucinator(checkpoint_dir, device)
+        self.crop = crop
+        self.landmarker = make_landmarker(landmarks)
+
+    def __call__(self, rgb: np.ndarray) -> dict[str, np.ndarray]:
+        example = masked_from_photo(rgb, self.landmarker, self.crop, tuple(sorted(set(self.model.resolutions) | {self.crop.size_px})))
+        output = self.model.from_pyramid({r: v[None] for r, v in example.masked.items()}, {r: v[None] for r, v in example.mask.items()})[0]
+        size = self.crop.size_px
+        return {"output": output, "masked": example.masked[size], "mask": example.mask[size], "target": example.target[size]}
+
+
+def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
+    from PIL import Image
+
+    from facectx.io_utils import atomic_path
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+    Path(path).chmod(0o644)

@@ -1,0 +1,92 @@
+"""Evaluation on real prepared photos: baselines, a trained model, the metrics, the report
+(rendered in headless Chromium)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import tiny_training_params
+from facectx import steps
+from facectx.evaluation.baselines import BASELINES
+from facectx.evaluation.evaluate import REAL_VS_REAL, evaluate, load_split
+from facectx.evaluation.metrics import PER_PHOTO, frechet_distance
+
+
+def test_baselines_fill_the_context_and_keep_the_face(prepared_data):
+    test = load_split(prepared_data, "test", 4)
+    mask = (test.mask[128] > 127).astype(np.uint8)
+    mean = test.target.mean(0).astype(np.uint8)
+    for name, make in BASELINES.items():
+        out = make(mean)(test.masked[128], mask)
+        assert out.shape == test.target.shape and out.dtype == np.uint8, name
+        face = mask.astype(bool)
+        assert (out[face] == test.masked[128][face]).all(), name
+        assert out[~face].mean() > 5, f"{name} left the context black"
+
+
+def test_metrics_behave():
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(40, 200, 32)
+    target = np.broadcast_to(ramp[None, :, None, None], (2, 32, 32, 3)).transpose(0, 2, 1, 3).astype(np.uint8).copy()
+    mask = np.zeros((2, 32, 32), np.uint8)
+    mask[:, 8:24, 8:24] = 255
+    assert np.allclose(PER_PHOTO["ssim"](target, target, mask), 1, atol=1e-4)
+    noisy = np.clip(target.astype(int) + rng.integers(-40, 40, target.shape), 0, 255).astype(np.uint8)
+    assert (PER_PHOTO["ssim"](noisy, target, mask) < 0.9).all()
+    assert (PER_PHOTO["psnr"](noisy, target, mask) < PER_PHOTO["psnr"](target, target, mask)).all()
+    context_only = target.copy()
+    context_only[:, :4] = 0  # damage outside the face mask only
+    assert (PER_PHOTO["psnr_context"](context_only, target, mask) < PER_PHOTO["psnr"](context_only, target, mask)).all()
+    a = rng.normal(size=(400, 8))
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
+    assert frechet_distance(a, a + 3) == pytest.approx(9 * 8, rel=0.05)
+
+
+@pytest.fixture
+def tiny_model(prepared_data, tmp_path, params, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    tiny = tiny_training_params(params)
+    for stage in tiny.train.stages:
+        steps.train_stage_step(tiny, stage, prepared_data, **steps.stage_dirs(tiny, stage, tmp_path / "models"))
+    return tmp_path / "models" / "stage_128" / "checkpoint"
+
+
+def test_evaluate_writes_metrics_and_a_report_chromium_renders(prepared_data, tiny_model, tmp_path, params):
+    config = dataclasses.replace(params.evaluate, max_photos=6, batch_size=4, grid_photos=3)
+    calibration = {"threshold": 0.54, "auc": 0.997, "tpr_at_far": 0.96, "pairs": 2177}
+    out = tmp_path / "evaluation"
+    result = evaluate(prepared_data, {"cascaded": tiny_model}, out, config, calibration=calibration)
+
+    assert result["matcher_independent"] and "faceres" in result["matcher"]
+    methods = result["methods"]
+    assert set(methods) == {*BASELINES, "cascaded", REAL_VS_REAL}
+    for name in [*BASELINES, "cascaded"]:
+        values = methods[name]
+        assert -1 <= values["identity_match"] <= 1 and 0 <= values["verified"] <= 1
+        assert 0 < values["ssim"] <= 1 and values["psnr"] > 0 and values["fd"] >= 0 and values["perceptual"] >= 0
+    assert json.loads((out / "metrics.json").read_text())["methods"]["cascaded"]["fd"] == methods["cascaded"]["fd"]
+    assert (out / "grid.png").stat().st_size > 0 and (out / "plots" / "metrics_by_method.csv").is_file()
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "headless Chromium is needed: bash scripts/install-test-deps.sh"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'chromium'}"]
+    page = (out / "report.html").as_uri()
+    shot = tmp_path / "report.png"
+    subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1400,1800", page],
+                   check=True, capture_output=True, timeout=120)
+    from PIL import Image
+
+    image = np.asarray(Image.open(shot).convert("L"))
+    assert image.shape == (1800, 1400) and image.std() > 10  # a rendered page, not a blank one
+    dom = subprocess.run([chromium, *flags, "--dump-dom", page], check=True, capture_output=True, text=True,
+                         timeout=120).stdout
+    assert '<table id="results">' in dom and "cascaded" in dom and "OpenCV Telea" in dom
+    assert '<table id="paper">' in dom and "0.722" in dom  # the paper's figures beside ours
