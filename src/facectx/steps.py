@@ -154,3 +154,65 @@ def hallucinate_step(params: Params, photo: str | os.PathLike, out: str | os.Pat
         raise ValueError(f"{photo}: {err}") from None
     save_png(result["output"], out)
     return {"photo": str(photo), "out": str(out), "size": list(result["output"].shape)}
+
+
+def register_step(params: Params, checkpoint_dir: str | os.PathLike, metrics_file: str | os.PathLike,
+                  example_photo: str | os.PathLike | None = None, prepared_dir: str | os.PathLike | None = None,
+                  raw_dir: str | os.PathLike | None = None, method: str = "cascade") -> dict:
+    """Log the checkpoint as a pyfunc model in an MLflow run and register it as the `challenger`;
+    its gate metrics are the evaluation's metrics.json["methods"][method]."""
+    import json
+    from pathlib import Path
+
+    import mlflow
+
+    from facectx import registry
+    from facectx.serving import log_pyfunc_model
+
+    metrics_file = Path(metrics_file)
+    if not metrics_file.is_file():
+        raise FileNotFoundError(f"metrics file not found: {metrics_file} (run `facectx evaluate` first)")
+    methods = json.loads(metrics_file.read_text()).get("methods", {})
+    if method not in methods:
+        raise ValueError(f"{metrics_file}: no methods.{method} entry (found {sorted(methods)})")
+    metrics = {k: float(v) for k, v in methods[method].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    name = params.registry.model_name
+    with mlflow.start_run(experiment_id=registry.experiment_id(), run_name=f"register-{name}") as run:
+        mlflow.set_tags({"facectx.stage": "register", "facectx.checkpoint": str(Path(checkpoint_dir).resolve()),
+                         "facectx.metrics_file": str(metrics_file.resolve())})
+        info = log_pyfunc_model(checkpoint_dir, params, metrics, example_photo=example_photo,
+                                prepared_dir=prepared_dir, raw_dir=raw_dir)
+        version = registry.register(info.model_uri, name, metrics, run.info.run_id)
+    return {"model_name": name, "version": version, "model_uri": info.model_uri, "run_id": run.info.run_id,
+            "metrics": metrics}
+
+
+def promote_step(params: Params) -> dict:
+    """Champion <- challenger if there is no champion or it wins on every registry.gate_metrics entry."""
+    from facectx import registry
+
+    return registry.promote(params.registry.model_name, params.registry.gate_metrics)
+
+
+def hallucinate_step(params: Params, photo: str | os.PathLike, out: str | os.PathLike,
+                     checkpoint_dir: str | os.PathLike) -> dict:
+    """One photo -> a PNG of the hallucinated frame; errors name the photo."""
+    from pathlib import Path
+
+    from facectx.data.photos import PhotoRejected, decode_photo
+    from facectx.inference import NoFaceFound, PhotoHallucinator, save_png
+
+    photo = Path(photo)
+    if not photo.is_file():
+        raise FileNotFoundError(f"{photo}: no such photo")
+    try:
+        rgb = decode_photo(photo, params.validate.max_pixels, params.validate.formats)
+    except PhotoRejected as err:
+        raise ValueError(f"{photo}: not a usable photo: {err}") from None
+    hallucinator = PhotoHallucinator(checkpoint_dir, params.crop, params.landmarks)
+    try:
+        result = hallucinator(rgb)
+    except NoFaceFound as err:
+        raise ValueError(f"{photo}: {err}") from None
+    save_png(result["output"], out)
+    return {"photo": str(photo), "out": str(out), "size": list(result["output"].shape)}

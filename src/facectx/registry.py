@@ -1,0 +1,148 @@
+"""The MLflow model registry: register a model version as `challenger`; promote it to `champion`
+only when it beats the champion on every gate metric.
+
+Aliases, not stages (deprecated in MLflow 3). A version's evaluation metrics are stored as its
+tags `metric.<name>`, so the gate compares versions without reading their runs. Every promotion
+decision is logged as an MLflow run (tags + `promotion_decision.json`) in the facectx experiment.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+METRIC_TAG = "metric."
+
+
+def _client():
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from facectx.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return MlflowClient(tracking_uri())
+
+
+def parse_gates(gate_metrics) -> list[tuple[str, str]]:
+    gates = []
+    for gate in gate_metrics:
+        metric, _, direction = gate.rpartition(":")
+        if not metric or direction not in ("higher", "lower"):
+            raise ValueError(f"gate metric {gate!r}: expected 'metric:higher' or 'metric:lower'")
+        gates.append((metric, direction))
+    return gates
+
+
+def register(model_uri: str, name: str, metrics: dict, run_id: str | None = None) -> int:
+    """Register `model_uri` as a new version of `name`, alias it `challenger`, keep `metrics` as tags."""
+    import mlflow
+
+    client = _client()
+    tags = {f"{METRIC_TAG}{key}": repr(float(value)) for key, value in metrics.items()}
+    if run_id:
+        tags["facectx.run_id"] = run_id
+    version = mlflow.register_model(model_uri, name, tags=tags)
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    return int(version.version)
+
+
+def version_metrics(version) -> dict[str, float]:
+    return {key[len(METRIC_TAG):]: float(value) for key, value in version.tags.items() if key.startswith(METRIC_TAG)}
+
+
+def _by_alias(client, name: str, alias: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def compare(challenger: dict[str, float], champion: dict[str, float], gates) -> list[dict]:
+    """One row per gate: is the challenger strictly better? (A value the champion lacks counts as beaten.)"""
+    rows = []
+    for metric, direction in parse_gates(gates):
+        new, old = challenger.get(metric), champion.get(metric)
+        if new is None or math.isnan(new):
+            better, note = False, "challenger has no value"
+        elif old is None or math.isnan(old):
+            better, note = True, "champion has no value"
+        else:
+            better = new > old if direction == "higher" else new < old
+            note = ""
+        rows.append({"metric": metric, "direction": direction, "challenger": new, "champion": old,
+                     "better": better, **({"note": note} if note else {})})
+    return rows
+
+
+def promote(name: str, gate_metrics) -> dict:
+    """Make the challenger champion if there is none, or if it wins on every gate metric; log the decision."""
+    client = _client()
+    challenger = _by_alias(client, name, CHALLENGER)
+    if challenger is None:
+        raise ValueError(f"registered model {name!r} has no {CHALLENGER!r} version: run `facectx register` first")
+    champion = _by_alias(client, name, CHAMPION)
+    challenger_metrics = version_metrics(challenger)
+    champion_metrics = version_metrics(champion) if champion is not None else None
+    comparisons = compare(challenger_metrics, champion_metrics or {}, gate_metrics)
+
+    if champion is None:
+        promoted, reason = True, "no champion yet: the challenger becomes champion"
+    elif champion.version == challenger.version:
+        promoted, reason = False, f"version {challenger.version} is already the champion"
+    elif all(row["better"] for row in comparisons):
+        promoted, reason = True, "the challenger is better on every gate metric"
+    else:
+        losing = [row["metric"] for row in comparisons if not row["better"]]
+        promoted, reason = False, f"the challenger is not better on {', '.join(losing)}"
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, challenger.version)
+
+    decision = {
+        "model_name": name, "promoted": promoted, "reason": reason, "gate_metrics": list(gate_metrics),
+        "challenger": {"version": int(challenger.version), "metrics": challenger_metrics},
+        "champion_before": None if champion is None else {"version": int(champion.version), "metrics": champion_metrics},
+        "champion_after": int(challenger.version) if promoted else (None if champion is None else int(champion.version)),
+        "comparisons": comparisons, "decided_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    decision["run_id"] = _log_decision(client, decision)
+    client.set_model_version_tag(name, challenger.version, "facectx.promotion", "promoted" if promoted else "rejected")
+    return decision
+
+
+def experiment_id() -> str:
+    """The facectx experiment (created as `tracking` does: artifacts beside a local store)."""
+    import mlflow
+
+    from facectx.tracking import EXPERIMENT, tracking_uri
+
+    client = _client()
+    if client.get_experiment_by_name(EXPERIMENT) is None and tracking_uri().startswith("sqlite:"):
+        client.create_experiment(EXPERIMENT, artifact_location=Path("mlartifacts").resolve().as_uri())
+    return mlflow.set_experiment(EXPERIMENT).experiment_id
+
+
+def _log_decision(client, decision: dict) -> str:
+    import mlflow
+
+    champion = decision["champion_before"]
+    tags = {"facectx.stage": "promote", "facectx.registered_model": decision["model_name"],
+            "facectx.decision": "promoted" if decision["promoted"] else "rejected",
+            "facectx.reason": decision["reason"],
+            "facectx.challenger_version": str(decision["challenger"]["version"]),
+            "facectx.champion_version_before": str(champion["version"]) if champion else "none",
+            "facectx.champion_version_after": str(decision["champion_after"])}
+    with mlflow.start_run(experiment_id=experiment_id(), nested=mlflow.active_run() is not None,
+                          run_name=f"promote-{decision['model_name']}-v{decision['challenger']['version']}") as run:
+        mlflow.set_tags(tags)
+        metrics = {f"challenger.{k}": v for k, v in decision["challenger"]["metrics"].items()}
+        if champion:
+            metrics.update({f"champion.{k}": v for k, v in champion["metrics"].items()})
+        mlflow.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)})
+        mlflow.log_dict(json.loads(json.dumps(decision)), "promotion_decision.json")
+        return run.info.run_id

