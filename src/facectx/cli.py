@@ -65,30 +65,6 @@ def _last_checkpoint(args, params):
     return f"{args.models_dir}/stage_{max(params.train.stages)}/checkpoint"
 
 
-def _register(args, params):
-    result = steps.register_step(params, args.checkpoint or _last_checkpoint(args, params), args.metrics,
-                                 example_photo=args.example_photo, prepared_dir=args.prepared_dir, raw_dir=args.raw_dir)
-    print(f"registered {result['model_name']} version {result['version']} as challenger ({result['model_uri']})")
-    return result
-
-
-def _promote(args, params):
-    decision = steps.promote_step(params)
-    print(f"{params.registry.model_name}: {'promoted' if decision['promoted'] else 'not promoted'} "
-          f"version {decision['challenger']['version']}: {decision['reason']}")
-    return decision
-
-
-def _hallucinate(args, params):
-    result = steps.hallucinate_step(params, args.photo, args.out, args.checkpoint or _last_checkpoint(args, params))
-    print(f"wrote {result['out']}")
-    return result
-
-
-def _last_checkpoint(args, params):
-    return f"{args.models_dir}/stage_{max(params.train.stages)}/checkpoint"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facectx", description=__doc__)
     parser.add_argument("--params", default=DEFAULT_PARAMS_FILE, help="params file (default: %(default)s)")
@@ -131,25 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
     step = steps.add_parser("register", help="log the checkpoint as an MLflow pyfunc model; register it as challenger")
     step.add_argument("--checkpoint", help="checkpoint folder (default: the last stage's, under --models-dir)")
     step.add_argument("--metrics", default=f"{EVAL_DIR}/metrics.json", help="evaluation metrics; the gate uses methods.cascade")
-    step.add_argument("--models-dir", default=MODELS_DIR)
-    step.add_argument("--example-photo", help="input example photo (default: the first test-split photo)")
-    step.add_argument("--prepared-dir", default=PREPARED_DIR)
-    step.add_argument("--raw-dir", default=RAW_DIR)
-    step.set_defaults(run=_register)
-
-    step = steps.add_parser("promote", help="challenger -> champion if it wins on every registry.gate_metrics entry")
-    step.set_defaults(run=_promote)
-
-    step = steps.add_parser("hallucinate", help="hallucinate the context of the face in one photo")
-    step.add_argument("photo", help="a JPEG or PNG photo with a face")
-    step.add_argument("-o", "--out", required=True, help="output PNG")
-    step.add_argument("--checkpoint", help="checkpoint folder (default: the last stage's, under --models-dir)")
-    step.add_argument("--models-dir", default=MODELS_DIR)
-    step.set_defaults(run=_hallucinate)
-
-    step = steps.add_parser("register", help="log the checkpoint as an MLflow pyfunc model; register it as challenger")
-    step.add_argument("--checkpoint", help="checkpoint folder (default: the last stage's, under --models-dir)")
-    step.add_argument("--metrics", default="reports/evaluation/metrics.json", help="evaluation metrics; the gate uses methods.cascade")
     step.add_argument("--models-dir", default=MODELS_DIR)
     step.add_argument("--example-photo", help="input example photo (default: the first test-split photo)")
     step.add_argument("--prepared-dir", default=PREPARED_DIR)
