@@ -1,11 +1,12 @@
-"""The training pipeline: ingest -> validate -> prepare -> train@8 ... train@128, one GAN stage
-per step on a GPU node, each starting from the previous stage's model."""
+"""The training pipeline: ingest -> validate -> prepare -> train@8 ... train@128 -> evaluate,
+one GAN stage per step on a GPU node, each starting from the previous stage's model."""
 import json
 from pathlib import Path
 
 import yaml
 from kfp import dsl
 
+from components.evaluate import evaluate
 from components.ingest import ingest
 from components.prepare import prepare
 from components.train_stage import train_stage
@@ -38,4 +39,7 @@ def training_pipeline(source: str = "", params_yaml: str = DEFAULT_PARAMS_YAML, 
     checked = validate(params_yaml=params_yaml, raw=raw.outputs["raw"]).set_display_name("validate")
     prepared = prepare(params_yaml=params_yaml, raw=raw.outputs["raw"], validated=checked.outputs["validated"])
     prepared.set_display_name("prepare").set_cpu_request("4").set_memory_request("8G")
-    training_steps(params_yaml, prepared.outputs["prepared"], run_name, mlflow_tracking_uri)
+    last = training_steps(params_yaml, prepared.outputs["prepared"], run_name, mlflow_tracking_uri)
+    scored = evaluate(params_yaml=params_yaml, mlflow_tracking_uri=mlflow_tracking_uri, prepared=prepared.outputs["prepared"],
+                      raw=raw.outputs["raw"], model=last.outputs["model"])
+    with_services(scored.set_display_name("evaluate").set_cpu_request("8").set_memory_request("16G"))

@@ -17,7 +17,8 @@ def test_pipeline_compiles_without_credentials(tmp_path, monkeypatch):
     assert "must-not-leak-into-yaml" not in text
     spec = yaml.safe_load_all(text).__next__()
     tasks = spec["root"]["dag"]["tasks"]
-    assert {"ingest", "validate", "prepare", "train-stage", "train-stage-5"} <= set(tasks)
+    assert {"ingest", "validate", "prepare", "train-stage", "train-stage-5", "evaluate"} <= set(tasks)
+    assert "train-stage-5" in tasks["evaluate"]["dependentTasks"]
     assert tasks["prepare"]["dependentTasks"] == ["ingest", "validate"]
     assert tasks["train-stage-2"]["dependentTasks"] == ["prepare", "train-stage"]  # 16 starts from 8
     platform = list(yaml.safe_load_all(text))[1]
@@ -38,7 +39,9 @@ def test_pipeline_runs_locally(sample_source, tmp_path, params, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)
     quick = tiny_training_params(params, max_train_rows=8, val_rows=2)
-    quick = dataclasses.replace(quick, validate=dataclasses.replace(params.validate, workers=1, min_valid_fraction=0.5),
+    quick = dataclasses.replace(quick, evaluate=dataclasses.replace(params.evaluate, max_photos=4, batch_size=4,
+                                                                    calibration_pairs=20),
+                                validate=dataclasses.replace(params.validate, workers=1, min_valid_fraction=0.5),
                                 prepare=dataclasses.replace(params.prepare, workers=1, split=dataclasses.replace(
                                     params.prepare.split, val_fraction=0.4)))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
@@ -55,3 +58,5 @@ def test_pipeline_runs_locally(sample_source, tmp_path, params, monkeypatch):
     assert len(pd.read_parquet(prepared[0] / "test" / "index.parquet")) > 0
     final = [p for p in (tmp_path / "kfp").rglob("checkpoint/meta.json") if json.loads(p.read_text())["stage"] == 128]
     assert len(final) == 1
+    reports = list((tmp_path / "kfp").rglob("report.html"))
+    assert reports and "cascade" in reports[0].read_text()

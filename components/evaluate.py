@@ -1,0 +1,25 @@
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+
+from components.image import FACECTX_IMAGE
+
+
+@dsl.component(base_image=FACECTX_IMAGE)
+def evaluate(params_yaml: str, mlflow_tracking_uri: str, prepared: Input[Dataset], raw: Input[Dataset],
+             model: Input[Model], evaluation: Output[Artifact], report: Output[HTML], metrics: Output[Metrics]) -> float:
+    """Score the cascade and the baselines on the test split; returns the cascade's Fréchet distance."""
+    import os
+    import shutil
+
+    from facectx.config import parse_params
+    from facectx.steps import evaluate_step
+
+    if mlflow_tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
+    result = evaluate_step(parse_params(params_yaml), prepared.path, raw.path,
+                           {"cascade": os.path.join(model.path, "checkpoint")}, evaluation.path)
+    shutil.copy(os.path.join(evaluation.path, "report.html"), report.path)
+    for method, values in result["methods"].items():
+        for name, value in values.items():
+            metrics.log_metric(f"{method}/{name}".replace(" ", "_"), float(value))
+    return result["methods"]["cascade"]["fd"]
