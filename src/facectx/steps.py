@@ -79,7 +79,9 @@ def evaluate_step(params: Params, prepared_dir: str | os.PathLike, raw_dir: str 
     if (Path(raw_dir) / "split_lists" / "pairsDevTrain.txt").is_file():
         from facectx.evaluation.matcher import lfw_pair_calibration
 
-        calibration = lfw_pair_calibration(raw_dir, nets, None, max_pairs=config.calibration_pairs or None,
+        from facectx.evaluation.networks import WholeFrameIdentity
+
+        calibration = lfw_pair_calibration(raw_dir, WholeFrameIdentity(nets, params.crop), None, max_pairs=config.calibration_pairs or None,
                                            pairs_file="split_lists/pairsDevTrain.txt")
     key = tracking.pipeline_key(f"cascade-{config_hash(training_settings(params))}-{data_version(prepared_dir)}")
     with tracking.stage_run(key, "evaluate", {"evaluate": dataclasses.asdict(config), "models": models}) as tracker:

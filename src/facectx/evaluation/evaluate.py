@@ -1,9 +1,9 @@
 """evaluate: every method on the same test photos, measured the way the paper measures.
 
 Methods: the classical baselines, and every trained model given (cascade, ProGAN variant,
-ablations). Per photo: identity match (cosine of an independent matcher's embeddings of original
-and output; the aligned crop is zoomed out so hair, ears and forehead count), verified (match at
-or above a threshold calibrated on LFW pairs), SSIM and PSNR over the whole frame and over the
+ablations). Per photo: identity match (cosine of an independent matcher's descriptors of the
+original and the output frame, whole frame with its context), verified (match at or above a
+threshold calibrated the same way on LFW pairs), SSIM and PSNR over the whole frame and over the
 hallucinated region, a perceptual distance. Per method: the Fréchet distance of output features
 to real test photos — and, as the yardstick that shows it discriminates, real validation photos
 against real test photos.
@@ -95,13 +95,18 @@ def cached_features(nets, images: np.ndarray, batch: int, cache_dir: Path, label
     return features
 
 
-def score_method(output: np.ndarray, test: TestSet, nets, threshold: float | None, batch: int,
-                 target_embeddings: np.ndarray) -> pd.DataFrame:
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+
+
+def score_method(output: np.ndarray, output_features: np.ndarray, test: TestSet, nets, threshold: float | None,
+                 batch: int, target_features: np.ndarray) -> pd.DataFrame:
+    """Per-photo metrics. Identity is the matcher's cosine over the WHOLE frame (original vs
+    output): a face crop would mostly see the pasted-back face and score high whatever the context."""
     size = test.target.shape[1]
     per_photo = {name: _batched(lambda s: fn(output[s], test.target[s], test.mask[size][s]), len(output), batch)
                  for name, fn in PER_PHOTO.items()}
-    embeddings = _batched(lambda s: nets.embed(output[s], test.landmarks[s]), len(output), batch)
-    per_photo["identity_match"] = (embeddings * target_embeddings).sum(1)
+    per_photo["identity_match"] = (_unit_rows(output_features) * _unit_rows(target_features)).sum(1)
     if threshold is not None:
         per_photo["verified"] = (per_photo["identity_match"] >= threshold).astype(float)
     per_photo["perceptual"] = _batched(lambda s: nets.perceptual_distance(output[s], test.target[s]), len(output), batch)
@@ -133,14 +138,14 @@ def evaluate(prepared_dir: str | os.PathLike, models: dict[str, str | os.PathLik
     cache = Path(os.environ.get("FACECTX_CACHE_DIR") or Path.home() / ".cache" / "facectx") / "eval_stats"
     real_test = cached_features(nets, test.target, config.batch_size, cache, "test")
     real_val = cached_features(nets, val.target, config.batch_size, cache, "val")
-    target_embeddings = _batched(lambda s: nets.embed(test.target[s], test.landmarks[s]), len(test.target), config.batch_size)
 
     per_photo, summary = [], {}
     for name, output in outputs.items():
-        frame = score_method(output, test, nets, threshold, config.batch_size, target_embeddings)
+        features = _features(nets, output, config.batch_size)
+        frame = score_method(output, features, test, nets, threshold, config.batch_size, real_test)
         per_photo.append(frame.assign(method=name))
         summary[name] = {**{k: float(v) for k, v in frame.drop(columns="relative_path").mean().items()},
-                         "fd": frechet_distance(_features(nets, output, config.batch_size), real_test)}
+                         "fd": frechet_distance(features, real_test)}
     summary[REAL_VS_REAL] = {"fd": frechet_distance(real_val, real_test)}
     result = {
         "photos": int(len(test.target)), "matcher": nets.name, "matcher_independent": nets.independent,

@@ -105,3 +105,21 @@ class FaceResNetworks:
             fb = self.matcher.graph({FACERES_INPUT: xb}, node)
             total = total + ((F.normalize(fa, dim=-1) - F.normalize(fb, dim=-1)) ** 2).sum(-1).mean(dim=(1, 2))
         return total.cpu().numpy() / len(self.PERCEPTUAL_NODES)
+
+
+class WholeFrameIdentity:
+    """Identity over the whole 128 frame (crop around the face as `prepare` makes it, with its
+    context): what evaluation scores, so the verification threshold is calibrated on LFW pairs
+    with exactly this view. Has the `embed(images, landmarks)` of a matcher."""
+
+    def __init__(self, nets, crop):
+        self.nets, self.crop = nets, crop
+        self.name = f"{nets.name}, whole frame"
+
+    def embed(self, images, landmarks) -> np.ndarray:
+        from facectx.data.masks import crop_to_frame, face_frame
+
+        frames = np.stack([crop_to_frame(im, face_frame(np.asarray(pts, np.float32), self.crop), self.crop.size_px)
+                           for im, pts in zip(images, landmarks)])
+        features = self.nets.frame_features(frames)
+        return features / np.linalg.norm(features, axis=1, keepdims=True).clip(1e-12)
