@@ -90,3 +90,20 @@ def test_evaluate_writes_metrics_and_a_report_chromium_renders(prepared_data, ti
                          timeout=120).stdout
     assert '<table id="results">' in dom and "cascaded" in dom and "OpenCV Telea" in dom
     assert '<table id="paper">' in dom and "0.722" in dom  # the paper's figures beside ours
+
+
+def test_standard_fid_loads_configured_inception_weights(prepared_data, tmp_path, params, monkeypatch):
+    import torch
+    import torchvision
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    state = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=True).state_dict()
+    weights = tmp_path / "inception.safetensors"  # randomly initialised: exercises the loading code
+    save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
+    monkeypatch.setenv("FACECTX_CACHE_DIR", str(tmp_path / "cache"))
+    config = dataclasses.replace(params.evaluate, max_photos=4, batch_size=4, grid_photos=2, baselines=True,
+                                 inception_weights=str(weights), matcher="dlib")
+    result = evaluate(prepared_data, {}, tmp_path / "eval", config)
+    assert result["fd_network"].startswith("standard FID: InceptionV3") and str(weights) in result["fd_network"]
+    assert all(values["fd"] >= 0 for values in result["methods"].values())

@@ -119,7 +119,7 @@ def evaluate(prepared_dir: str | os.PathLike, models: dict[str, str | os.PathLik
              config: EvaluateConfig, calibration: dict | None = None, nets=None, device: str = "cpu") -> dict:
     """calibration: the matcher's LFW-pair calibration (threshold, auc, ...); without it no
     verification score is reported."""
-    from facectx.evaluation.networks import make_networks
+    from facectx.evaluation.networks import InceptionFeatures, make_networks
     from facectx.evaluation.report import write_report
     from facectx.inference import Hallucinator
 
@@ -137,19 +137,25 @@ def evaluate(prepared_dir: str | os.PathLike, models: dict[str, str | os.PathLik
 
     cache = Path(os.environ.get("FACECTX_CACHE_DIR") or Path.home() / ".cache" / "facectx") / "eval_stats"
     real_test = cached_features(nets, test.target, config.batch_size, cache, "test")
-    real_val = cached_features(nets, val.target, config.batch_size, cache, "val")
+    # The Fréchet distance: standard FID when InceptionV3 weights are configured, else the
+    # matcher's frame features (labelled non-standard).
+    fid_net = InceptionFeatures(config.inception_weights, device) if config.inception_weights else nets
+    fid_test = cached_features(fid_net, test.target, config.batch_size, cache, "test") if config.inception_weights else real_test
+    fid_val = cached_features(fid_net, val.target, config.batch_size, cache, "val")
 
     per_photo, summary = [], {}
     for name, output in outputs.items():
         features = _features(nets, output, config.batch_size)
         frame = score_method(output, features, test, nets, threshold, config.batch_size, real_test)
         per_photo.append(frame.assign(method=name))
+        fid_features = _features(fid_net, output, config.batch_size) if config.inception_weights else features
         summary[name] = {**{k: float(v) for k, v in frame.drop(columns="relative_path").mean().items()},
-                         "fd": frechet_distance(features, real_test)}
-    summary[REAL_VS_REAL] = {"fd": frechet_distance(real_val, real_test)}
+                         "fd": frechet_distance(fid_features, fid_test)}
+    summary[REAL_VS_REAL] = {"fd": frechet_distance(fid_val, fid_test)}
     result = {
         "photos": int(len(test.target)), "matcher": nets.name, "matcher_independent": nets.independent,
-        "fd_network": f"{nets.name} frame features (non-standard FD)", "threshold": threshold,
+        "fd_network": (f"standard FID: {fid_net.name}" if config.inception_weights
+                       else f"{nets.name} frame features (non-standard FD)"), "threshold": threshold,
         "calibration": {k: calibration[k] for k in ("threshold", "auc", "tpr_at_far", "pairs") if k in calibration}
         if calibration else None,
         "methods": summary,

@@ -123,3 +123,31 @@ class WholeFrameIdentity:
                            for im, pts in zip(images, landmarks)])
         features = self.nets.frame_features(frames)
         return features / np.linalg.norm(features, axis=1, keepdims=True).clip(1e-12)
+
+
+class InceptionFeatures:
+    """Standard FID features: InceptionV3's 2048-d pool output, from a configured weights file
+    (torchvision's InceptionV3 state dict; pytorch-fid's weights differ slightly — name the file
+    in reports)."""
+
+    def __init__(self, weights_path: str, device="cpu"):
+        import torchvision
+
+        from facectx.weights import WeightsError, load_state_dict
+
+        model = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
+        try:
+            model.load_state_dict(load_state_dict(weights_path))
+        except RuntimeError as err:
+            raise WeightsError(f"{weights_path} is not a torchvision InceptionV3 state dict: {err}") from err
+        model.fc = torch.nn.Identity()
+        self.model = model.to(device).eval()
+        self.device = device
+        self.name = f"InceptionV3 ({weights_path})"
+        self.mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        self.std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def frame_features(self, images: np.ndarray) -> np.ndarray:
+        x = F.interpolate(_unit_tensor(images), size=(299, 299), mode="bilinear", align_corners=False)
+        return self.model(((x - self.mean) / self.std).to(self.device)).cpu().numpy()
