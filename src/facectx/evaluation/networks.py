@@ -98,11 +98,12 @@ class FaceResNetworks:
         """LPIPS-style without learned weights: channel-normalised activations at four depths."""
         from facectx.evaluation.matcher import FACERES_INPUT
 
-        xa, xb = self._frames(a), self._frames(b)
+        deepest, *others = reversed(self.PERCEPTUAL_NODES)
+        maps_a = self.matcher.graph({FACERES_INPUT: self._frames(a)}, deepest, also=tuple(others))
+        maps_b = self.matcher.graph({FACERES_INPUT: self._frames(b)}, deepest, also=tuple(others))
         total = 0
         for node in self.PERCEPTUAL_NODES:  # NHWC activations
-            fa = self.matcher.graph({FACERES_INPUT: xa}, node)
-            fb = self.matcher.graph({FACERES_INPUT: xb}, node)
+            fa, fb = maps_a[node], maps_b[node]
             total = total + ((F.normalize(fa, dim=-1) - F.normalize(fb, dim=-1)) ** 2).sum(-1).mean(dim=(1, 2))
         return total.cpu().numpy() / len(self.PERCEPTUAL_NODES)
 

@@ -320,8 +320,11 @@ class TfjsGraphModel:
         self._plans[output] = order
         return order
 
-    def __call__(self, inputs: dict[str, torch.Tensor], output: str) -> torch.Tensor:
+    def __call__(self, inputs: dict[str, torch.Tensor], output: str, also: tuple[str, ...] = ()) -> torch.Tensor:
+        """The value of node `output`. With `also`, return {name: value} for `output` and those
+        nodes (which must be on the way to `output`), from one pass."""
         order = self.plan(output)
+        kept: dict[str, torch.Tensor] = {}
         # Drop each activation after its last reader, so a batch holds a few layers, not all of them.
         last_read = {name: step for step, node in enumerate(order) for name in node.inputs}
         values: dict[str, torch.Tensor] = {}
@@ -335,7 +338,14 @@ class TfjsGraphModel:
                 values[node.name] = inputs[node.name]
             else:
                 values[node.name] = OPS[node.op](node, *(values[i] for i in node.inputs))
+                if node.name in also:
+                    kept[node.name] = values[node.name]
                 for name in set(node.inputs):
                     if last_read[name] == step:
                         del values[name]
+        if also:
+            missing = sorted(set(also) - set(kept))
+            if missing:
+                raise GraphModelError(f"{self.source}: nodes {missing} are not on the way to {output!r}")
+            return {**kept, output: values[output]}
         return values[output]
