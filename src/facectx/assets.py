@@ -16,13 +16,14 @@ Cache folder: $FACECTX_CACHE_DIR, else ~/.cache/facectx. Nothing is downloaded a
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
+
+from facectx.io_utils import sha256_file  # noqa: F401 - also used by tests as assets.sha256_file
 
 FACE_API_PACKAGE = "@vladmandic/face-api@1.7.15"
 # sha256 of the registry tarball (it is also the tarball npm's dist.integrity sha512 describes).
@@ -55,14 +56,6 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     if cache_dir is None:
         cache_dir = os.environ.get("FACECTX_CACHE_DIR") or Path.home() / ".cache" / "facectx"
     return Path(cache_dir).expanduser()
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _face_api_folder(cache_dir) -> Path:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -27,6 +26,7 @@ import cv2
 import numpy as np
 import torch
 
+from facectx.io_utils import write_json
 from facectx.assets import cache_root, ensure_human_models_faceres, verify_faceres_files
 from facectx.evaluation.tfjs_graph import TfjsGraphModel
 
@@ -252,7 +252,7 @@ def lfw_pair_calibration(lfw_dir: str | os.PathLike, matcher: FaceResMatcher, la
         "landmarker": landmarker_name,
         "pairs_file": pairs_file,
     }
-    _write_json_atomic(cache_file, result)
+    write_json(cache_file, result)
     return result
 
 
@@ -289,14 +289,3 @@ def _describe_photos(lfw: Path, photos: list[str], matcher: FaceResMatcher, land
                          "embed_ms_per_face": 1000 * embed_s / faces}
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "w") as out:
-            json.dump(data, out, indent=2)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
