@@ -262,7 +262,7 @@ class StageTrainer:
 
     # ---------------------------------------------------------------- the loop
 
-    def run(self, stop_after_steps: int | None = None) -> StageResult:
+    def run(self) -> StageResult:
         t = self.params.train
         self._set_train_mode()
         running: dict[str, torch.Tensor] = {}
@@ -288,8 +288,6 @@ class StageTrainer:
                 if self.step % t.checkpoint_every_steps == 0:
                     self._check_finite(finite)
                     self._save_resume_state()
-                if stop_after_steps is not None and self.step >= stop_after_steps:
-                    return None  # used by tests to stop cleanly mid-epoch
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             train_seconds += time.perf_counter() - started
