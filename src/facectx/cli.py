@@ -37,7 +37,7 @@ def _train_stage(args, params):
 def _evaluate(args, params):
     models = dict(item.split("=", 1) for item in args.model) if args.model else {}
     if not models and not args.baselines_only:
-        models = {"cascade": f"{args.models_dir}/stage_{max(params.train.stages)}/checkpoint"}
+        models = {"cascade": _last_checkpoint(args, params)}
     return steps.evaluate_step(params, args.prepared_dir, args.raw_dir, models, args.out_dir)
 
 

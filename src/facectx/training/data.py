@@ -36,12 +36,6 @@ def _to_mask(x: torch.Tensor) -> torch.Tensor:
     return x.unsqueeze(1).float().div_(255.0)
 
 
-def _masked_image(x: torch.Tensor) -> torch.Tensor:
-    # Stored masked pixels are 0 outside the face: keep them 0 in [-1, 1] space too would mean
-    # grey; black (-1) is what "blanked" means in the stored images, so convert like any image.
-    return _to_image(x)
-
-
 def split_folder(prepared_dir: str | Path, split: str) -> Path:
     folder = Path(prepared_dir) / split
     if not (folder / "index.parquet").is_file():
@@ -91,7 +85,7 @@ class ResidentShards:
     def batch(self, index: torch.Tensor) -> Batch:
         index = index.to(self.landmarks.device)
         return Batch(
-            masked={r: _masked_image(t[index]) for r, t in self.masked.items()},
+            masked={r: _to_image(t[index]) for r, t in self.masked.items()},
             mask={r: _to_mask(t[index]) for r, t in self.mask.items()},
             target={r: _to_image(t[index]) for r, t in self.target.items()},
             landmarks=self.landmarks[index].float(),
@@ -130,7 +124,7 @@ def batch_from_items(items: dict, resolutions: tuple[int, ...], device: torch.de
     """A collated ShardDataset batch, moved to the device and converted like ResidentShards."""
     move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
     return Batch(
-        masked={r: _masked_image(move(items[f"masked_{r}"])) for r in resolutions},
+        masked={r: _to_image(move(items[f"masked_{r}"])) for r in resolutions},
         mask={r: _to_mask(move(items[f"mask_{r}"])) for r in resolutions},
         target={r: _to_image(move(items[f"target_{r}"])) for r in resolutions},
         landmarks=move(items["landmarks"]).float(),
