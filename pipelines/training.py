@@ -1,5 +1,5 @@
-"""The training pipeline: ingest -> validate -> prepare -> train@8 ... train@128 -> evaluate,
-one GAN stage per step on a GPU node, each starting from the previous stage's model."""
+"""The training pipeline: ingest -> validate -> prepare -> train@8 ... train@128 -> evaluate ->
+register -> promote, one GAN stage per step on a GPU node, each starting from the previous stage's model."""
 import json
 from pathlib import Path
 
@@ -9,6 +9,7 @@ from kfp import dsl
 from components.evaluate import evaluate
 from components.ingest import ingest
 from components.prepare import prepare
+from components.register import promote, register
 from components.train_stage import train_stage
 from components.validate import validate
 from pipelines.gpu import MLFLOW_URI, on_gpu, with_services
@@ -43,3 +44,8 @@ def training_pipeline(source: str = "", params_yaml: str = DEFAULT_PARAMS_YAML, 
     scored = evaluate(params_yaml=params_yaml, mlflow_tracking_uri=mlflow_tracking_uri, prepared=prepared.outputs["prepared"],
                       raw=raw.outputs["raw"], model=last.outputs["model"])
     with_services(scored.set_display_name("evaluate").set_cpu_request("8").set_memory_request("16G"))
+    registered = register(params_yaml=params_yaml, mlflow_tracking_uri=mlflow_tracking_uri, model=last.outputs["model"],
+                          evaluation=scored.outputs["evaluation"], prepared=prepared.outputs["prepared"], raw=raw.outputs["raw"])
+    with_services(registered.set_display_name("register"))
+    with_services(promote(params_yaml=params_yaml, mlflow_tracking_uri=mlflow_tracking_uri,
+                          version=registered.output).set_display_name("promote"))

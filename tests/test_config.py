@@ -28,6 +28,7 @@ def test_repo_params_load(params):
     (lambda r: r["landmarks"].update(backend="mediapipe"), "landmarks.backend"),
     (lambda r: r["prepare"].update(resolutions=[8, 32, 128]), "prepare.resolutions"),
     (lambda r: r["validate"].update(min_side_px="big"), "validate.min_side_px"),
+    (lambda r: r["evaluate"].update(lpips_backbone_weights="alexnet.pth"), "evaluate.lpips_linear_weights"),
 ])
 def test_bad_params_name_the_key(tmp_path, change, message):
     with pytest.raises(ValueError, match=message):

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,7 +93,8 @@ def test_evaluate_writes_metrics_and_a_report_chromium_renders(prepared_data, ti
     assert '<table id="paper">' in dom and "0.722" in dom  # the paper's figures beside ours
 
 
-def test_standard_fid_loads_configured_inception_weights(prepared_data, tmp_path, params, monkeypatch):
+def test_standard_fid_and_lpips_load_configured_weights(prepared_data, tmp_path, params, monkeypatch):
+    import lpips
     import torch
     import torchvision
     from safetensors.torch import save_file
@@ -103,7 +105,64 @@ def test_standard_fid_loads_configured_inception_weights(prepared_data, tmp_path
     save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
     monkeypatch.setenv("FACECTX_CACHE_DIR", str(tmp_path / "cache"))
     config = dataclasses.replace(params.evaluate, max_photos=4, batch_size=4, grid_photos=2, baselines=True,
-                                 inception_weights=str(weights), matcher="dlib")
+                                 inception_weights=str(weights), matcher="dlib",
+                                 lpips_backbone_weights=str(tmp_path / "alexnet.pth"),
+                                 lpips_linear_weights=str(Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"))
+    _random_alexnet(tmp_path / "alexnet.pth")
     result = evaluate(prepared_data, {}, tmp_path / "eval", config)
     assert result["fd_network"].startswith("standard FID: InceptionV3") and str(weights) in result["fd_network"]
+    assert result["perceptual_network"].startswith("LPIPS v0.1 AlexNet") and "alexnet.pth" in result["perceptual_network"]
     assert all(values["fd"] >= 0 for values in result["methods"].values())
+    assert all(values["perceptual"] > 0 for name, values in result["methods"].items() if name != REAL_VS_REAL)
+    assert "LPIPS v0.1 AlexNet" in (tmp_path / "eval" / "report.html").read_text()
+
+
+def _lfw_frames(lfw_dir, count: int) -> np.ndarray:
+    from PIL import Image
+
+    photos = sorted((lfw_dir / "images").rglob("*.jpg"))[:count]
+    return np.stack([np.asarray(Image.open(p).convert("RGB").resize((128, 128))) for p in photos])
+
+
+def _random_alexnet(path):
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    alexnet = torchvision.models.alexnet(weights=None)  # ImageNet weights are not offline: random trunk
+    torch.save(alexnet.state_dict(), path)
+    return alexnet
+
+
+def test_lpips_agrees_with_the_reference_implementation(lfw_dir, tmp_path):
+    import lpips
+    import torch
+
+    from facectx.evaluation.lpips import LpipsDistance
+
+    alexnet = _random_alexnet(tmp_path / "alexnet.pth")
+    heads = Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"  # the real human-calibrated heads
+    ours = LpipsDistance(str(tmp_path / "alexnet.pth"), str(heads))
+    reference = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
+    trunk = alexnet.features.state_dict()
+    reference.net.load_state_dict({name: trunk[name.split(".", 1)[1]] for name in reference.net.state_dict()})
+
+    frames = _lfw_frames(lfw_dir, 6)
+    a, b = frames[:3], frames[3:]
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(a).permute(0, 3, 1, 2).float() / 127.5 - 1,
+                             torch.from_numpy(b).permute(0, 3, 1, 2).float() / 127.5 - 1).flatten().numpy()
+    got = ours.perceptual_distance(a, b)
+    assert np.allclose(got, expected, rtol=1e-4, atol=1e-6) and (got > 0).all()
+    assert np.allclose(ours.perceptual_distance(a, a), 0, atol=1e-6)
+
+
+def test_lpips_rejects_wrong_weight_files(tmp_path):
+    from facectx.evaluation.lpips import LpipsDistance
+    from facectx.weights import WeightsError
+
+    _random_alexnet(tmp_path / "alexnet.pth")
+    with pytest.raises(WeightsError, match="alexnet.pth is not LPIPS v0.1 AlexNet linear weights"):
+        LpipsDistance(str(tmp_path / "alexnet.pth"), str(tmp_path / "alexnet.pth"))
+    with pytest.raises(WeightsError, match="weights file not found: .*missing.pth"):
+        LpipsDistance(str(tmp_path / "missing.pth"), str(tmp_path / "alexnet.pth"))

@@ -6,6 +6,7 @@ import json
 import pandas as pd
 import yaml
 from kfp import local
+from mlflow.tracking import MlflowClient
 
 from pipelines.compile import compile_all
 
@@ -17,8 +18,10 @@ def test_pipeline_compiles_without_credentials(tmp_path, monkeypatch):
     assert "must-not-leak-into-yaml" not in text
     spec = yaml.safe_load_all(text).__next__()
     tasks = spec["root"]["dag"]["tasks"]
-    assert {"ingest", "validate", "prepare", "train-stage", "train-stage-5", "evaluate"} <= set(tasks)
+    assert {"ingest", "validate", "prepare", "train-stage", "train-stage-5", "evaluate", "register", "promote"} <= set(tasks)
     assert "train-stage-5" in tasks["evaluate"]["dependentTasks"]
+    assert {"evaluate", "train-stage-5"} <= set(tasks["register"]["dependentTasks"])
+    assert tasks["promote"]["dependentTasks"] == ["register"]
     assert tasks["prepare"]["dependentTasks"] == ["ingest", "validate"]
     assert tasks["train-stage-2"]["dependentTasks"] == ["prepare", "train-stage"]  # 16 starts from 8
     platform = list(yaml.safe_load_all(text))[1]
@@ -60,3 +63,9 @@ def test_pipeline_runs_locally(sample_source, tmp_path, params, monkeypatch):
     assert len(final) == 1
     reports = list((tmp_path / "kfp").rglob("report.html"))
     assert reports and "cascade" in reports[0].read_text()
+    # register -> promote: the first version of the model becomes champion, with the gate metrics
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias(quick.registry.model_name, "champion")
+    assert int(champion.version) == 1
+    assert int(client.get_model_version_by_alias(quick.registry.model_name, "challenger").version) == 1
+    assert float(champion.tags["metric.fd"]) > 0

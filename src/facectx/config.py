@@ -123,6 +123,8 @@ class EvaluateConfig:
     batch_size: int
     matcher: str  # "faceres" (independent of L_id) or "dlib" (the L_id network, marked as such)
     inception_weights: str | None  # torchvision InceptionV3 weights for the standard FID; null = non-standard FD
+    lpips_backbone_weights: str | None  # torchvision AlexNet weights for LPIPS; null = non-standard perceptual
+    lpips_linear_weights: str | None  # LPIPS v0.1 AlexNet linear heads (the `lpips` package's weights/v0.1/alex.pth)
     grid_photos: int  # photos in the comparison grid
     calibration_pairs: int  # LFW DevTrain pairs of each kind that calibrate the verification threshold; 0 = all
     baselines: bool  # also score OpenCV Telea / Navier-Stokes, biharmonic, mean context
@@ -266,6 +268,9 @@ def _check_consistency(params: Params, path: Path) -> None:
             raise ValueError(f"{path}: {name} must be one of {allowed}, got {value!r}")
     if params.losses.perceptual_network == "vgg19" and params.losses.perceptual and not params.losses.vgg19_weights:
         raise ValueError(f"{path}: losses.perceptual_network is vgg19 but losses.vgg19_weights is not set")
+    if bool(params.evaluate.lpips_backbone_weights) != bool(params.evaluate.lpips_linear_weights):
+        raise ValueError(f"{path}: LPIPS needs both evaluate.lpips_backbone_weights and evaluate.lpips_linear_weights "
+                         "(or neither, for the labelled substitute)")
     for gate in params.registry.gate_metrics:
         if gate.rpartition(":")[2] not in ("higher", "lower"):
             raise ValueError(f"{path}: registry.gate_metrics entries look like 'metric:higher' or 'metric:lower', got {gate!r}")

@@ -80,12 +80,17 @@ def compare(challenger: dict[str, float], champion: dict[str, float], gates) -> 
     return rows
 
 
-def promote(name: str, gate_metrics) -> dict:
-    """Make the challenger champion if there is none, or if it wins on every gate metric; log the decision."""
+def promote(name: str, gate_metrics, expected_version: int | None = None) -> dict:
+    """Make the challenger champion if there is none, or if it wins on every gate metric; log the decision.
+    expected_version: refuse (change nothing) unless the challenger is that version -- a pipeline
+    promotes the version it registered, not one another run registered in between."""
     client = _client()
     challenger = _by_alias(client, name, CHALLENGER)
     if challenger is None:
         raise ValueError(f"registered model {name!r} has no {CHALLENGER!r} version: run `facectx register` first")
+    if expected_version is not None and int(challenger.version) != int(expected_version):
+        raise ValueError(f"registered model {name!r}: the challenger is version {challenger.version}, not "
+                         f"{expected_version}; another run registered since -- nothing was promoted")
     champion = _by_alias(client, name, CHAMPION)
     challenger_metrics = version_metrics(challenger)
     champion_metrics = version_metrics(champion) if champion is not None else None

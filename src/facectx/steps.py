@@ -127,11 +127,11 @@ def register_step(params: Params, checkpoint_dir: str | os.PathLike, metrics_fil
             "metrics": metrics}
 
 
-def promote_step(params: Params) -> dict:
+def promote_step(params: Params, expected_version: int | None = None) -> dict:
     """Champion <- challenger if there is no champion or it wins on every registry.gate_metrics entry."""
     from facectx import registry
 
-    return registry.promote(params.registry.model_name, params.registry.gate_metrics)
+    return registry.promote(params.registry.model_name, params.registry.gate_metrics, expected_version)
 
 
 def hallucinate_step(params: Params, photo: str | os.PathLike, out: str | os.PathLike,

@@ -77,20 +77,23 @@ def method_outputs(methods: dict, test: TestSet, batch: int) -> dict[str, np.nda
     return outputs
 
 
-def _features(nets, images: np.ndarray, batch: int) -> np.ndarray:
-    return _batched(lambda s: nets.frame_features(images[s]), len(images), batch)
+def _features(net, images: np.ndarray, batch: int) -> dict[str, np.ndarray]:
+    """The network's frame features ({"identity": ..., "fd": ...}, or just "fd"), batch by batch."""
+    parts = [net.frame_features(images[i:i + batch]) for i in range(0, len(images), batch)]
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
-def cached_features(nets, images: np.ndarray, batch: int, cache_dir: Path, label: str) -> np.ndarray:
-    """Features of real photos, cached under a hash of the pixels and the network."""
-    key = hashlib.sha256(images.tobytes() + nets.name.encode()).hexdigest()[:20]
-    path = cache_dir / f"real_features_{label}_{key}.npy"
+def cached_features(net, images: np.ndarray, batch: int, cache_dir: Path, label: str) -> dict[str, np.ndarray]:
+    """Features of real photos, cached under a hash of the pixels and the network's feature names."""
+    key = hashlib.sha256(images.tobytes() + f"{net.name}|{net.fd_name}".encode()).hexdigest()[:20]
+    path = cache_dir / f"real_features_{label}_{key}.npz"
     if path.is_file():
-        return np.load(path)
-    features = _features(nets, images, batch)
+        with np.load(path) as stored:
+            return dict(stored)
+    features = _features(net, images, batch)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, features)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **features)
     os.replace(tmp, path)
     return features
 
@@ -99,7 +102,7 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
 
 
-def score_method(output: np.ndarray, output_features: np.ndarray, test: TestSet, nets, threshold: float | None,
+def score_method(output: np.ndarray, output_features: np.ndarray, test: TestSet, perceptual, threshold: float | None,
                  batch: int, target_features: np.ndarray) -> pd.DataFrame:
     """Per-photo metrics. Identity is the matcher's cosine over the WHOLE frame (original vs
     output): a face crop would mostly see the pasted-back face and score high whatever the context."""
@@ -109,7 +112,7 @@ def score_method(output: np.ndarray, output_features: np.ndarray, test: TestSet,
     per_photo["identity_match"] = (_unit_rows(output_features) * _unit_rows(target_features)).sum(1)
     if threshold is not None:
         per_photo["verified"] = (per_photo["identity_match"] >= threshold).astype(float)
-    per_photo["perceptual"] = _batched(lambda s: nets.perceptual_distance(output[s], test.target[s]), len(output), batch)
+    per_photo["perceptual"] = _batched(lambda s: perceptual.perceptual_distance(output[s], test.target[s]), len(output), batch)
     frame = pd.DataFrame(per_photo)
     frame.insert(0, "relative_path", test.index.relative_path.to_numpy())
     return frame
@@ -119,6 +122,7 @@ def evaluate(prepared_dir: str | os.PathLike, models: dict[str, str | os.PathLik
              config: EvaluateConfig, calibration: dict | None = None, nets=None, device: str = "cpu") -> dict:
     """calibration: the matcher's LFW-pair calibration (threshold, auc, ...); without it no
     verification score is reported."""
+    from facectx.evaluation.lpips import LpipsDistance
     from facectx.evaluation.networks import InceptionFeatures, make_networks
     from facectx.evaluation.report import write_report
     from facectx.inference import Hallucinator
@@ -128,6 +132,9 @@ def evaluate(prepared_dir: str | os.PathLike, models: dict[str, str | os.PathLik
     test = load_split(prepared_dir, "test", config.max_photos)
     val = load_split(prepared_dir, "val", config.max_photos)
     nets = nets or make_networks(config.matcher, device)
+    # Perceptual distance: standard LPIPS when its weights are configured, else the labelled substitute.
+    perceptual = (LpipsDistance(config.lpips_backbone_weights, config.lpips_linear_weights, device)
+                  if config.lpips_backbone_weights else nets)
     methods = {}
     if config.baselines:
         mean_frame = mean_training_frame(prepared_dir)
@@ -137,25 +144,25 @@ def evaluate(prepared_dir: str | os.PathLike, models: dict[str, str | os.PathLik
 
     cache = Path(os.environ.get("FACECTX_CACHE_DIR") or Path.home() / ".cache" / "facectx") / "eval_stats"
     real_test = cached_features(nets, test.target, config.batch_size, cache, "test")
-    # The Fréchet distance: standard FID when InceptionV3 weights are configured, else the
-    # matcher's frame features (labelled non-standard).
+    # The Fréchet distance: standard FID when InceptionV3 weights are configured, else features
+    # of the matcher's network (labelled non-standard).
     fid_net = InceptionFeatures(config.inception_weights, device) if config.inception_weights else nets
-    fid_test = cached_features(fid_net, test.target, config.batch_size, cache, "test") if config.inception_weights else real_test
-    fid_val = cached_features(fid_net, val.target, config.batch_size, cache, "val")
+    fid_test = cached_features(fid_net, test.target, config.batch_size, cache, "test")["fd"]
+    fid_val = cached_features(fid_net, val.target, config.batch_size, cache, "val")["fd"]
 
     per_photo, summary = [], {}
     for name, output in outputs.items():
         features = _features(nets, output, config.batch_size)
-        frame = score_method(output, features, test, nets, threshold, config.batch_size, real_test)
+        frame = score_method(output, features["identity"], test, perceptual, threshold, config.batch_size, real_test["identity"])
         per_photo.append(frame.assign(method=name))
-        fid_features = _features(fid_net, output, config.batch_size) if config.inception_weights else features
+        fid_features = _features(fid_net, output, config.batch_size)["fd"] if config.inception_weights else features["fd"]
         summary[name] = {**{k: float(v) for k, v in frame.drop(columns="relative_path").mean().items()},
                          "fd": frechet_distance(fid_features, fid_test)}
     summary[REAL_VS_REAL] = {"fd": frechet_distance(fid_val, fid_test)}
     result = {
         "photos": int(len(test.target)), "matcher": nets.name, "matcher_independent": nets.independent,
-        "fd_network": (f"standard FID: {fid_net.name}" if config.inception_weights
-                       else f"{nets.name} frame features (non-standard FD)"), "threshold": threshold,
+        "fd_network": f"standard FID: {fid_net.fd_name}" if config.inception_weights else fid_net.fd_name,
+        "perceptual_network": perceptual.perceptual_name, "threshold": threshold,
         "calibration": {k: calibration[k] for k in ("threshold", "auc", "tpr_at_far", "pairs") if k in calibration}
         if calibration else None,
         "methods": summary,

@@ -82,7 +82,7 @@ def write_report(out_dir: Path, result: dict, outputs: dict[str, np.ndarray], te
         tmp.write_bytes(grid)
     _write_plot_data(out_dir / "plots" / "metrics_by_method.csv", result)
     charts = "".join(f'<img alt="{key}" src="{_data_uri(_bar_chart(result["methods"], key, label))}">'
-                     for key, label in (("fd", "Fréchet distance (non-standard) ↓"), ("identity_match", "identity match ↑"),
+                     for key, label in (("fd", "Fréchet distance ↓"), ("identity_match", "identity match ↑"),
                                         ("perceptual", "perceptual distance ↓"), ("ssim", "SSIM ↑")))
     methods = " | ".join(["masked input", *outputs, "original"])
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>facectx evaluation</title>
@@ -93,7 +93,7 @@ img{{max-width:100%;margin:4px}}.note{{color:#555;font-size:90%}}</style></head>
 <p>{result['photos']} test photos (identities disjoint from training). Identity matcher:
 <b>{html.escape(result['matcher'])}</b>{'' if result['matcher_independent'] else ' — <b>not independent of the identity loss</b>'}.
 Verification threshold: {_fmt(result['threshold'])}. Fréchet distance: {html.escape(result['fd_network'])}.
-Perceptual distance: LPIPS-style distance of the same network's activations (non-standard).</p>
+Perceptual distance: {html.escape(result['perceptual_network'])}.</p>
 <h2>Results on LFW</h2>{results_table_html(result)}
 <p class="note">The row "{html.escape('real photos (val vs test)')}" is the Fréchet distance between two sets of real photos:
 a method that fools the feature space would come close to it.</p>

@@ -1,0 +1,37 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Model
+
+from components.image import FACECTX_IMAGE
+
+
+@dsl.component(base_image=FACECTX_IMAGE)
+def register(params_yaml: str, mlflow_tracking_uri: str, model: Input[Model], evaluation: Input[Artifact],
+             prepared: Input[Dataset], raw: Input[Dataset]) -> int:
+    """Log the cascade as an MLflow pyfunc model and register it as `challenger`, with the
+    evaluation's cascade metrics for the promotion gate; returns the new version."""
+    import os
+
+    if mlflow_tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
+
+    from facectx.config import parse_params
+    from facectx.steps import register_step
+
+    result = register_step(parse_params(params_yaml), os.path.join(model.path, "checkpoint"),
+                           os.path.join(evaluation.path, "metrics.json"), prepared_dir=prepared.path, raw_dir=raw.path)
+    return result["version"]
+
+
+@dsl.component(base_image=FACECTX_IMAGE)
+def promote(params_yaml: str, mlflow_tracking_uri: str, version: int) -> bool:
+    """Move `champion` to the challenger only if it wins on every registry.gate_metrics entry
+    (no champion yet: promote); returns whether `version` is now the champion."""
+    import os
+
+    if mlflow_tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
+
+    from facectx.config import parse_params
+    from facectx.steps import promote_step
+
+    return bool(promote_step(parse_params(params_yaml), expected_version=version)["promoted"])
