@@ -117,6 +117,37 @@ def test_standard_fid_and_lpips_load_configured_weights(prepared_data, tmp_path,
     assert "LPIPS v0.1 AlexNet" in (tmp_path / "eval" / "report.html").read_text()
 
 
+@pytest.fixture(scope="module")
+def larger_test_split(lfw_dir, tmp_path_factory, params):
+    """~20 test and ~20 validation photos of disjoint identities: enough for a Fréchet distance."""
+    from conftest import make_source
+
+    root = tmp_path_factory.mktemp("fd")
+    source = make_source(lfw_dir, root / "source", train_people=60, test_people=14, max_photos=3)
+    quick = dataclasses.replace(
+        params, validate=dataclasses.replace(params.validate, workers=1, min_valid_fraction=0.5),
+        prepare=dataclasses.replace(params.prepare, workers=1, mirror=False,
+                                    split=dataclasses.replace(params.prepare.split, val_fraction=0.5)))
+    steps.ingest_step(quick, root / "raw", str(source))
+    steps.validate_step(quick, root / "raw", root / "validated")
+    steps.prepare_step(quick, root / "raw", root / "validated", root / "prepared")
+    return root / "prepared"
+
+
+def test_frechet_distance_tells_real_photos_from_every_baseline(larger_test_split, tmp_path, params, monkeypatch):
+    """The non-standard FD is only worth reporting if two sets of real photos score far closer
+    than any baseline's outputs do to the real ones."""
+    monkeypatch.setenv("FACECTX_CACHE_DIR", str(tmp_path / "cache"))
+    test, val = load_split(larger_test_split, "test"), load_split(larger_test_split, "val")
+    assert len(test.target) >= 16 and len(val.target) >= 16
+    config = dataclasses.replace(params.evaluate, max_photos=0, batch_size=16, grid_photos=2)
+    result = evaluate(larger_test_split, {}, tmp_path / "eval", config)
+    real = result["methods"][REAL_VS_REAL]["fd"]
+    baselines = {name: result["methods"][name]["fd"] for name in BASELINES}
+    assert "non-standard" in result["fd_network"] and "conv_pw_5" in result["fd_network"]
+    assert 0 < real * 4 < min(baselines.values()), (real, baselines)
+
+
 def _lfw_frames(lfw_dir, count: int) -> np.ndarray:
     from PIL import Image
 
