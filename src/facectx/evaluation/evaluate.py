@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from facectx.assets import cache_root
 from facectx.config import EvaluateConfig
 from facectx.evaluation.baselines import BASELINES
 from facectx.evaluation.metrics import PER_PHOTO, frechet_distance
@@ -142,7 +143,7 @@ def evaluate(prepared_dir: str | os.PathLike, models: dict[str, str | os.PathLik
     methods.update({name: Hallucinator(path, device) for name, path in models.items()})
     outputs = method_outputs(methods, test, config.batch_size)
 
-    cache = Path(os.environ.get("FACECTX_CACHE_DIR") or Path.home() / ".cache" / "facectx") / "eval_stats"
+    cache = cache_root() / "eval_stats"
     real_test = cached_features(nets, test.target, config.batch_size, cache, "test")
     # The Fréchet distance: standard FID when InceptionV3 weights are configured, else features
     # of the matcher's network (labelled non-standard).
