@@ -38,3 +38,23 @@ def test_bad_params_name_the_key(tmp_path, change, message):
 def test_missing_params_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="params file not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_a_variant_overrides_on_top_of_the_profile():
+    cascade = load_params(REPO / "params.yaml")
+    progan = load_params(REPO / "params.yaml", variant="progan")
+    assert cascade.model.kind == "cascade" and progan.model.kind == "progan"
+    assert progan.model.width == cascade.model.width  # the profile's sizes still apply
+    assert not load_params(REPO / "params.yaml", variant="without_identity").losses.identity
+    assert set(cascade.compare) <= set(cascade.variants)
+
+
+@pytest.mark.parametrize("change, variant, message", [
+    (lambda r: None, "progam", "variant 'progam' is not among variants"),
+    (lambda r: r.update(compare=["progan", "l3_loss"]), None, r"compare names \['l3_loss'\]"),
+    (lambda r: r["variants"].update(odd={"prepare": {"mirror": False}}), None, "variants.odd may only override model"),
+    (lambda r: r["variants"].update(typo={"losses": {"identty": False}}), None, "variants.typo.losses.identty"),
+])
+def test_bad_variants_name_the_key(tmp_path, change, variant, message):
+    with pytest.raises(ValueError, match=message):
+        load_params(_write(tmp_path, change), variant=variant)

@@ -78,6 +78,11 @@ def test_dvc_repro_runs_the_pipeline_then_has_nothing_to_do(sample_source, tmp_p
         stage_metrics = json.loads((project / "models" / f"stage_{stage}" / "metrics.json").read_text())
         assert stage_metrics["stage"] == stage and 0 < stage_metrics["val_ssim"] <= 1
     assert (project / "mlflow.db").is_file()  # the embedded MLflow store
+    # params `compare` names the ProGAN variant: trained beside the cascade, scored in the same report
+    variant = json.loads((project / "models" / "variants" / "progan" / "stage_128" / "checkpoint" / "meta.json").read_text())
+    assert variant["model_args"]["kind"] == "progan" and variant["stage"] == 128
+    evaluation = json.loads((project / "reports" / "evaluation" / "metrics.json").read_text())
+    assert {"cascade", "progan"} <= set(evaluation["methods"])
 
     assert "Data and pipelines are up to date" in _run([dvc, "status"], project, env)
     again = _run([dvc, "repro"], project, env)

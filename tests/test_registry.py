@@ -78,10 +78,14 @@ def test_register_and_promote_only_a_better_challenger(tiny_checkpoint, prepared
     assert logged["challenger"]["metrics"] == worse and logged["champion_before"]["metrics"] == first
     assert client.get_model_version(NAME, "2").tags["facectx.promotion"] == "rejected"
 
-    # Version 3: better on every gate metric -> champion.
+    # Version 3: better on every gate metric -> champion. A pipeline that registered version 2
+    # must not promote version 3 in its place: nothing changes.
     better = {"fd": 9.0, "identity_match": 0.55, "perceptual": 0.25}
     assert registry.register(result["model_uri"], NAME, better, result["run_id"]) == 3
-    decision = registry.promote(NAME, GATES)
+    with pytest.raises(ValueError, match="the challenger is version 3, not 2"):
+        registry.promote(NAME, GATES, expected_version=2)
+    assert _aliases(client, NAME) == {"challenger": 3, "champion": 1}
+    decision = registry.promote(NAME, GATES, expected_version=3)
     assert decision["promoted"] and decision["champion_before"]["version"] == 1 and decision["champion_after"] == 3
     assert _aliases(client, NAME) == {"challenger": 3, "champion": 3}
     assert client.get_run(decision["run_id"]).data.tags["facectx.decision"] == "promoted"

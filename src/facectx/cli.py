@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from facectx import steps
 from facectx.config import DEFAULT_PARAMS_FILE, load_params
@@ -29,15 +30,30 @@ def _prepare(args, params):
     return steps.prepare_step(params, args.raw_dir, args.validated_dir, args.out_dir)
 
 
+def _run_name(args) -> str:
+    return args.run_name or args.variant or "cascade"
+
+
 def _train_stage(args, params):
     dirs = steps.stage_dirs(params, args.stage, args.models_dir)
-    return steps.train_stage_step(params, args.stage, args.prepared_dir, run_name=args.run_name, **dirs)
+    return steps.train_stage_step(params, args.stage, args.prepared_dir, run_name=_run_name(args), **dirs)
+
+
+def _train(args, params):
+    return steps.train_stages_step(params, args.prepared_dir, args.models_dir, _run_name(args))
 
 
 def _evaluate(args, params):
     models = dict(item.split("=", 1) for item in args.model) if args.model else {}
     if not models and not args.baselines_only:
+        # The cascade and every variant params' `compare` names (trained by DVC's train_variant@NAME).
         models = {"cascade": _last_checkpoint(args, params)}
+        for name in params.compare:
+            checkpoint = Path(args.models_dir) / "variants" / name / f"stage_{max(params.train.stages)}" / "checkpoint"
+            if not checkpoint.is_dir():
+                raise FileNotFoundError(f"variant {name!r} (params compare) has no checkpoint at {checkpoint}: train it with "
+                                        f"`facectx --variant {name} train --models-dir {checkpoint.parents[1]}`")
+            models[name] = str(checkpoint)
     return steps.evaluate_step(params, args.prepared_dir, args.raw_dir, models, args.out_dir)
 
 
@@ -68,6 +84,7 @@ def _last_checkpoint(args, params):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facectx", description=__doc__)
     parser.add_argument("--params", default=DEFAULT_PARAMS_FILE, help="params file (default: %(default)s)")
+    parser.add_argument("--variant", help="apply params' variants.NAME (the ProGAN variant, an ablation) on top of the profile")
     parser.add_argument("-v", "--verbose", action="store_true")
     steps = parser.add_subparsers(dest="command", required=True)
 
@@ -91,15 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--stage", type=int, required=True, help="resolution of the block: 8, 16, 32, 64 or 128")
     step.add_argument("--prepared-dir", default=PREPARED_DIR)
     step.add_argument("--models-dir", default=MODELS_DIR)
-    step.add_argument("--run-name", default="cascade", help="names the MLflow pipeline run (e.g. an ablation)")
+    step.add_argument("--run-name", help="names the MLflow pipeline run (default: the variant, else cascade)")
     step.set_defaults(run=_train_stage)
+
+    step = steps.add_parser("train", help="train every stage in order, each from the previous one's checkpoint")
+    step.add_argument("--prepared-dir", default=PREPARED_DIR)
+    step.add_argument("--models-dir", default=MODELS_DIR)
+    step.add_argument("--run-name", help="names the MLflow pipeline run (default: the variant, else cascade)")
+    step.set_defaults(run=_train)
 
     step = steps.add_parser("evaluate", help="score models and baselines on the test split; report")
     step.add_argument("--prepared-dir", default=PREPARED_DIR)
     step.add_argument("--raw-dir", default=RAW_DIR, help="LFW pairs here calibrate the verification threshold")
     step.add_argument("--models-dir", default=MODELS_DIR)
     step.add_argument("--model", action="append", metavar="NAME=CHECKPOINT_DIR",
-                      help="a model to score (repeatable); default: the cascade's last stage")
+                      help="a model to score (repeatable); default: the cascade's last stage and the variants params' compare names")
     step.add_argument("--baselines-only", action="store_true")
     step.add_argument("--out-dir", default=EVAL_DIR)
     step.set_defaults(run=_evaluate)
@@ -132,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("great_expectations", "botocore", "urllib3", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        params = load_params(args.params)
+        params = load_params(args.params, args.variant)
         args.run(args, params)
     except Exception as err:  # noqa: BLE001 - a clear one-line error for known failures; traceback with -v
         if args.verbose:

@@ -148,6 +148,10 @@ class Params:
     train: TrainConfig
     evaluate: EvaluateConfig
     registry: RegistryConfig
+    # The paper's comparison models: name -> overrides of model/losses/train on top of the profile
+    # (the ProGAN variant, the ablations); `compare` names those trained and scored beside the cascade.
+    variants: dict[str, dict]
+    compare: tuple[str, ...]
 
 
 def _build(cls, raw, where: str):
@@ -167,6 +171,9 @@ def _build(cls, raw, where: str):
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
             value = _build(hint, value, f"{where}.{name}")
+        elif typing.get_origin(hint) is dict:
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}.{name}: expected a mapping, got {value!r}")
         elif typing.get_origin(hint) is tuple:
             if not isinstance(value, (list, tuple)):
                 raise ValueError(f"{where}.{name}: expected a list, got {value!r}")
@@ -191,25 +198,43 @@ def _check_scalar(value, hint, where: str):
     raise ValueError(f"{where}: expected {hint}, got {value!r}")
 
 
-def load_params(path: str | os.PathLike = DEFAULT_PARAMS_FILE) -> Params:
+def load_params(path: str | os.PathLike = DEFAULT_PARAMS_FILE, variant: str | None = None) -> Params:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"params file not found: {path.resolve()}")
-    return parse_params(path.read_text(), str(path))
+    return parse_params(path.read_text(), str(path), variant)
 
 
-def parse_params(text: str, where: str = "params") -> Params:
+def parse_params(text: str, where: str = "params", variant: str | None = None) -> Params:
     """Params from YAML text (how Kubeflow components receive them).
 
     `profile: NAME` applies the overrides under `profiles: {NAME: {...}}` on top of the sections,
-    so one file holds the CPU-quick and the paper-sized settings.
+    so one file holds the CPU-quick and the paper-sized settings; then `variant` applies
+    `variants: {NAME: {...}}` (the ProGAN variant, an ablation) on top of that.
     """
     raw = yaml.safe_load(text)
     if isinstance(raw, dict) and "profiles" in raw:
         raw = apply_profile(raw, where)
+    variants = raw.get("variants") if isinstance(raw, dict) else None
+    if isinstance(variants, dict):
+        # Every variant must apply (a typo fails now, not hours later in its own training step).
+        applied = {name: _apply_variant(raw, name, overrides, where) for name, overrides in variants.items()}
+        if variant is not None:
+            if variant not in applied:
+                raise ValueError(f"{where}: variant {variant!r} is not among variants {sorted(applied)}")
+            raw = applied[variant]
     params = _build(Params, raw, where)
     _check_consistency(params, Path(where))
     return params
+
+
+def _apply_variant(raw: dict, name: str, overrides, where: str) -> dict:
+    if not isinstance(overrides, dict):
+        raise ValueError(f"{where}: variants.{name}: expected a mapping of overrides, got {overrides!r}")
+    outside = sorted(set(overrides) - {"model", "losses", "train"})
+    if outside:
+        raise ValueError(f"{where}: variants.{name} may only override model, losses and train, not {outside}")
+    return _merge(raw, overrides, f"{where}: variants.{name}")
 
 
 def apply_profile(raw: dict, where: str) -> dict:
@@ -268,6 +293,9 @@ def _check_consistency(params: Params, path: Path) -> None:
             raise ValueError(f"{path}: {name} must be one of {allowed}, got {value!r}")
     if params.losses.perceptual_network == "vgg19" and params.losses.perceptual and not params.losses.vgg19_weights:
         raise ValueError(f"{path}: losses.perceptual_network is vgg19 but losses.vgg19_weights is not set")
+    unknown = sorted(set(params.compare) - set(params.variants))
+    if unknown:
+        raise ValueError(f"{path}: compare names {unknown}, which are not among variants {sorted(params.variants)}")
     if bool(params.evaluate.lpips_backbone_weights) != bool(params.evaluate.lpips_linear_weights):
         raise ValueError(f"{path}: LPIPS needs both evaluate.lpips_backbone_weights and evaluate.lpips_linear_weights "
                          "(or neither, for the labelled substitute)")

@@ -48,6 +48,14 @@ def train_stage_step(params: Params, stage: int, prepared_dir: str | os.PathLike
     return {"stage": result.stage, "steps": result.steps, "images_per_second": result.images_per_second, **result.val}
 
 
+def train_stages_step(params: Params, prepared_dir: str | os.PathLike, models_dir: str | os.PathLike,
+                      run_name: str = "cascade") -> dict:
+    """Every stage of train.stages in order, each from the previous stage's checkpoint (one DVC
+    stage per comparison model); returns each stage's result by resolution."""
+    return {stage: train_stage_step(params, stage, prepared_dir, run_name=run_name, **stage_dirs(params, stage, models_dir))
+            for stage in params.train.stages}
+
+
 def stage_dirs(params: Params, stage: int, models_dir: str | os.PathLike) -> dict:
     """The conventional layout under models_dir (what dvc.yaml declares): out, init and resume folders."""
     from pathlib import Path
