@@ -1,3 +1,5 @@
+from typing import List
+
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
@@ -6,8 +8,10 @@ from components.image import FACECTX_IMAGE
 
 @dsl.component(base_image=FACECTX_IMAGE)
 def evaluate(params_yaml: str, mlflow_tracking_uri: str, prepared: Input[Dataset], raw: Input[Dataset],
-             model: Input[Model], evaluation: Output[Artifact], report: Output[HTML], metrics: Output[Metrics]) -> float:
-    """Score the cascade and the baselines on the test split; returns the cascade's Fréchet distance."""
+             model: Input[Model], variants: Input[List[Model]], evaluation: Output[Artifact], report: Output[HTML],
+             metrics: Output[Metrics]) -> float:
+    """Score the cascade, the comparison models (each named by its `variant` metadata) and the
+    baselines on the test split; returns the cascade's Fréchet distance."""
     import os
     import shutil
 
@@ -16,8 +20,9 @@ def evaluate(params_yaml: str, mlflow_tracking_uri: str, prepared: Input[Dataset
 
     if mlflow_tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
-    result = evaluate_step(parse_params(params_yaml), prepared.path, raw.path,
-                           {"cascade": os.path.join(model.path, "checkpoint")}, evaluation.path)
+    models = {"cascade": os.path.join(model.path, "checkpoint")}
+    models.update({variant.metadata["variant"]: os.path.join(variant.path, "checkpoint") for variant in variants})
+    result = evaluate_step(parse_params(params_yaml), prepared.path, raw.path, models, evaluation.path)
     shutil.copy(os.path.join(evaluation.path, "report.html"), report.path)
     for method, values in result["methods"].items():
         for name, value in values.items():

@@ -22,13 +22,18 @@ def test_pipeline_compiles_without_credentials(tmp_path, monkeypatch):
     assert "train-stage-5" in tasks["evaluate"]["dependentTasks"]
     assert {"evaluate", "train-stage-5"} <= set(tasks["register"]["dependentTasks"])
     assert tasks["promote"]["dependentTasks"] == ["register"]
+    # params' compare (the ProGAN variant by default): a parallel chain of five GPU stages per variant
+    loop = next(name for name in tasks if name.startswith("for-loop"))
+    assert "compared-variants" in tasks[loop]["dependentTasks"] and loop in tasks["evaluate"]["dependentTasks"]
+    variant_tasks = spec["components"][tasks[loop]["componentRef"]["name"]]["dag"]["tasks"]
+    assert len(variant_tasks) == 5
     assert tasks["prepare"]["dependentTasks"] == ["ingest", "validate"]
     assert tasks["train-stage-2"]["dependentTasks"] == ["prepare", "train-stage"]  # 16 starts from 8
     platform = list(yaml.safe_load_all(text))[1]
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    gpu_step = executors["exec-train-stage"]
-    assert gpu_step["tolerations"][0]["key"] == "nvidia.com/gpu"
-    assert gpu_step["secretAsEnv"][0]["secretName"] == "facectx-s3"
+    for gpu_step in (executors["exec-train-stage"], executors["exec-train-stage-6"]):  # cascade, first variant stage
+        assert gpu_step["tolerations"][0]["key"] == "nvidia.com/gpu"
+        assert gpu_step["secretAsEnv"][0]["secretName"] == "facectx-s3"
     resources = spec["deploymentSpec"]["executors"]["exec-train-stage"]["container"]["resources"]
     assert resources["accelerator"]["resourceCount"] == "1"
 
@@ -59,10 +64,10 @@ def test_pipeline_runs_locally(sample_source, tmp_path, params, monkeypatch):
     metrics = json.loads((prepared[0] / "metrics.json").read_text())
     assert metrics["prepared"] + metrics["quarantined"] == metrics["photos_found"] == len(list(sample_source.rglob("*.jpg")))
     assert len(pd.read_parquet(prepared[0] / "test" / "index.parquet")) > 0
-    final = [p for p in (tmp_path / "kfp").rglob("checkpoint/meta.json") if json.loads(p.read_text())["stage"] == 128]
-    assert len(final) == 1
+    final = [json.loads(p.read_text()) for p in (tmp_path / "kfp").rglob("checkpoint/meta.json")]
+    assert sorted(meta["model_args"]["kind"] for meta in final if meta["stage"] == 128) == ["cascade", "progan"]
     reports = list((tmp_path / "kfp").rglob("report.html"))
-    assert reports and "cascade" in reports[0].read_text()
+    assert reports and "cascade" in reports[0].read_text() and "progan" in reports[0].read_text()
     # register -> promote: the first version of the model becomes champion, with the gate metrics
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     champion = client.get_model_version_by_alias(quick.registry.model_name, "champion")
