@@ -59,7 +59,8 @@ def main() -> None:
         for n in sizes:
             real = frechet_distance(real_val[name][:n], real_test[name][:n])
             cells = [f"{frechet_distance(feats[name][:n], real_test[name][:n]):.2f}" for feats in produced.values()]
-            label = f"{name.split('_relu')[0]} mean ({real_test[name].shape[1]}-d)"
+            kind = "identity descriptor" if name == FACERES_DESCRIPTOR else f"{name.split('_relu')[0]} mean"
+            label = f"{kind} ({real_test[name].shape[1]}-d)"
             print(f"| {label} | {min(n, len(val.target))}/{n} | {real:.2f} | " + " | ".join(cells) + " |")
 
 
