@@ -96,6 +96,33 @@ def test_register_and_promote_only_a_better_challenger(tiny_checkpoint, prepared
     assert _aliases(client, NAME)["champion"] == 3
 
 
+def test_versions_measured_differently_are_not_compared(tiny_checkpoint, prepared_data, store, tmp_path):
+    """Better numbers from another feature space or test set prove nothing: no promotion unless forced."""
+    tiny, checkpoint = tiny_checkpoint
+    name = f"{NAME}-protocol"
+    tiny = dataclasses.replace(tiny, registry=dataclasses.replace(tiny.registry, model_name=name, gate_metrics=GATES))
+    client = MlflowClient(store)
+    evaluation = {"matcher": "faceres", "fd_network": "faceres conv_pw_5", "perceptual_network": "faceres", "photos": 200,
+                  "methods": {"cascade": {"fd": 30.0, "identity_match": 0.6, "perceptual": 0.5}}}
+    metrics_file = tmp_path / "metrics.json"
+    metrics_file.write_text(json.dumps(evaluation))
+    steps.register_step(tiny, checkpoint, metrics_file, prepared_dir=prepared_data, raw_dir=prepared_data.parent / "raw")
+    assert registry.version_protocol(client.get_model_version(name, "1"))["fd_network"] == "faceres conv_pw_5"
+    assert steps.promote_step(tiny)["promoted"]
+
+    evaluation.update(fd_network="InceptionV3", methods={"cascade": {"fd": 10.0, "identity_match": 0.7, "perceptual": 0.4}})
+    metrics_file.write_text(json.dumps(evaluation))
+    assert steps.register_step(tiny, checkpoint, metrics_file, prepared_dir=prepared_data,
+                               raw_dir=prepared_data.parent / "raw")["version"] == 2
+    decision = steps.promote_step(tiny)
+    assert not decision["promoted"] and "not comparable" in decision["reason"] and "fd_network" in decision["reason"]
+    assert _aliases(client, name) == {"challenger": 2, "champion": 1}
+
+    forced = steps.promote_step(tiny, force=True)
+    assert forced["promoted"] and forced["forced"] and _aliases(client, name) == {"challenger": 2, "champion": 2}
+    assert client.get_run(forced["run_id"]).data.tags["facectx.decision"] == "forced"
+
+
 def test_gate_needs_every_metric():
     rows = registry.compare({"fd": 1.0}, {"fd": 2.0, "identity_match": 0.5}, ["fd:lower", "identity_match:higher"])
     assert [row["better"] for row in rows] == [True, False]

@@ -65,7 +65,7 @@ def _register(args, params):
 
 
 def _promote(args, params):
-    decision = steps.promote_step(params)
+    decision = steps.promote_step(params, force=args.force)
     print(f"{params.registry.model_name}: {'promoted' if decision['promoted'] else 'not promoted'} "
           f"version {decision['challenger']['version']}: {decision['reason']}")
     return decision
@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     step.set_defaults(run=_register)
 
     step = steps.add_parser("promote", help="challenger -> champion if it wins on every registry.gate_metrics entry")
+    step.add_argument("--force", action="store_true", help="skip the gate (logged as forced), e.g. after the evaluation changed")
     step.set_defaults(run=_promote)
 
     step = steps.add_parser("hallucinate", help="hallucinate the context of the face in one photo")

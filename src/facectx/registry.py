@@ -15,6 +15,7 @@ from pathlib import Path
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 METRIC_TAG = "metric."
+PROTOCOL_TAG = "protocol."
 
 
 def _client():
@@ -37,12 +38,15 @@ def parse_gates(gate_metrics) -> list[tuple[str, str]]:
     return gates
 
 
-def register(model_uri: str, name: str, metrics: dict, run_id: str | None = None) -> int:
-    """Register `model_uri` as a new version of `name`, alias it `challenger`, keep `metrics` as tags."""
+def register(model_uri: str, name: str, metrics: dict, run_id: str | None = None, protocol: dict | None = None) -> int:
+    """Register `model_uri` as a new version of `name`, alias it `challenger`, keep `metrics` as tags.
+    protocol: how the metrics were measured (networks, test photos); kept as tags so the gate only
+    compares versions measured the same way."""
     import mlflow
 
     client = _client()
     tags = {f"{METRIC_TAG}{key}": repr(float(value)) for key, value in metrics.items()}
+    tags.update({f"{PROTOCOL_TAG}{key}": str(value) for key, value in (protocol or {}).items()})
     if run_id:
         tags["facectx.run_id"] = run_id
     version = mlflow.register_model(model_uri, name, tags=tags)
@@ -52,6 +56,10 @@ def register(model_uri: str, name: str, metrics: dict, run_id: str | None = None
 
 def version_metrics(version) -> dict[str, float]:
     return {key[len(METRIC_TAG):]: float(value) for key, value in version.tags.items() if key.startswith(METRIC_TAG)}
+
+
+def version_protocol(version) -> dict[str, str]:
+    return {key[len(PROTOCOL_TAG):]: value for key, value in version.tags.items() if key.startswith(PROTOCOL_TAG)}
 
 
 def _by_alias(client, name: str, alias: str):
@@ -80,10 +88,12 @@ def compare(challenger: dict[str, float], champion: dict[str, float], gates) -> 
     return rows
 
 
-def promote(name: str, gate_metrics, expected_version: int | None = None) -> dict:
+def promote(name: str, gate_metrics, expected_version: int | None = None, force: bool = False) -> dict:
     """Make the challenger champion if there is none, or if it wins on every gate metric; log the decision.
     expected_version: refuse (change nothing) unless the challenger is that version -- a pipeline
-    promotes the version it registered, not one another run registered in between."""
+    promotes the version it registered, not one another run registered in between.
+    Metrics measured another way (other networks or test photos) are not comparable: no promotion
+    unless `force` (a person's decision, logged as such)."""
     client = _client()
     challenger = _by_alias(client, name, CHALLENGER)
     if challenger is None:
@@ -96,10 +106,16 @@ def promote(name: str, gate_metrics, expected_version: int | None = None) -> dic
     champion_metrics = version_metrics(champion) if champion is not None else None
     comparisons = compare(challenger_metrics, champion_metrics or {}, gate_metrics)
 
-    if champion is None:
-        promoted, reason = True, "no champion yet: the challenger becomes champion"
-    elif champion.version == challenger.version:
+    differences = [] if champion is None else _protocol_differences(version_protocol(challenger), version_protocol(champion))
+    if champion is not None and champion.version == challenger.version:
         promoted, reason = False, f"version {challenger.version} is already the champion"
+    elif force:
+        promoted, reason = True, "forced by hand: the gate was not applied"
+    elif champion is None:
+        promoted, reason = True, "no champion yet: the challenger becomes champion"
+    elif differences:
+        promoted, reason = False, (f"not comparable: measured differently ({'; '.join(differences)}); re-register the "
+                                   "champion's model with the same evaluation, or `facectx promote --force`")
     elif all(row["better"] for row in comparisons):
         promoted, reason = True, "the challenger is better on every gate metric"
     else:
@@ -109,15 +125,27 @@ def promote(name: str, gate_metrics, expected_version: int | None = None) -> dic
         client.set_registered_model_alias(name, CHAMPION, challenger.version)
 
     decision = {
-        "model_name": name, "promoted": promoted, "reason": reason, "gate_metrics": list(gate_metrics),
+        "model_name": name, "promoted": promoted, "reason": reason, "gate_metrics": list(gate_metrics), "forced": force,
         "challenger": {"version": int(challenger.version), "metrics": challenger_metrics},
         "champion_before": None if champion is None else {"version": int(champion.version), "metrics": champion_metrics},
         "champion_after": int(challenger.version) if promoted else (None if champion is None else int(champion.version)),
-        "comparisons": comparisons, "decided_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "comparisons": comparisons, "protocol_differences": differences,
+        "decided_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     decision["run_id"] = _log_decision(client, decision)
-    client.set_model_version_tag(name, challenger.version, "facectx.promotion", "promoted" if promoted else "rejected")
+    client.set_model_version_tag(name, challenger.version, "facectx.promotion", _outcome(decision))
     return decision
+
+
+def _outcome(decision: dict) -> str:
+    if not decision["promoted"]:
+        return "rejected"
+    return "forced" if decision["forced"] else "promoted"
+
+
+def _protocol_differences(challenger: dict[str, str], champion: dict[str, str]) -> list[str]:
+    return [f"{key}: champion {champion.get(key, 'unrecorded')!r}, challenger {challenger.get(key, 'unrecorded')!r}"
+            for key in sorted(set(challenger) | set(champion)) if challenger.get(key) != champion.get(key)]
 
 
 def experiment_id() -> str:
@@ -137,7 +165,7 @@ def _log_decision(client, decision: dict) -> str:
 
     champion = decision["champion_before"]
     tags = {"facectx.stage": "promote", "facectx.registered_model": decision["model_name"],
-            "facectx.decision": "promoted" if decision["promoted"] else "rejected",
+            "facectx.decision": _outcome(decision),
             "facectx.reason": decision["reason"],
             "facectx.challenger_version": str(decision["challenger"]["version"]),
             "facectx.champion_version_before": str(champion["version"]) if champion else "none",

@@ -120,7 +120,8 @@ def register_step(params: Params, checkpoint_dir: str | os.PathLike, metrics_fil
     metrics_file = Path(metrics_file)
     if not metrics_file.is_file():
         raise FileNotFoundError(f"metrics file not found: {metrics_file} (run `facectx evaluate` first)")
-    methods = json.loads(metrics_file.read_text()).get("methods", {})
+    evaluation = json.loads(metrics_file.read_text())
+    methods = evaluation.get("methods", {})
     if method not in methods:
         raise ValueError(f"{metrics_file}: no methods.{method} entry (found {sorted(methods)})")
     metrics = {k: float(v) for k, v in methods[method].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -130,16 +131,20 @@ def register_step(params: Params, checkpoint_dir: str | os.PathLike, metrics_fil
                          "facectx.metrics_file": str(metrics_file.resolve())})
         info = log_pyfunc_model(checkpoint_dir, params, metrics, example_photo=example_photo,
                                 prepared_dir=prepared_dir, raw_dir=raw_dir)
-        version = registry.register(info.model_uri, name, metrics, run.info.run_id)
+        # How the metrics were measured: the gate compares only versions measured the same way.
+        protocol = {key: evaluation[key] for key in ("matcher", "fd_network", "perceptual_network", "photos")
+                    if key in evaluation}
+        version = registry.register(info.model_uri, name, metrics, run.info.run_id, protocol)
     return {"model_name": name, "version": version, "model_uri": info.model_uri, "run_id": run.info.run_id,
             "metrics": metrics}
 
 
-def promote_step(params: Params, expected_version: int | None = None) -> dict:
-    """Champion <- challenger if there is no champion or it wins on every registry.gate_metrics entry."""
+def promote_step(params: Params, expected_version: int | None = None, force: bool = False) -> dict:
+    """Champion <- challenger if there is no champion or it wins on every registry.gate_metrics entry
+    (measured the same way); `force` skips the gate."""
     from facectx import registry
 
-    return registry.promote(params.registry.model_name, params.registry.gate_metrics, expected_version)
+    return registry.promote(params.registry.model_name, params.registry.gate_metrics, expected_version, force)
 
 
 def hallucinate_step(params: Params, photo: str | os.PathLike, out: str | os.PathLike,
