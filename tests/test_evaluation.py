@@ -110,7 +110,7 @@ def test_standard_fid_and_lpips_load_configured_weights(prepared_data, tmp_path,
                                  lpips_linear_weights=str(Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"))
     _random_alexnet(tmp_path / "alexnet.pth")
     result = evaluate(prepared_data, {}, tmp_path / "eval", config)
-    assert result["fd_network"].startswith("standard FID: InceptionV3") and str(weights) in result["fd_network"]
+    assert result["fd_network"].startswith("standard FID: InceptionV3 (inception.safetensors sha256:")
     assert result["perceptual_network"].startswith("LPIPS v0.1 AlexNet") and "alexnet.pth" in result["perceptual_network"]
     assert all(values["fd"] >= 0 for values in result["methods"].values())
     assert all(values["perceptual"] > 0 for name, values in result["methods"].items() if name != REAL_VS_REAL)

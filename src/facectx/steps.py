@@ -132,7 +132,7 @@ def register_step(params: Params, checkpoint_dir: str | os.PathLike, metrics_fil
         info = log_pyfunc_model(checkpoint_dir, params, metrics, example_photo=example_photo,
                                 prepared_dir=prepared_dir, raw_dir=raw_dir)
         # How the metrics were measured: the gate compares only versions measured the same way.
-        protocol = {key: evaluation[key] for key in ("matcher", "fd_network", "perceptual_network", "photos")
+        protocol = {key: evaluation[key] for key in ("matcher", "fd_network", "perceptual_network", "photos", "test_set")
                     if key in evaluation}
         version = registry.register(info.model_uri, name, metrics, run.info.run_id, protocol)
     return {"model_name": name, "version": version, "model_uri": info.model_uri, "run_id": run.info.run_id,

@@ -26,3 +26,11 @@ def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict[str, t
     if not isinstance(state, dict):
         raise WeightsError(f"{path} does not hold a state dict (got {type(state).__name__})")
     return state
+
+
+def weights_label(path: str | os.PathLike) -> str:
+    """How reports and the registry name a weights file: its name and content hash, so the same
+    weights at different paths (a laptop, a pod) count as the same measurement."""
+    from facectx.io_utils import sha256_file
+
+    return f"{os.path.basename(str(path))} sha256:{sha256_file(path)[:12]}"

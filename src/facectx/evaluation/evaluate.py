@@ -161,7 +161,10 @@ def evaluate(prepared_dir: str | os.PathLike, models: dict[str, str | os.PathLik
                          "fd": frechet_distance(fid_features, fid_test)}
     summary[REAL_VS_REAL] = {"fd": frechet_distance(fid_val, fid_test)}
     result = {
-        "photos": int(len(test.target)), "matcher": nets.name, "matcher_independent": nets.independent,
+        "photos": int(len(test.target)),
+        # Which test photos: versions are only compared on the same ones (registry gate).
+        "test_set": hashlib.sha256("\n".join(test.index.relative_path).encode()).hexdigest()[:16],
+        "matcher": nets.name, "matcher_independent": nets.independent,
         "fd_network": f"standard FID: {fid_net.fd_name}" if config.inception_weights else fid_net.fd_name,
         "perceptual_network": perceptual.perceptual_name, "threshold": threshold,
         "calibration": {k: calibration[k] for k in ("threshold", "auc", "tpr_at_far", "pairs") if k in calibration}

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from facectx.weights import WeightsError, load_state_dict
+from facectx.weights import WeightsError, load_state_dict, weights_label
 
 # AlexNet `features` indices that end each of LPIPS's five slices (after relu1 ... relu5).
 SLICE_ENDS = (2, 5, 8, 10, 12)
@@ -39,10 +38,9 @@ class LpipsDistance:
         except RuntimeError as err:
             raise WeightsError(f"{backbone_weights} is not a torchvision AlexNet state dict: {err}") from err
         self.features = alexnet.features[:SLICE_ENDS[-1]].to(device).eval()
-        self.heads = _linear_heads(load_state_dict(linear_weights), linear_weights)
-        self.heads = [h.to(device) for h in self.heads]
+        self.heads = [head.to(device) for head in _linear_heads(load_state_dict(linear_weights), linear_weights)]
         self.device = device
-        self.perceptual_name = f"LPIPS v0.1 AlexNet ({backbone_weights}, {linear_weights})"
+        self.perceptual_name = f"LPIPS v0.1 AlexNet ({weights_label(backbone_weights)}, {weights_label(linear_weights)})"
 
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """a, b: (B, 3, H, W) in [-1, 1]."""

@@ -72,10 +72,10 @@ class FaceResNetworks:
 
     The Fréchet features are the spatially averaged activations of `conv_pw_5` (256-d, a 28x28
     map), not the 1024-d identity descriptor: that descriptor is trained to ignore everything but
-    who the person is, so it barely tells a smeared background from a real one. Measured on 400
-    LFW test photos against 633 validation photos (benchmarks/README.md), real vs real against
-    the four baselines: conv_pw_5 0.20 vs 27.6-37.6; conv_pw_11 0.44 vs 8.4-11.5; the identity
-    descriptor 33.7 vs 52-62. conv_pw_5 still separates them with 20 photos a side (2.6 vs >33)."""
+    who the person is, so it barely tells a smeared background from a real one. Measured with 400
+    LFW photos a side (benchmarks/fd_features.py), validation vs test photos against each of the
+    four baselines: conv_pw_5 0.20 vs 27.6-37.6; conv_pw_11 0.51 vs 8.4-11.5; the identity
+    descriptor 36.5 vs 52-62. conv_pw_5 still separates them with 20 a side (2.6 vs >31)."""
 
     PERCEPTUAL_NODES = ("conv_pw_3_relu/clip_by_value", "conv_pw_5_relu/clip_by_value",
                         "conv_pw_11_relu/clip_by_value", "conv_pw_13_relu/clip_by_value")
@@ -151,7 +151,7 @@ class InceptionFeatures:
     def __init__(self, weights_path: str, device="cpu"):
         import torchvision
 
-        from facectx.weights import WeightsError, load_state_dict
+        from facectx.weights import WeightsError, load_state_dict, weights_label
 
         model = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
         try:
@@ -161,7 +161,7 @@ class InceptionFeatures:
         model.fc = torch.nn.Identity()
         self.model = model.to(device).eval()
         self.device = device
-        self.name = self.fd_name = f"InceptionV3 ({weights_path})"
+        self.name = self.fd_name = f"InceptionV3 ({weights_label(weights_path)})"
         self.mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
         self.std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
