@@ -148,3 +148,33 @@ def test_progan_variant_grows_with_fade_in(prepared_data, tmp_path, params, mlfl
     weights = load_file(str(models / "stage_16" / "checkpoint" / "model.safetensors"))
     assert "generator.from_rgb.16.weight" in weights and "generator.from_rgb.8.weight" in weights
     assert float(weights["generator.alpha"]) == 1.0  # fully faded in by the end of the stage
+
+
+def test_parallel_first_stages_settle_on_one_pipeline_run(mlflow_store):
+    """Kubeflow starts the cascade's and a variant's first stage together: if both miss each
+    other's parent run and create one, they must still end up under the same (earliest) parent."""
+    from mlflow.tracking import MlflowClient
+
+    from facectx import tracking
+
+    key = "race-key"
+    with tracking.stage_run(key, "cascade/stage_8", {"a": 1}) as first:
+        pass
+    client = MlflowClient(mlflow_store)
+    parent = client.get_run(first.run_id).data.tags["mlflow.parentRunId"]
+
+    original = MlflowClient.search_runs
+    calls = []
+
+    def blind_first_search(self, *args, **kwargs):  # the other step's parent is not visible yet
+        calls.append(1)
+        return [] if len(calls) == 1 else original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(MlflowClient, "search_runs", blind_first_search)
+        with tracking.stage_run(key, "progan/stage_8", {"a": 2}) as second:
+            pass
+    assert client.get_run(second.run_id).data.tags["mlflow.parentRunId"] == parent
+    experiment = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    live = client.search_runs([experiment], filter_string=f"tags.`{tracking.KEY_TAG}` = '{key}'")
+    assert [run.info.run_id for run in live] == [parent]  # the duplicate was deleted

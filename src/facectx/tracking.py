@@ -81,12 +81,28 @@ def stage_run(key: str, stage_name: str, params: dict, tags: dict[str, str] | No
         # Next to the local store, absolute: a temporary working copy must not take the artifacts with it.
         client.create_experiment(EXPERIMENT, artifact_location=Path("mlartifacts").resolve().as_uri())
     experiment = mlflow.set_experiment(EXPERIMENT)
-    found = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'",
-                               max_results=1, order_by=["attributes.start_time ASC"])
-    parent_id = found[0].info.run_id if found else client.create_run(
-        experiment.experiment_id, run_name=f"pipeline-{key[:12]}", tags={KEY_TAG: key}).info.run_id
+    parent_id = _pipeline_run(client, experiment.experiment_id, key)
     with mlflow.start_run(run_id=parent_id):
         with mlflow.start_run(run_name=stage_name, nested=True, log_system_metrics=True) as run:
             mlflow.log_params(flatten("", params))
             mlflow.set_tags({"facectx.stage": stage_name, **(tags or {})})
             yield Tracker(run.info.run_id)
+
+
+def _pipeline_run(client, experiment_id: str, key: str) -> str:
+    """The parent run for `key`: the earliest one. Steps that start at the same moment (Kubeflow
+    runs the cascade's and the variants' first stages in parallel) may each create one; both
+    then settle on the earliest, and the other creator deletes its empty duplicate."""
+    def earliest():
+        found = client.search_runs([experiment_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1,
+                                   order_by=["attributes.start_time ASC", "attributes.run_id ASC"])
+        return found[0].info.run_id if found else None
+
+    existing = earliest()
+    if existing:
+        return existing
+    created = client.create_run(experiment_id, run_name=f"pipeline-{key[:12]}", tags={KEY_TAG: key}).info.run_id
+    parent = earliest()
+    if parent != created:
+        client.delete_run(created)
+    return parent
