@@ -49,10 +49,11 @@ def _evaluate(args, params):
         # The cascade and every variant params' `compare` names (trained by DVC's train_variant@NAME).
         models = {"cascade": _last_checkpoint(args, params)}
         for name in params.compare:
-            checkpoint = Path(args.models_dir) / "variants" / name / f"stage_{max(params.train.stages)}" / "checkpoint"
+            variant_dir = Path(args.models_dir) / "variants" / name
+            checkpoint = steps.final_checkpoint(params, variant_dir)
             if not checkpoint.is_dir():
                 raise FileNotFoundError(f"variant {name!r} (params compare) has no checkpoint at {checkpoint}: train it with "
-                                        f"`facectx --variant {name} train --models-dir {checkpoint.parents[1]}`")
+                                        f"`facectx --variant {name} train --models-dir {variant_dir}`")
             models[name] = str(checkpoint)
     return steps.evaluate_step(params, args.prepared_dir, args.raw_dir, models, args.out_dir)
 
@@ -78,7 +79,7 @@ def _hallucinate(args, params):
 
 
 def _last_checkpoint(args, params):
-    return f"{args.models_dir}/stage_{max(params.train.stages)}/checkpoint"
+    return str(steps.final_checkpoint(params, args.models_dir))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,6 @@ or for a raw photo (crop, landmarks and mask made here as in `prepare`). Evaluat
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -75,13 +74,3 @@ class PhotoHallucinator:
         output = self.model.from_pyramid({r: v[None] for r, v in example.masked.items()}, {r: v[None] for r, v in example.mask.items()})[0]
         size = self.crop.size_px
         return {"output": output, "masked": example.masked[size], "mask": example.mask[size], "target": example.target[size]}
-
-
-def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
-    from PIL import Image
-
-    from facectx.io_utils import atomic_path
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
-    Path(path).chmod(0o644)

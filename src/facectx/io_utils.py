@@ -39,6 +39,24 @@ def write_parquet(path: str | os.PathLike, frame) -> None:
         frame.to_parquet(tmp, index=False)
 
 
+def png_bytes(image) -> bytes:
+    """An (H, W, 3) uint8 array encoded as PNG."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_png(path: str | os.PathLike, image) -> None:
+    """Atomically, and readable by others (a temp file is created owner-only)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(png_bytes(image))
+    Path(path).chmod(0o644)
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

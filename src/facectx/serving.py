@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import io
 import json
 import os
 import tempfile
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from facectx.config import CropConfig, LandmarkConfig, Params
+from facectx.io_utils import png_bytes
 
 COLUMN = "image"
 SETTINGS_FILE = "settings.json"
@@ -44,24 +44,6 @@ def settings_of(params: Params) -> dict:
     """What the served model needs from params: crop, landmarks and the photo decode limits."""
     return {"crop": dataclasses.asdict(params.crop), "landmarks": dataclasses.asdict(params.landmarks),
             "max_pixels": params.validate.max_pixels, "formats": list(params.validate.formats)}
-
-
-def decode_photo_bytes(data: bytes, max_pixels: int, formats: tuple[str, ...]) -> np.ndarray:
-    """RGB uint8 from photo bytes, with the same checks as `validate` (raises PhotoRejected)."""
-    from facectx.data.photos import decode_photo
-
-    with tempfile.TemporaryDirectory(prefix="facectx-photo-") as folder:
-        path = Path(folder) / "photo"
-        path.write_bytes(data)
-        return decode_photo(path, max_pixels, tuple(formats))
-
-
-def png_base64(image: np.ndarray) -> str:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _rows(model_input) -> list:
@@ -96,7 +78,7 @@ class FaceContextModel(mlflow.pyfunc.PythonModel):
                                               device="cpu")
 
     def photo(self, index: int, value) -> np.ndarray:
-        from facectx.data.photos import PhotoRejected
+        from facectx.data.photos import PhotoRejected, decode_photo
 
         if isinstance(value, str):
             try:
@@ -109,7 +91,7 @@ class FaceContextModel(mlflow.pyfunc.PythonModel):
             raise _invalid(f"row {index}: expected a base64 string of photo bytes, got {type(value).__name__}: "
                            f"{str(value)[:80]}")
         try:
-            return decode_photo_bytes(data, self.max_pixels, self.formats)
+            return decode_photo(data, self.max_pixels, self.formats)  # the same checks as `validate`
         except PhotoRejected as err:
             raise _invalid(f"row {index}: not a usable photo: {err}") from None
 
@@ -123,7 +105,7 @@ class FaceContextModel(mlflow.pyfunc.PythonModel):
                 result = self.hallucinator(rgb)
             except NoFaceFound as err:
                 raise _invalid(f"row {index}: {err}") from None
-            outputs.append(png_base64(result["output"]))
+            outputs.append(base64.b64encode(png_bytes(result["output"])).decode("ascii"))
         return pd.DataFrame({COLUMN: outputs})
 
 

@@ -69,6 +69,11 @@ def stage_dirs(params: Params, stage: int, models_dir: str | os.PathLike) -> dic
             "resume_dir": models_dir / "resume" / f"stage_{stage}"}
 
 
+def final_checkpoint(params: Params, models_dir: str | os.PathLike):
+    """The last stage's checkpoint folder under models_dir: the finished model."""
+    return stage_dirs(params, max(params.train.stages), models_dir)["out_dir"] / "checkpoint"
+
+
 def evaluate_step(params: Params, prepared_dir: str | os.PathLike, raw_dir: str | os.PathLike,
                   models: dict[str, str], out_dir: str | os.PathLike) -> dict:
     """Score baselines and models on the test split, write the report, log it to MLflow."""
@@ -153,7 +158,8 @@ def hallucinate_step(params: Params, photo: str | os.PathLike, out: str | os.Pat
     from pathlib import Path
 
     from facectx.data.photos import PhotoRejected, decode_photo
-    from facectx.inference import NoFaceFound, PhotoHallucinator, save_png
+    from facectx.inference import NoFaceFound, PhotoHallucinator
+    from facectx.io_utils import write_png
 
     photo = Path(photo)
     if not photo.is_file():
@@ -167,5 +173,5 @@ def hallucinate_step(params: Params, photo: str | os.PathLike, out: str | os.Pat
         result = hallucinator(rgb)
     except NoFaceFound as err:
         raise ValueError(f"{photo}: {err}") from None
-    save_png(result["output"], out)
+    write_png(out, result["output"])
     return {"photo": str(photo), "out": str(out), "size": list(result["output"].shape)}

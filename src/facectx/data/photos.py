@@ -1,6 +1,7 @@
 """Decode a photo into 8-bit RGB, or reject it with a reason a person can act on."""
 from __future__ import annotations
 
+import io
 import os
 import warnings
 
@@ -29,15 +30,17 @@ _MODE_REASONS = {
 }
 
 
-def decode_photo(path: str | os.PathLike, max_pixels: int, formats: tuple[str, ...]) -> np.ndarray:
-    """Return an (H, W, 3) uint8 RGB array, or raise PhotoRejected naming what is wrong."""
-    size = os.path.getsize(path)
+def decode_photo(source: str | os.PathLike | bytes, max_pixels: int, formats: tuple[str, ...]) -> np.ndarray:
+    """Return an (H, W, 3) uint8 RGB array, or raise PhotoRejected naming what is wrong.
+    source: a photo file, or its bytes (a photo sent to the served model)."""
+    in_memory = isinstance(source, (bytes, bytearray))
+    size = len(source) if in_memory else os.path.getsize(source)
     if size == 0:
         raise PhotoRejected("empty file (0 bytes)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            image = Image.open(path)
+            image = Image.open(io.BytesIO(source) if in_memory else source)
         except Exception as err:  # noqa: BLE001
             raise PhotoRejected(f"not a readable image ({type(err).__name__}: {err})") from None
         with image:

@@ -59,16 +59,13 @@ def five_points(landmarks68: np.ndarray) -> np.ndarray:
 
 def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """The 2x3 similarity (rotation, uniform scale, translation) that maps `source` points onto
-    `target` in the least-squares sense (Umeyama 1991, no reflection)."""
-    src_mean, dst_mean = source.mean(0), target.mean(0)
-    src, dst = source - src_mean, target - dst_mean
-    covariance = dst.T @ src / len(source)
-    u, singular, vt = np.linalg.svd(covariance)
-    sign = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
-    rotation = u @ sign @ vt
-    scale = np.trace(np.diag(singular) @ sign) / src.var(0).sum()
-    translation = dst_mean - scale * rotation @ src_mean
-    return np.hstack([scale * rotation, translation[:, None]])
+    `target` in the least-squares sense: the identity network's closed-form fit (Umeyama)."""
+    from facectx.models.identity import _similarity_fit
+
+    a, b, t = _similarity_fit(torch.as_tensor(source, dtype=torch.float64)[None],
+                              torch.as_tensor(target, dtype=torch.float64)[None])
+    (tx, ty), a, b = t[0].tolist(), a.item(), b.item()
+    return np.array([[a, -b, tx], [b, a, ty]])
 
 
 def align_faces(images_rgb_uint8: np.ndarray | Sequence[np.ndarray], landmarks: np.ndarray) -> np.ndarray:

@@ -21,7 +21,8 @@ def per_photo_metric(name: str):
     return register
 
 
-def _unit(images: np.ndarray) -> torch.Tensor:
+def unit_images(images: np.ndarray) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
 
 
@@ -32,20 +33,20 @@ def _context(mask: np.ndarray) -> torch.Tensor:
 
 @per_photo_metric("ssim")
 def ssim_whole(output, target, mask):
-    return ssim_map(_unit(output), _unit(target)).flatten(1).mean(1).numpy()
+    return ssim_map(unit_images(output), unit_images(target)).flatten(1).mean(1).numpy()
 
 
 @per_photo_metric("ssim_context")
 def ssim_context(output, target, mask):
     """SSIM averaged over the hallucinated region only (the map is cropped like the valid conv)."""
-    s = ssim_map(_unit(output), _unit(target))
+    s = ssim_map(unit_images(output), unit_images(target))
     crop = (mask.shape[1] - s.shape[1]) // 2
     region = _context(mask)[:, crop:crop + s.shape[1], crop:crop + s.shape[2]]
     return ((s * region).flatten(1).sum(1) / region.flatten(1).sum(1).clamp_min(1)).numpy()
 
 
 def _psnr(output, target, weight) -> np.ndarray:
-    err = ((_unit(output) - _unit(target)) ** 2).mean(1)  # per pixel
+    err = ((unit_images(output) - unit_images(target)) ** 2).mean(1)  # per pixel
     mse = (err * weight).flatten(1).sum(1) / weight.flatten(1).sum(1).clamp_min(1)
     return (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).numpy()
 

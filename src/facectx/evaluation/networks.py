@@ -13,9 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-def _unit_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+from facectx.evaluation.metrics import unit_images
 
 
 class DlibNetworks:
@@ -36,12 +34,12 @@ class DlibNetworks:
     def embed(self, images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         from facectx.models.identity import extract_chips
 
-        chips = extract_chips(_unit_tensor(images).to(self.device), torch.as_tensor(landmarks, dtype=torch.float32, device=self.device))
+        chips = extract_chips(unit_images(images).to(self.device), torch.as_tensor(landmarks, dtype=torch.float32, device=self.device))
         return F.normalize(self.net(chips), dim=1).cpu().numpy()
 
     @torch.no_grad()
     def _maps(self, images: np.ndarray) -> list[torch.Tensor]:
-        x = F.interpolate(_unit_tensor(images).to(self.device), size=(150, 150), mode="bilinear", align_corners=False)
+        x = F.interpolate(unit_images(images).to(self.device), size=(150, 150), mode="bilinear", align_corners=False)
         return self.net.features(x)
 
     def frame_features(self, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -51,11 +49,17 @@ class DlibNetworks:
         return {"identity": pooled, "fd": pooled}
 
     def perceptual_distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """LPIPS-style: channel-normalised activations, squared differences, averaged, no learned weights."""
-        total = 0
-        for fa, fb in zip(self._maps(a), self._maps(b)):
-            total = total + ((F.normalize(fa, dim=1) - F.normalize(fb, dim=1)) ** 2).sum(1).mean(dim=(1, 2))
-        return total.cpu().numpy() / 4
+        return unweighted_lpips(self._maps(a), self._maps(b), channel_dim=1)
+
+
+def unweighted_lpips(maps_a: list[torch.Tensor], maps_b: list[torch.Tensor], channel_dim: int) -> np.ndarray:
+    """LPIPS without learned weights (the labelled substitute): activations unit-normalised along
+    channels, squared differences summed over channels, averaged over space, then over layers."""
+    total = 0
+    for fa, fb in zip(maps_a, maps_b):
+        diff = (F.normalize(fa, dim=channel_dim) - F.normalize(fb, dim=channel_dim)) ** 2
+        total = total + diff.sum(channel_dim).mean(dim=(1, 2))
+    return total.cpu().numpy() / len(maps_a)
 
 
 def make_networks(name: str, device="cpu"):
@@ -118,11 +122,8 @@ class FaceResNetworks:
         deepest, *others = reversed(self.PERCEPTUAL_NODES)
         maps_a = self.matcher.graph({FACERES_INPUT: self._frames(a)}, deepest, also=tuple(others))
         maps_b = self.matcher.graph({FACERES_INPUT: self._frames(b)}, deepest, also=tuple(others))
-        total = 0
-        for node in self.PERCEPTUAL_NODES:  # NHWC activations
-            fa, fb = maps_a[node], maps_b[node]
-            total = total + ((F.normalize(fa, dim=-1) - F.normalize(fb, dim=-1)) ** 2).sum(-1).mean(dim=(1, 2))
-        return total.cpu().numpy() / len(self.PERCEPTUAL_NODES)
+        return unweighted_lpips([maps_a[n] for n in self.PERCEPTUAL_NODES], [maps_b[n] for n in self.PERCEPTUAL_NODES],
+                                channel_dim=-1)  # NHWC activations
 
 
 class WholeFrameIdentity:
@@ -167,5 +168,5 @@ class InceptionFeatures:
 
     @torch.no_grad()
     def frame_features(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        x = F.interpolate(_unit_tensor(images), size=(299, 299), mode="bilinear", align_corners=False)
+        x = F.interpolate(unit_images(images), size=(299, 299), mode="bilinear", align_corners=False)
         return {"fd": self.model(((x - self.mean) / self.std).to(self.device)).cpu().numpy()}

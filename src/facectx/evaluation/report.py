@@ -10,19 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from facectx.evaluation.paper import PAPER_COLUMNS, PAPER_ROWS, PAPER_SOURCE
-from facectx.io_utils import atomic_path
+from facectx.io_utils import atomic_path, png_bytes, write_png
 
 COLUMNS = [("identity_match", "identity match ↑"), ("verified", "verified ↑"), ("ssim", "SSIM ↑"),
            ("ssim_context", "SSIM context ↑"), ("psnr", "PSNR ↑"), ("psnr_context", "PSNR context ↑"),
            ("fd", "FD ↓"), ("perceptual", "perceptual ↓")]
-
-
-def _png(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _data_uri(png: bytes) -> str:
@@ -77,9 +69,8 @@ def paper_table_html() -> str:
 
 
 def write_report(out_dir: Path, result: dict, outputs: dict[str, np.ndarray], test, grid_photos: int) -> None:
-    grid = _png(comparison_grid(outputs, test, grid_photos))
-    with atomic_path(out_dir / "grid.png") as tmp:
-        tmp.write_bytes(grid)
+    grid = comparison_grid(outputs, test, grid_photos)
+    write_png(out_dir / "grid.png", grid)
     _write_plot_data(out_dir / "plots" / "metrics_by_method.csv", result)
     charts = "".join(f'<img alt="{key}" src="{_data_uri(_bar_chart(result["methods"], key, label))}">'
                      for key, label in (("fd", "Fréchet distance ↓"), ("identity_match", "identity match ↑"),
@@ -100,7 +91,7 @@ a method that fools the feature space would come close to it.</p>
 <h2>The paper's figures</h2><p class="note">{html.escape(PAPER_SOURCE)}: another test set and other networks,
 shown for reference only.</p>{paper_table_html()}
 <h2>Plots</h2>{charts}
-<h2>Samples</h2><p class="note">{html.escape(methods)}</p><img alt="grid" src="{_data_uri(grid)}">
+<h2>Samples</h2><p class="note">{html.escape(methods)}</p><img alt="grid" src="{_data_uri(png_bytes(grid))}">
 </body></html>"""
     with atomic_path(out_dir / "report.html") as tmp:
         tmp.write_text(page, encoding="utf-8")
