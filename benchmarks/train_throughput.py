@@ -1,6 +1,7 @@
 """Training throughput and model FLOP utilisation per stage, fast path beside a plain one.
 
     python benchmarks/train_throughput.py --prepared data/prepared --profile paper [--compile]
+    python benchmarks/train_throughput.py --prepared data/prepared --profile paper --count --batch-size 2
 
 For each stage, the same model and batch size run two ways:
   fast:  shards resident on the GPU, bf16 autocast, channels_last (+ torch.compile with --compile)
@@ -8,6 +9,12 @@ For each stage, the same model and batch size run two ways:
 Reported: images/s, achieved TFLOP/s (FLOPs of one full training step — critic and generator
 phases, identity and perceptual networks included — counted with torch's FlopCounterMode), and
 that as a share of the bf16 matrix-multiply peak measured on the same device in the same run.
+
+--count (runs on a CPU): no timing; per stage, the FLOPs of one training step per image and the
+number of aten ops it dispatches (on a GPU roughly a kernel launch each, views aside), with the identity
+and perceptual losses sharing one pass of the dlib ResNet and with a pass each. The optimizers
+use their multi-tensor (foreach) update, as they do by default on CUDA, so the op count is the
+GPU's; bf16 autocast (CUDA only) would add its casts.
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,7 +34,7 @@ import yaml  # noqa: E402
 
 from facectx.config import parse_params  # noqa: E402
 from facectx.training.data import ShardDataset, batch_from_items  # noqa: E402
-from facectx.training.loop import StageTrainer  # noqa: E402
+from facectx.training.loop import StageTrainer, stage_batch_size  # noqa: E402
 
 
 def matmul_peak_tflops(device: torch.device, size: int = 8192, repeats: int = 50) -> float:
@@ -58,6 +66,37 @@ def step_flops(trainer: StageTrainer, batch) -> float:
     return float(counter.get_total_flops())
 
 
+class OpCounter(TorchDispatchMode):
+    """Counts the aten ops dispatched (forward, backward and optimizer), views apart."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops, self.views = 0, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        self.views += bool(getattr(func, "is_view", False))
+        return func(*args, **(kwargs or {}))
+
+
+def count_step(trainer: StageTrainer, batch) -> dict:
+    """FLOPs per image and aten ops of one training step, with the dlib pass shared and not."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    for optimizer in (trainer.opt_g, trainer.opt_d):
+        for group in optimizer.param_groups:
+            group["foreach"] = True  # CUDA's default: one multi-tensor op per update, not one per parameter
+    trainer._train_step(batch)  # the first step also creates the optimizer state
+    result = {}
+    for name, shared in (("shared_dlib_pass", True), ("separate_dlib_passes", False)):
+        trainer.loss.share_face_pass = shared
+        with FlopCounterMode(display=False) as flops, OpCounter() as ops:
+            trainer._train_step(batch)
+        result[name] = {"gflop_per_image": round(flops.get_total_flops() / trainer.batch_size / 1e9, 2),
+                        "aten_ops": ops.ops, "aten_ops_not_views": ops.ops - ops.views}
+    return result
+
+
 def measure(trainer: StageTrainer, batches, steps: int, warmup: int) -> float:
     iterator = iter(batches())
     for _ in range(warmup):
@@ -67,12 +106,12 @@ def measure(trainer: StageTrainer, batches, steps: int, warmup: int) -> float:
     for _ in range(steps):
         trainer._train_step(next(iterator))
     _sync(trainer.device)
-    return steps * trainer.params.train.batch_size / (time.perf_counter() - start)
+    return steps * trainer.batch_size / (time.perf_counter() - start)
 
 
 def resident_batches(trainer):
     def gen():
-        rows, size = trainer.train_data.rows, trainer.params.train.batch_size
+        rows, size = trainer.train_data.rows, trainer.batch_size
         while True:
             order = torch.randperm(rows)
             for b in range(rows // size):
@@ -83,7 +122,7 @@ def resident_batches(trainer):
 def loader_batches(trainer, prepared: Path, workers: int):
     needed = trainer.train_data.resolutions
     dataset = ShardDataset(prepared, "train", needed, trainer.params.train.max_train_rows)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=trainer.params.train.batch_size, shuffle=True, drop_last=True,
+    loader = torch.utils.data.DataLoader(dataset, batch_size=trainer.batch_size, shuffle=True, drop_last=True,
                                          num_workers=workers, pin_memory=trainer.device.type == "cuda",
                                          persistent_workers=workers > 0)
 
@@ -104,32 +143,41 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--workers", type=int, default=8, help="DataLoader workers of the plain version")
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "train_throughput.json"))
+    parser.add_argument("--compile-mode", default="default", choices=("default", "reduce-overhead", "max-autotune"))
+    parser.add_argument("--batch-size", type=int, default=None, help="one batch size for every stage (default: train.batch_size)")
+    parser.add_argument("--count", action="store_true", help="FLOPs and aten ops per step only (runs on a CPU)")
+    parser.add_argument("--out", default=None, help="default: benchmarks/out/train_throughput.json (or train_step_counts.json)")
     args = parser.parse_args()
 
     raw = yaml.safe_load(Path(args.params).read_text())
     raw["profile"] = args.profile
     params = parse_params(yaml.safe_dump(raw), args.params)
     if args.batch_size:
-        params = dataclasses.replace(params, train=dataclasses.replace(params.train, batch_size=args.batch_size))
+        params = dataclasses.replace(params, train=dataclasses.replace(
+            params.train, batch_size=(args.batch_size,) * len(params.train.stages)))
+    stages = [int(s) for s in args.stages.split(",")]
+    default_out = "train_step_counts.json" if args.count else "train_throughput.json"
+    out = Path(args.out or REPO / "benchmarks" / "out" / default_out)
+    if args.count:
+        count(params, stages, Path(args.prepared), out)
+        return
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     peak = matmul_peak_tflops(device)
     work = Path("/tmp/facectx-bench-train")
     rows = []
-    for stage in [int(s) for s in args.stages.split(",")]:
-        result = {"stage": stage, "batch_size": params.train.batch_size}
+    for stage in stages:
+        result = {"stage": stage, "batch_size": stage_batch_size(params.train, stage)}
         for name, precision, channels_last, compiled in (("fast", "bf16", True, args.compile), ("plain", "fp32", False, False)):
             variant = dataclasses.replace(params, train=dataclasses.replace(
-                params.train, precision=precision, channels_last=channels_last, compile=compiled, device=device.type,
-                earlier_blocks="finetune"))
+                params.train, precision=precision, channels_last=channels_last, compile=compiled,
+                compile_mode=args.compile_mode, device=device.type, earlier_blocks="finetune"))
             # Earlier blocks start untrained here: throughput does not depend on their weights.
             trainer = StageTrainer(variant, stage, Path(args.prepared), work / name, None, work / name / "resume",
                                    require_previous=False)
             batches = resident_batches(trainer) if name == "fast" else loader_batches(trainer, Path(args.prepared), args.workers)
             images_per_s = measure(trainer, batches, args.steps, args.warmup)
             flops = step_flops(trainer, next(iter(resident_batches(trainer)())))
-            tflops = flops / params.train.batch_size * images_per_s / 1e12
+            tflops = flops / trainer.batch_size * images_per_s / 1e12
             result[name] = {"images_per_s": round(images_per_s, 1), "tflops": round(tflops, 2),
                             "mfu_of_matmul_peak": round(tflops / peak, 4)}
             del trainer
@@ -140,8 +188,25 @@ def main() -> None:
         print(json.dumps(result), flush=True)
     report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
               "matmul_peak_tflops": round(peak, 1), "torch": torch.__version__, "stages": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    write_report(out, report)
+
+
+def count(params, stages: list[int], prepared: Path, out: Path) -> None:
+    work = Path("/tmp/facectx-bench-count")
+    rows = []
+    for stage in stages:
+        variant = dataclasses.replace(params, train=dataclasses.replace(params.train, device="cpu", earlier_blocks="finetune"))
+        trainer = StageTrainer(variant, stage, prepared, work, None, work / "resume", require_previous=False)
+        batch = trainer.train_data.batch(torch.arange(trainer.batch_size))
+        result = {"stage": stage, "batch_size": trainer.batch_size, **count_step(trainer, batch)}
+        rows.append(result)
+        print(json.dumps(result), flush=True)
+    write_report(out, {"device": "cpu", "torch": torch.__version__, "model_width": params.model.width, "stages": rows})
+
+
+def write_report(out: Path, report: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
 
 

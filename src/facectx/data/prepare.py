@@ -48,10 +48,15 @@ class Example:
 
 
 def build_example(rgb: np.ndarray, points: np.ndarray, crop: CropConfig, resolutions: tuple[int, ...]) -> Example:
-    size = crop.size_px
     frame = face_frame(points, crop)
-    target = crop_to_frame(rgb, frame, size)
-    frame_points = points_in_frame(points, frame, size)
+    target = crop_to_frame(rgb, frame, crop.size_px)
+    return example_from_frame(target, points_in_frame(points, frame, crop.size_px), resolutions)
+
+
+def example_from_frame(target: np.ndarray, frame_points: np.ndarray, resolutions: tuple[int, ...]) -> Example:
+    """Mask, masked face and pyramid from the full-size frame and its landmarks (also how an
+    air-gapped machine rebuilds the shards from a pack of frames)."""
+    size = target.shape[0]
     mask = hull_mask(frame_points, size)
     masked = target * mask[:, :, None]
     mask255 = mask * 255

@@ -24,10 +24,10 @@ class DlibNetworks:
     perceptual_name = f"LPIPS-style distance of {name} activations, no learned weights (non-standard)"
     independent = False
 
-    def __init__(self, device="cpu"):
+    def __init__(self, device="cpu", weights_dir=None):
         from facectx.models.identity import load_identity_network
 
-        self.net = load_identity_network(device=device)
+        self.net = load_identity_network(weights_dir, device=device)
         self.device = device
 
     @torch.no_grad()
@@ -62,11 +62,12 @@ def unweighted_lpips(maps_a: list[torch.Tensor], maps_b: list[torch.Tensor], cha
     return total.cpu().numpy() / len(maps_a)
 
 
-def make_networks(name: str, device="cpu"):
+def make_networks(name: str, device="cpu", assets=None):
+    """assets: params' AssetsConfig naming the weight folders (None: the cache)."""
     if name == "dlib":
-        return DlibNetworks(device)
+        return DlibNetworks(device, assets.identity_weights if assets else None)
     if name == "faceres":
-        return FaceResNetworks(device=device)
+        return FaceResNetworks(device, assets.matcher_weights if assets else None)
     raise ValueError(f"evaluate.matcher must be faceres or dlib, got {name!r}")
 
 
@@ -86,10 +87,10 @@ class FaceResNetworks:
     FD_NODE = "conv_pw_5_relu/clip_by_value"
     independent = True
 
-    def __init__(self, device="cpu"):
+    def __init__(self, device="cpu", weights_dir=None):
         from facectx.evaluation.matcher import FaceResMatcher
 
-        self.matcher = FaceResMatcher(device=device)
+        self.matcher = FaceResMatcher(weights_dir, device=device)
         self.name = self.matcher.name
         self.fd_name = f"{self.name}: mean {self.FD_NODE.split('_relu')[0]} activations (non-standard FD)"
         self.perceptual_name = f"LPIPS-style distance of {self.name} activations, no learned weights (non-standard)"

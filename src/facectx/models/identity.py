@@ -148,11 +148,17 @@ class DlibFaceResNet(nn.Module):
         return taps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_features(x)[0]
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The descriptor and the `features` activations from one pass (identity and perceptual
+        losses share it)."""
         if x.ndim != 4 or tuple(x.shape[1:]) != (3, CHIP_SIZE, CHIP_SIZE):
             raise ValueError(f"expected aligned face chips of shape (B, 3, {CHIP_SIZE}, {CHIP_SIZE}) "
                              f"RGB in [0, 1], got {tuple(x.shape)}")
-        out = self.blocks["conv256_down_out"](self.features(x)[-1])
-        return self.fc(out.mean(dim=(2, 3)))
+        taps = self.features(x)
+        out = self.blocks["conv256_down_out"](taps[-1])
+        return self.fc(out.mean(dim=(2, 3))), taps
 
 
 # ----------------------------------------------------------------------------- weights

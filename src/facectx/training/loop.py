@@ -4,7 +4,14 @@ from stage N/2's checkpoint, against its own PatchGAN critic.
 One loop serves every stage and both model kinds; the loss object owns the phases. Checkpoints
 are written every `checkpoint_every_steps` and at each epoch's end into a resume folder, so a
 killed run continues where it stopped (bit-identically in deterministic CPU mode: batch order is
-a function of (seed, stage, epoch), and nothing else in a step draws random numbers).
+a function of (seed, stage, epoch), and nothing else in a step draws random numbers);
+`train.resume_checkpoints: false` writes none (a machine whose disk does not outlive the run).
+
+A wall-clock cap (`deadline`) ends a stage early but cleanly: validated, checkpointed, marked
+`capped` in metrics.json, so the next stage can still start from it.
+
+The loop reads device tensors on the host (a sync that drains the GPU's queue) only every
+`log_every_steps`: losses are summed and checked for finiteness on the device until then.
 """
 from __future__ import annotations
 
@@ -19,20 +26,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facectx.config import Params
+from facectx.config import Params, TrainConfig
 from facectx.evaluation.ssim import ssim
 from facectx.io_utils import write_json
-from facectx.losses import FaceFeatures, StageLoss, identity_distance, perceptual_network, to_full_frame, to_unit
+from facectx.losses import FaceFeatures, StageLoss, identity_distance, perceptual_network, to_unit
 from facectx.models.cascade import CascadeGenerator, ModelArgs, PatchDiscriminator
 from facectx.models.progan import ProgressiveGenerator
 from facectx.training.checkpoint import CheckpointError, config_hash, git_commit, load_checkpoint, read_meta, save_checkpoint
-from facectx.training.data import Batch, ResidentShards, data_version
+from facectx.training.data import Batch, DataError, ResidentShards, data_version
 
 log = logging.getLogger(__name__)
 
 # Settings that do not change the weights a run produces (where and how fast it runs, how often it reports).
-_RUNTIME_ONLY = ("device", "precision", "channels_last", "compile", "log_every_steps", "checkpoint_every_steps",
-                 "val_rows", "grid_rows")
+_RUNTIME_ONLY = ("device", "precision", "channels_last", "compile", "compile_mode", "log_every_steps",
+                 "checkpoint_every_steps", "resume_checkpoints", "val_rows", "grid_rows")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -47,6 +54,7 @@ class StageResult:
     train_seconds: float
     images_per_second: float
     val: dict[str, float]
+    capped: bool  # stopped by the wall-clock cap before its planned steps
 
 
 def model_args(params: Params) -> ModelArgs:
@@ -74,6 +82,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def stage_batch_size(train: TrainConfig, stage: int) -> int:
+    """The batch size of one stage (train.batch_size is aligned with train.stages)."""
+    return train.batch_size[list(train.stages).index(stage)]
+
+
 def previous_stage(params: Params, stage: int) -> int | None:
     stages = list(params.train.stages)
     if stage not in stages:
@@ -87,7 +100,7 @@ def _epoch_order(rows: int, seed: int, stage: int, epoch: int) -> torch.Tensor:
     return torch.randperm(rows, generator=generator)
 
 
-def sample_grid(masked: torch.Tensor, output: torch.Tensor, target: torch.Tensor, frame: int = 128) -> np.ndarray:
+def sample_grid(masked: torch.Tensor, output: torch.Tensor, target: torch.Tensor, frame: int) -> np.ndarray:
     """Rows of masked | output | target, enlarged (nearest) to the frame size: uint8 HWC."""
     def show(x):
         x = torch.nn.functional.interpolate(to_unit(x.float()).clamp(0, 1), size=(frame, frame), mode="nearest")
@@ -98,11 +111,16 @@ def sample_grid(masked: torch.Tensor, output: torch.Tensor, target: torch.Tensor
 
 
 class StageTrainer:
-    """Holds everything one stage's training needs; `run()` trains and returns the result."""
+    """Holds everything one stage's training needs; `run()` trains and returns the result.
+
+    deadline: a time.monotonic() value; the first step that ends past it is the stage's last
+    (see `run`). At least one step always runs, so even a deadline already past leaves a
+    checkpoint the next stage can start from.
+    """
 
     def __init__(self, params: Params, stage: int, prepared_dir: Path, out_dir: Path, init_dir: Path | None,
-                 resume_dir: Path, tracker=None, require_previous: bool = True):
-        self.params, self.stage, self.tracker = params, stage, tracker
+                 resume_dir: Path, tracker=None, require_previous: bool = True, deadline: float | None = None):
+        self.params, self.stage, self.tracker, self.deadline = params, stage, tracker, deadline
         self.out_dir, self.resume_dir = Path(out_dir), Path(resume_dir)
         t = params.train
         self.device = resolve_device(t.device)
@@ -117,6 +135,9 @@ class StageTrainer:
         needed = tuple(r for r in params.prepare.resolutions if r <= stage)
         self.train_data = ResidentShards(prepared_dir, "train", needed, self.device, t.max_train_rows)
         self.val_data = ResidentShards(prepared_dir, "val", needed, self.device, t.val_rows)
+        if self.train_data.frame_size != params.crop.size_px:  # the landmarks are pixels of that frame
+            raise DataError(f"prepared data in {prepared_dir} have {self.train_data.frame_size}-px frames, "
+                            f"but crop.size_px is {params.crop.size_px}: prepare them again")
         self.generator = build_generator(self.args, stage).to(self.device)
         self.critic = PatchDiscriminator(stage, self.args.disc_width, self.args.disc_max_layers).to(self.device)
         self.previous = previous_stage(params, stage)
@@ -127,21 +148,28 @@ class StageTrainer:
         if t.channels_last and self.device.type == "cuda":
             self.generator.to(memory_format=torch.channels_last)
             self.critic.to(memory_format=torch.channels_last)
-        self.face = FaceFeatures(self.device)
+        frame = params.crop.size_px
+        self.face = FaceFeatures(frame, self.device, params.assets.identity_weights)
         losses = params.losses
         self.loss = StageLoss(losses, self.critic, self.face if losses.identity else None,
-                              perceptual_network(losses, self.face, self.device))
-        self.g_forward, self.critic_forward = self.generator, self.critic
+                              perceptual_network(losses, self.face, frame, self.device))
+        self.g_forward = self.generator
         if t.compile:
-            self.g_forward = torch.compile(self.generator)
-            self.loss.critic = torch.compile(self.critic)
-        self.steps_per_epoch = self.train_data.rows // t.batch_size
+            self.g_forward = torch.compile(self.generator, mode=t.compile_mode)
+            self.loss.critic = torch.compile(self.critic, mode=t.compile_mode)
+        self.batch_size = stage_batch_size(t, stage)
+        self.steps_per_epoch = self.train_data.rows // self.batch_size
         if self.steps_per_epoch == 0:
-            raise ValueError(f"train.batch_size {t.batch_size} exceeds the {self.train_data.rows} training rows")
+            raise ValueError(f"train.batch_size {self.batch_size} (stage {stage}) exceeds the {self.train_data.rows} training rows")
         self.epochs = t.epochs[list(t.stages).index(stage)]
         self.total_steps = self.epochs * self.steps_per_epoch
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
-        self._resume()
+        # The loss curve lives beside the resume state, so a resumed run's curve is whole; without
+        # resume state it is written straight into out_dir.
+        self.curve = (self.resume_dir if t.resume_checkpoints else self.out_dir) / "losses.csv"
+        if t.resume_checkpoints:
+            self._resume()
+        self._trim_curve()
 
     # ---------------------------------------------------------------- set-up
 
@@ -221,6 +249,10 @@ class StageTrainer:
         """Critic phase, then generator phase against the updated critic (pix2pix order).
         Forward passes run under autocast, backward passes outside it."""
         s = self.stage
+        if self.params.train.compile:
+            # CUDA graphs (compile_mode reduce-overhead) may reuse the previous step's output
+            # memory from here on: nothing of it is kept across steps.
+            torch.compiler.cudagraph_mark_step_begin()
         if self.args.kind == "progan":
             self.generator.alpha.fill_(self._alpha())
         parts = {}
@@ -247,8 +279,8 @@ class StageTrainer:
         self.generator.eval()
         s, data, rows = self.stage, self.val_data, self.val_data.rows
         ssims, distances = [], []
-        for start in range(0, rows, self.params.train.batch_size):
-            batch = data.batch(torch.arange(start, min(rows, start + self.params.train.batch_size)))
+        for start in range(0, rows, self.batch_size):
+            batch = data.batch(torch.arange(start, min(rows, start + self.batch_size), device=self.device))
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 fake = self.generator(batch.masked, batch.mask)[s].float()
             ssims.append(ssim(to_unit(fake), to_unit(batch.target[s])))
@@ -256,7 +288,7 @@ class StageTrainer:
                                                self.face.embedding(batch.target[s], batch.landmarks)))
             if start == 0:
                 k = self.params.train.grid_rows
-                grid = sample_grid(batch.masked[s][:k], fake[:k], batch.target[s][:k])
+                grid = sample_grid(batch.masked[s][:k], fake[:k], batch.target[s][:k], self.params.crop.size_px)
         self._set_train_mode()
         return {"val_ssim": float(torch.cat(ssims).mean()), "val_identity_distance": float(torch.cat(distances).mean())}, grid
 
@@ -268,24 +300,26 @@ class StageTrainer:
         running: dict[str, torch.Tensor] = {}
         finite = torch.ones((), dtype=torch.bool, device=self.device)
         val: dict[str, float] = {}
-        train_seconds, images = 0.0, 0
-        while self.epoch < self.epochs:
-            order = _epoch_order(self.train_data.rows, t.seed, self.stage, self.epoch)
+        train_seconds, images, capped = 0.0, 0, False
+        while self.epoch < self.epochs and not capped:
+            # Moved to the device once per epoch: slicing a host tensor would copy (and sync) every step.
+            order = _epoch_order(self.train_data.rows, t.seed, self.stage, self.epoch).to(self.device)
             started = time.perf_counter()
-            while self.batch_in_epoch < self.steps_per_epoch:
-                b = self.batch_in_epoch
-                parts = self._train_step(self.train_data.batch(order[b * t.batch_size:(b + 1) * t.batch_size]))
+            while self.batch_in_epoch < self.steps_per_epoch and not capped:
+                b, size = self.batch_in_epoch, self.batch_size
+                parts = self._train_step(self.train_data.batch(order[b * size:(b + 1) * size]))
                 for name, value in parts.items():
                     running[name] = running.get(name, 0) + value.float()
                     finite &= torch.isfinite(value)
                 self.step += 1
                 self.batch_in_epoch += 1
-                images += t.batch_size
+                images += size
+                capped = self._past_deadline()
                 if self.step % t.log_every_steps == 0:
                     self._check_finite(finite)
                     self._report({f"loss_{k}": float(v) / t.log_every_steps for k, v in running.items()})
                     running = {}
-                if self.step % t.checkpoint_every_steps == 0:
+                if t.resume_checkpoints and self.step % t.checkpoint_every_steps == 0:
                     self._check_finite(finite)
                     self._save_resume_state()
             if self.device.type == "cuda":
@@ -296,24 +330,46 @@ class StageTrainer:
             self._report({**val, "epoch": self.epoch})
             if self.tracker:
                 self.tracker.log_image(grid, f"samples/stage_{self.stage}_epoch_{self.epoch:03d}.png")
-            self.epoch += 1
-            self.batch_in_epoch = 0
-            self._save_resume_state()
-        return self._finish(val, train_seconds, images)
+            if self.batch_in_epoch == self.steps_per_epoch:
+                self.epoch += 1
+                self.batch_in_epoch = 0
+            if t.resume_checkpoints and not capped:  # a capped stage finishes now: nothing to resume
+                self._save_resume_state()
+        if capped:
+            log.warning("stage %d capped at step %d of %d (wall-clock cap)", self.stage, self.step, self.total_steps)
+        return self._finish(val, train_seconds, images, capped)
+
+    def _past_deadline(self) -> bool:
+        """Checked on the host clock after each step, without a sync: the host runs ahead of the GPU
+        by about a step (its launch queue is bounded), so the cap overshoots by that much."""
+        return self.deadline is not None and self.step < self.total_steps and time.monotonic() > self.deadline
 
     def _check_finite(self, finite: torch.Tensor) -> None:
         if not bool(finite):
-            kept = read_meta(self.resume_dir).get("step") if (self.resume_dir / "meta.json").is_file() else None
+            resumable = self.params.train.resume_checkpoints and (self.resume_dir / "meta.json").is_file()
+            kept = read_meta(self.resume_dir).get("step") if resumable else None
             raise NonFiniteLoss(
                 f"stage {self.stage}: a loss became NaN or infinite by step {self.step}; training stopped. "
                 + (f"Last good checkpoint: {self.resume_dir} (step {kept})." if kept is not None else "No checkpoint was written yet.")
                 + " Lower train.lr or the loss weights.")
 
+    def _trim_curve(self) -> None:
+        """Keep the loss curve's rows up to the step training starts from: rows logged after the
+        last resume state are logged again, and a fresh start begins a fresh curve."""
+        if not self.curve.is_file():
+            return
+        if self.step == 0:
+            self.curve.unlink()
+            return
+        header, *rows = self.curve.read_text().splitlines()
+        kept = [row for row in rows if row.count(",") == header.count(",") and int(row.split(",")[0]) <= self.step]
+        self.curve.write_text("\n".join([header, *kept]) + "\n")
+
     def _report(self, metrics: dict[str, float]) -> None:
         losses = {k: v for k, v in metrics.items() if k.startswith("loss_")}
-        if losses:  # kept in the resume folder so a resumed run's curve is whole; copied out at the end
-            curve = self.resume_dir / "losses.csv"
-            self.resume_dir.mkdir(parents=True, exist_ok=True)
+        if losses:
+            curve = self.curve
+            curve.parent.mkdir(parents=True, exist_ok=True)
             new = not curve.is_file()
             with open(curve, "a") as handle:
                 if new:
@@ -323,19 +379,21 @@ class StageTrainer:
         if self.tracker:
             self.tracker.log_metrics(metrics, self.step)
 
-    def _finish(self, val: dict[str, float], train_seconds: float, images: int) -> StageResult:
+    def _finish(self, val: dict[str, float], train_seconds: float, images: int, capped: bool) -> StageResult:
         rate = images / train_seconds if train_seconds > 0 else math.nan
         final = self.out_dir / "checkpoint"
         if final.exists():
             shutil.rmtree(final)
         save_checkpoint(final, {"generator": self.generator, "critic": self.critic}, None,
-                        self._meta(val=val, images_per_second=rate))
-        metrics = {"stage": self.stage, "steps": self.step, "train_seconds": round(train_seconds, 2),
-                   "images_per_second": round(rate, 1), **val}
+                        self._meta(val=val, images_per_second=rate, capped=capped, planned_steps=self.total_steps))
+        metrics = {"stage": self.stage, "steps": self.step, "planned_steps": self.total_steps, "capped": capped,
+                   "train_seconds": round(train_seconds, 2), "images_per_second": round(rate, 1), **val}
         write_json(self.out_dir / "metrics.json", metrics)
-        if (self.resume_dir / "losses.csv").is_file():
-            shutil.copy(self.resume_dir / "losses.csv", self.out_dir / "losses.csv")
+        if self.curve.parent == self.resume_dir and self.curve.is_file():
+            shutil.copy(self.curve, self.out_dir / "losses.csv")
         if self.tracker:
-            self.tracker.log_metrics({"images_per_second": rate, "train_seconds": train_seconds}, self.step)
+            self.tracker.log_metrics({"images_per_second": rate, "train_seconds": train_seconds,
+                                      "planned_steps": self.total_steps, "capped": float(capped)}, self.step)
+            self.tracker.set_tags({"facectx.capped": str(capped).lower()})
         shutil.rmtree(self.resume_dir, ignore_errors=True)
-        return StageResult(self.stage, final, self.step, train_seconds, rate, val)
+        return StageResult(self.stage, final, self.step, train_seconds, rate, val, capped)

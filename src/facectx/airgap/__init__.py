@@ -1,0 +1,1 @@
+"""Training on an air-gapped GPU machine: `pack` at home, `run` there, `import` the results home."""
