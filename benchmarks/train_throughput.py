@@ -121,7 +121,7 @@ def resident_batches(trainer):
 
 def loader_batches(trainer, prepared: Path, workers: int):
     needed = trainer.train_data.resolutions
-    dataset = ShardDataset(prepared, "train", needed, trainer.params.train.max_train_rows)
+    dataset = ShardDataset(prepared, "train", needed, trainer.params.train.max_train_rows, trainer.params.train.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=trainer.batch_size, shuffle=True, drop_last=True,
                                          num_workers=workers, pin_memory=trainer.device.type == "cuda",
                                          persistent_workers=workers > 0)

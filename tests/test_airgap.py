@@ -92,7 +92,7 @@ def test_pack_holds_frames_landmarks_weights_and_calibration(pack, prepared_data
     # made them; frames (and what is made from them) within the re-encoding's error.
     rebuilt = unpack_set(out, MAIN_SET, tmp_path / "rebuilt")
     for split in ("train", "val", "test"):
-        for name in ("landmarks.npy", "mask_128.npy", "mask_8.npy"):
+        for name in ("landmarks.npy", "mask_128.npy", "mask_8.npy", "valid_128.npy", "valid_8.npy"):
             assert np.array_equal(np.load(rebuilt / split / name), np.load(prepared_data / split / name)), (split, name)
         home, far = np.load(prepared_data / split / "target_8.npy"), np.load(rebuilt / split / "target_8.npy")
         assert home.shape == far.shape and np.abs(home.astype(int) - far.astype(int)).mean() < 2
@@ -210,7 +210,8 @@ def test_tracking_switched_off_records_the_run_in_a_folder(prepared_data, params
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    tiny = dataclasses.replace(tiny_training_params(params), tracking=TrackingConfig(backend="folder", folder="runs"))
+    tiny = dataclasses.replace(tiny_training_params(params, grad_norm_every_steps=2),
+                               tracking=TrackingConfig(backend="folder", folder="runs"))
     steps.train_stage_step(tiny, 8, prepared_data, run_name="cascade", **steps.stage_dirs(tiny, 8, tmp_path / "models"))
 
     [stage] = list((tmp_path / "runs").glob("*/cascade/stage_8"))
@@ -221,5 +222,11 @@ def test_tracking_switched_off_records_the_run_in_a_folder(prepared_data, params
     assert metrics[0] == "step,timestamp_ms,key,value"
     keys = [line.split(",")[2] for line in metrics[1:]]
     assert keys.count("loss_rec") == 3 and "val_ssim" in keys  # 12 rows / batch 4, logged every step
+    # Each term's gradient on the generator, at step 2: identity is off at 8 px.
+    assert {k for k in keys if k.startswith(("grad_", "share_"))} == {"grad_rec", "grad_adv", "grad_pc", "share_adv", "share_pc"}
+    curve = (tmp_path / "models" / "stage_8" / "losses.csv").read_text().splitlines()
+    header, rows = curve[0].split(","), [dict(zip(curve[0].split(","), line.split(","))) for line in curve[1:]]
+    assert "share_pc" in header and "loss_id" not in header
+    assert [bool(r["share_pc"]) for r in rows] == [False, True, False] and float(rows[1]["share_pc"]) > 0
     assert list((stage / "artifacts" / "samples").glob("stage_8_epoch_000.png"))
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlartifacts").exists()

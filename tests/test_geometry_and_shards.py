@@ -1,14 +1,17 @@
-"""Frame, mask, mirroring, pyramid, streamed shards and identity-disjoint splits."""
+"""Frame, mask, mirroring, pyramid, streamed shards, identity-disjoint splits and row subsets."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
 from facectx.config import CropConfig, SplitConfig
 from facectx.data.masks import MIRROR_ORDER, crop_to_frame, face_frame, hull_mask, mirror_points, outside_fraction, points_in_frame
 from facectx.data.prepare import build_example
 from facectx.data.shards import NpyStreamWriter
 from facectx.data.splits import assign_splits
+from facectx.training.data import subset_rows
 
 CROP = CropConfig(size_px=128, box_scale=2.2, box_shift_up=0.1)
 
@@ -102,3 +105,59 @@ def test_lfw_lists_decide_test_identities(tmp_path):
     assert assign_splits(["Ann", "Bob", "Cid"], config, tmp_path) == {"Ann": "train", "Bob": "train", "Cid": "test"}
     with pytest.raises(FileNotFoundError, match="peopleDevTrain"):
         assign_splits(["Ann"], SplitConfig("lfw", 0.1, 0.1, 0), tmp_path / "missing")
+
+
+def _index(photos_per_person: dict[str, int], mirrored: bool = False) -> pd.DataFrame:
+    """A split's index.parquet as `prepare` writes it: path order, optionally each photo + its mirror."""
+    rows = []
+    for person in sorted(photos_per_person):
+        for k in range(photos_per_person[person]):
+            for flip in ((False, True) if mirrored else (False,)):
+                rows.append({"row": len(rows), "relative_path": f"{person}/{person}_{k:04d}.jpg", "identity": person, "mirrored": flip})
+    return pd.DataFrame(rows)
+
+
+# Skewed like LFW: one person with 150 photos first in path order, many with one to three.
+PEOPLE = {"A_Bush": 150, **{f"P{i:03d}": 1 + i % 3 for i in range(60)}}
+
+
+def test_subsets_are_seeded_random_samples_spread_over_identities():
+    index = _index(PEOPLE)
+    n = len(PEOPLE)
+    rows = subset_rows(index, n, seed=1)
+    assert len(rows) == n and (np.diff(rows) > 0).all()  # sorted, no repeats
+    assert index.identity[rows].value_counts().max() == 1  # n = people: every person once
+    assert set(index.identity[rows]) == set(PEOPLE)
+    assert index.identity[subset_rows(index, 100, seed=1)].value_counts().max() == 2  # then round-robin
+    assert (subset_rows(index, n, seed=1) == rows).all()  # deterministic for a seed
+    assert not np.array_equal(subset_rows(index, n, seed=2), rows)
+    assert (subset_rows(index, 0, seed=1) == np.arange(len(index))).all()  # 0: every row
+    assert (subset_rows(index, len(index) + 5, seed=1) == np.arange(len(index))).all()
+
+
+def test_a_training_subset_keeps_each_photo_with_its_mirrored_copy():
+    index = _index(PEOPLE, mirrored=True)
+    rows = subset_rows(index, 2 * len(PEOPLE), seed=0)
+    picked = index.iloc[rows]
+    assert (picked.groupby("identity").size() == 2).all() and picked.identity.nunique() == len(PEOPLE)
+    assert (picked.groupby("relative_path").mirrored.agg(set) == {False, True}).all()
+
+
+def test_shards_and_evaluation_read_the_subset_rows(prepared_data):
+    from facectx.evaluation.evaluate import load_split
+    from facectx.training.data import ResidentShards, ShardDataset
+
+    index = pd.read_parquet(prepared_data / "train" / "index.parquet")
+    landmarks = np.load(prepared_data / "train" / "landmarks.npy")
+    rows = subset_rows(index, 6, seed=3)
+    assert index.identity[rows].nunique() == 3  # 3 photos, each with its mirrored copy
+    shards = ResidentShards(prepared_data, "train", (8,), torch.device("cpu"), max_rows=6, seed=3)
+    assert shards.rows == 6 and (shards.landmarks.numpy() == landmarks[rows]).all()
+    dataset = ShardDataset(prepared_data, "train", (8,), max_rows=6, seed=3)
+    assert len(dataset) == 6 and all((dataset[i]["landmarks"].numpy() == landmarks[r]).all() for i, r in enumerate(rows))
+
+    # evaluation: a fixed seed (0), so every method and every run scores the same photos
+    photos = load_split(prepared_data, "train", 6)
+    assert photos.index.identity.nunique() == 3  # the first 6 rows in path order hold 2 people
+    assert (photos.landmarks == landmarks[subset_rows(index, 6, seed=0)]).all()
+    assert (photos.index.relative_path.to_numpy() == load_split(prepared_data, "train", 6).index.relative_path.to_numpy()).all()

@@ -61,7 +61,7 @@ def test_tiny_cascade_trains_all_five_stages_and_is_tracked(prepared_data, tmp_p
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     stage_128 = next(r for r in children if r.data.tags["facectx.stage"] == "cascade/stage_128")
     assert "val_ssim" in stage_128.data.metrics and "loss_id" in stage_128.data.metrics
-    assert stage_128.data.params["losses.lambda_id"] == str(tiny.losses.lambda_id)
+    assert stage_128.data.params["losses.lambda_id"] == str(list(tiny.losses.lambda_id))
     history = client.get_metric_history(stage_128.info.run_id, "loss_rec")
     assert len(history) == 3  # 12 rows / batch 4, logged every step
     artifacts = [a.path for a in client.list_artifacts(stage_128.info.run_id, "samples")]

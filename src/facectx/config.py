@@ -82,14 +82,16 @@ class ModelConfig:
 @dataclass(frozen=True)
 class LossConfig:
     reconstruction: str  # "l1" (paper) or "l2" (ablation)
-    lambda_rec: float
+    lambda_rec: float  # the reference weight: the other terms' weights are set by their share of its gradient
     adversarial: bool  # false: the "without L_adv" ablation
-    lambda_adv: float
+    lambda_adv: tuple[float, ...]  # per stage, aligned with train.stages; 0 = off at that stage
     identity: bool  # false: the "without L_id" ablation
-    lambda_id: float
+    lambda_id: tuple[float, ...]  # per stage; 0 = off (the identity network cannot tell people apart at 8-16 px)
+    identity_padding: float  # dlib chip padding of L_id's view: 0.25 = dlib's face chip, larger = more context
     perceptual: bool  # false: the "without L_pc" ablation
-    lambda_pc: float
-    perceptual_network: str  # "dlib_resnet" (offline, non-standard) or "vgg19" (needs vgg19_weights)
+    lambda_pc: tuple[float, ...]  # per stage
+    perceptual_view: str  # dlib_resnet: "frame" (the whole frame resized) or "identity_chip" (L_id's view, one shared pass)
+    perceptual_network: str  # "dlib_resnet" (offline, non-standard) or "vgg19" (needs vgg19_weights; always the whole frame)
     vgg19_weights: str | None  # torchvision VGG19 ImageNet state_dict file (safetensors or .pth)
 
 
@@ -98,7 +100,7 @@ class TrainConfig:
     stages: tuple[int, ...]  # resolutions trained, in order; each starts from the previous one's checkpoint
     epochs: tuple[int, ...]  # epochs per stage, aligned with `stages`
     batch_size: tuple[int, ...]  # per stage, aligned with `stages` (small stages are launch-bound: bigger batches)
-    max_train_rows: int  # 0 = every training row; else the first N (quick runs)
+    max_train_rows: int  # 0 = every training row; else a seeded sample of N spread over identities (quick runs)
     lr: float  # Adam learning rate of the block being trained (and of its critic)
     beta1: float
     beta2: float
@@ -108,6 +110,7 @@ class TrainConfig:
     checkpoint_every_steps: int  # resumable checkpoints this often (and at each epoch's end)
     resume_checkpoints: bool  # false: write no resume state (a killed stage restarts from its first step)
     log_every_steps: int  # loss logging interval
+    grad_norm_every_steps: int  # each loss term's gradient norm on the generator this often (a multiple of log_every_steps; 0 = never)
     val_rows: int  # validation rows scored after each epoch
     grid_rows: int  # rows in the per-epoch sample grid
     device: str  # "auto", "cpu" or "cuda"
@@ -121,7 +124,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    max_photos: int  # test photos scored; 0 = the whole test split
+    max_photos: int  # test photos scored (a fixed sample spread over identities); 0 = the whole test split
     batch_size: int
     matcher: str  # "faceres" (independent of L_id) or "dlib" (the L_id network, marked as such)
     inception_weights: str | None  # torchvision InceptionV3 weights for the standard FID; null = non-standard FD
@@ -196,7 +199,8 @@ def _build(cls, raw, where: str):
         elif typing.get_origin(hint) is tuple:
             if not isinstance(value, (list, tuple)):
                 raise ValueError(f"{where}.{name}: expected a list, got {value!r}")
-            value = tuple(value)
+            item = typing.get_args(hint)[0]
+            value = tuple(_check_scalar(v, item, f"{where}.{name}[{i}]") for i, v in enumerate(value))
         else:
             value = _check_scalar(value, hint, f"{where}.{name}")
         values[name] = value
@@ -306,6 +310,7 @@ def _check_consistency(params: Params, path: Path) -> None:
     for name, value, allowed in [("model.kind", params.model.kind, ("cascade", "progan")),
                                  ("losses.reconstruction", params.losses.reconstruction, ("l1", "l2")),
                                  ("losses.perceptual_network", params.losses.perceptual_network, ("dlib_resnet", "vgg19")),
+                                 ("losses.perceptual_view", params.losses.perceptual_view, ("frame", "identity_chip")),
                                  ("train.earlier_blocks", train.earlier_blocks, ("frozen", "finetune")),
                                  ("train.device", train.device, ("auto", "cpu", "cuda")),
                                  ("train.precision", train.precision, ("fp32", "bf16")),
@@ -315,6 +320,15 @@ def _check_consistency(params: Params, path: Path) -> None:
                                  ("tracking.backend", params.tracking.backend, ("mlflow", "folder"))]:
         if value not in allowed:
             raise ValueError(f"{path}: {name} must be one of {allowed}, got {value!r}")
+    if train.grad_norm_every_steps < 0 or train.grad_norm_every_steps % train.log_every_steps:
+        raise ValueError(f"{path}: train.grad_norm_every_steps must be 0 or a multiple of train.log_every_steps "
+                         f"({train.log_every_steps}), got {train.grad_norm_every_steps}")
+    for name in ("lambda_adv", "lambda_id", "lambda_pc"):
+        weights = getattr(params.losses, name)
+        if len(weights) != len(train.stages) or any(w < 0 for w in weights):
+            raise ValueError(f"{path}: losses.{name} must give one weight >= 0 per train.stages entry, got {list(weights)}")
+    if not 0 <= params.losses.identity_padding <= 2:
+        raise ValueError(f"{path}: losses.identity_padding must be in [0, 2], got {params.losses.identity_padding}")
     if params.losses.perceptual_network == "vgg19" and params.losses.perceptual and not params.losses.vgg19_weights:
         raise ValueError(f"{path}: losses.perceptual_network is vgg19 but losses.vgg19_weights is not set")
     unknown = sorted(set(params.compare) - set(params.variants))

@@ -7,7 +7,7 @@ the new block's output is easy to tell from real photos.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -59,20 +59,22 @@ class FaceFeatures(nn.Module):
     """dlib's face-recognition ResNet on the aligned face chip: embedding and feature maps.
 
     frame_size: side of the frame the landmarks are given in (crop.size_px); weights_dir: the
-    network's weights folder, None for the cache (facectx.models.identity.load_identity_network).
+    network's weights folder, None for the cache (facectx.models.identity.load_identity_network);
+    padding: the chip's padding (0.25 is dlib's face chip; more shows more of the context).
     """
 
-    def __init__(self, frame_size: int, device: str | torch.device = "cpu", weights_dir: str | None = None):
+    def __init__(self, frame_size: int, device: str | torch.device = "cpu", weights_dir: str | None = None,
+                 padding: float = 0.25):
         super().__init__()
         from facectx.models.identity import load_identity_network
 
-        self.frame_size = frame_size
+        self.frame_size, self.padding = frame_size, padding
         self.net = load_identity_network(weights_dir, device=device)
 
     def chips(self, images: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
         from facectx.models.identity import extract_chips
 
-        return extract_chips(to_unit(to_full_frame(images, self.frame_size)).float(), landmarks)
+        return extract_chips(to_unit(to_full_frame(images, self.frame_size)).float(), landmarks, padding=self.padding)
 
     def embedding(self, images: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
         return self.net(self.chips(images, landmarks))
@@ -127,20 +129,35 @@ class VGG19Features(nn.Module):
 class LossParts:
     total: torch.Tensor
     parts: dict[str, torch.Tensor]  # detached, on the device: read them only when logging (a sync)
+    # Each term times its weight, graph attached: the trainer measures each term's own gradient.
+    weighted: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def stage_weights(config: LossConfig, stages: tuple[int, ...], stage: int) -> dict[str, float]:
+    """The weight of every term that is on at this stage: switched on (the ablations switch one
+    off) and with a weight above 0 there (L_id is off at 8-16 px by default)."""
+    i = list(stages).index(stage)
+    weights = {"rec": config.lambda_rec}
+    for name, enabled, per_stage in (("adv", config.adversarial, config.lambda_adv), ("id", config.identity, config.lambda_id),
+                                     ("pc", config.perceptual, config.lambda_pc)):
+        if enabled and per_stage[i] > 0:
+            weights[name] = per_stage[i]
+    return weights
 
 
 class StageLoss:
     """Owns the critic and the fixed networks of one stage; computes each phase's loss.
 
-    The identity and perceptual terms see the output upsampled to the full frame, so the same
-    face chip (from the frame's landmarks) serves every resolution. When the dlib ResNet serves
-    both terms, one pass per image gives both (`share_face_pass`; False runs the two passes
+    weights: stage_weights(...) — the terms on at this stage and their weights. The identity and
+    perceptual terms see the output upsampled to the full frame, so the same view (from the
+    frame's landmarks) serves every resolution. When the dlib ResNet serves both terms through
+    the same view, one pass per image gives both (`share_face_pass`; False runs the two passes
     separately, for benchmarks and tests that compare the two: the losses are the same).
     """
 
-    def __init__(self, config: LossConfig, critic: nn.Module, face: FaceFeatures | None,
+    def __init__(self, config: LossConfig, weights: dict[str, float], critic: nn.Module, face: FaceFeatures | None,
                  perceptual: nn.Module | None, share_face_pass: bool = True):
-        self.config, self.critic, self.face, self.perceptual = config, critic, face, perceptual
+        self.config, self.weights, self.critic, self.face, self.perceptual = config, weights, critic, face, perceptual
         self.share_face_pass = share_face_pass
 
     def critic_loss(self, masked: torch.Tensor, target: torch.Tensor, fake: torch.Tensor) -> LossParts:
@@ -149,36 +166,53 @@ class StageLoss:
 
     def generator_loss(self, masked: torch.Tensor, target: torch.Tensor, fake: torch.Tensor,
                        landmarks: torch.Tensor) -> LossParts:
-        c = self.config
-        terms = {"rec": (c.lambda_rec, reconstruction_loss(fake, target, c.reconstruction))}
-        if c.adversarial:
-            terms["adv"] = (c.lambda_adv, lsgan_generator_loss(self.critic(masked, fake)))
-        if c.identity and c.perceptual and self.perceptual is self.face and self.share_face_pass:
-            # The dlib ResNet's embedding and feature maps from one chip and one pass per image:
-            # the chip cut and the trunk (nearly all of the network's cost) are not computed twice.
+        w = self.weights
+        values = {"rec": reconstruction_loss(fake, target, self.config.reconstruction)}
+        if "adv" in w:
+            values["adv"] = lsgan_generator_loss(self.critic(masked, fake))
+        if "id" in w and "pc" in w and self.perceptual is self.face and self.share_face_pass:
+            # The dlib ResNet's embedding and feature maps from one view and one pass per image:
+            # the view's cut and the trunk (nearly all of the network's cost) are not computed twice.
             with torch.no_grad():
                 target_embedding, target_features = self.face.embedding_and_features(target, landmarks)
             embedding, features = self.face.embedding_and_features(fake, landmarks)
-            terms["id"] = (c.lambda_id, identity_distance(embedding, target_embedding).mean())
-            terms["pc"] = (c.lambda_pc, feature_distance(features, target_features))
+            values["id"] = identity_distance(embedding, target_embedding).mean()
+            values["pc"] = feature_distance(features, target_features)
         else:
-            if c.identity:
+            if "id" in w:
                 with torch.no_grad():
                     target_embedding = self.face.embedding(target, landmarks)
-                terms["id"] = (c.lambda_id, identity_distance(self.face.embedding(fake, landmarks), target_embedding).mean())
-            if c.perceptual:
+                values["id"] = identity_distance(self.face.embedding(fake, landmarks), target_embedding).mean()
+            if "pc" in w:
                 with torch.no_grad():
                     target_features = self.perceptual.features(target, landmarks)
-                terms["pc"] = (c.lambda_pc, feature_distance(self.perceptual.features(fake, landmarks), target_features))
-        total = sum(weight * value for weight, value in terms.values())
-        parts = {name: value.detach() for name, (_, value) in terms.items()}
+                values["pc"] = feature_distance(self.perceptual.features(fake, landmarks), target_features)
+        weighted = {name: w[name] * value for name, value in values.items()}
+        total = sum(weighted.values())
+        parts = {name: value.detach() for name, value in values.items()}
         parts["total"] = total.detach()
-        return LossParts(total, parts)
+        return LossParts(total, parts, weighted)
 
 
-def perceptual_network(config: LossConfig, face: FaceFeatures | None, frame_size: int, device) -> nn.Module | None:
+class WholeFrameFeatures(nn.Module):
+    """The dlib ResNet's feature maps of the whole frame resized to its input: every hallucinated
+    pixel is in view (its face chip holds 15% of them). Non-standard, labelled as such."""
+
+    def __init__(self, face: FaceFeatures):
+        super().__init__()
+        self.face = face
+
+    def features(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> list[torch.Tensor]:
+        from facectx.models.identity import CHIP_SIZE
+
+        x = F.interpolate(to_unit(images).float(), size=(CHIP_SIZE, CHIP_SIZE), mode="bilinear", align_corners=False)
+        return self.face.net.features(x)
+
+
+def perceptual_network(config: LossConfig, face: FaceFeatures, frame_size: int, device) -> nn.Module | None:
     if not config.perceptual:
         return None
     if config.perceptual_network == "vgg19":
         return VGG19Features(config.vgg19_weights, frame_size, device)
-    return face  # dlib ResNet feature maps: available offline; reports label it non-standard
+    # dlib ResNet feature maps: available offline; reports label them non-standard.
+    return face if config.perceptual_view == "identity_chip" else WholeFrameFeatures(face)

@@ -6,10 +6,11 @@
     weights/face-api/   the identity network (L_id)
     weights/faceres/    the evaluation matcher
     sets/<set>/<split>/ frames.bin + frames.offsets.npy (each full-size frame as WebP),
-                        photo_points.npz (the 68 landmarks in the photo), index.parquet
+                        photo_points.npz (the 68 landmarks in the photo, its size), index.parquet
 
-Only the full-size frame and the photo's landmarks travel. The far side rebuilds the mask, the masked
-face, the lower pyramid levels and the mirrored training copies exactly as `prepare` builds them
+Only the full-size frame, the photo's landmarks and its size travel. The far side rebuilds the
+mask, the masked face, the validity mask (which frame pixels lie inside the photo), the lower
+pyramid levels and the mirrored training copies exactly as `prepare` builds them
 (facectx.data.prepare.example_from_frame), so only the frame's re-encoding differs from home;
 its PSNR is recorded and the rebuilt data version is marked as derived.
 """
@@ -32,7 +33,7 @@ import pandas as pd
 from PIL import Image
 
 from facectx.config import CropConfig, Params, load_params
-from facectx.data.masks import downsample, face_frame, points_in_frame
+from facectx.data.masks import downsample, face_frame, frame_validity, points_in_frame
 from facectx.data.splits import SPLITS
 from facectx.io_utils import write_json, write_parquet
 
@@ -99,18 +100,27 @@ def frame_landmarks(photo_points: np.ndarray, crop: CropConfig) -> np.ndarray:
     return np.stack([points_in_frame(p, face_frame(p, crop), crop.size_px) for p in photo_points.astype(np.float32)])
 
 
-def _photo_points(validated_dir: Path, relative_paths, frame_points: np.ndarray, crop: CropConfig, where: str) -> np.ndarray:
+def frame_validities(photo_points: np.ndarray, photo_sizes: np.ndarray, crop: CropConfig) -> np.ndarray:
+    """(N, s, s) validity masks of the frames (which pixels lie inside the photo), as prepare makes them."""
+    return np.stack([frame_validity(face_frame(p, crop), int(w), int(h), crop.size_px)
+                     for p, (w, h) in zip(photo_points.astype(np.float32), photo_sizes)])
+
+
+def _photo_geometry(validated_dir: Path, relative_paths, frame_points: np.ndarray, crop: CropConfig,
+                    where: str) -> tuple[np.ndarray, np.ndarray]:
     """The photo-space landmarks of these rows, smallest exact dtype (dlib's are whole pixels: int16
     compresses the whole LFW copy's to ~1.3 MB where frame coordinates take 6.6 MB), checked to
-    give back exactly the prepared frame landmarks."""
-    records = pd.read_parquet(validated_dir / "records.parquet", columns=["relative_path", "points"])
-    by_path = dict(zip(records.relative_path, records.points))
-    points = np.stack([np.asarray(by_path[path], np.float32).reshape(68, 2) for path in relative_paths])
+    give back exactly the prepared frame landmarks; and each photo's (width, height)."""
+    records = pd.read_parquet(validated_dir / "records.parquet", columns=["relative_path", "points", "width", "height"])
+    by_path = records.set_index("relative_path")
+    rows = by_path.loc[list(relative_paths)]
+    points = np.stack([np.asarray(p, np.float32).reshape(68, 2) for p in rows.points])
     if not np.array_equal(frame_landmarks(points, crop), frame_points):
         raise PackError(f"{where}: the validated landmarks in {validated_dir} do not give the prepared frame landmarks: "
                         f"prepare and validate are from different runs; run `dvc repro prepare`")
     whole = np.array_equal(points, np.round(points)) and np.abs(points).max(initial=0) < 2**15
-    return points.astype(np.int16) if whole else points
+    sizes = rows[["width", "height"]].to_numpy(np.int32)
+    return (points.astype(np.int16) if whole else points), sizes
 
 
 def _pack_split(prepared_dir: Path, validated_dir: Path, split: str, crop: CropConfig, out: Path) -> dict:
@@ -122,12 +132,16 @@ def _pack_split(prepared_dir: Path, validated_dir: Path, split: str, crop: CropC
     keep = ~index.mirrored.to_numpy(bool)
     frames = np.asarray(np.load(folder / f"target_{size}.npy", mmap_mode="r")[keep])
     landmarks = np.asarray(np.load(folder / "landmarks.npy", mmap_mode="r")[keep])
-    points = _photo_points(validated_dir, index.relative_path[keep], landmarks, crop, str(folder))
+    points, sizes = _photo_geometry(validated_dir, index.relative_path[keep], landmarks, crop, str(folder))
+    valid = np.asarray(np.load(folder / f"valid_{size}.npy", mmap_mode="r")[keep])
+    if not np.array_equal(frame_validities(points, sizes, crop), valid):
+        raise PackError(f"{folder}: the photo sizes in {validated_dir} do not give the prepared validity masks: "
+                        f"prepare and validate are from different runs; run `dvc repro prepare`")
     data, offsets = encode_frames(frames)
     out.mkdir(parents=True, exist_ok=True)
     (out / "frames.bin").write_bytes(data)
     np.save(out / "frames.offsets.npy", offsets)
-    np.savez_compressed(out / "photo_points.npz", points=points)
+    np.savez_compressed(out / "photo_points.npz", points=points, sizes=sizes)
     write_parquet(out / "index.parquet", index[keep].drop(columns=["row", "mirrored"]).reset_index(drop=True))
     decoded = decode_frames(data, offsets, str(out))
     low = min(meta["resolutions"])
@@ -267,20 +281,21 @@ def unpack_set(pack: str | os.PathLike, name: str, out: str | os.PathLike, share
         frames = decode_frames((packed / "frames.bin").read_bytes(), np.load(packed / "frames.offsets.npy"), str(packed))
         with np.load(packed / "photo_points.npz") as stored:
             landmarks = frame_landmarks(stored["points"], crop)
+            valid = frame_validities(stored["points"], stored["sizes"], crop)
         index = pd.read_parquet(packed / "index.parquet")
         if not len(frames) == len(landmarks) == len(index):
             raise PackError(f"{packed}: {len(frames)} frames, {len(landmarks)} landmark rows, {len(index)} index rows")
         mirror = manifest["mirror"] and split == "train"
         writer = SplitWriter(out / split, resolutions, max(len(frames) * (2 if mirror else 1), 1))
-        for frame, points, row in zip(frames, landmarks, index.itertuples()):
-            example = example_from_frame(frame, points, resolutions)
+        for frame, points, inside, row in zip(frames, landmarks, valid, index.itertuples()):
+            example = example_from_frame(frame, points, resolutions, inside)
             writer.add(example, row.relative_path, row.identity, mirrored=False)
             if mirror:
                 writer.add(example.mirrored(), row.relative_path, row.identity, mirrored=True)
         rows[split] = writer.close()
     write_json(out / "meta.json", {
         "resolutions": list(resolutions), "crop": manifest["crop"], "mirror": manifest["mirror"], "rows": rows,
-        "arrays": ["target", "masked", "mask", "landmarks"],
+        "arrays": ["target", "masked", "mask", "valid", "landmarks"],
         # Derived data: training on it is not training on the home data version.
         "derived": {"from_pack": manifest["id"], "from_data_version": manifest["data_version"], "set": name,
                     "encoding": manifest["encoding"], "psnr_db": {s: v.get("psnr_db") for s, v in manifest["sets"][name].items()

@@ -50,6 +50,13 @@ def crop_to_frame(rgb: np.ndarray, frame: Frame, size: int) -> np.ndarray:
     return cv2.resize(patch, (size, size), interpolation=interpolation)
 
 
+def frame_validity(frame: Frame, width: int, height: int, size: int) -> np.ndarray:
+    """(size, size) uint8 like a mask: 255 where the frame pixel comes wholly from the photo, 0
+    where crop_to_frame padded it black (the frame ran past the photo's edge), between at the
+    border. Losses and metrics ignore what lies outside: it was never in the photo."""
+    return crop_to_frame(np.full((height, width, 3), 255, np.uint8), frame, size)[..., 0]
+
+
 def points_in_frame(points: np.ndarray, frame: Frame, size: int) -> np.ndarray:
     return ((points - np.array([frame.left, frame.top], dtype=np.float32)) * (size / frame.side)).astype(np.float32)
 

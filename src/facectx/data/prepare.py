@@ -24,7 +24,8 @@ from PIL import Image
 
 from facectx.config import CropConfig, PrepareConfig, ValidateConfig
 from facectx.data.ingest import QUARANTINE_COLUMNS
-from facectx.data.masks import crop_to_frame, downsample, face_frame, hull_mask, mirror_points, points_in_frame
+from facectx.data.masks import (crop_to_frame, downsample, face_frame, frame_validity, hull_mask, mirror_points,
+                                points_in_frame)
 from facectx.data.photos import decode_photo
 from facectx.data.shards import NpyStreamWriter
 from facectx.data.splits import SPLITS, assign_splits
@@ -39,33 +40,38 @@ class Example:
     target: dict[int, np.ndarray]
     masked: dict[int, np.ndarray]
     mask: dict[int, np.ndarray]
+    valid: dict[int, np.ndarray]  # 255 where the frame lies inside the photo (frame_validity)
     landmarks: np.ndarray  # (68, 2) in the largest frame
 
     def mirrored(self) -> "Example":
         flip = lambda arrays: {r: np.ascontiguousarray(a[:, ::-1]) for r, a in arrays.items()}  # noqa: E731
         size = max(self.target)
-        return Example(flip(self.target), flip(self.masked), flip(self.mask), mirror_points(self.landmarks, size))
+        return Example(flip(self.target), flip(self.masked), flip(self.mask), flip(self.valid),
+                       mirror_points(self.landmarks, size))
 
 
 def build_example(rgb: np.ndarray, points: np.ndarray, crop: CropConfig, resolutions: tuple[int, ...]) -> Example:
     frame = face_frame(points, crop)
     target = crop_to_frame(rgb, frame, crop.size_px)
-    return example_from_frame(target, points_in_frame(points, frame, crop.size_px), resolutions)
+    valid = frame_validity(frame, rgb.shape[1], rgb.shape[0], crop.size_px)
+    return example_from_frame(target, points_in_frame(points, frame, crop.size_px), resolutions, valid)
 
 
-def example_from_frame(target: np.ndarray, frame_points: np.ndarray, resolutions: tuple[int, ...]) -> Example:
-    """Mask, masked face and pyramid from the full-size frame and its landmarks (also how an
-    air-gapped machine rebuilds the shards from a pack of frames)."""
+def example_from_frame(target: np.ndarray, frame_points: np.ndarray, resolutions: tuple[int, ...],
+                       valid: np.ndarray) -> Example:
+    """Mask, masked face and pyramid from the full-size frame, its landmarks and its validity
+    (also how an air-gapped machine rebuilds the shards from a pack of frames)."""
     size = target.shape[0]
     mask = hull_mask(frame_points, size)
     masked = target * mask[:, :, None]
     mask255 = mask * 255
-    example = Example({size: target}, {size: masked}, {size: mask255}, frame_points)
+    example = Example({size: target}, {size: masked}, {size: mask255}, {size: valid}, frame_points)
     for r in resolutions:
         if r != size:
             example.target[r] = downsample(target, r)
             example.masked[r] = downsample(masked, r)
             example.mask[r] = downsample(mask255, r)
+            example.valid[r] = downsample(valid, r)
     return example
 
 
@@ -97,6 +103,7 @@ class SplitWriter:
             self.writers[("target", r)] = NpyStreamWriter(folder / f"target_{r}.npy", (r, r, 3), np.uint8, max_rows)
             self.writers[("masked", r)] = NpyStreamWriter(folder / f"masked_{r}.npy", (r, r, 3), np.uint8, max_rows)
             self.writers[("mask", r)] = NpyStreamWriter(folder / f"mask_{r}.npy", (r, r), np.uint8, max_rows)
+            self.writers[("valid", r)] = NpyStreamWriter(folder / f"valid_{r}.npy", (r, r), np.uint8, max_rows)
         self.writers[("landmarks", 0)] = NpyStreamWriter(folder / "landmarks.npy", (68, 2), np.float32, max_rows)
         self.index = []
 
@@ -151,7 +158,7 @@ def prepare(raw_dir: str | os.PathLike, validated_dir: str | os.PathLike, out_di
                **{f"identities_{split}": int(records[records.split == split].identity.nunique()) for split in SPLITS}}
     write_json(out_dir / "metrics.json", metrics)
     write_json(out_dir / "meta.json", {"resolutions": list(config.resolutions), "crop": asdict(crop), "mirror": config.mirror,
-                                       "rows": rows, "arrays": ["target", "masked", "mask", "landmarks"]})
+                                       "rows": rows, "arrays": ["target", "masked", "mask", "valid", "landmarks"]})
     log.info("prepare: %s", metrics)
     if not metrics["accounted_for"]:
         raise RuntimeError(f"photos do not add up: {photos_found} found != {prepared} prepared + {len(quarantine)} quarantined")

@@ -3,6 +3,8 @@
     <split>/target_<r>.npy    (N, r, r, 3) uint8   the full photo frame
     <split>/masked_<r>.npy    (N, r, r, 3) uint8   the face only, everything else black
     <split>/mask_<r>.npy      (N, r, r)    uint8   face mask, 255 inside (soft at low r)
+    <split>/valid_<r>.npy     (N, r, r)    uint8   255 where the frame lies inside the photo, 0 where
+                                                   the crop ran past its edge (padded black)
     <split>/landmarks.npy     (N, 68, 2)   float32 68 points in the 128 frame
     <split>/index.parquet     row -> photo, identity, mirrored
 Training can np.load(..., mmap_mode="r") each file or move it to the GPU in one copy.

@@ -25,6 +25,7 @@ from facectx.config import EvaluateConfig
 from facectx.evaluation.baselines import BASELINES
 from facectx.evaluation.metrics import PER_PHOTO, frechet_distance
 from facectx.io_utils import write_json, write_parquet
+from facectx.training.data import split_rows
 
 log = logging.getLogger(__name__)
 REAL_VS_REAL = "real photos (val vs test)"
@@ -39,11 +40,13 @@ class TestSet:
     index: pd.DataFrame
 
 
-def load_split(prepared_dir: str | os.PathLike, split: str, max_rows: int = 0) -> TestSet:
+def load_split(prepared_dir: str | os.PathLike, split: str, max_rows: int = 0, seed: int = 0) -> TestSet:
+    """A split's photos: every one, or `max_rows` spread over identities (`subset_rows`). The seed
+    is fixed so that every method, every run and the registry gate score the same photos."""
     folder = Path(prepared_dir) / split
     meta = json.loads((Path(prepared_dir) / "meta.json").read_text())
-    rows = slice(0, max_rows or None)
-    load = lambda name: np.array(np.load(folder / name, mmap_mode="r")[rows])  # noqa: E731
+    rows = split_rows(folder, max_rows, seed)  # fancy indexing already copies: np.asarray adds no second copy
+    load = lambda name: np.asarray(np.load(folder / name, mmap_mode="r")[rows])  # noqa: E731
     size = max(meta["resolutions"])
     return TestSet(target=load(f"target_{size}.npy"),
                    masked={r: load(f"masked_{r}.npy") for r in meta["resolutions"]},
@@ -53,8 +56,12 @@ def load_split(prepared_dir: str | os.PathLike, split: str, max_rows: int = 0) -
 
 
 def mean_training_frame(prepared_dir: str | os.PathLike, rows: int = 2000) -> np.ndarray:
+    """The mean of a sample of training frames spread over identities (not the first rows: a few surnames)."""
+    from facectx.training.data import split_rows
+
     meta = json.loads((Path(prepared_dir) / "meta.json").read_text())
-    frames = np.load(Path(prepared_dir) / "train" / f"target_{max(meta['resolutions'])}.npy", mmap_mode="r")[:rows]
+    folder = Path(prepared_dir) / "train"
+    frames = np.load(folder / f"target_{max(meta['resolutions'])}.npy", mmap_mode="r")[split_rows(folder, rows, seed=0)]
     return np.asarray(frames, dtype=np.float64).mean(0).round().astype(np.uint8)
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facectx.models.cascade import ModelArgs, UNet, paste_face
+from facectx.models.cascade import ModelArgs, UNet, nearest_conv_init_, paste_face
 
 
 def level_channels(size: int, args: ModelArgs) -> int:
@@ -34,7 +34,9 @@ class ProgressiveGenerator(nn.Module):
         for r in self.sizes[1:]:
             high, low = level_channels(r, args), level_channels(r // 2, args)
             self.down[str(r)] = nn.Sequential(nn.Conv2d(high, low, 4, 2, 1, bias=False), nn.BatchNorm2d(low), nn.LeakyReLU(0.2, True))
-            self.up[str(r)] = nn.Sequential(nn.ConvTranspose2d(low, high, 4, 2, 1, bias=False), nn.BatchNorm2d(high), nn.ReLU(True))
+            # Starts as nearest upsampling + conv, as in the cascade: no checkerboard at init.
+            self.up[str(r)] = nn.Sequential(nearest_conv_init_(nn.ConvTranspose2d(low, high, 4, 2, 1, bias=False)),
+                                            nn.BatchNorm2d(high), nn.ReLU(True))
             self.merge[str(r)] = nn.Sequential(nn.Conv2d(2 * high, high, 3, 1, 1, bias=False), nn.BatchNorm2d(high), nn.ReLU(True))
         self.register_buffer("alpha", torch.ones(()))  # fade-in of the newest level, set by the trainer
 

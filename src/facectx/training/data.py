@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 
@@ -43,6 +44,35 @@ def split_folder(prepared_dir: str | Path, split: str) -> Path:
     return folder
 
 
+def subset_rows(index: pd.DataFrame, n: int, seed: int) -> np.ndarray:
+    """Row numbers of a seeded random subset of `n` rows spread over identities, sorted.
+
+    The shards are in path order, so their first rows are a few surnames (the first 3,000 LFW
+    training rows: all "A", 150 of them one person). Here photos are dealt round-robin over the
+    identities in a seeded random order: one photo of every person first, then a second photo
+    of those who have one, ..., so n photos cover min(n, identities) people. A photo's rows stay
+    together (in the train split a photo and its mirrored copy, so a subset keeps the split's
+    left/right balance); n photos' rows are cut to exactly n rows. n = 0 (or n >= rows): every
+    row. Sorted, so memory-mapped reads stay sequential."""
+    if n <= 0 or n >= len(index):
+        return np.arange(len(index))
+    rng = np.random.default_rng(seed)
+    rows_of = index.groupby("relative_path", sort=False).indices  # photo -> its row positions
+    photos = index.drop_duplicates("relative_path")[["relative_path", "identity"]]
+    photos = photos.iloc[rng.permutation(len(photos))]  # random photo order within each identity
+    people = np.sort(photos.identity.unique())
+    person_order = pd.Series(rng.permutation(len(people)), index=people)
+    round_ = photos.groupby("identity", sort=False).cumcount().to_numpy()  # 0 for a person's first photo, ...
+    dealt = photos.relative_path.to_numpy()[np.lexsort((person_order[photos.identity].to_numpy(), round_))]
+    rows = np.concatenate([rows_of[photo] for photo in dealt])[:n]
+    return np.sort(rows)
+
+
+def split_rows(folder: Path, n: int, seed: int) -> np.ndarray:
+    """`subset_rows` of a prepared split's index."""
+    return subset_rows(pd.read_parquet(folder / "index.parquet", columns=["relative_path", "identity"]), n, seed)
+
+
 def data_version(prepared_dir: str | Path) -> str:
     """A short fingerprint of the prepared data: meta.json plus each split's index."""
     import hashlib
@@ -56,10 +86,11 @@ def data_version(prepared_dir: str | Path) -> str:
 
 
 class ResidentShards:
-    """One split's arrays at the given resolutions, as uint8 tensors on `device`."""
+    """One split's arrays at the given resolutions, as uint8 tensors on `device`: every row, or
+    `max_rows` of them chosen by `subset_rows` with `seed`."""
 
     def __init__(self, prepared_dir: str | Path, split: str, resolutions: tuple[int, ...], device: torch.device,
-                 max_rows: int = 0):
+                 max_rows: int = 0, seed: int = 0):
         folder = split_folder(prepared_dir, split)
         meta = json.loads((Path(prepared_dir) / "meta.json").read_text())
         missing = sorted(set(resolutions) - set(meta["resolutions"]))
@@ -68,10 +99,12 @@ class ResidentShards:
         self.resolutions = tuple(resolutions)
         self.frame_size = max(meta["resolutions"])
 
+        self.source_rows = split_rows(folder, max_rows, seed)  # row numbers in the split's shards
+        every_row = len(self.source_rows) == len(np.load(folder / "landmarks.npy", mmap_mode="r"))
+
         def load(name: str) -> torch.Tensor:
             array = np.load(folder / name, mmap_mode="r")
-            if max_rows:
-                array = array[:max_rows]
+            array = array if every_row else array[self.source_rows]
             return torch.from_numpy(np.array(array)).to(device)  # a writable copy, not the read-only map
 
         self.target = {r: load(f"target_{r}.npy") for r in resolutions}
@@ -95,12 +128,11 @@ class ResidentShards:
 class ShardDataset(torch.utils.data.Dataset):
     """Plain per-example reads from memory-mapped shards (the baseline data path)."""
 
-    def __init__(self, prepared_dir: str | Path, split: str, resolutions: tuple[int, ...], max_rows: int = 0):
+    def __init__(self, prepared_dir: str | Path, split: str, resolutions: tuple[int, ...], max_rows: int = 0, seed: int = 0):
         self.folder = split_folder(prepared_dir, split)
         self.resolutions = tuple(resolutions)
-        self.rows = len(np.load(self.folder / "landmarks.npy", mmap_mode="r"))
-        if max_rows:
-            self.rows = min(self.rows, max_rows)
+        self.source_rows = split_rows(self.folder, max_rows, seed)  # the same rows ResidentShards would hold
+        self.rows = len(self.source_rows)
         self._arrays = None  # opened lazily in each worker process
 
     def _open(self):
@@ -115,6 +147,7 @@ class ShardDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         arrays = self._open()
+        i = self.source_rows[i]
         item = {f"{kind}_{r}": torch.from_numpy(np.array(a[i])) for (kind, r), a in arrays.items() if kind != "landmarks"}
         item["landmarks"] = torch.from_numpy(np.array(arrays[("landmarks", 0)][i]))
         return item

@@ -29,7 +29,7 @@ import torch
 from facectx.config import Params, TrainConfig
 from facectx.evaluation.ssim import ssim
 from facectx.io_utils import write_json
-from facectx.losses import FaceFeatures, StageLoss, identity_distance, perceptual_network, to_unit
+from facectx.losses import FaceFeatures, StageLoss, identity_distance, perceptual_network, stage_weights, to_unit
 from facectx.models.cascade import CascadeGenerator, ModelArgs, PatchDiscriminator
 from facectx.models.progan import ProgressiveGenerator
 from facectx.training.checkpoint import CheckpointError, config_hash, git_commit, load_checkpoint, read_meta, save_checkpoint
@@ -38,7 +38,7 @@ from facectx.training.data import Batch, DataError, ResidentShards, data_version
 log = logging.getLogger(__name__)
 
 # Settings that do not change the weights a run produces (where and how fast it runs, how often it reports).
-_RUNTIME_ONLY = ("device", "precision", "channels_last", "compile", "compile_mode", "log_every_steps",
+_RUNTIME_ONLY = ("device", "precision", "channels_last", "compile", "compile_mode", "log_every_steps", "grad_norm_every_steps",
                  "checkpoint_every_steps", "resume_checkpoints", "val_rows", "grid_rows")
 
 
@@ -133,8 +133,9 @@ class StageTrainer:
         self.hash = config_hash(self.settings)
         self.data_version = data_version(prepared_dir)
         needed = tuple(r for r in params.prepare.resolutions if r <= stage)
-        self.train_data = ResidentShards(prepared_dir, "train", needed, self.device, t.max_train_rows)
-        self.val_data = ResidentShards(prepared_dir, "val", needed, self.device, t.val_rows)
+        self.train_data = ResidentShards(prepared_dir, "train", needed, self.device, t.max_train_rows, seed=t.seed)
+        # Validation rows do not follow train.seed: runs with different seeds are scored on the same photos.
+        self.val_data = ResidentShards(prepared_dir, "val", needed, self.device, t.val_rows, seed=0)
         if self.train_data.frame_size != params.crop.size_px:  # the landmarks are pixels of that frame
             raise DataError(f"prepared data in {prepared_dir} have {self.train_data.frame_size}-px frames, "
                             f"but crop.size_px is {params.crop.size_px}: prepare them again")
@@ -149,10 +150,16 @@ class StageTrainer:
             self.generator.to(memory_format=torch.channels_last)
             self.critic.to(memory_format=torch.channels_last)
         frame = params.crop.size_px
-        self.face = FaceFeatures(frame, self.device, params.assets.identity_weights)
         losses = params.losses
-        self.loss = StageLoss(losses, self.critic, self.face if losses.identity else None,
+        self.face = FaceFeatures(frame, self.device, params.assets.identity_weights, losses.identity_padding)
+        self.weights = stage_weights(losses, t.stages, stage)
+        self.loss = StageLoss(losses, self.weights, self.critic, self.face,
                               perceptual_network(losses, self.face, frame, self.device))
+        self.grad_norms: dict[str, torch.Tensor] = {}  # the last measured per-term gradient norms, until reported
+        # losses.csv has the same columns on every row (a term's gradient is measured on some rows only).
+        terms = (["critic"] if "adv" in self.weights else []) + list(self.weights) + ["total"]
+        self.curve_columns = [f"loss_{k}" for k in terms] + [f"grad_{k}" for k in self.weights] + \
+                             [f"share_{k}" for k in self.weights if k != "rec"]
         self.g_forward = self.generator
         if t.compile:
             self.g_forward = torch.compile(self.generator, mode=t.compile_mode)
@@ -258,7 +265,7 @@ class StageTrainer:
         parts = {}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             fake = self.g_forward(batch.masked, batch.mask)[s]
-            critic = self.loss.critic_loss(batch.masked[s], batch.target[s], fake) if self.params.losses.adversarial else None
+            critic = self.loss.critic_loss(batch.masked[s], batch.target[s], fake) if "adv" in self.weights else None
         if critic is not None:
             self.opt_d.zero_grad(set_to_none=True)
             critic.total.backward()
@@ -266,11 +273,25 @@ class StageTrainer:
             parts.update(critic.parts)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             gen = self.loss.generator_loss(batch.masked[s], batch.target[s], fake, batch.landmarks)
+        every = self.params.train.grad_norm_every_steps
+        if every and (self.step + 1) % every == 0:
+            self.grad_norms = self._term_gradient_norms(gen.weighted)
         self.opt_g.zero_grad(set_to_none=True)
         gen.total.backward()
         self.opt_g.step()
         parts.update(gen.parts)
         return parts
+
+    def _term_gradient_norms(self, weighted: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The L2 norm of each weighted term's own gradient on the generator's trained parameters:
+        each term's share of the update (one extra backward pass per term, every
+        train.grad_norm_every_steps steps; no sync until they are reported)."""
+        params = [p for p in self.generator.parameters() if p.requires_grad]
+        norms = {}
+        for name, value in weighted.items():
+            grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+            norms[name] = torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None))
+        return norms
 
     # ---------------------------------------------------------------- validation
 
@@ -317,7 +338,8 @@ class StageTrainer:
                 capped = self._past_deadline()
                 if self.step % t.log_every_steps == 0:
                     self._check_finite(finite)
-                    self._report({f"loss_{k}": float(v) / t.log_every_steps for k, v in running.items()})
+                    self._report({**{f"loss_{k}": float(v) / t.log_every_steps for k, v in running.items()},
+                                  **self._gradient_report()})
                     running = {}
                 if t.resume_checkpoints and self.step % t.checkpoint_every_steps == 0:
                     self._check_finite(finite)
@@ -365,16 +387,25 @@ class StageTrainer:
         kept = [row for row in rows if row.count(",") == header.count(",") and int(row.split(",")[0]) <= self.step]
         self.curve.write_text("\n".join([header, *kept]) + "\n")
 
+    def _gradient_report(self) -> dict[str, float]:
+        """grad_<term>: its gradient's norm; share_<term>: that over the reconstruction term's."""
+        if not self.grad_norms:
+            return {}
+        norms = {k: float(v) for k, v in self.grad_norms.items()}
+        self.grad_norms = {}
+        return {**{f"grad_{k}": v for k, v in norms.items()},
+                **{f"share_{k}": v / max(norms["rec"], 1e-12) for k, v in norms.items() if k != "rec"}}
+
     def _report(self, metrics: dict[str, float]) -> None:
-        losses = {k: v for k, v in metrics.items() if k.startswith("loss_")}
-        if losses:
+        row = {k: v for k, v in metrics.items() if k in self.curve_columns}
+        if row:
             curve = self.curve
             curve.parent.mkdir(parents=True, exist_ok=True)
             new = not curve.is_file()
             with open(curve, "a") as handle:
                 if new:
-                    handle.write("step," + ",".join(sorted(losses)) + "\n")
-                handle.write(f"{self.step}," + ",".join(f"{losses[k]:.6g}" for k in sorted(losses)) + "\n")
+                    handle.write("step," + ",".join(self.curve_columns) + "\n")
+                handle.write(f"{self.step}," + ",".join(f"{row[k]:.6g}" if k in row else "" for k in self.curve_columns) + "\n")
         log.info("stage %d step %d: %s", self.stage, self.step, {k: round(v, 4) for k, v in metrics.items()})
         if self.tracker:
             self.tracker.log_metrics(metrics, self.step)

@@ -1,0 +1,97 @@
+"""The generators' building blocks: the face paste-back and checkerboard-free upsampling at init."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from facectx.models import cascade, progan
+from facectx.models.cascade import CascadeBlock, CascadeGenerator, ModelArgs, UNet, paste_face
+from facectx.models.progan import ProgressiveGenerator
+from facectx.training.data import ResidentShards
+
+RESOLUTIONS = (8, 16, 32, 64, 128)
+TINY = ModelArgs("cascade", RESOLUTIONS, width=4, max_width=8, disc_width=4, disc_max_layers=2)
+
+
+def nyquist_share(images: torch.Tensor) -> float:
+    """Share of the images' AC power at the 2-pixel periods (pi, 0), (0, pi), (pi, pi): the
+    checkerboard. Natural photos: ~0.001."""
+    x = images.double() - images.double().mean(dim=(-2, -1), keepdim=True)
+    power = torch.fft.fft2(x).abs() ** 2
+    h, w = x.shape[-2:]
+    nyquist = power[..., h // 2, 0] + power[..., 0, w // 2] + power[..., h // 2, w // 2]
+    return float((nyquist / power.sum(dim=(-2, -1))).mean())
+
+
+def test_pasting_the_real_target_over_itself_gives_the_target_at_every_resolution(prepared_data):
+    data = ResidentShards(prepared_data, "train", RESOLUTIONS, torch.device("cpu"))
+    batch = data.batch(torch.arange(data.rows))
+    for r in RESOLUTIONS:
+        mask = batch.mask[r]
+        if r < 128:  # the case that matters: area-averaged masks are fractional at the face's edge
+            assert ((mask > 0) & (mask < 1)).any(), r
+        pasted = paste_face(batch.target[r], batch.masked[r], mask)
+        assert (pasted - batch.target[r]).abs().max() < 1e-5, r
+        # ... and the face the pixel lies wholly inside of is the input's, not the generator's
+        blank = paste_face(torch.zeros_like(batch.target[r]), batch.masked[r], mask)
+        inside = (mask == 1).expand_as(blank)
+        assert torch.equal(blank[inside], batch.masked[r][inside]), r
+        assert (blank[~inside] == 0).all(), r
+
+
+def test_pixel_shuffle_upsampler_starts_as_nearest_upsampling():
+    torch.manual_seed(0)
+    upsampler = CascadeBlock(16, TINY, has_guide=True).guide_upsampler
+    out = upsampler(torch.randn(2, 3, 8, 8))
+    # identical values within each 2x2 block: nearest upsampling of the blocks' top-left pixels
+    assert torch.equal(out, F.interpolate(out[..., ::2, ::2], scale_factor=2, mode="nearest"))
+    assert out.std() > 0.05  # not trivially constant
+
+
+def _transposed_convs(module: torch.nn.Module) -> list[torch.nn.ConvTranspose2d]:
+    return [m for m in module.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+
+
+def test_transposed_convs_start_as_nearest_upsampling_plus_a_conv():
+    """A 4x4 stride-2 kernel is "nearest upsampling, then a 3x3 conv" exactly when it is a 3x3
+    kernel convolved with the 2x2 box, i.e. when its alternating sums along each axis are 0."""
+    torch.manual_seed(0)
+    models = [UNet(4, 3, 32, 4, 8), CascadeGenerator(TINY, 32), ProgressiveGenerator(dataclasses.replace(TINY, kind="progan"), 32)]
+    convs = [conv for model in models for conv in _transposed_convs(model)]
+    assert len(convs) >= 8
+    signs = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    for conv in convs:
+        w = conv.weight
+        assert (w * signs).sum(-1).abs().max() < 1e-6
+        assert (w * signs[:, None]).sum(-2).abs().max() < 1e-6
+    # What that means: a flat input gives a flat output away from the borders, not a 2x2 pattern.
+    for conv in convs:
+        out = conv(torch.ones(1, conv.in_channels, 6, 6))[..., 2:-2, 2:-2]
+        assert torch.allclose(out, out[..., :1, :1].expand_as(out), atol=1e-5)
+
+
+def test_an_untrained_generator_paints_no_checkerboard(prepared_data):
+    data = ResidentShards(prepared_data, "train", (8, 16, 32), torch.device("cpu"))
+    batch = data.batch(torch.arange(data.rows))
+    torch.manual_seed(0)
+    generator = CascadeGenerator(TINY, 32).eval()
+    seen = {}
+    generator.blocks["32"].unet.register_forward_hook(lambda module, args, out: seen.setdefault("raw", out))
+    with torch.no_grad():
+        generator(batch.masked, batch.mask)
+    # default init: ~0.6 of the generated image's power is checkerboard; photos: ~0.001
+    assert nyquist_share(seen["raw"]) < 0.1
+
+
+def test_checkpoints_from_before_the_init_change_still_load(monkeypatch):
+    """The inits only change values: an old model's state dict (no ICNR) loads strictly."""
+    progan_args = dataclasses.replace(TINY, kind="progan")
+    new = [CascadeGenerator(TINY, 64), ProgressiveGenerator(progan_args, 64)]
+    monkeypatch.setattr(cascade, "icnr_", lambda conv, scale=2: conv)
+    monkeypatch.setattr(cascade, "nearest_conv_init_", lambda deconv: deconv)
+    monkeypatch.setattr(progan, "nearest_conv_init_", lambda deconv: deconv)
+    old = [CascadeGenerator(TINY, 64), ProgressiveGenerator(progan_args, 64)]
+    for model, before in zip(new, old):
+        model.load_state_dict(before.state_dict(), strict=True)
