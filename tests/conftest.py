@@ -109,23 +109,29 @@ def s3_env(s3_server, monkeypatch):
     return s3_server
 
 
-@pytest.fixture(scope="session")
-def prepared_data(lfw_dir, tmp_path_factory, params):
-    """A small prepared data set (real LFW photos through ingest, validate and prepare)."""
+def prepare_sample(lfw: Path, root: Path, params, train_people: int, test_people: int, max_photos: int,
+                   val_fraction: float, mirror: bool = True) -> Path:
+    """Real LFW photos through ingest, validate and prepare (one worker); returns the prepared folder."""
     from facectx import steps
 
-    root = tmp_path_factory.mktemp("prepared")
-    source = make_source(lfw_dir, root / "source", train_people=14, test_people=4, max_photos=2)
+    source = make_source(lfw, root / "source", train_people=train_people, test_people=test_people, max_photos=max_photos)
     quick = dataclasses.replace(
         params,
         validate=dataclasses.replace(params.validate, workers=1, min_valid_fraction=0.5),
-        prepare=dataclasses.replace(params.prepare, workers=1,
-                                    split=dataclasses.replace(params.prepare.split, val_fraction=0.25)),
+        prepare=dataclasses.replace(params.prepare, workers=1, mirror=mirror,
+                                    split=dataclasses.replace(params.prepare.split, val_fraction=val_fraction)),
     )
     steps.ingest_step(quick, root / "raw", str(source))
     steps.validate_step(quick, root / "raw", root / "validated")
     steps.prepare_step(quick, root / "raw", root / "validated", root / "prepared")
     return root / "prepared"
+
+
+@pytest.fixture(scope="session")
+def prepared_data(lfw_dir, tmp_path_factory, params):
+    """A small prepared data set (real LFW photos through ingest, validate and prepare)."""
+    return prepare_sample(lfw_dir, tmp_path_factory.mktemp("prepared"), params, train_people=14, test_people=4,
+                          max_photos=2, val_fraction=0.25)
 
 
 def tiny_training_params(params, **train_changes):

@@ -36,13 +36,15 @@ def test_metrics_behave():
     target = np.broadcast_to(ramp[None, :, None, None], (2, 32, 32, 3)).transpose(0, 2, 1, 3).astype(np.uint8).copy()
     mask = np.zeros((2, 32, 32), np.uint8)
     mask[:, 8:24, 8:24] = 255
-    assert np.allclose(PER_PHOTO["ssim"](target, target, mask), 1, atol=1e-4)
+    valid = np.full((2, 32, 32), 255, np.uint8)
+    assert np.allclose(PER_PHOTO["ssim"](target, target, mask, valid), 1, atol=1e-4)
     noisy = np.clip(target.astype(int) + rng.integers(-40, 40, target.shape), 0, 255).astype(np.uint8)
-    assert (PER_PHOTO["ssim"](noisy, target, mask) < 0.9).all()
-    assert (PER_PHOTO["psnr"](noisy, target, mask) < PER_PHOTO["psnr"](target, target, mask)).all()
+    assert (PER_PHOTO["ssim"](noisy, target, mask, valid) < 0.9).all()
+    assert (PER_PHOTO["psnr"](noisy, target, mask, valid) < PER_PHOTO["psnr"](target, target, mask, valid)).all()
     context_only = target.copy()
     context_only[:, :4] = 0  # damage outside the face mask only
-    assert (PER_PHOTO["psnr_context"](context_only, target, mask) < PER_PHOTO["psnr"](context_only, target, mask)).all()
+    assert (PER_PHOTO["psnr_context"](context_only, target, mask, valid)
+            < PER_PHOTO["psnr"](context_only, target, mask, valid)).all()
     a = rng.normal(size=(400, 8))
     assert frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
     assert frechet_distance(a, a + 3) == pytest.approx(9 * 8, rel=0.05)
@@ -65,6 +67,9 @@ def test_evaluate_writes_metrics_and_a_report_chromium_renders(prepared_data, ti
     result = evaluate(prepared_data, {"cascaded": tiny_model}, out, config, calibration=calibration)
 
     assert result["matcher_independent"] and "faceres" in result["matcher"]
+    # Six photos are too few for a five-fold two-sample test: it is left out, not reported noisy.
+    assert result["two_sample_test"]["folds_grouped_by"] == "identity" and result["two_sample_test"]["n_per_side"] is None
+    assert not any("c2st_auc" in values for values in result["methods"].values())
     methods = result["methods"]
     assert set(methods) == {*BASELINES, "cascaded", REAL_VS_REAL}
     for name in [*BASELINES, "cascaded"]:
@@ -120,18 +125,10 @@ def test_standard_fid_and_lpips_load_configured_weights(prepared_data, tmp_path,
 @pytest.fixture(scope="module")
 def larger_test_split(lfw_dir, tmp_path_factory, params):
     """~20 test and ~20 validation photos of disjoint identities: enough for a Fréchet distance."""
-    from conftest import make_source
+    from conftest import prepare_sample
 
-    root = tmp_path_factory.mktemp("fd")
-    source = make_source(lfw_dir, root / "source", train_people=60, test_people=14, max_photos=3)
-    quick = dataclasses.replace(
-        params, validate=dataclasses.replace(params.validate, workers=1, min_valid_fraction=0.5),
-        prepare=dataclasses.replace(params.prepare, workers=1, mirror=False,
-                                    split=dataclasses.replace(params.prepare.split, val_fraction=0.5)))
-    steps.ingest_step(quick, root / "raw", str(source))
-    steps.validate_step(quick, root / "raw", root / "validated")
-    steps.prepare_step(quick, root / "raw", root / "validated", root / "prepared")
-    return root / "prepared"
+    return prepare_sample(lfw_dir, tmp_path_factory.mktemp("fd"), params, train_people=60, test_people=14, max_photos=3,
+                          val_fraction=0.5, mirror=False)
 
 
 def test_frechet_distance_tells_real_photos_from_every_baseline(larger_test_split, tmp_path, params, monkeypatch):

@@ -22,6 +22,13 @@ def reconstruction_loss(output: torch.Tensor, target: torch.Tensor, kind: str) -
     return F.l1_loss(output, target) if kind == "l1" else F.mse_loss(output, target)
 
 
+def within_photo(output: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The output where the frame lies inside the photo, the target (its black padding) where the
+    crop ran past the photo's edge (valid 0): no loss term and no critic sees, or pulls on, pixels
+    that were never in the photo (28% of LFW frames have some)."""
+    return valid * output + (1 - valid) * target
+
+
 def lsgan_critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
     return 0.5 * ((real_scores - 1).pow(2).mean() + fake_scores.pow(2).mean())
 

@@ -139,7 +139,7 @@ def summary_table(status: dict) -> str:
                      f"{sum(m['steps'] for m in stages.values()):>7} {sum(m['train_seconds'] for m in stages.values()):>8.0f} "
                      f"{(list(stages.values())[-1]['images_per_second'] if stages else 0):>8.0f}  "
                      f"{','.join(map(str, model.get('capped_stages', []))) or '-'}")
-    columns = ("identity_match", "verified", "ssim", "ssim_context", "fd", "perceptual")
+    columns = ("identity_match", "verified", "ssim", "ssim_context", "fd", "c2st_auc", "perceptual")
     for set_name, evaluation in status["evaluations"].items():
         lines += ["", f"test set {set_name}: {evaluation['photos']} photos; FD {evaluation['fd_network']}",
                   f"{'method':<30}" + "".join(f"{c:>15}" for c in columns)]

@@ -23,7 +23,8 @@ import pandas as pd
 from facectx.assets import cache_root
 from facectx.config import EvaluateConfig
 from facectx.evaluation.baselines import BASELINES
-from facectx.evaluation.metrics import PER_PHOTO, frechet_distance
+from facectx.evaluation.metrics import PER_PHOTO, frechet_distance, within_photo
+from facectx.evaluation.two_sample import FOLDS, L2, identity_halves, two_sample_auc
 from facectx.io_utils import write_json, write_parquet
 from facectx.training.data import split_rows
 
@@ -38,6 +39,7 @@ class TestSet:
     mask: dict[int, np.ndarray]
     landmarks: np.ndarray  # (N, 68, 2)
     index: pd.DataFrame
+    valid: np.ndarray  # (N, 128, 128) uint8: 255 inside the photo, 0 where the crop ran past its edge
 
 
 def load_split(prepared_dir: str | os.PathLike, split: str, max_rows: int = 0, seed: int = 0) -> TestSet:
@@ -52,13 +54,12 @@ def load_split(prepared_dir: str | os.PathLike, split: str, max_rows: int = 0, s
                    masked={r: load(f"masked_{r}.npy") for r in meta["resolutions"]},
                    mask={r: load(f"mask_{r}.npy") for r in meta["resolutions"]},
                    landmarks=load("landmarks.npy"),
-                   index=pd.read_parquet(folder / "index.parquet").iloc[rows])
+                   index=pd.read_parquet(folder / "index.parquet").iloc[rows],
+                   valid=load(f"valid_{size}.npy"))
 
 
 def mean_training_frame(prepared_dir: str | os.PathLike, rows: int = 2000) -> np.ndarray:
     """The mean of a sample of training frames spread over identities (not the first rows: a few surnames)."""
-    from facectx.training.data import split_rows
-
     meta = json.loads((Path(prepared_dir) / "meta.json").read_text())
     folder = Path(prepared_dir) / "train"
     frames = np.load(folder / f"target_{max(meta['resolutions'])}.npy", mmap_mode="r")[split_rows(folder, rows, seed=0)]
@@ -137,7 +138,7 @@ def score_method(output: np.ndarray, output_features: np.ndarray, test: TestSet,
     """Per-photo metrics. Identity is the matcher's cosine over the WHOLE frame (original vs
     output): a face crop would mostly see the pasted-back face and score high whatever the context."""
     size = test.target.shape[1]
-    per_photo = {name: _batched(lambda s: fn(output[s], test.target[s], test.mask[size][s]), len(output), batch)
+    per_photo = {name: _batched(lambda s: fn(output[s], test.target[s], test.mask[size][s], test.valid[s]), len(output), batch)
                  for name, fn in PER_PHOTO.items()}
     per_photo["identity_match"] = (_unit_rows(output_features) * _unit_rows(target_features)).sum(1)
     if threshold is not None:
@@ -146,6 +147,17 @@ def score_method(output: np.ndarray, output_features: np.ndarray, test: TestSet,
     frame = pd.DataFrame(per_photo)
     frame.insert(0, "relative_path", test.index.relative_path.to_numpy())
     return frame
+
+
+def _realism(real: np.ndarray, real_identities: np.ndarray, other: np.ndarray, other_identities: np.ndarray) -> dict:
+    """The two-sample AUC as metrics (with the photos a side), or none when there are too few
+    photos for five folds: no figure rather than a noisy one."""
+    try:
+        found = two_sample_auc(real, real_identities, other, other_identities)
+    except ValueError as err:
+        log.warning("evaluate: no two-sample test: %s", err)
+        return {}
+    return {"c2st_auc": found["auc"], "c2st_auc_sd": found["auc_sd"], "c2st_n_per_side": float(found["n_per_side"])}
 
 
 def evaluate(prepared_dir: str | os.PathLike, models: dict[str, str | os.PathLike], out_dir: str | os.PathLike,
@@ -170,7 +182,10 @@ def evaluate(prepared_dir: str | os.PathLike, models: dict[str, str | os.PathLik
         mean_frame = mean_training_frame(prepared_dir)
         methods.update({name: make(mean_frame) for name, make in BASELINES.items()})
     methods.update({name: Hallucinator(path, device) for name, path in models.items()})
-    outputs = method_outputs(methods, test, config.batch_size)
+    # Where the frame ran past the photo every output shows the target's black padding: no metric
+    # rewards or punishes what was never in the photo (the pixel metrics also leave it out).
+    outputs = {name: within_photo(output, test.target, test.valid)
+               for name, output in method_outputs(methods, test, config.batch_size).items()}
 
     cache = cache_root() / "eval_stats"
     real_test = cached_features(nets, test.target, config.batch_size, cache, "test")
@@ -180,6 +195,12 @@ def evaluate(prepared_dir: str | os.PathLike, models: dict[str, str | os.PathLik
     fid_test = cached_features(fid_net, test.target, config.batch_size, cache, "test")["fd"]
     fid_val = cached_features(fid_net, val.target, config.batch_size, cache, "val")["fd"]
 
+    # The two-sample test: real test photos of one half of the identities against a method's
+    # outputs for the other half (both through the same feature network and code path).
+    identities = test.index.identity.to_numpy()
+    real_side = identity_halves(identities)
+    real_half = (fid_test[real_side], identities[real_side])
+
     per_photo, summary = [], {}
     for name, output in outputs.items():
         features = _features(nets, output, config.batch_size)
@@ -187,15 +208,23 @@ def evaluate(prepared_dir: str | os.PathLike, models: dict[str, str | os.PathLik
         per_photo.append(frame.assign(method=name))
         fid_features = _features(fid_net, output, config.batch_size)["fd"] if config.inception_weights else features["fd"]
         summary[name] = {**{k: float(v) for k, v in frame.drop(columns="relative_path").mean().items()},
-                         "fd": frechet_distance(fid_features, fid_test)}
-    summary[REAL_VS_REAL] = {"fd": frechet_distance(fid_val, fid_test)}
+                         "fd": frechet_distance(fid_features, fid_test),
+                         **_realism(*real_half, fid_features[~real_side], identities[~real_side])}
+    # The yardstick row: validation photos (other identities again) in a method's place.
+    summary[REAL_VS_REAL] = {"fd": frechet_distance(fid_val, fid_test),
+                             **_realism(*real_half, fid_val, val.index.identity.to_numpy())}
+    fd_network = f"standard FID: {fid_net.fd_name}" if config.inception_weights else fid_net.fd_name
     result = {
         "photos": int(len(test.target)),
         # Which test photos: versions are only compared on the same ones (registry gate).
         "test_set": hashlib.sha256("\n".join(test.index.relative_path).encode()).hexdigest()[:16],
         "matcher": nets.name, "matcher_independent": nets.independent,
-        "fd_network": f"standard FID: {fid_net.fd_name}" if config.inception_weights else fid_net.fd_name,
+        "fd_network": fd_network,
         "perceptual_network": perceptual.perceptual_name, "threshold": threshold,
+        "two_sample_test": {"features": fd_network, "classifier": f"standardised logistic regression (L2 {L2})",
+                            "folds": FOLDS, "folds_grouped_by": "identity",
+                            "n_per_side": summary[REAL_VS_REAL].get("c2st_n_per_side"),
+                            "sides": "real test photos of half the identities vs outputs for the other half's photos"},
         "calibration": {k: calibration[k] for k in ("threshold", "auc", "tpr_at_far", "pairs") if k in calibration}
         if calibration else None,
         "methods": summary,

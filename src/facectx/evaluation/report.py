@@ -14,7 +14,8 @@ from facectx.io_utils import atomic_path, png_bytes, write_png
 
 COLUMNS = [("identity_match", "identity match ↑"), ("verified", "verified ↑"), ("ssim", "SSIM ↑"),
            ("ssim_context", "SSIM context ↑"), ("psnr", "PSNR ↑"), ("psnr_context", "PSNR context ↑"),
-           ("fd", "FD ↓"), ("perceptual", "perceptual ↓")]
+           ("fd", "FD ↓"), ("c2st_auc", "two-sample AUC (0.5 = real) ↓"), ("c2st_auc_sd", "± sd"),
+           ("perceptual", "perceptual ↓")]
 
 
 def _data_uri(png: bytes) -> str:
@@ -87,7 +88,11 @@ Verification threshold: {_fmt(result['threshold'])}. Fréchet distance: {html.es
 Perceptual distance: {html.escape(result['perceptual_network'])}.</p>
 <h2>Results on LFW</h2>{results_table_html(result)}
 <p class="note">The row "{html.escape('real photos (val vs test)')}" is the Fréchet distance between two sets of real photos:
-a method that fools the feature space would come close to it.</p>
+a method that fools the feature space would come close to it. The two-sample AUC is how well a classifier
+({html.escape(result['two_sample_test']['classifier'])}, {result['two_sample_test']['folds']} folds grouped by identity, on the
+FD's features, {result['two_sample_test']['n_per_side'] or '—'} photos a side) tells a method's outputs from real photos of
+other people: 0.5 means it cannot. Pixels where the frame ran past the photo are the target's in every output and are left
+out of SSIM and PSNR.</p>
 <h2>The paper's figures</h2><p class="note">{html.escape(PAPER_SOURCE)}: another test set and other networks,
 shown for reference only.</p>{paper_table_html()}
 <h2>Plots</h2>{charts}

@@ -26,6 +26,7 @@ class Batch:
     mask: dict[int, torch.Tensor]  # (B, 1, r, r) in [0, 1]
     target: dict[int, torch.Tensor]  # (B, 3, r, r) in [-1, 1]
     landmarks: torch.Tensor  # (B, 68, 2), pixels of the largest frame
+    valid: dict[int, torch.Tensor]  # (B, 1, r, r) in [0, 1]: 0 where the frame ran past the photo
 
 
 def _to_image(x: torch.Tensor) -> torch.Tensor:
@@ -110,6 +111,10 @@ class ResidentShards:
         self.target = {r: load(f"target_{r}.npy") for r in resolutions}
         self.masked = {r: load(f"masked_{r}.npy") for r in resolutions}
         self.mask = {r: load(f"mask_{r}.npy") for r in resolutions}
+        if not (folder / f"valid_{max(resolutions)}.npy").is_file():
+            raise DataError(f"prepared data in {prepared_dir} have no validity masks (valid_<r>.npy): they were prepared "
+                            f"by an older facectx; run `facectx prepare` (dvc repro prepare) again")
+        self.valid = {r: load(f"valid_{r}.npy") for r in resolutions}
         self.landmarks = load("landmarks.npy")
         self.rows = len(self.landmarks)
         if self.rows == 0:
@@ -122,6 +127,7 @@ class ResidentShards:
             mask={r: _to_mask(t[index]) for r, t in self.mask.items()},
             target={r: _to_image(t[index]) for r, t in self.target.items()},
             landmarks=self.landmarks[index].float(),
+            valid={r: _to_mask(t[index]) for r, t in self.valid.items()},
         )
 
 
@@ -138,7 +144,8 @@ class ShardDataset(torch.utils.data.Dataset):
     def _open(self):
         if self._arrays is None:
             load = lambda name: np.load(self.folder / name, mmap_mode="r")  # noqa: E731
-            self._arrays = {(kind, r): load(f"{kind}_{r}.npy") for kind in ("target", "masked", "mask") for r in self.resolutions}
+            self._arrays = {(kind, r): load(f"{kind}_{r}.npy") for kind in ("target", "masked", "mask", "valid")
+                            for r in self.resolutions}
             self._arrays[("landmarks", 0)] = load("landmarks.npy")
         return self._arrays
 
@@ -161,4 +168,5 @@ def batch_from_items(items: dict, resolutions: tuple[int, ...], device: torch.de
         mask={r: _to_mask(move(items[f"mask_{r}"])) for r in resolutions},
         target={r: _to_image(move(items[f"target_{r}"])) for r in resolutions},
         landmarks=move(items["landmarks"]).float(),
+        valid={r: _to_mask(move(items[f"valid_{r}"])) for r in resolutions},
     )

@@ -29,7 +29,8 @@ import torch
 from facectx.config import Params, TrainConfig
 from facectx.evaluation.ssim import ssim
 from facectx.io_utils import write_json
-from facectx.losses import FaceFeatures, StageLoss, identity_distance, perceptual_network, stage_weights, to_unit
+from facectx.losses import (FaceFeatures, StageLoss, identity_distance, perceptual_network, stage_weights, to_unit,
+                            within_photo)
 from facectx.models.cascade import CascadeGenerator, ModelArgs, PatchDiscriminator
 from facectx.models.progan import ProgressiveGenerator
 from facectx.training.checkpoint import CheckpointError, config_hash, git_commit, load_checkpoint, read_meta, save_checkpoint
@@ -264,7 +265,7 @@ class StageTrainer:
             self.generator.alpha.fill_(self._alpha())
         parts = {}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            fake = self.g_forward(batch.masked, batch.mask)[s]
+            fake = within_photo(self.g_forward(batch.masked, batch.mask)[s], batch.target[s], batch.valid[s])
             critic = self.loss.critic_loss(batch.masked[s], batch.target[s], fake) if "adv" in self.weights else None
         if critic is not None:
             self.opt_d.zero_grad(set_to_none=True)
@@ -303,7 +304,7 @@ class StageTrainer:
         for start in range(0, rows, self.batch_size):
             batch = data.batch(torch.arange(start, min(rows, start + self.batch_size), device=self.device))
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                fake = self.generator(batch.masked, batch.mask)[s].float()
+                fake = within_photo(self.generator(batch.masked, batch.mask)[s].float(), batch.target[s], batch.valid[s])
             ssims.append(ssim(to_unit(fake), to_unit(batch.target[s])))
             distances.append(identity_distance(self.face.embedding(fake, batch.landmarks),
                                                self.face.embedding(batch.target[s], batch.landmarks)))
