@@ -30,10 +30,12 @@ def prepare_step(params: Params, raw_dir: str | os.PathLike, validated_dir: str 
 
 def train_stage_step(params: Params, stage: int, prepared_dir: str | os.PathLike, out_dir: str | os.PathLike,
                      init_dir: str | os.PathLike | None, resume_dir: str | os.PathLike, run_name: str = "cascade",
-                     deadline: float | None = None) -> dict:
+                     deadline: float | None = None, resume_uri: str | None = None) -> dict:
     """Train one stage, starting from init_dir (the previous stage's checkpoint folder); writes
     out_dir/checkpoint and out_dir/metrics.json; tracked in MLflow under the pipeline run.
-    deadline: a time.monotonic() value past which the stage stops cleanly, marked capped."""
+    deadline: a time.monotonic() value past which the stage stops cleanly, marked capped.
+    resume_uri: s3://bucket/prefix where the resume state is also kept (a Kubeflow pod's disk does
+    not outlive a preemption): pulled before training, pushed after each save, cleared at the end."""
     from pathlib import Path
 
     from facectx import tracking
@@ -45,9 +47,17 @@ def train_stage_step(params: Params, stage: int, prepared_dir: str | os.PathLike
     key = tracking.pipeline_key(f"{run_name}-{config_hash(settings)}-{data_version(prepared_dir)}")
     with tracking.stage_run(key, f"{run_name}/stage_{stage}", settings, tags={"facectx.model": params.model.kind},
                             config=params.tracking) as tracker:
+        remote = None
+        if resume_uri and params.train.resume_checkpoints:
+            from facectx.training.remote_state import RemoteResumeState
+
+            remote = RemoteResumeState(resume_uri, resume_dir, params.ingest.max_attempts)
+            remote.pull()
         trainer = StageTrainer(params, stage, Path(prepared_dir), Path(out_dir), Path(init_dir) if init_dir else None,
-                               Path(resume_dir), tracker, deadline=deadline)
+                               Path(resume_dir), tracker, deadline=deadline, on_resume_saved=remote and remote.push)
         result = trainer.run()
+        if remote is not None:
+            remote.clear()
     return {"stage": result.stage, "steps": result.steps, "images_per_second": result.images_per_second,
             "capped": result.capped, **result.val}
 

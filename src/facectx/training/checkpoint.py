@@ -31,6 +31,10 @@ def config_hash(settings: dict) -> str:
 
 
 def git_commit(cwd: str | os.PathLike = ".") -> str | None:
+    """The code's commit: FACECTX_GIT_COMMIT where the code has no .git (the container image
+    bakes it in at build time), else `git rev-parse HEAD`."""
+    if os.environ.get("FACECTX_GIT_COMMIT"):
+        return os.environ["FACECTX_GIT_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
         return out.stdout.strip() or None

@@ -120,8 +120,10 @@ class StageTrainer:
     """
 
     def __init__(self, params: Params, stage: int, prepared_dir: Path, out_dir: Path, init_dir: Path | None,
-                 resume_dir: Path, tracker=None, require_previous: bool = True, deadline: float | None = None):
+                 resume_dir: Path, tracker=None, require_previous: bool = True, deadline: float | None = None,
+                 on_resume_saved=None):
         self.params, self.stage, self.tracker, self.deadline = params, stage, tracker, deadline
+        self.on_resume_saved = on_resume_saved  # called with resume_dir after each resume save (e.g. a copy to S3)
         self.out_dir, self.resume_dir = Path(out_dir), Path(resume_dir)
         t = params.train
         self.device = resolve_device(t.device)
@@ -244,6 +246,8 @@ class StageTrainer:
     def _save_resume_state(self) -> None:
         save_checkpoint(self.resume_dir, {"generator": self.generator, "critic": self.critic},
                         {"generator": self.opt_g, "critic": self.opt_d}, self._meta())
+        if self.on_resume_saved is not None:
+            self.on_resume_saved(self.resume_dir)
 
     # ---------------------------------------------------------------- one step
 
