@@ -6,8 +6,8 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 from components.image import FACECTX_IMAGE
 
 
-@dsl.component(base_image=FACECTX_IMAGE)
-def evaluate(params_yaml: str, mlflow_tracking_uri: str, prepared: Input[Dataset], raw: Input[Dataset],
+@dsl.component(base_image=FACECTX_IMAGE, install_kfp_package=False)
+def evaluate(params_yaml: str, pipeline_run_id: str, mlflow_tracking_uri: str, prepared: Input[Dataset], raw: Input[Dataset],
              model: Input[Model], variants: Input[List[Model]], evaluation: Output[Artifact], report: Output[HTML],
              metrics: Output[Metrics]) -> float:
     """Score the cascade, the comparison models (each named by its `variant` metadata) and the
@@ -22,7 +22,8 @@ def evaluate(params_yaml: str, mlflow_tracking_uri: str, prepared: Input[Dataset
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
     models = {"cascade": os.path.join(model.path, "checkpoint")}
     models.update({variant.metadata["variant"]: os.path.join(variant.path, "checkpoint") for variant in variants})
-    result = evaluate_step(parse_params(params_yaml), prepared.path, raw.path, models, evaluation.path)
+    result = evaluate_step(parse_params(params_yaml), prepared.path, raw.path, models, evaluation.path,
+                           pipeline_run=pipeline_run_id)
     shutil.copy(os.path.join(evaluation.path, "report.html"), report.path)
     for method, values in result["methods"].items():
         for name, value in values.items():

@@ -4,7 +4,7 @@ from kfp.dsl import Dataset, Output
 from components.image import FACECTX_IMAGE
 
 
-@dsl.component(base_image=FACECTX_IMAGE)
+@dsl.component(base_image=FACECTX_IMAGE, install_kfp_package=False)
 def ingest(params_yaml: str, source: str, raw: Output[Dataset]) -> int:
     """Copy photos from `source` (folder or s3://) into the raw area; returns photos found."""
     from facectx.config import parse_params

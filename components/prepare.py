@@ -4,7 +4,7 @@ from kfp.dsl import Dataset, Input, Metrics, Output
 from components.image import FACECTX_IMAGE
 
 
-@dsl.component(base_image=FACECTX_IMAGE)
+@dsl.component(base_image=FACECTX_IMAGE, install_kfp_package=False)
 def prepare(params_yaml: str, raw: Input[Dataset], validated: Input[Dataset], prepared: Output[Dataset],
             metrics: Output[Metrics]) -> int:
     """Crops, masks, pyramid, identity-disjoint splits and shards; returns photos prepared."""

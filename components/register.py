@@ -4,8 +4,8 @@ from kfp.dsl import Artifact, Dataset, Input, Model
 from components.image import FACECTX_IMAGE
 
 
-@dsl.component(base_image=FACECTX_IMAGE)
-def register(params_yaml: str, mlflow_tracking_uri: str, model: Input[Model], evaluation: Input[Artifact],
+@dsl.component(base_image=FACECTX_IMAGE, install_kfp_package=False)
+def register(params_yaml: str, pipeline_run_id: str, mlflow_tracking_uri: str, model: Input[Model], evaluation: Input[Artifact],
              prepared: Input[Dataset], raw: Input[Dataset]) -> int:
     """Log the cascade as an MLflow pyfunc model and register it as `challenger`, with the
     evaluation's cascade metrics for the promotion gate; returns the new version."""
@@ -18,12 +18,13 @@ def register(params_yaml: str, mlflow_tracking_uri: str, model: Input[Model], ev
     from facectx.steps import register_step
 
     result = register_step(parse_params(params_yaml), os.path.join(model.path, "checkpoint"),
-                           os.path.join(evaluation.path, "metrics.json"), prepared_dir=prepared.path, raw_dir=raw.path)
+                           os.path.join(evaluation.path, "metrics.json"), prepared_dir=prepared.path, raw_dir=raw.path,
+                           pipeline_run=pipeline_run_id)
     return result["version"]
 
 
-@dsl.component(base_image=FACECTX_IMAGE)
-def promote(params_yaml: str, mlflow_tracking_uri: str, version: int) -> bool:
+@dsl.component(base_image=FACECTX_IMAGE, install_kfp_package=False)
+def promote(params_yaml: str, pipeline_run_id: str, mlflow_tracking_uri: str, version: int) -> bool:
     """Move `champion` to the challenger only if it wins on every registry.gate_metrics entry
     (no champion yet: promote); returns whether `version` is now the champion."""
     import os
@@ -34,4 +35,4 @@ def promote(params_yaml: str, mlflow_tracking_uri: str, version: int) -> bool:
     from facectx.config import parse_params
     from facectx.steps import promote_step
 
-    return bool(promote_step(parse_params(params_yaml), expected_version=version)["promoted"])
+    return bool(promote_step(parse_params(params_yaml), expected_version=version, pipeline_run=pipeline_run_id)["promoted"])

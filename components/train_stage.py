@@ -1,4 +1,4 @@
-from typing import List
+from typing import List, NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
@@ -6,12 +6,18 @@ from kfp.dsl import Dataset, Input, Metrics, Model, Output
 from components.image import FACECTX_IMAGE
 
 
-@dsl.component(base_image=FACECTX_IMAGE)
-def train_stage(params_yaml: str, stage: int, run_name: str, mlflow_tracking_uri: str, prepared: Input[Dataset],
-                model: Output[Model], metrics: Output[Metrics], previous: Input[Model] = None, variant: str = "") -> float:
+@dsl.component(base_image=FACECTX_IMAGE, install_kfp_package=False)
+def train_stage(params_yaml: str, stage: int, pipeline_run_id: str, mlflow_tracking_uri: str, resume_uri: str,
+                prepared: Input[Dataset], model: Output[Model], metrics: Output[Metrics], previous: Input[Model] = None,
+                variant: str = "", gpus: int = 1) -> float:
     """Train block `stage` from the previous stage's model (of the cascade, or of params'
-    variants.`variant`); returns the validation SSIM."""
+    variants.`variant`); returns the validation SSIM.
+
+    The resume state is kept in object storage under resume_uri/<run id>/<model>/stage_N, so a
+    retried pod (preempted, evicted) continues from the last save on whatever node it lands.
+    With several GPUs the stage trains with DDP, one process per GPU."""
     import os
+    import tempfile
 
     if mlflow_tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
@@ -19,19 +25,38 @@ def train_stage(params_yaml: str, stage: int, run_name: str, mlflow_tracking_uri
     from facectx.config import parse_params
     from facectx.steps import train_stage_step
 
-    init_dir = os.path.join(previous.path, "checkpoint") if previous is not None else None
-    # Resume state lives beside the output so a retried pod on the same volume continues.
-    result = train_stage_step(parse_params(params_yaml, variant=variant or None), stage, prepared.path, model.path,
-                              init_dir, os.path.join(model.path, "resume"), run_name)
-    model.metadata.update({"stage": stage, "variant": variant or "cascade", "framework": "pytorch", "format": "safetensors"})
-    for name, value in result.items():
-        metrics.log_metric(name, float(value))
+    name = variant or "cascade"
+    params = parse_params(params_yaml, variant=variant or None)
+    arguments = dict(params=params, stage=stage, prepared_dir=prepared.path, out_dir=model.path,
+                     init_dir=os.path.join(previous.path, "checkpoint") if previous is not None else None,
+                     resume_dir=os.path.join(tempfile.gettempdir(), "facectx-resume", name, f"stage_{stage}"),
+                     run_name=name, pipeline_run=pipeline_run_id,
+                     resume_uri=f"{resume_uri.rstrip('/')}/{pipeline_run_id}/{name}/stage_{stage}" if resume_uri else None)
+    if gpus > 1:
+        from facectx.training.distributed import run_processes
+
+        result = run_processes(gpus, train_stage_step, **arguments)
+    else:
+        result = train_stage_step(**arguments)
+    model.metadata.update({"stage": stage, "variant": name, "framework": "pytorch", "format": "safetensors"})
+    for key, value in result.items():
+        metrics.log_metric(key, float(value))
     return result["val_ssim"]
 
 
-@dsl.component(base_image=FACECTX_IMAGE)
-def compared_variants(params_yaml: str) -> List[str]:
-    """params' `compare`: the comparison models (ProGAN variant, ablations) to train beside the cascade."""
-    from facectx.config import parse_params
+@dsl.component(base_image=FACECTX_IMAGE, install_kfp_package=False)
+def resolve_params(params_yaml: str, profile: str, compare: str, compiled_stages: List[int]) -> NamedTuple(
+        "Resolved", [("params_yaml", str), ("compare", List[str])]):
+    """The params every later step reads: params_yaml with the submitted profile and comparison
+    list applied and checked; and the comparison models to train beside the cascade. The stage
+    chain is fixed when the pipeline is compiled, so params asking for other stages are refused."""
+    from collections import namedtuple
 
-    return list(parse_params(params_yaml).compare)
+    from facectx.config import parse_params, resolve_params_text
+
+    text = resolve_params_text(params_yaml, profile, compare)
+    params = parse_params(text)
+    if list(params.train.stages) != list(compiled_stages):
+        raise ValueError(f"params' train.stages {list(params.train.stages)} differ from the stages this pipeline was "
+                         f"compiled for {list(compiled_stages)}: compile it again (facectx pipeline compile)")
+    return namedtuple("Resolved", ["params_yaml", "compare"])(text, list(params.compare))

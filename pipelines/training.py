@@ -1,57 +1,78 @@
-"""The training pipeline: ingest -> validate -> prepare -> train@8 ... train@128 (the cascade, and
-in parallel each comparison model params' `compare` names) -> evaluate -> register -> promote, one
-GAN stage per step on a GPU node, each starting from the previous stage's model."""
-import json
-from pathlib import Path
+"""The training pipeline: ingest -> validate -> prepare -> train@<each of train.stages> (the
+cascade, and in parallel each comparison model named by `compare`) -> evaluate -> register ->
+promote; one GAN stage per step on a GPU node, each starting from the previous stage's model.
 
-import yaml
+The stage chain is read from params' train.stages when the pipeline is built (compiled); the
+profile and the comparison list are parameters of each run. Every step receives the Kubeflow run
+id, so each run is its own MLflow pipeline run (a run per model with a run per stage under it,
+and evaluation, registration and promotion beside them).
+
+Caching: off for every step with side effects or changing input (ingest reads a prefix whose
+contents change; training, evaluation, registration and promotion log to MLflow); validate and
+prepare are pure functions of their inputs and may be reused.
+"""
 from kfp import dsl
 
 from components.evaluate import evaluate
 from components.ingest import ingest
 from components.prepare import prepare
 from components.register import promote, register
-from components.train_stage import compared_variants, train_stage
+from components.train_stage import resolve_params, train_stage
 from components.validate import validate
-from pipelines.gpu import MLFLOW_URI, on_gpu, with_services
-
-REPO = Path(__file__).resolve().parents[1]
-# One line of JSON (valid YAML): kfp copies defaults into a header comment, where a multi-line
-# string would break the compiled file.
-DEFAULT_PARAMS_YAML = json.dumps(yaml.safe_load((REPO / "params.yaml").read_text()))
-STAGES = (8, 16, 32, 64, 128)
+from facectx.config import DEFAULT_PARAMS_FILE, Params, load_params, pipeline_params_text
+from pipelines.gpu import MLFLOW_URI, RESUME_URI, on_gpu, with_services
 
 
-def training_steps(params_yaml, prepared, run_name, mlflow_tracking_uri, variant="", label="cascade", stages=STAGES):
-    """train@8 ... train@N chained through their models; returns the last task."""
+def training_steps(stages, params_yaml, prepared, run_id, mlflow_tracking_uri, resume_uri, gpus, variant="",
+                   label="cascade"):
+    """train@first ... train@last chained through their models; returns the last task."""
     previous = None
     for stage in stages:
         inputs = {"previous": previous.outputs["model"]} if previous is not None else {}
-        task = train_stage(params_yaml=params_yaml, stage=stage, run_name=run_name, mlflow_tracking_uri=mlflow_tracking_uri,
-                           prepared=prepared, variant=variant, **inputs)
-        previous = on_gpu(task.set_display_name(f"{label} train@{stage}"))
+        task = train_stage(params_yaml=params_yaml, stage=stage, pipeline_run_id=run_id, mlflow_tracking_uri=mlflow_tracking_uri,
+                           resume_uri=resume_uri, prepared=prepared, variant=variant, gpus=gpus, **inputs)
+        previous = on_gpu(task.set_display_name(f"{label} train@{stage}").set_caching_options(False), gpus)
     return previous
 
 
-@dsl.pipeline(name="facectx-training", description="Hallucinating face context: the cascaded multi-scale GAN")
-def training_pipeline(source: str = "", params_yaml: str = DEFAULT_PARAMS_YAML, run_name: str = "cascade",
-                      mlflow_tracking_uri: str = MLFLOW_URI):
-    """`source` overrides params' ingest.source (a folder on the node, or s3://bucket/prefix)."""
-    raw = with_services(ingest(params_yaml=params_yaml, source=source).set_display_name("ingest"))
-    checked = validate(params_yaml=params_yaml, raw=raw.outputs["raw"]).set_display_name("validate")
-    prepared = prepare(params_yaml=params_yaml, raw=raw.outputs["raw"], validated=checked.outputs["validated"])
-    prepared.set_display_name("prepare").set_cpu_request("4").set_memory_request("8G")
-    last = training_steps(params_yaml, prepared.outputs["prepared"], run_name, mlflow_tracking_uri)
-    # The comparison models named by params' `compare` train in parallel, each its own chain.
-    compared = compared_variants(params_yaml=params_yaml).set_display_name("compared variants")
-    with dsl.ParallelFor(items=compared.output) as variant:
-        variant_last = training_steps(params_yaml, prepared.outputs["prepared"], variant, mlflow_tracking_uri,
-                                      variant=variant, label="variant")
-    scored = evaluate(params_yaml=params_yaml, mlflow_tracking_uri=mlflow_tracking_uri, prepared=prepared.outputs["prepared"],
-                      raw=raw.outputs["raw"], model=last.outputs["model"], variants=dsl.Collected(variant_last.outputs["model"]))
-    with_services(scored.set_display_name("evaluate").set_cpu_request("8").set_memory_request("16G"))
-    registered = register(params_yaml=params_yaml, mlflow_tracking_uri=mlflow_tracking_uri, model=last.outputs["model"],
-                          evaluation=scored.outputs["evaluation"], prepared=prepared.outputs["prepared"], raw=raw.outputs["raw"])
-    with_services(registered.set_display_name("register"))
-    with_services(promote(params_yaml=params_yaml, mlflow_tracking_uri=mlflow_tracking_uri,
-                          version=registered.output).set_display_name("promote"))
+def build_training_pipeline(params: Params | None = None, gpus_per_stage: int = 1, parallelism: int = 0,
+                            params_file=DEFAULT_PARAMS_FILE):
+    """The pipeline for params' stage list. gpus_per_stage: GPUs (DDP processes) per training
+    step; parallelism: how many compared models train at once (0: all), which caps the GPUs a run
+    asks for at (1 + parallelism) x gpus_per_stage."""
+    params = params or load_params(params_file)
+    stages = list(params.train.stages)
+    default_params = pipeline_params_text(params_file)
+
+    @dsl.pipeline(name="facectx-training", description="Hallucinating face context: the cascaded multi-scale GAN")
+    def training_pipeline(source: str, profile: str = "paper", compare: str = "", params_yaml: str = default_params,
+                          mlflow_tracking_uri: str = MLFLOW_URI, resume_uri: str = RESUME_URI):
+        """source: the photos (s3://bucket/prefix, or a folder the pods can read); profile: params'
+        profile (paper, quick); compare: comma-separated variants to train beside the cascade
+        (empty: params' compare); resume_uri: where training keeps resume state ('' for none)."""
+        run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+        resolved = resolve_params(params_yaml=params_yaml, profile=profile, compare=compare, compiled_stages=stages)
+        resolved.set_display_name("params").set_caching_options(False)
+        settings = resolved.outputs["params_yaml"]
+        raw = with_services(ingest(params_yaml=settings, source=source).set_display_name("ingest").set_caching_options(False))
+        checked = validate(params_yaml=settings, raw=raw.outputs["raw"]).set_display_name("validate")
+        prepared = prepare(params_yaml=settings, raw=raw.outputs["raw"], validated=checked.outputs["validated"])
+        prepared.set_display_name("prepare").set_cpu_request("4").set_memory_request("8G")
+        last = training_steps(stages, settings, prepared.outputs["prepared"], run_id, mlflow_tracking_uri, resume_uri,
+                              gpus_per_stage)
+        # The comparison models train in parallel, each its own chain, at most `parallelism` at once.
+        with dsl.ParallelFor(items=resolved.outputs["compare"], parallelism=parallelism) as variant:
+            variant_last = training_steps(stages, settings, prepared.outputs["prepared"], run_id, mlflow_tracking_uri,
+                                          resume_uri, gpus_per_stage, variant=variant, label="variant")
+        scored = evaluate(params_yaml=settings, pipeline_run_id=run_id, mlflow_tracking_uri=mlflow_tracking_uri,
+                          prepared=prepared.outputs["prepared"], raw=raw.outputs["raw"], model=last.outputs["model"],
+                          variants=dsl.Collected(variant_last.outputs["model"]))
+        with_services(scored.set_display_name("evaluate").set_caching_options(False).set_cpu_request("8").set_memory_request("16G"))
+        registered = register(params_yaml=settings, pipeline_run_id=run_id, mlflow_tracking_uri=mlflow_tracking_uri,
+                              model=last.outputs["model"], evaluation=scored.outputs["evaluation"],
+                              prepared=prepared.outputs["prepared"], raw=raw.outputs["raw"])
+        with_services(registered.set_display_name("register").set_caching_options(False))
+        with_services(promote(params_yaml=settings, pipeline_run_id=run_id, mlflow_tracking_uri=mlflow_tracking_uri,
+                              version=registered.output).set_display_name("promote").set_caching_options(False))
+
+    return training_pipeline

@@ -141,3 +141,18 @@ def tiny_training_params(params, **train_changes):
                     checkpoint_every_steps=2, device="cpu", deterministic=True, compile=False)
     train = dataclasses.replace(params.train, **{**settings, **train_changes})
     return dataclasses.replace(params, model=model, train=train)
+
+
+def with_stage_256(params):
+    """params with a 256 px stage added after 128 (frames, pyramid, stages and per-stage lists):
+    what a user changes in params.yaml alone to train one resolution further."""
+    def extend(values):
+        return (*values, values[-1])
+
+    crop = dataclasses.replace(params.crop, size_px=256)
+    prepare = dataclasses.replace(params.prepare, resolutions=(*params.prepare.resolutions, 256))
+    train = dataclasses.replace(params.train, stages=(*params.train.stages, 256), epochs=extend(params.train.epochs),
+                                batch_size=extend(params.train.batch_size))
+    losses = dataclasses.replace(params.losses, lambda_adv=extend(params.losses.lambda_adv),
+                                 lambda_id=extend(params.losses.lambda_id), lambda_pc=extend(params.losses.lambda_pc))
+    return dataclasses.replace(params, crop=crop, prepare=prepare, train=train, losses=losses)

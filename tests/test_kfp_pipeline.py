@@ -1,62 +1,101 @@
-"""The Kubeflow pipeline compiles, and runs end to end with kfp.local on real photos."""
+"""The Kubeflow pipeline compiles with the stage list, retries, caching and run id it needs on a
+cluster, and runs end to end with kfp.local on real photos."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
 import yaml
-from kfp import local
+from kfp import compiler, local
 from mlflow.tracking import MlflowClient
 
-from pipelines.compile import compile_all
+from pipelines.training import build_training_pipeline
+
+TRAINING_TASKS = ("train-stage",)
 
 
-def test_pipeline_compiles_without_credentials(tmp_path, monkeypatch):
+def _compile(params, path, **options):
+    compiler.Compiler().compile(build_training_pipeline(params, **options), str(path))
+    docs = list(yaml.safe_load_all(path.read_text()))
+    return path.read_text(), docs[0], docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def _component_of(spec, task: dict) -> str:
+    return spec["components"][task["componentRef"]["name"]]["executorLabel"]
+
+
+def test_pipeline_compiles_for_a_cluster(tmp_path, monkeypatch, params):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "must-not-leak-into-yaml")
-    [path] = compile_all(tmp_path)
-    text = path.read_text()
+    text, spec, executors = _compile(params, tmp_path / "training.yaml", gpus_per_stage=2, parallelism=1)
     assert "must-not-leak-into-yaml" not in text
-    spec = yaml.safe_load_all(text).__next__()
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    assert {"source", "profile", "compare", "params_yaml", "mlflow_tracking_uri", "resume_uri"} <= set(inputs)
+    assert "isOptional" not in inputs["source"]  # required: no machine-local default
+    default_params = yaml.safe_load(inputs["params_yaml"]["defaultValue"])
+    assert default_params["ingest"]["source"] == "" and inputs["profile"]["defaultValue"] == "paper"
+
     tasks = spec["root"]["dag"]["tasks"]
-    assert {"ingest", "validate", "prepare", "train-stage", "train-stage-5", "evaluate", "register", "promote"} <= set(tasks)
-    assert "train-stage-5" in tasks["evaluate"]["dependentTasks"]
-    assert {"evaluate", "train-stage-5"} <= set(tasks["register"]["dependentTasks"])
-    assert tasks["promote"]["dependentTasks"] == ["register"]
-    # params' compare (the ProGAN variant by default): a parallel chain of five GPU stages per variant
+    train = [name for name in tasks if name.startswith("train-stage")]
+    assert len(train) == len(params.train.stages)  # the chain is params' stage list
+    assert {"resolve-params", "ingest", "validate", "prepare", "evaluate", "register", "promote"} <= set(tasks)
+    assert tasks["prepare"]["dependentTasks"] == ["ingest", "resolve-params", "validate"]
+    # every step that logs or reads changing input runs every time; the pure data steps may be reused
+    for name in ("resolve-params", "ingest", "evaluate", "register", "promote", *train):
+        assert not tasks[name].get("cachingOptions", {}).get("enableCache"), name
+    assert tasks["validate"]["cachingOptions"]["enableCache"]
+    # the Kubeflow run id reaches MLflow as an input of every step that tracks
+    for name in ("evaluate", "register", "promote", *train):
+        run_id = tasks[name]["inputs"]["parameters"]["pipeline_run_id"]["runtimeValue"]["constant"]
+        assert run_id == "{{$.pipeline_job_uuid}}", name
+    for name in train:
+        assert tasks[name]["retryPolicy"]["maxRetryCount"] == 3
+        assert tasks[name]["inputs"]["parameters"]["gpus"]["runtimeValue"]["constant"] == 2
     loop = next(name for name in tasks if name.startswith("for-loop"))
-    assert "compared-variants" in tasks[loop]["dependentTasks"] and loop in tasks["evaluate"]["dependentTasks"]
+    assert tasks[loop]["iteratorPolicy"]["parallelismLimit"] == 1
+    assert loop in tasks["evaluate"]["dependentTasks"]
     variant_tasks = spec["components"][tasks[loop]["componentRef"]["name"]]["dag"]["tasks"]
-    assert len(variant_tasks) == 5
-    assert tasks["prepare"]["dependentTasks"] == ["ingest", "validate"]
-    assert tasks["train-stage-2"]["dependentTasks"] == ["prepare", "train-stage"]  # 16 starts from 8
-    platform = list(yaml.safe_load_all(text))[1]
-    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for gpu_step in (executors["exec-train-stage"], executors["exec-train-stage-6"]):  # cascade, first variant stage
-        assert gpu_step["tolerations"][0]["key"] == "nvidia.com/gpu"
-        assert gpu_step["secretAsEnv"][0]["secretName"] == "facectx-s3"
-    resources = spec["deploymentSpec"]["executors"]["exec-train-stage"]["container"]["resources"]
-    assert resources["accelerator"]["resourceCount"] == "1"
+    assert len(variant_tasks) == len(params.train.stages)
+    for label, executor in spec["deploymentSpec"]["executors"].items():
+        command = " ".join(executor["container"]["command"])
+        assert "pip install" not in command, label  # kfp is in the image
+        assert not any(e.get("name") == "FACECTX_PIPELINE_RUN" for e in executor["container"].get("env", []))
+    trainer = _component_of(spec, tasks["train-stage"])
+    assert spec["deploymentSpec"]["executors"][trainer]["container"]["resources"]["accelerator"]["resourceCount"] == "2"
+    assert executors[trainer]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert executors[trainer]["secretAsEnv"][0]["secretName"] == "facectx-s3"
 
 
-def test_pipeline_runs_locally(sample_source, tmp_path, params, monkeypatch):
+def test_compiled_chain_follows_params_stages(tmp_path, params):
+    from conftest import with_stage_256
+
+    _, spec, _ = _compile(with_stage_256(params), tmp_path / "training.yaml")
+    tasks = spec["root"]["dag"]["tasks"]
+    stages = sorted(task["inputs"]["parameters"]["stage"]["runtimeValue"]["constant"]
+                    for name, task in tasks.items() if name.startswith("train-stage"))
+    assert stages == [8, 16, 32, 64, 128, 256]
+
+
+def test_pipeline_runs_locally_with_a_256px_stage(sample_source, tmp_path, params, monkeypatch):
+    """A 256 px stage added in params trains through kfp.local: data, the six-stage cascade and the
+    ProGAN chain, evaluation, registration and promotion, all in one MLflow pipeline run."""
+    from conftest import tiny_training_params, with_stage_256
     from facectx.config import dump_params
-    import dataclasses
 
-    from conftest import tiny_training_params
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     monkeypatch.chdir(tmp_path)
-    quick = tiny_training_params(params, max_train_rows=8, val_rows=2)
+    quick = with_stage_256(tiny_training_params(params, max_train_rows=8, val_rows=2))
     quick = dataclasses.replace(quick, evaluate=dataclasses.replace(params.evaluate, max_photos=4, batch_size=4,
                                                                     calibration_pairs=20),
                                 validate=dataclasses.replace(params.validate, workers=1, min_valid_fraction=0.5),
-                                prepare=dataclasses.replace(params.prepare, workers=1, split=dataclasses.replace(
+                                prepare=dataclasses.replace(quick.prepare, workers=1, split=dataclasses.replace(
                                     params.prepare.split, val_fraction=0.4)))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
-    from pipelines.training import training_pipeline
+    pipeline = build_training_pipeline(quick)
 
-    run = training_pipeline(source=str(sample_source), params_yaml=dump_params(quick),
-                            mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = pipeline(source=str(sample_source), params_yaml=dump_params(quick), profile="", mlflow_tracking_uri=store,
+                   resume_uri="")
     assert run is not None
     metrics_files = list((tmp_path / "kfp").rglob("metrics.json"))
     prepared = [p.parent for p in metrics_files if (p.parent / "train" / "index.parquet").is_file()]
@@ -65,12 +104,22 @@ def test_pipeline_runs_locally(sample_source, tmp_path, params, monkeypatch):
     assert metrics["prepared"] + metrics["quarantined"] == metrics["photos_found"] == len(list(sample_source.rglob("*.jpg")))
     assert len(pd.read_parquet(prepared[0] / "test" / "index.parquet")) > 0
     final = [json.loads(p.read_text()) for p in (tmp_path / "kfp").rglob("checkpoint/meta.json")]
-    assert sorted(meta["model_args"]["kind"] for meta in final if meta["stage"] == 128) == ["cascade", "progan"]
+    assert sorted(meta["model_args"]["kind"] for meta in final if meta["stage"] == 256) == ["cascade", "progan"]
     reports = list((tmp_path / "kfp").rglob("report.html"))
     assert reports and "cascade" in reports[0].read_text() and "progan" in reports[0].read_text()
-    # register -> promote: the first version of the model becomes champion, with the gate metrics
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    client = MlflowClient(store)
     champion = client.get_model_version_by_alias(quick.registry.model_name, "champion")
-    assert int(champion.version) == 1
-    assert int(client.get_model_version_by_alias(quick.registry.model_name, "challenger").version) == 1
-    assert float(champion.tags["metric.fd"]) > 0
+    assert int(champion.version) == 1 and float(champion.tags["metric.fd"]) > 0
+    # One pipeline run, keyed by the kfp run id: a run per model holding its stages; evaluation,
+    # registration and promotion beside them.
+    runs = client.search_runs([client.get_experiment_by_name("facectx").experiment_id], max_results=200)
+    parents = [r for r in runs if "facectx.pipeline_key" in r.data.tags]
+    assert len(parents) == 1
+    parent = parents[0].info.run_id
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent}
+    assert {"cascade", "progan", "evaluate", "register-facectx-cascade"} <= set(children)
+    assert any(name.startswith("promote-") for name in children)
+    cascade_stages = sorted(r.info.run_name for r in runs
+                            if r.data.tags.get("mlflow.parentRunId") == children["cascade"].info.run_id)
+    assert cascade_stages == sorted(f"cascade/stage_{s}" for s in quick.train.stages)

@@ -14,7 +14,10 @@ log = logging.getLogger("facectx")
 RAW_DIR = "data/raw"
 VALIDATED_DIR = "data/validated"
 PREPARED_DIR = "data/prepared"
-MODELS_DIR = "models"
+MODELS_DIR = "models/cascade"  # the cascade's stages: stage_N/{checkpoint, metrics.json, losses.csv}
+VARIANTS_DIR = "models/variants"  # one folder like it per compared model
+RESUME_DIR = "models/resume"  # resume state per model (outside DVC's outputs, which a re-run deletes)
+METRICS_DIR = "models/metrics"  # each model's per-stage validation metrics (DVC metrics)
 EVAL_DIR = "reports/evaluation"
 
 
@@ -34,14 +37,28 @@ def _run_name(args) -> str:
     return args.run_name or args.variant or "cascade"
 
 
+def _model_dirs(args) -> tuple[str, str]:
+    """This model's folder and resume folder: the cascade's, or the variant's beside it."""
+    name = args.variant or "cascade"
+    models_dir = args.models_dir or (MODELS_DIR if not args.variant else f"{VARIANTS_DIR}/{name}")
+    return models_dir, args.resume_dir or f"{RESUME_DIR}/{name}"
+
+
 def _train_stage(args, params):
-    dirs = steps.stage_dirs(params, args.stage, args.models_dir)
-    return steps.train_stage_step(params, args.stage, args.prepared_dir, run_name=_run_name(args), **dirs)
+    models_dir, resume_root = _model_dirs(args)
+    dirs = steps.stage_dirs(params, args.stage, models_dir, resume_root)
+    return steps.train_stage_step(params, args.stage, args.prepared_dir, run_name=_run_name(args),
+                                  resume_uri=args.resume_uri, **dirs)
 
 
 def _train(args, params):
     cap = args.cap_minutes * 60 if args.cap_minutes else None
-    return steps.train_stages_step(params, args.prepared_dir, args.models_dir, _run_name(args), cap_seconds=cap)
+    models_dir, resume_root = _model_dirs(args)
+    results = steps.train_stages_step(params, args.prepared_dir, models_dir, _run_name(args), cap_seconds=cap,
+                                      resume_root=resume_root, resume_uri=args.resume_uri)
+    if args.metrics_file:
+        steps.write_stage_metrics(results, args.metrics_file)
+    return results
 
 
 def _evaluate(args, params):
@@ -50,11 +67,11 @@ def _evaluate(args, params):
         # The cascade and every variant params' `compare` names (trained by DVC's train_variant@NAME).
         models = {"cascade": _last_checkpoint(args, params)}
         for name in params.compare:
-            variant_dir = Path(args.models_dir) / "variants" / name
+            variant_dir = Path(args.variants_dir) / name
             checkpoint = steps.final_checkpoint(params, variant_dir)
             if not checkpoint.is_dir():
                 raise FileNotFoundError(f"variant {name!r} (params compare) has no checkpoint at {checkpoint}: train it with "
-                                        f"`facectx --variant {name} train --models-dir {variant_dir}`")
+                                        f"`facectx --variant {name} train`")
             models[name] = str(checkpoint)
     return steps.evaluate_step(params, args.prepared_dir, args.raw_dir, models, args.out_dir)
 
@@ -134,17 +151,23 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--out-dir", default=PREPARED_DIR)
     step.set_defaults(run=_prepare)
 
-    step = steps.add_parser("train-stage", help="train block N from block N/2's checkpoint")
-    step.add_argument("--stage", type=int, required=True, help="resolution of the block: 8, 16, 32, 64 or 128")
-    step.add_argument("--prepared-dir", default=PREPARED_DIR)
-    step.add_argument("--models-dir", default=MODELS_DIR)
-    step.add_argument("--run-name", help="names the MLflow pipeline run (default: the variant, else cascade)")
+    def model_folders(step):
+        step.add_argument("--prepared-dir", default=PREPARED_DIR)
+        step.add_argument("--models-dir", help=f"this model's folder (default: {MODELS_DIR}, or {VARIANTS_DIR}/VARIANT)")
+        step.add_argument("--resume-dir", help=f"resume state (default: {RESUME_DIR}/cascade or VARIANT)")
+        step.add_argument("--resume-uri", help="also keep the resume state at s3://bucket/prefix (one stage: that prefix; "
+                                               "train: PREFIX/stage_N), so a run on another machine continues it")
+        step.add_argument("--run-name", help="names the MLflow pipeline run (default: the variant, else cascade)")
+
+    step = steps.add_parser("train-stage", help="train one stage of train.stages from the previous one's checkpoint "
+                                                "(under torchrun: with DDP, one process per GPU)")
+    step.add_argument("--stage", type=int, required=True, help="the stage's resolution, one of params' train.stages")
+    model_folders(step)
     step.set_defaults(run=_train_stage)
 
-    step = steps.add_parser("train", help="train every stage in order, each from the previous one's checkpoint")
-    step.add_argument("--prepared-dir", default=PREPARED_DIR)
-    step.add_argument("--models-dir", default=MODELS_DIR)
-    step.add_argument("--run-name", help="names the MLflow pipeline run (default: the variant, else cascade)")
+    step = steps.add_parser("train", help="train every stage of train.stages in order, each from the previous one's checkpoint")
+    model_folders(step)
+    step.add_argument("--metrics-file", help="write each stage's validation metrics here (JSON; what DVC tracks)")
     step.add_argument("--cap-minutes", type=float, help="wall-clock budget for all stages; a stage past its share stops "
                                                          "cleanly, keeps its checkpoint and is marked capped")
     step.set_defaults(run=_train)
@@ -152,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     step = steps.add_parser("evaluate", help="score models and baselines on the test split; report")
     step.add_argument("--prepared-dir", default=PREPARED_DIR)
     step.add_argument("--raw-dir", default=RAW_DIR, help="LFW pairs here calibrate the verification threshold")
-    step.add_argument("--models-dir", default=MODELS_DIR)
+    step.add_argument("--models-dir", default=MODELS_DIR, help="the cascade's folder (default: %(default)s)")
+    step.add_argument("--variants-dir", default=VARIANTS_DIR, help="the compared models' folders (default: %(default)s)")
     step.add_argument("--model", action="append", metavar="NAME=CHECKPOINT_DIR",
                       help="a model to score (repeatable); default: the cascade's last stage and the variants params' compare names")
     step.add_argument("--baselines-only", action="store_true")

@@ -12,6 +12,8 @@ def ingest_step(params: Params, raw_dir: str | os.PathLike, source: str | None =
     from facectx.data.ingest import ingest
 
     config = dataclasses.replace(params.ingest, source=source) if source else params.ingest
+    if not config.source:
+        raise ValueError("no photo source: set ingest.source in params, or pass a source (a folder or s3://bucket/prefix)")
     return ingest(config, raw_dir)
 
 
@@ -30,12 +32,13 @@ def prepare_step(params: Params, raw_dir: str | os.PathLike, validated_dir: str 
 
 def train_stage_step(params: Params, stage: int, prepared_dir: str | os.PathLike, out_dir: str | os.PathLike,
                      init_dir: str | os.PathLike | None, resume_dir: str | os.PathLike, run_name: str = "cascade",
-                     deadline: float | None = None, resume_uri: str | None = None) -> dict:
+                     deadline: float | None = None, resume_uri: str | None = None, pipeline_run: str | None = None) -> dict:
     """Train one stage, starting from init_dir (the previous stage's checkpoint folder); writes
     out_dir/checkpoint and out_dir/metrics.json; tracked in MLflow under the pipeline run.
     deadline: a time.monotonic() value past which the stage stops cleanly, marked capped.
     resume_uri: s3://bucket/prefix where the resume state is also kept (a Kubeflow pod's disk does
-    not outlive a preemption): pulled before training, pushed after each save, cleared at the end."""
+    not outlive a preemption): pulled before training, pushed after each save, cleared at the end.
+    pipeline_run: the MLflow pipeline run's key (Kubeflow's run id); default: settings + data."""
     from pathlib import Path
 
     from facectx import tracking
@@ -44,7 +47,7 @@ def train_stage_step(params: Params, stage: int, prepared_dir: str | os.PathLike
     from facectx.training.loop import StageTrainer, training_settings
 
     settings = training_settings(params)
-    key = tracking.pipeline_key(f"{run_name}-{config_hash(settings)}-{data_version(prepared_dir)}")
+    key = pipeline_run or tracking.pipeline_key(f"{run_name}-{config_hash(settings)}-{data_version(prepared_dir)}")
     with tracking.stage_run(key, f"{run_name}/stage_{stage}", settings, tags={"facectx.model": params.model.kind},
                             config=params.tracking) as tracker:
         remote = None
@@ -63,12 +66,14 @@ def train_stage_step(params: Params, stage: int, prepared_dir: str | os.PathLike
 
 
 def train_stages_step(params: Params, prepared_dir: str | os.PathLike, models_dir: str | os.PathLike,
-                      run_name: str = "cascade", cap_seconds: float | None = None) -> dict:
+                      run_name: str = "cascade", cap_seconds: float | None = None,
+                      resume_root: str | os.PathLike | None = None, resume_uri: str | None = None) -> dict:
     """Every stage of train.stages in order, each from the previous stage's checkpoint (one DVC
-    stage per comparison model); returns each stage's result by resolution.
+    stage per model); returns each stage's result by resolution.
 
     cap_seconds: a wall-clock budget for the whole model. Each stage may use an equal share of
-    what is left when it starts, so time a stage does not need passes on to the later ones."""
+    what is left when it starts, so time a stage does not need passes on to the later ones.
+    resume_uri: s3://bucket/prefix; each stage keeps its resume state under PREFIX/stage_N."""
     import time
 
     results, stages = {}, list(params.train.stages)
@@ -76,12 +81,25 @@ def train_stages_step(params: Params, prepared_dir: str | os.PathLike, models_di
     for i, stage in enumerate(stages):
         deadline = time.monotonic() + (end - time.monotonic()) / (len(stages) - i) if end else None
         results[stage] = train_stage_step(params, stage, prepared_dir, run_name=run_name, deadline=deadline,
-                                          **stage_dirs(params, stage, models_dir))
+                                          resume_uri=f"{resume_uri.rstrip('/')}/stage_{stage}" if resume_uri else None,
+                                          **stage_dirs(params, stage, models_dir, resume_root))
     return results
 
 
-def stage_dirs(params: Params, stage: int, models_dir: str | os.PathLike) -> dict:
-    """The conventional layout under models_dir (what dvc.yaml declares): out, init and resume folders."""
+def write_stage_metrics(results: dict, path: str | os.PathLike) -> None:
+    """Each stage's validation metrics (what DVC tracks as the model's metrics): measurements of
+    the weights only, no timings, so a run that reproduces the weights leaves the file unchanged."""
+    from facectx.io_utils import write_json
+
+    kept = ("steps", "capped", "val_ssim", "val_identity_distance")
+    write_json(path, {f"stage_{stage}": {k: result[k] for k in kept if k in result} for stage, result in results.items()})
+
+
+def stage_dirs(params: Params, stage: int, models_dir: str | os.PathLike,
+               resume_root: str | os.PathLike | None = None) -> dict:
+    """One model's layout (what dvc.yaml declares): models_dir/stage_N holds stage N's outputs and
+    starts from models_dir/stage_<previous>; resume state in resume_root/stage_N (default:
+    models_dir/resume)."""
     from pathlib import Path
 
     from facectx.training.loop import previous_stage
@@ -90,7 +108,7 @@ def stage_dirs(params: Params, stage: int, models_dir: str | os.PathLike) -> dic
     previous = previous_stage(params, stage)
     return {"out_dir": models_dir / f"stage_{stage}",
             "init_dir": models_dir / f"stage_{previous}" / "checkpoint" if previous else None,
-            "resume_dir": models_dir / "resume" / f"stage_{stage}"}
+            "resume_dir": Path(resume_root or models_dir / "resume") / f"stage_{stage}"}
 
 
 def final_checkpoint(params: Params, models_dir: str | os.PathLike):
@@ -100,7 +118,7 @@ def final_checkpoint(params: Params, models_dir: str | os.PathLike):
 
 def evaluate_step(params: Params, prepared_dir: str | os.PathLike, raw_dir: str | os.PathLike | None,
                   models: dict[str, str], out_dir: str | os.PathLike, calibration: dict | None = None,
-                  run_name: str = "cascade", stage_name: str = "evaluate") -> dict:
+                  run_name: str = "cascade", stage_name: str = "evaluate", pipeline_run: str | None = None) -> dict:
     """Score baselines and models on the test split, write the report, log it to MLflow.
 
     The verification threshold is calibrated on LFW's DevTrain pairs under raw_dir (needs the
@@ -117,7 +135,7 @@ def evaluate_step(params: Params, prepared_dir: str | os.PathLike, raw_dir: str 
     nets = make_networks(config.matcher, device, params.assets)
     if calibration is None and raw_dir is not None:
         calibration = matcher_calibration(params, raw_dir, nets)
-    key = tracking.pipeline_key(f"{run_name}-{config_hash(training_settings(params))}-{data_version(prepared_dir)}")
+    key = pipeline_run or tracking.pipeline_key(f"{run_name}-{config_hash(training_settings(params))}-{data_version(prepared_dir)}")
     with tracking.stage_run(key, stage_name, {"evaluate": dataclasses.asdict(config), "models": models},
                             config=params.tracking) as tracker:
         result = evaluate(prepared_dir, models, out_dir, config, calibration=calibration, nets=nets, device=device)
@@ -148,9 +166,10 @@ def _metric_key(method: str) -> str:
 
 def register_step(params: Params, checkpoint_dir: str | os.PathLike, metrics_file: str | os.PathLike,
                   example_photo: str | os.PathLike | None = None, prepared_dir: str | os.PathLike | None = None,
-                  raw_dir: str | os.PathLike | None = None, method: str = "cascade") -> dict:
+                  raw_dir: str | os.PathLike | None = None, method: str = "cascade", pipeline_run: str | None = None) -> dict:
     """Log the checkpoint as a pyfunc model in an MLflow run and register it as the `challenger`;
-    its gate metrics are the evaluation's metrics.json["methods"][method]."""
+    its gate metrics are the evaluation's metrics.json["methods"][method]. The run nests under the
+    pipeline run `pipeline_run` when given (Kubeflow's run id)."""
     import json
     from pathlib import Path
 
@@ -168,7 +187,8 @@ def register_step(params: Params, checkpoint_dir: str | os.PathLike, metrics_fil
         raise ValueError(f"{metrics_file}: no methods.{method} entry (found {sorted(methods)})")
     metrics = {k: float(v) for k, v in methods[method].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     name = params.registry.model_name
-    with mlflow.start_run(experiment_id=registry.experiment_id(), run_name=f"register-{name}") as run:
+    with _under_pipeline_run(pipeline_run), \
+            mlflow.start_run(experiment_id=registry.experiment_id(), run_name=f"register-{name}", nested=bool(pipeline_run)) as run:
         mlflow.set_tags({"facectx.stage": "register", "facectx.checkpoint": str(Path(checkpoint_dir).resolve()),
                          "facectx.metrics_file": str(metrics_file.resolve())})
         info = log_pyfunc_model(checkpoint_dir, params, metrics, example_photo=example_photo,
@@ -181,12 +201,24 @@ def register_step(params: Params, checkpoint_dir: str | os.PathLike, metrics_fil
             "metrics": metrics}
 
 
-def promote_step(params: Params, expected_version: int | None = None, force: bool = False) -> dict:
+def promote_step(params: Params, expected_version: int | None = None, force: bool = False,
+                 pipeline_run: str | None = None) -> dict:
     """Champion <- challenger if there is no champion or it wins on every registry.gate_metrics entry
-    (measured the same way); `force` skips the gate."""
+    (measured the same way); `force` skips the gate. The decision's run nests under the pipeline
+    run `pipeline_run` when given."""
     from facectx import registry
 
-    return registry.promote(params.registry.model_name, params.registry.gate_metrics, expected_version, force)
+    with _under_pipeline_run(pipeline_run):
+        return registry.promote(params.registry.model_name, params.registry.gate_metrics, expected_version, force)
+
+
+def _under_pipeline_run(pipeline_run: str | None):
+    """The pipeline run as the active MLflow run (runs started inside nest under it), or nothing."""
+    import contextlib
+
+    from facectx import tracking
+
+    return tracking.pipeline_parent(pipeline_run) if pipeline_run else contextlib.nullcontext()
 
 
 def hallucinate_step(params: Params, photo: str | os.PathLike, out: str | os.PathLike,

@@ -1,9 +1,11 @@
 """The one module that logs to MLflow (or, without it, to a run folder).
 
-One MLflow run per pipeline run, a nested run per stage. The pipeline run is found by its key
-(a tag), so stages that run as separate processes — DVC stages, Kubeflow pods — attach to the
-same parent. The key defaults to the settings hash + data version; FACECTX_PIPELINE_RUN (e.g. a
-Kubeflow run id) overrides it. Tracking URI: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the
+One MLflow run per pipeline run; under it a run per model (the cascade, each compared variant)
+holding a run per training stage, and a run each for evaluation, registration and promotion.
+The pipeline run is found by its key (a tag), so steps that run as separate processes — DVC
+stages, Kubeflow pods — attach to the same parent. Kubeflow passes its run id as the key (a
+component input); elsewhere the key is the settings hash + data version, or FACECTX_PIPELINE_RUN
+(set by `facectx airgap run`). Tracking URI: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the
 working directory, made absolute so temporary copies (`dvc exp run --temp`) log to the same store.
 
 Where MLflow is not installed (an air-gapped GPU node) or `tracking.backend` is `folder`, a
@@ -233,6 +235,21 @@ def _folder_stage_run(root: Path, key: str, stage_name: str, params: dict, tags:
 @contextlib.contextmanager
 def _mlflow_stage_run(key: str, stage_name: str, params: dict, tags: dict[str, str] | None):
     import mlflow
+
+    group, _, _ = stage_name.rpartition("/")
+    with pipeline_parent(key, group) as (client, experiment_id):
+        with mlflow.start_run(run_name=stage_name, nested=True, log_system_metrics=True) as run:
+            mlflow.log_params(flatten("", params))
+            mlflow.set_tags({"facectx.stage": stage_name, **(tags or {})})
+            yield Tracker(run.info.run_id)
+
+
+@contextlib.contextmanager
+def pipeline_parent(key: str, model: str = ""):
+    """Make the pipeline run for `key` (and, given `model`, its nested run for that model: the
+    cascade or a compared variant, holding that model's stage runs) the active MLflow run, so runs
+    started inside nest under it; yields (client, experiment id)."""
+    import mlflow
     from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(tracking_uri())
@@ -241,10 +258,22 @@ def _mlflow_stage_run(key: str, stage_name: str, params: dict, tags: dict[str, s
     mlflow.set_experiment(experiment_id=experiment_id)
     parent_id = _pipeline_run(client, experiment_id, key)
     with mlflow.start_run(run_id=parent_id):
-        with mlflow.start_run(run_name=stage_name, nested=True, log_system_metrics=True) as run:
-            mlflow.log_params(flatten("", params))
-            mlflow.set_tags({"facectx.stage": stage_name, **(tags or {})})
-            yield Tracker(run.info.run_id)
+        if not model:
+            yield client, experiment_id
+            return
+        with mlflow.start_run(run_id=_model_run(client, experiment_id, parent_id, model), nested=True):
+            yield client, experiment_id
+
+
+def _model_run(client, experiment_id: str, parent_id: str, model: str) -> str:
+    """The run of one model under the pipeline run (its stages run one after another, so one
+    step at a time looks it up or creates it)."""
+    found = client.search_runs([experiment_id], max_results=1, order_by=["attributes.start_time ASC"],
+                               filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`facectx.model_run` = '{model}'")
+    if found:
+        return found[0].info.run_id
+    return client.create_run(experiment_id, run_name=model,
+                             tags={"mlflow.parentRunId": parent_id, "facectx.model_run": model}).info.run_id
 
 
 def _experiment_id(client) -> str:

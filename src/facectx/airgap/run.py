@@ -104,7 +104,8 @@ def train_models(models: list[str], params_file: Path, work: Path, out: Path, ca
             name = waiting.pop(0)
             command = [sys.executable, "-m", "facectx.cli", "--params", str(params_file),
                        *([] if name == CASCADE else ["--variant", name]), "train", "--prepared-dir", str(work / "prepared"),
-                       "--models-dir", str(work / "models" / name), "--run-name", name,
+                       "--models-dir", str(work / "models" / name), "--resume-dir", str(work / "resume" / name),
+                       "--run-name", name,
                        *(["--cap-minutes", str(cap_minutes)] if cap_minutes else [])]
             log = open(work / "logs" / f"train-{name}.log", "w")
             running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log)
