@@ -17,3 +17,9 @@ benchmark: $(STAMP)
 $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh
 	touch $(STAMP)
+
+# The container image (infra/Dockerfile), tagged IMAGE: default ghcr.io/facectx/facectx:<version>-<git short sha>.
+# `make image IMAGE=registry/facectx:tag`; fails with the reason when Docker is missing.
+.PHONY: image
+image:
+	IMAGE='$(IMAGE)' bash scripts/build-image.sh

@@ -1,4 +1,4 @@
-from typing import List, NamedTuple
+from typing import List
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
@@ -7,11 +7,13 @@ from components.image import FACECTX_IMAGE
 
 
 @dsl.component(base_image=FACECTX_IMAGE, install_kfp_package=False)
-def train_stage(params_yaml: str, stage: int, pipeline_run_id: str, mlflow_tracking_uri: str, resume_uri: str,
+def train_stage(params_yaml: str, profile: str, compare: str, stage: int, pipeline_run_id: str, mlflow_tracking_uri: str, resume_uri: str,
                 prepared: Input[Dataset], model: Output[Model], metrics: Output[Metrics], previous: Input[Model] = None,
                 variant: str = "", gpus: int = 1) -> float:
     """Train block `stage` from the previous stage's model (of the cascade, or of params'
-    variants.`variant`); returns the validation SSIM.
+    variants.`variant`); returns the validation SSIM. Takes the run's params as submitted and
+    resolves them as `resolve_params` does (kfp.local hands a task inside a ParallelFor the loop
+    item in place of an upstream task's output parameter).
 
     The resume state is kept in object storage under resume_uri/<run id>/<model>/stage_N, so a
     retried pod (preempted, evicted) continues from the last save on whatever node it lands.
@@ -22,11 +24,11 @@ def train_stage(params_yaml: str, stage: int, pipeline_run_id: str, mlflow_track
     if mlflow_tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
 
-    from facectx.config import parse_params
+    from facectx.config import parse_params, resolve_params_text
     from facectx.steps import train_stage_step
 
     name = variant or "cascade"
-    params = parse_params(params_yaml, variant=variant or None)
+    params = parse_params(resolve_params_text(params_yaml, profile, compare), variant=variant or None)
     arguments = dict(params=params, stage=stage, prepared_dir=prepared.path, out_dir=model.path,
                      init_dir=os.path.join(previous.path, "checkpoint") if previous is not None else None,
                      resume_dir=os.path.join(tempfile.gettempdir(), "facectx-resume", name, f"stage_{stage}"),
@@ -45,18 +47,23 @@ def train_stage(params_yaml: str, stage: int, pipeline_run_id: str, mlflow_track
 
 
 @dsl.component(base_image=FACECTX_IMAGE, install_kfp_package=False)
-def resolve_params(params_yaml: str, profile: str, compare: str, compiled_stages: List[int]) -> NamedTuple(
-        "Resolved", [("params_yaml", str), ("compare", List[str])]):
+def resolve_params(params_yaml: str, profile: str, compare: str, compiled_stages: List[int]) -> str:
     """The params every later step reads: params_yaml with the submitted profile and comparison
-    list applied and checked; and the comparison models to train beside the cascade. The stage
-    chain is fixed when the pipeline is compiled, so params asking for other stages are refused."""
-    from collections import namedtuple
-
+    list applied and checked. The stage chain is fixed when the pipeline is compiled, so params
+    asking for other stages are refused."""
     from facectx.config import parse_params, resolve_params_text
 
     text = resolve_params_text(params_yaml, profile, compare)
-    params = parse_params(text)
-    if list(params.train.stages) != list(compiled_stages):
-        raise ValueError(f"params' train.stages {list(params.train.stages)} differ from the stages this pipeline was "
-                         f"compiled for {list(compiled_stages)}: compile it again (facectx pipeline compile)")
-    return namedtuple("Resolved", ["params_yaml", "compare"])(text, list(params.compare))
+    stages = list(parse_params(text).train.stages)
+    if stages != [int(s) for s in compiled_stages]:
+        raise ValueError(f"params' train.stages {stages} differ from the stages this pipeline was compiled for "
+                         f"{[int(s) for s in compiled_stages]}: compile it again (facectx pipeline compile)")
+    return text
+
+
+@dsl.component(base_image=FACECTX_IMAGE, install_kfp_package=False)
+def compared_variants(params_yaml: str) -> List[str]:
+    """params' `compare`: the comparison models (ProGAN variant, ablations) to train beside the cascade."""
+    from facectx.config import parse_params
+
+    return list(parse_params(params_yaml).compare)

@@ -17,31 +17,30 @@ from components.evaluate import evaluate
 from components.ingest import ingest
 from components.prepare import prepare
 from components.register import promote, register
-from components.train_stage import resolve_params, train_stage
+from components.train_stage import compared_variants, resolve_params, train_stage
 from components.validate import validate
-from facectx.config import DEFAULT_PARAMS_FILE, Params, load_params, pipeline_params_text
+from facectx.config import DEFAULT_PARAMS_FILE, load_params, pipeline_params_text
 from pipelines.gpu import MLFLOW_URI, RESUME_URI, on_gpu, with_services
 
 
-def training_steps(stages, params_yaml, prepared, run_id, mlflow_tracking_uri, resume_uri, gpus, variant="",
+def training_steps(stages, run_inputs: dict, prepared, run_id, mlflow_tracking_uri, resume_uri, gpus, variant="",
                    label="cascade"):
-    """train@first ... train@last chained through their models; returns the last task."""
+    """train@first ... train@last chained through their models; returns the last task.
+    run_inputs: the run's params_yaml, profile and compare as submitted."""
     previous = None
     for stage in stages:
         inputs = {"previous": previous.outputs["model"]} if previous is not None else {}
-        task = train_stage(params_yaml=params_yaml, stage=stage, pipeline_run_id=run_id, mlflow_tracking_uri=mlflow_tracking_uri,
+        task = train_stage(**run_inputs, stage=stage, pipeline_run_id=run_id, mlflow_tracking_uri=mlflow_tracking_uri,
                            resume_uri=resume_uri, prepared=prepared, variant=variant, gpus=gpus, **inputs)
         previous = on_gpu(task.set_display_name(f"{label} train@{stage}").set_caching_options(False), gpus)
     return previous
 
 
-def build_training_pipeline(params: Params | None = None, gpus_per_stage: int = 1, parallelism: int = 0,
-                            params_file=DEFAULT_PARAMS_FILE):
-    """The pipeline for params' stage list. gpus_per_stage: GPUs (DDP processes) per training
-    step; parallelism: how many compared models train at once (0: all), which caps the GPUs a run
-    asks for at (1 + parallelism) x gpus_per_stage."""
-    params = params or load_params(params_file)
-    stages = list(params.train.stages)
+def build_training_pipeline(params_file=DEFAULT_PARAMS_FILE, gpus_per_stage: int = 1, parallelism: int = 0):
+    """The pipeline for a params file: its stage list, and the file as the default params_yaml.
+    gpus_per_stage: GPUs (DDP processes) per training step; parallelism: how many compared models
+    train at once (0: all), which caps the GPUs a run asks for at (1 + parallelism) x gpus_per_stage."""
+    stages = list(load_params(params_file).train.stages)
     default_params = pipeline_params_text(params_file)
 
     @dsl.pipeline(name="facectx-training", description="Hallucinating face context: the cascaded multi-scale GAN")
@@ -53,16 +52,18 @@ def build_training_pipeline(params: Params | None = None, gpus_per_stage: int = 
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         resolved = resolve_params(params_yaml=params_yaml, profile=profile, compare=compare, compiled_stages=stages)
         resolved.set_display_name("params").set_caching_options(False)
-        settings = resolved.outputs["params_yaml"]
+        settings = resolved.output
         raw = with_services(ingest(params_yaml=settings, source=source).set_display_name("ingest").set_caching_options(False))
         checked = validate(params_yaml=settings, raw=raw.outputs["raw"]).set_display_name("validate")
         prepared = prepare(params_yaml=settings, raw=raw.outputs["raw"], validated=checked.outputs["validated"])
         prepared.set_display_name("prepare").set_cpu_request("4").set_memory_request("8G")
-        last = training_steps(stages, settings, prepared.outputs["prepared"], run_id, mlflow_tracking_uri, resume_uri,
+        run_inputs = {"params_yaml": params_yaml, "profile": profile, "compare": compare}
+        last = training_steps(stages, run_inputs, prepared.outputs["prepared"], run_id, mlflow_tracking_uri, resume_uri,
                               gpus_per_stage)
         # The comparison models train in parallel, each its own chain, at most `parallelism` at once.
-        with dsl.ParallelFor(items=resolved.outputs["compare"], parallelism=parallelism) as variant:
-            variant_last = training_steps(stages, settings, prepared.outputs["prepared"], run_id, mlflow_tracking_uri,
+        compared = compared_variants(params_yaml=settings).set_display_name("compared models").set_caching_options(False)
+        with dsl.ParallelFor(items=compared.output, parallelism=parallelism) as variant:
+            variant_last = training_steps(stages, run_inputs, prepared.outputs["prepared"], run_id, mlflow_tracking_uri,
                                           resume_uri, gpus_per_stage, variant=variant, label="variant")
         scored = evaluate(params_yaml=settings, pipeline_run_id=run_id, mlflow_tracking_uri=mlflow_tracking_uri,
                           prepared=prepared.outputs["prepared"], raw=raw.outputs["raw"], model=last.outputs["model"],

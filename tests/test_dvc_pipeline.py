@@ -1,5 +1,5 @@
-"""`dvc repro` runs ingest -> validate -> prepare through the CLI on real photos, and a second
-run (and `dvc status`) finds nothing to do."""
+"""`dvc repro` runs the whole pipeline through the CLI on real photos — with a 256 px stage added
+in params.yaml alone — and a second run (and `dvc status`) finds nothing to do."""
 from __future__ import annotations
 
 import json
@@ -39,9 +39,19 @@ def _project_copy(tmp_path: Path) -> Path:
 
 TINY_PROFILE = {
     "model": {"width": 4, "max_width": 8, "disc_width": 4, "disc_max_layers": 2},
-    "train": {"epochs": [1, 1, 1, 1, 1], "batch_size": [4, 4, 4, 4, 4], "max_train_rows": 8, "val_rows": 2, "grid_rows": 2,
+    "train": {"epochs": [1] * 6, "batch_size": [4] * 6, "max_train_rows": 8, "val_rows": 2, "grid_rows": 2,
               "log_every_steps": 1, "checkpoint_every_steps": 2, "device": "cpu"},
 }
+
+
+def add_stage_256(params: dict) -> None:
+    """What a user edits in params.yaml to train one resolution further: nothing else changes."""
+    params["crop"]["size_px"] = 256
+    params["prepare"]["resolutions"].append(256)
+    params["train"]["stages"].append(256)
+    for section, key in (("train", "epochs"), ("train", "batch_size"), ("losses", "lambda_adv"), ("losses", "lambda_id"),
+                         ("losses", "lambda_pc")):
+        params[section][key].append(params[section][key][-1])
 
 
 def test_dvc_repro_runs_the_pipeline_then_has_nothing_to_do(sample_source, tmp_path):
@@ -52,6 +62,7 @@ def test_dvc_repro_runs_the_pipeline_then_has_nothing_to_do(sample_source, tmp_p
     params["validate"]["min_valid_fraction"] = 0.5  # a dozen photos: one duplicate is 8%
     params["prepare"]["split"]["val_fraction"] = 0.4  # six training people: keep some for validation
     params["profiles"]["tiny"] = TINY_PROFILE
+    add_stage_256(params)
     params["profile"] = "tiny"
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     bin_dir = Path(sys.executable).parent
@@ -71,16 +82,20 @@ def test_dvc_repro_runs_the_pipeline_then_has_nothing_to_do(sample_source, tmp_p
     train = pd.read_parquet(prepared / "train" / "index.parquet")
     assert train.mirrored.sum() == (~train.mirrored).sum()  # one mirrored copy per training photo
     assert not set(train.identity) & test_people
-    target = np.load(prepared / "train" / "target_128.npy", mmap_mode="r")
-    assert target.shape == (len(train), 128, 128, 3) and target.dtype == np.uint8
+    target = np.load(prepared / "train" / "target_256.npy", mmap_mode="r")
+    assert target.shape[0] == len(train) and target.dtype == np.uint8
     assert (prepared / "preview.png").stat().st_size > 0
-    for stage in (8, 16, 32, 64, 128):
-        stage_metrics = json.loads((project / "models" / f"stage_{stage}" / "metrics.json").read_text())
+    assert target.shape[1:] == (256, 256, 3)  # crop.size_px
+    for stage in (8, 16, 32, 64, 128, 256):
+        stage_metrics = json.loads((project / "models" / "cascade" / f"stage_{stage}" / "metrics.json").read_text())
         assert stage_metrics["stage"] == stage and 0 < stage_metrics["val_ssim"] <= 1
+    summary = json.loads((project / "models" / "metrics" / "cascade.json").read_text())
+    assert list(summary) == [f"stage_{s}" for s in (8, 16, 32, 64, 128, 256)]
+    assert not any("seconds" in key for stage in summary.values() for key in stage)  # metrics, not timings
     assert (project / "mlflow.db").is_file()  # the embedded MLflow store
     # params `compare` names the ProGAN variant: trained beside the cascade, scored in the same report
-    variant = json.loads((project / "models" / "variants" / "progan" / "stage_128" / "checkpoint" / "meta.json").read_text())
-    assert variant["model_args"]["kind"] == "progan" and variant["stage"] == 128
+    variant = json.loads((project / "models" / "variants" / "progan" / "stage_256" / "checkpoint" / "meta.json").read_text())
+    assert variant["model_args"]["kind"] == "progan" and variant["stage"] == 256
     evaluation = json.loads((project / "reports" / "evaluation" / "metrics.json").read_text())
     assert {"cascade", "progan"} <= set(evaluation["methods"])
 

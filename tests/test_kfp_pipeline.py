@@ -10,13 +10,22 @@ import yaml
 from kfp import compiler, local
 from mlflow.tracking import MlflowClient
 
+from conftest import REPO
 from pipelines.training import build_training_pipeline
 
 TRAINING_TASKS = ("train-stage",)
 
 
-def _compile(params, path, **options):
-    compiler.Compiler().compile(build_training_pipeline(params, **options), str(path))
+def _params_file(params, folder):
+    from facectx.config import dump_params
+
+    path = folder / "params.yaml"
+    path.write_text(dump_params(params))
+    return path
+
+
+def _compile(params_file, path, **options):
+    compiler.Compiler().compile(build_training_pipeline(params_file, **options), str(path))
     docs = list(yaml.safe_load_all(path.read_text()))
     return path.read_text(), docs[0], docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
@@ -27,7 +36,7 @@ def _component_of(spec, task: dict) -> str:
 
 def test_pipeline_compiles_for_a_cluster(tmp_path, monkeypatch, params):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "must-not-leak-into-yaml")
-    text, spec, executors = _compile(params, tmp_path / "training.yaml", gpus_per_stage=2, parallelism=1)
+    text, spec, executors = _compile(REPO / "params.yaml", tmp_path / "training.yaml", gpus_per_stage=2, parallelism=1)
     assert "must-not-leak-into-yaml" not in text
     inputs = spec["root"]["inputDefinitions"]["parameters"]
     assert {"source", "profile", "compare", "params_yaml", "mlflow_tracking_uri", "resume_uri"} <= set(inputs)
@@ -69,7 +78,7 @@ def test_pipeline_compiles_for_a_cluster(tmp_path, monkeypatch, params):
 def test_compiled_chain_follows_params_stages(tmp_path, params):
     from conftest import with_stage_256
 
-    _, spec, _ = _compile(with_stage_256(params), tmp_path / "training.yaml")
+    _, spec, _ = _compile(_params_file(with_stage_256(params), tmp_path), tmp_path / "training.yaml")
     tasks = spec["root"]["dag"]["tasks"]
     stages = sorted(task["inputs"]["parameters"]["stage"]["runtimeValue"]["constant"]
                     for name, task in tasks.items() if name.startswith("train-stage"))
@@ -92,7 +101,7 @@ def test_pipeline_runs_locally_with_a_256px_stage(sample_source, tmp_path, param
                                 prepare=dataclasses.replace(quick.prepare, workers=1, split=dataclasses.replace(
                                     params.prepare.split, val_fraction=0.4)))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
-    pipeline = build_training_pipeline(quick)
+    pipeline = build_training_pipeline(_params_file(quick, tmp_path))
 
     run = pipeline(source=str(sample_source), params_yaml=dump_params(quick), profile="", mlflow_tracking_uri=store,
                    resume_uri="")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,9 +57,11 @@ def test_tiny_cascade_trains_all_five_stages_and_is_tracked(prepared_data, tmp_p
     experiment = client.get_experiment_by_name("facectx")
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1 and len(children) == 5
-    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert len(parents) == 1  # the pipeline run, holding one run for the model, holding its stages
+    [model] = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert model.info.run_name == "cascade" and model.data.tags["facectx.model_run"] == "cascade"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == model.info.run_id]
+    assert sorted(r.data.tags["facectx.stage"] for r in children) == sorted(f"cascade/stage_{s}" for s in tiny.train.stages)
     stage_128 = next(r for r in children if r.data.tags["facectx.stage"] == "cascade/stage_128")
     assert "val_ssim" in stage_128.data.metrics and "loss_id" in stage_128.data.metrics
     assert stage_128.data.params["losses.lambda_id"] == str(list(tiny.losses.lambda_id))
@@ -96,17 +99,34 @@ def test_non_finite_loss_stops_training(prepared_data, tmp_path, params, mlflow_
     assert not (tmp_path / "models" / "stage_8" / "checkpoint").exists()
 
 
-def _train_in_subprocess(params, prepared, models, env):
+def _train_in_subprocess(params, prepared, models, env, *options):
     params_file = models.parent / "params.yaml"
     params_file.write_text(dump_params(params))
     return subprocess.Popen([sys.executable, "-m", "facectx.cli", "--params", str(params_file), "train-stage",
-                             "--stage", "8", "--prepared-dir", str(prepared), "--models-dir", str(models)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             "--stage", "8", "--prepared-dir", str(prepared), "--models-dir", str(models),
+                             "--resume-dir", str(models.parent / "resume"), *options],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_killed_training_resumes_to_the_same_weights(prepared_data, tmp_path, params, mlflow_store):
+def _remote_step(client, bucket: str, prefix: str) -> int:
+    try:
+        return json.loads(client.get_object(Bucket=bucket, Key=f"{prefix}/latest.json")["Body"].read())["step"]
+    except client.exceptions.NoSuchKey:
+        return -1
+
+
+def test_preempted_training_resumes_from_object_storage_to_the_same_weights(prepared_data, tmp_path, params, mlflow_store,
+                                                                            s3_env):
+    """A training pod killed mid-stage and started again on an empty disk (a new node) pulls its
+    resume state from S3 and ends with the weights of an uninterrupted run."""
+    import boto3
+
     tiny = tiny_training_params(params, epochs=(3, 1, 1, 1, 1), checkpoint_every_steps=1)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="facectx-runs")
+    prefix = f"run-{tmp_path.name}/cascade/stage_8"
+    resume_uri = ["--resume-uri", f"s3://facectx-runs/{prefix}"]
 
     straight = tmp_path / "straight" / "models"
     straight.parent.mkdir()
@@ -114,28 +134,27 @@ def test_killed_training_resumes_to_the_same_weights(prepared_data, tmp_path, pa
 
     killed = tmp_path / "killed" / "models"
     killed.parent.mkdir()
-    process = _train_in_subprocess(tiny, prepared_data, killed, env)
-    resume_meta = killed / "resume" / "stage_8" / "meta.json"
+    process = _train_in_subprocess(tiny, prepared_data, killed, env, *resume_uri)
     deadline = time.time() + 300
-    while time.time() < deadline:  # kill mid-epoch: after step 4 of 9 (epoch 1, batch 1)
-        if resume_meta.is_file():
-            try:
-                if json.loads(resume_meta.read_text())["step"] >= 4:
-                    break
-            except (json.JSONDecodeError, KeyError):
-                pass
+    while time.time() < deadline and _remote_step(client, "facectx-runs", prefix) < 4:  # mid-epoch: step 4 of 9
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    meta = json.loads(resume_meta.read_text())
-    assert meta["step"] < 9 and not (killed / "stage_8" / "checkpoint").exists(), "killed too late to test resuming"
-    assert _train_in_subprocess(tiny, prepared_data, killed, env).wait(timeout=600) == 0
+    saved = _remote_step(client, "facectx-runs", prefix)
+    assert 4 <= saved < 9 and not (killed / "stage_8" / "checkpoint").exists(), "killed too late to test resuming"
+    shutil.rmtree(killed.parent / "resume")  # the new pod's disk is empty
 
+    again = _train_in_subprocess(tiny, prepared_data, killed, env, *resume_uri)
+    output, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, output
+    assert f"pulled resume state (step {saved})" in output
     a = load_file(str(straight / "stage_8" / "checkpoint" / "model.safetensors"))
     b = load_file(str(killed / "stage_8" / "checkpoint" / "model.safetensors"))
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+    # the finished stage's state is gone: a retry after the end must not resume a finished stage
+    assert "Contents" not in client.list_objects_v2(Bucket="facectx-runs", Prefix=prefix)
 
 
 def test_progan_variant_grows_with_fade_in(prepared_data, tmp_path, params, mlflow_store):
@@ -161,7 +180,8 @@ def test_parallel_first_stages_settle_on_one_pipeline_run(mlflow_store):
     with tracking.stage_run(key, "cascade/stage_8", {"a": 1}) as first:
         pass
     client = MlflowClient(mlflow_store)
-    parent = client.get_run(first.run_id).data.tags["mlflow.parentRunId"]
+    model_run = client.get_run(client.get_run(first.run_id).data.tags["mlflow.parentRunId"])
+    parent = model_run.data.tags["mlflow.parentRunId"]
 
     original = MlflowClient.search_runs
     calls = []
@@ -174,7 +194,8 @@ def test_parallel_first_stages_settle_on_one_pipeline_run(mlflow_store):
         patch.setattr(MlflowClient, "search_runs", blind_first_search)
         with tracking.stage_run(key, "progan/stage_8", {"a": 2}) as second:
             pass
-    assert client.get_run(second.run_id).data.tags["mlflow.parentRunId"] == parent
+    second_model = client.get_run(client.get_run(second.run_id).data.tags["mlflow.parentRunId"])
+    assert second_model.info.run_name == "progan" and second_model.data.tags["mlflow.parentRunId"] == parent
     experiment = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
     live = client.search_runs([experiment], filter_string=f"tags.`{tracking.KEY_TAG}` = '{key}'")
     assert [run.info.run_id for run in live] == [parent]  # the duplicate was deleted

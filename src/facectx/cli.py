@@ -124,6 +124,36 @@ def _airgap_import(args, params):
     return result
 
 
+def _pipeline_no_variant(args):
+    if args.variant:
+        raise ValueError("--variant does not apply to the Kubeflow pipeline: it trains params' compare "
+                         "(or `pipeline submit --compare`) beside the cascade")
+
+
+def _pipeline_compile(args, params):
+    from facectx import kfp_submit
+
+    _pipeline_no_variant(args)
+    # params (loaded by main) checked the file; the pipeline builder reads it by path.
+    path = kfp_submit.compile_training(args.params, args.out, args.image, args.gpus_per_stage, args.parallelism)
+    print(f"wrote {path}")
+    return path
+
+
+def _pipeline_submit(args, params):
+    from facectx import kfp_submit
+
+    _pipeline_no_variant(args)
+    run = kfp_submit.submit(
+        args.params, args.endpoint, args.source, namespace=args.namespace, experiment=args.experiment,
+        run_name=args.run_name, image=args.image, profile=args.profile, compare=args.compare, caching=args.caching,
+        parallelism=args.parallelism, gpus_per_stage=args.gpus_per_stage, mlflow_uri=args.mlflow_uri,
+        resume_uri=args.resume_uri, token=kfp_submit.read_token(args.token_file))
+    print(f"submitted run {run.run_id} ({run.name}, experiment {run.experiment})")
+    print(run.url)
+    return run
+
+
 def _last_checkpoint(args, params):
     return str(steps.final_checkpoint(params, args.models_dir))
 
@@ -225,6 +255,36 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--pack", help="the pack it was run from (checked)")
     step.add_argument("--reports-dir", default="reports")
     step.set_defaults(run=_airgap_import, needs_params=False)
+
+    from facectx.kfp_submit import DEFAULT_EXPERIMENT, DEFAULT_OUT, TOKEN_ENV
+
+    pipeline = steps.add_parser("pipeline", help="the Kubeflow training pipeline: compile it, or submit a run of it")
+    pipeline_steps = pipeline.add_subparsers(dest="pipeline_command", required=True)
+    compile_step = pipeline_steps.add_parser("compile", help="write the pipeline YAML (for the KFP UI or `kfp run create`)")
+    compile_step.add_argument("--out", default=DEFAULT_OUT, help="YAML file to write (default: %(default)s)")
+    compile_step.set_defaults(run=_pipeline_compile)
+    submit_step = pipeline_steps.add_parser("submit", help="compile and start a run on a Kubeflow Pipelines endpoint")
+    submit_step.set_defaults(run=_pipeline_submit)
+    for step in (compile_step, submit_step):
+        step.add_argument("--image", help="container image for every step (default: FACECTX_IMAGE, else the image "
+                                          "tagged with this package's version)")
+        step.add_argument("--gpus-per-stage", type=int, default=1, help="GPUs per training step (default: %(default)s)")
+    compile_step.add_argument("--parallelism", type=int, default=0,
+                              help="compared models trained at once (default: %(default)s, all at once)")
+    submit_step.add_argument("--parallelism", type=int, default=2,
+                             help="compared models trained at once, capping the GPUs a run asks for (default: %(default)s)")
+    submit_step.add_argument("--endpoint", required=True, help="the KFP API, e.g. https://kubeflow.example.com/pipeline")
+    submit_step.add_argument("--source", required=True, help="the photos: s3://bucket/prefix, or a folder the pods can read")
+    submit_step.add_argument("--namespace", help="your profile namespace (multi-user Kubeflow)")
+    submit_step.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="KFP experiment (default: %(default)s)")
+    submit_step.add_argument("--run-name", help="default: facectx-training <date time>")
+    submit_step.add_argument("--profile", help="params profile to train with (default: the pipeline's, paper)")
+    submit_step.add_argument("--compare", help="comma-separated variants to train beside the cascade (default: params' compare)")
+    submit_step.add_argument("--caching", action=argparse.BooleanOptionalAction, default=False,
+                             help="let validate and prepare reuse cached results (default: off, every step runs)")
+    submit_step.add_argument("--mlflow-uri", help="MLflow tracking URI as the pods see it (default: the pipeline's)")
+    submit_step.add_argument("--resume-uri", help="where training keeps resume state (default: the pipeline's; '' for none)")
+    submit_step.add_argument("--token-file", help=f"file holding the bearer token (default: ${TOKEN_ENV}, else none)")
 
     step = steps.add_parser("hallucinate", help="hallucinate the context of the face in one photo")
     step.add_argument("photo", help="a JPEG or PNG photo with a face")

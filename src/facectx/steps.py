@@ -38,29 +38,38 @@ def train_stage_step(params: Params, stage: int, prepared_dir: str | os.PathLike
     deadline: a time.monotonic() value past which the stage stops cleanly, marked capped.
     resume_uri: s3://bucket/prefix where the resume state is also kept (a Kubeflow pod's disk does
     not outlive a preemption): pulled before training, pushed after each save, cleared at the end.
-    pipeline_run: the MLflow pipeline run's key (Kubeflow's run id); default: settings + data."""
+    pipeline_run: the MLflow pipeline run's key (Kubeflow's run id); default: settings + data.
+    Under torchrun (or distributed.run_processes) every rank calls this and trains with DDP; rank 0
+    alone opens the tracked run and handles resume_uri (the others read the resume state it pulled:
+    one machine's disk), and every rank returns rank 0's result once the stage is written."""
+    import contextlib
     from pathlib import Path
 
     from facectx import tracking
+    from facectx.training import distributed
     from facectx.training.checkpoint import config_hash
     from facectx.training.data import data_version
-    from facectx.training.loop import StageTrainer, training_settings
+    from facectx.training.loop import StageTrainer, resolve_device, training_settings
 
+    process = distributed.init_from_env(resolve_device(params.train.device))  # one process: no group
     settings = training_settings(params)
     key = pipeline_run or tracking.pipeline_key(f"{run_name}-{config_hash(settings)}-{data_version(prepared_dir)}")
-    with tracking.stage_run(key, f"{run_name}/stage_{stage}", settings, tags={"facectx.model": params.model.kind},
-                            config=params.tracking) as tracker:
+    run = tracking.stage_run(key, f"{run_name}/stage_{stage}", settings, tags={"facectx.model": params.model.kind},
+                             config=params.tracking) if process.main else contextlib.nullcontext(None)
+    with run as tracker:
         remote = None
-        if resume_uri and params.train.resume_checkpoints:
+        if resume_uri and params.train.resume_checkpoints and process.main:
             from facectx.training.remote_state import RemoteResumeState
 
             remote = RemoteResumeState(resume_uri, resume_dir, params.ingest.max_attempts)
             remote.pull()
+        distributed.barrier()  # the other ranks read the resume state once rank 0 has pulled it
         trainer = StageTrainer(params, stage, Path(prepared_dir), Path(out_dir), Path(init_dir) if init_dir else None,
                                Path(resume_dir), tracker, deadline=deadline, on_resume_saved=remote and remote.push)
         result = trainer.run()
         if remote is not None:
             remote.clear()
+    distributed.barrier()  # all ranks end together, after rank 0 has closed the run
     return {"stage": result.stage, "steps": result.steps, "images_per_second": result.images_per_second,
             "capped": result.capped, **result.val}
 

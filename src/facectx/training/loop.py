@@ -12,6 +12,13 @@ A wall-clock cap (`deadline`) ends a stage early but cleanly: validated, checkpo
 
 The loop reads device tensors on the host (a sync that drains the GPU's queue) only every
 `log_every_steps`: losses are summed and checked for finiteness on the device until then.
+
+Scale-out: under torchrun (or `distributed.run_processes`) each of W processes trains the same
+models with DistributedDataParallel on its contiguous 1/W of every step's batch; train.batch_size
+stays the global batch, batch norm takes global-batch statistics and every loss term is a mean
+over rows, so W processes compute what one would (to float rounding). Rank 0 alone validates,
+writes checkpoints, resume state, losses.csv and metrics.json, and logs; the cap and the
+finiteness checks are decided once for all ranks.
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ from facectx.losses import (FaceFeatures, StageLoss, identity_distance, perceptu
                             within_photo)
 from facectx.models.cascade import CascadeGenerator, ModelArgs, PatchDiscriminator
 from facectx.models.progan import ProgressiveGenerator
+from facectx.training import distributed
 from facectx.training.checkpoint import CheckpointError, config_hash, git_commit, load_checkpoint, read_meta, save_checkpoint
 from facectx.training.data import Batch, DataError, ResidentShards, data_version
 
@@ -96,6 +104,15 @@ def previous_stage(params: Params, stage: int) -> int | None:
     return stages[i - 1] if i > 0 else None
 
 
+def rank_batch_size(batch_size: int, world: int, stage: int) -> int:
+    """Each process's share of a step's (global) batch; the batch must split evenly, or the
+    processes' mean losses would not average to the global batch's."""
+    if batch_size % world:
+        raise ValueError(f"train.batch_size {batch_size} (stage {stage}) is not divisible by the {world} training "
+                         f"processes: each takes an equal share of every step's batch; use a multiple of {world}")
+    return batch_size // world
+
+
 def _epoch_order(rows: int, seed: int, stage: int, epoch: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed * 1_000_003 + stage * 1_009 + epoch)
     return torch.randperm(rows, generator=generator)
@@ -122,11 +139,16 @@ class StageTrainer:
     def __init__(self, params: Params, stage: int, prepared_dir: Path, out_dir: Path, init_dir: Path | None,
                  resume_dir: Path, tracker=None, require_previous: bool = True, deadline: float | None = None,
                  on_resume_saved=None):
-        self.params, self.stage, self.tracker, self.deadline = params, stage, tracker, deadline
+        self.params, self.stage, self.deadline = params, stage, deadline
+        t = params.train
+        # One process, or this process's rank of several (torchrun / run_processes): only rank 0 logs.
+        self.dist = distributed.init_from_env(resolve_device(t.device))
+        self.tracker = tracker if self.dist.main else None
         self.on_resume_saved = on_resume_saved  # called with resume_dir after each resume save (e.g. a copy to S3)
         self.out_dir, self.resume_dir = Path(out_dir), Path(resume_dir)
-        t = params.train
-        self.device = resolve_device(t.device)
+        self.batch_size = stage_batch_size(t, stage)  # the global batch of one step, whatever the processes
+        self.rank_batch = rank_batch_size(self.batch_size, self.dist.world, stage)  # refused before any loading
+        self.device = self.dist.device
         self.autocast = t.precision == "bf16" and self.device.type == "cuda"
         if t.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -143,6 +165,8 @@ class StageTrainer:
             raise DataError(f"prepared data in {prepared_dir} have {self.train_data.frame_size}-px frames, "
                             f"but crop.size_px is {params.crop.size_px}: prepare them again")
         self.generator = build_generator(self.args, stage).to(self.device)
+        if self.dist.distributed:  # batch statistics of the global batch, as one process has them
+            self.generator = distributed.global_batch_norm(self.generator, self.dist.backend)
         self.critic = PatchDiscriminator(stage, self.args.disc_width, self.args.disc_max_layers).to(self.device)
         self.previous = previous_stage(params, stage)
         if require_previous:  # only benchmarks, which time steps, start later stages untrained
@@ -163,11 +187,6 @@ class StageTrainer:
         terms = (["critic"] if "adv" in self.weights else []) + list(self.weights) + ["total"]
         self.curve_columns = [f"loss_{k}" for k in terms] + [f"grad_{k}" for k in self.weights] + \
                              [f"share_{k}" for k in self.weights if k != "rec"]
-        self.g_forward = self.generator
-        if t.compile:
-            self.g_forward = torch.compile(self.generator, mode=t.compile_mode)
-            self.loss.critic = torch.compile(self.critic, mode=t.compile_mode)
-        self.batch_size = stage_batch_size(t, stage)
         self.steps_per_epoch = self.train_data.rows // self.batch_size
         if self.steps_per_epoch == 0:
             raise ValueError(f"train.batch_size {self.batch_size} (stage {stage}) exceeds the {self.train_data.rows} training rows")
@@ -179,7 +198,9 @@ class StageTrainer:
         self.curve = (self.resume_dir if t.resume_checkpoints else self.out_dir) / "losses.csv"
         if t.resume_checkpoints:
             self._resume()
-        self._trim_curve()
+        if self.dist.main:
+            self._trim_curve()
+        self._set_up_forward()
 
     # ---------------------------------------------------------------- set-up
 
@@ -215,6 +236,33 @@ class StageTrainer:
             groups.append({"params": [p for b in earlier for p in b.parameters()], "lr": t.lr * t.finetune_lr_scale})
         return groups
 
+    def _set_up_forward(self) -> None:
+        """The modules the training step calls: DDP wrappers over several processes (after every
+        state is loaded: DDP's construction makes rank 0's weights and buffers everyone's, and is a
+        collective, so no rank writes resume state before all have read it), compiled if asked.
+        `self.generator` and `self.critic` stay the plain modules: checkpoints, validation."""
+        t = self.params.train
+        self.g_forward, critic = self.generator, self.critic
+        if self.dist.distributed:
+            self.g_forward = self._ddp(self.generator)
+            if "adv" in self.weights:  # without L_adv the critic is never run
+                critic = self._ddp(self.critic)
+        if t.compile:
+            self.g_forward = torch.compile(self.g_forward, mode=t.compile_mode)
+            critic = torch.compile(critic, mode=t.compile_mode)
+        self.loss.critic = critic
+
+    def _ddp(self, module: torch.nn.Module) -> torch.nn.Module:
+        """DDP averages the ranks' gradients: with equal shards, the gradient of the global batch's
+        mean loss. Buffers (batch-norm running statistics, spectral norm's power-iteration vectors)
+        are broadcast from rank 0 at each forward; they are equal anyway (same weights, same
+        global statistics, deterministic power iteration), which keeps them so. The ProGAN
+        generator computes layers it does not use (the previous level's RGB paths once faded in),
+        so DDP must look for unused parameters there."""
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        unused = self.args.kind == "progan" and module is self.generator
+        return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=unused)
+
     def _set_train_mode(self) -> None:
         self.generator.train()
         self.critic.train()
@@ -244,6 +292,8 @@ class StageTrainer:
                 "git_commit": git_commit(), "data_version": self.data_version, **extra}
 
     def _save_resume_state(self) -> None:
+        if not self.dist.main:
+            return
         save_checkpoint(self.resume_dir, {"generator": self.generator, "critic": self.critic},
                         {"generator": self.opt_g, "critic": self.opt_d}, self._meta())
         if self.on_resume_saved is not None:
@@ -294,9 +344,21 @@ class StageTrainer:
         params = [p for p in self.generator.parameters() if p.requires_grad]
         norms = {}
         for name, value in weighted.items():
+            # autograd.grad fills no .grad and runs none of DDP's gradient hooks (they sit on the
+            # gradient accumulators): the DDP step that follows is untouched.
             grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
-            norms[name] = torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None))
+            if self.dist.distributed:
+                norms[name] = self._global_gradient_norm(grads)
+            else:
+                norms[name] = torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None))
         return norms
+
+    def _global_gradient_norm(self, grads: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
+        """A rank's gradient is its shard's; the global batch's is their mean (what DDP applies),
+        and its norm is no function of the per-rank norms: average the gradient itself (one
+        all_reduce per term, every grad_norm_every_steps steps). Equal on every rank."""
+        flat = torch.cat([g.float().flatten() for g in grads if g is not None])
+        return torch.sqrt((distributed.mean_over_ranks(flat) ** 2).sum())
 
     # ---------------------------------------------------------------- validation
 
@@ -332,17 +394,17 @@ class StageTrainer:
             order = _epoch_order(self.train_data.rows, t.seed, self.stage, self.epoch).to(self.device)
             started = time.perf_counter()
             while self.batch_in_epoch < self.steps_per_epoch and not capped:
-                b, size = self.batch_in_epoch, self.batch_size
-                parts = self._train_step(self.train_data.batch(order[b * size:(b + 1) * size]))
+                parts = self._train_step(self.train_data.batch(self._rank_rows(order, self.batch_in_epoch)))
                 for name, value in parts.items():
                     running[name] = running.get(name, 0) + value.float()
                     finite &= torch.isfinite(value)
                 self.step += 1
                 self.batch_in_epoch += 1
-                images += size
+                images += self.batch_size
                 capped = self._past_deadline()
                 if self.step % t.log_every_steps == 0:
                     self._check_finite(finite)
+                    running = self._mean_over_ranks(running)
                     self._report({**{f"loss_{k}": float(v) / t.log_every_steps for k, v in running.items()},
                                   **self._gradient_report()})
                     running = {}
@@ -353,26 +415,46 @@ class StageTrainer:
                 torch.cuda.synchronize()
             train_seconds += time.perf_counter() - started
             self._check_finite(finite)
-            val, grid = self.validate()
-            self._report({**val, "epoch": self.epoch})
-            if self.tracker:
-                self.tracker.log_image(grid, f"samples/stage_{self.stage}_epoch_{self.epoch:03d}.png")
+            if self.dist.main:  # the other ranks go on to the next epoch (and wait for rank 0 in its first step)
+                val, grid = self.validate()
+                self._report({**val, "epoch": self.epoch})
+                if self.tracker:
+                    self.tracker.log_image(grid, f"samples/stage_{self.stage}_epoch_{self.epoch:03d}.png")
             if self.batch_in_epoch == self.steps_per_epoch:
                 self.epoch += 1
                 self.batch_in_epoch = 0
             if t.resume_checkpoints and not capped:  # a capped stage finishes now: nothing to resume
                 self._save_resume_state()
-        if capped:
+        if capped and self.dist.main:
             log.warning("stage %d capped at step %d of %d (wall-clock cap)", self.stage, self.step, self.total_steps)
         return self._finish(val, train_seconds, images, capped)
 
+    def _rank_rows(self, order: torch.Tensor, b: int) -> torch.Tensor:
+        """This rank's contiguous share of step b's batch (the whole batch with one process):
+        every rank has the same epoch order, so the shares tile the global batch."""
+        start = b * self.batch_size + self.dist.rank * self.rank_batch
+        return order[start:start + self.rank_batch]
+
     def _past_deadline(self) -> bool:
         """Checked on the host clock after each step, without a sync: the host runs ahead of the GPU
-        by about a step (its launch queue is bounded), so the cap overshoots by that much."""
-        return self.deadline is not None and self.step < self.total_steps and time.monotonic() > self.deadline
+        by about a step (its launch queue is bounded), so the cap overshoots by that much. Over
+        several processes rank 0's clock decides for all (a host-side broadcast each step), so
+        every rank stops after the same step."""
+        past = self.dist.main and self.deadline is not None and self.step < self.total_steps and \
+            time.monotonic() > self.deadline
+        return distributed.decided_by_main(past)
+
+    def _mean_over_ranks(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-rank sums of per-shard means -> their mean over ranks: the global batch's (one
+        all_reduce, at logging steps only)."""
+        if not self.dist.distributed or not values:
+            return values
+        names = list(values)
+        return dict(zip(names, distributed.mean_over_ranks(torch.stack([values[k] for k in names]))))
 
     def _check_finite(self, finite: torch.Tensor) -> None:
-        if not bool(finite):
+        # Every rank raises or none does (a rank left alone would wait in its next collective).
+        if not distributed.all_true(bool(finite)):
             resumable = self.params.train.resume_checkpoints and (self.resume_dir / "meta.json").is_file()
             kept = read_meta(self.resume_dir).get("step") if resumable else None
             raise NonFiniteLoss(
@@ -402,6 +484,8 @@ class StageTrainer:
                 **{f"share_{k}": v / max(norms["rec"], 1e-12) for k, v in norms.items() if k != "rec"}}
 
     def _report(self, metrics: dict[str, float]) -> None:
+        if not self.dist.main:
+            return
         row = {k: v for k, v in metrics.items() if k in self.curve_columns}
         if row:
             curve = self.curve
@@ -417,6 +501,14 @@ class StageTrainer:
 
     def _finish(self, val: dict[str, float], train_seconds: float, images: int, capped: bool) -> StageResult:
         rate = images / train_seconds if train_seconds > 0 else math.nan
+        if self.dist.main:
+            self._write_results(val, train_seconds, rate, capped)
+        # Rank 0's numbers on every rank; a collective, so no rank returns (and starts the next
+        # stage from this one's checkpoint) before rank 0 has written it.
+        val, train_seconds, rate = distributed.from_main((val, train_seconds, rate))
+        return StageResult(self.stage, self.out_dir / "checkpoint", self.step, train_seconds, rate, val, capped)
+
+    def _write_results(self, val: dict[str, float], train_seconds: float, rate: float, capped: bool) -> None:
         final = self.out_dir / "checkpoint"
         if final.exists():
             shutil.rmtree(final)
@@ -432,4 +524,3 @@ class StageTrainer:
                                       "planned_steps": self.total_steps, "capped": float(capped)}, self.step)
             self.tracker.set_tags({"facectx.capped": str(capped).lower()})
         shutil.rmtree(self.resume_dir, ignore_errors=True)
-        return StageResult(self.stage, final, self.step, train_seconds, rate, val, capped)

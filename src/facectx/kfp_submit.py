@@ -1,0 +1,188 @@
+"""Compile the training pipeline and submit it as a run to a Kubeflow Pipelines endpoint.
+
+`facectx pipeline compile` writes the YAML; `facectx pipeline submit` compiles to a temporary file
+and creates a run through kfp.Client (the KFP v2 REST API: healthz, experiments, runs). Failures
+become one-line errors that name the endpoint: unreachable, token refused, run rejected.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import io
+import json
+import os
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from facectx.config import pipeline_params_text, resolve_params_text
+
+DEFAULT_OUT = "build/pipelines/training.yaml"
+DEFAULT_EXPERIMENT = "facectx"
+TOKEN_ENV = "KF_PIPELINES_TOKEN"
+HEALTHZ_TIMEOUT_S = 15
+
+
+class SubmitError(RuntimeError):
+    """A submission failed for a reason the user can act on; the message is one line."""
+
+
+@dataclass(frozen=True)
+class SubmittedRun:
+    run_id: str
+    name: str
+    experiment: str
+    url: str
+
+
+def compile_training(params_file, out_path, image: str | None = None, gpus_per_stage: int = 1, parallelism: int = 0,
+                     caching: bool = True) -> Path:
+    return _compile_module().compile_pipeline(params_file, out_path, image, gpus_per_stage, parallelism, caching=caching)
+
+
+def _compile_module():
+    """pipelines/ and components/ sit beside src/ in the repository, not in the installed package
+    (the image puts them on PYTHONPATH). The `facectx` console script does not have the working
+    directory on sys.path, so add the repository root it is run from, as every step's relative
+    paths (params.yaml, data/) already assume."""
+    try:
+        from pipelines import compile as module
+    except ModuleNotFoundError as err:
+        if err.name != "pipelines":
+            raise
+        root = Path.cwd()
+        if not (root / "pipelines" / "compile.py").is_file():
+            raise SubmitError(f"pipelines/compile.py not found in {root}: run from the facectx repository root") from None
+        sys.path.insert(0, str(root))
+        from pipelines import compile as module
+    return module
+
+
+def read_token(token_file: str | None) -> str | None:
+    """The bearer token: --token-file, else $KF_PIPELINES_TOKEN, else none (an open endpoint)."""
+    if token_file:
+        token = Path(token_file).read_text().strip()
+        if not token:
+            raise SubmitError(f"token file {token_file} is empty")
+        return token
+    return os.environ.get(TOKEN_ENV, "").strip() or None
+
+
+def run_arguments(source: str, profile: str | None = None, compare: str | None = None, mlflow_uri: str | None = None,
+                  resume_uri: str | None = None) -> dict[str, str]:
+    """The run's parameters: source always, the others only when given, so the compiled defaults
+    (one place: pipelines/training.py) stay the defaults."""
+    arguments = {"source": source, "profile": profile, "compare": compare, "mlflow_tracking_uri": mlflow_uri,
+                 "resume_uri": resume_uri}
+    return {name: value for name, value in arguments.items() if value is not None}
+
+
+def submit(params_file, endpoint: str, source: str, *, namespace: str | None = None,
+           experiment: str = DEFAULT_EXPERIMENT, run_name: str | None = None, image: str | None = None,
+           profile: str | None = None, compare: str | None = None, caching: bool = False, parallelism: int = 2,
+           gpus_per_stage: int = 1, mlflow_uri: str | None = None, resume_uri: str | None = None,
+           token: str | None = None) -> SubmittedRun:
+    """Compile the training pipeline and create one run of it at `endpoint`.
+
+    caching=False (the default): every step runs again. caching=True keeps the pipeline's own
+    choice per step (only validate and prepare, pure functions of their inputs, are reused);
+    kfp's enable_caching=True would instead turn caching on for ingest, training and registration
+    too, whose inputs or side effects change from run to run.
+    """
+    endpoint = endpoint.rstrip("/")
+    if not endpoint.startswith(("http://", "https://")):
+        raise SubmitError(f"endpoint {endpoint!r} must start with http:// or https://")
+    if not source:
+        raise SubmitError("--source is required: s3://bucket/prefix, or a folder the pipeline's pods can read")
+    # A misspelt profile or variant fails here, not after the cluster has pulled images.
+    resolve_params_text(pipeline_params_text(params_file), profile or "", compare or "", where=str(params_file))
+    arguments = run_arguments(source, profile, compare, mlflow_uri, resume_uri)
+    run_name = run_name or f"facectx-training {datetime.datetime.now():%Y-%m-%d %H:%M:%S}"
+
+    with _explained_errors(endpoint, token):
+        multi_user = _check_endpoint(endpoint, token)
+    if multi_user and not namespace:
+        raise SubmitError(f"{endpoint} is a multi-user Kubeflow: give --namespace (your profile's namespace)")
+
+    with tempfile.TemporaryDirectory(prefix="facectx-pipeline-") as tmp:
+        package = compile_training(params_file, Path(tmp) / "training.yaml", image, gpus_per_stage, parallelism, caching)
+        with _explained_errors(endpoint, token):
+            client = _client(endpoint, namespace, token)
+            # kfp prints "Experiment details: ..." / "Run details: ..." itself; we print one summary.
+            with contextlib.redirect_stdout(io.StringIO()):
+                result = client.create_run_from_pipeline_package(
+                    str(package), arguments=arguments, run_name=run_name, experiment_name=experiment,
+                    namespace=namespace, enable_caching=None if caching else False)
+    ui = os.environ.get("KF_PIPELINES_UI_ENDPOINT", endpoint).rstrip("/")  # as kfp.Client links runs
+    return SubmittedRun(run_id=result.run_id, name=run_name, experiment=experiment, url=f"{ui}/#/runs/details/{result.run_id}")
+
+
+def _client(endpoint: str, namespace: str | None, token: str | None):
+    import kfp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "only works with KFP v2.0.0-beta.2 and later"
+        # kfp.Client's default namespace "kubeflow" means "none given" to it.
+        return kfp.Client(host=endpoint, namespace=namespace or "kubeflow", existing_token=token)
+
+
+def _check_endpoint(endpoint: str, token: str | None) -> bool:
+    """One healthz call first, with a timeout: kfp.Client retries a failing healthz five times, 5 s
+    apart, and then reports only a TimeoutError. Returns whether the deployment is multi-user."""
+    import kfp_server_api
+
+    config = kfp_server_api.Configuration(host=endpoint)
+    config.retries = 0  # fail at once: no urllib3 "Retrying" warnings before the one-line error
+    if token:
+        config.api_key["authorization"] = token
+        config.api_key_prefix["authorization"] = "Bearer"
+    health = kfp_server_api.HealthzServiceApi(kfp_server_api.ApiClient(config))
+    return bool(health.healthz_service_get_healthz(_request_timeout=HEALTHZ_TIMEOUT_S).multi_user)
+
+
+@contextlib.contextmanager
+def _explained_errors(endpoint: str, token: str | None):
+    """The KFP client's exceptions (multi-line, with response headers) as one line naming the endpoint."""
+    import kfp_server_api
+    import urllib3
+
+    try:
+        yield
+    except kfp_server_api.ApiException as err:
+        raise SubmitError(_api_error_message(endpoint, err, token)) from err
+    except urllib3.exceptions.HTTPError as err:  # refused, DNS, timeouts: wrapped in MaxRetryError
+        reason = getattr(err, "reason", None) or err
+        # "HTTPConnection(host=..., port=...): Failed to establish a new connection: [Errno 111] ..."
+        detail = str(reason).split(": ", 1)[-1]
+        raise SubmitError(f"cannot reach Kubeflow Pipelines at {endpoint}: {detail}") from err
+
+
+def _api_error_message(endpoint: str, err, token: str | None) -> str:
+    status = err.status or 0
+    message = _server_message(err)
+    if status in (401, 403):
+        if not token:
+            return (f"{endpoint} refused the request ({status} {err.reason}): it needs a token; give --token-file or "
+                    f"set {TOKEN_ENV}" + (f" ({message})" if message else ""))
+        return f"{endpoint} refused the token ({status} {err.reason})" + (f": {message}" if message else "")
+    if status == 404:
+        return f"no Kubeflow Pipelines v2 API at {endpoint} (404 {err.reason}" + (f": {message})" if message else ")")
+    if status == 0:  # TLS failures come as status 0
+        return f"cannot reach Kubeflow Pipelines at {endpoint}: {err.reason}"
+    return f"{endpoint} rejected the run ({status} {err.reason})" + (f": {message}" if message else "")
+
+
+def _server_message(err) -> str:
+    """The API's own explanation: grpc-gateway errors are JSON {"code", "message", "details"}
+    (older servers also send "error"); anything else is shown as text, on one line."""
+    body = err.body.decode("utf-8", "replace") if isinstance(err.body, bytes) else (err.body or "")
+    try:
+        parsed = json.loads(body)
+        if isinstance(parsed, dict):
+            body = parsed.get("message") or parsed.get("error") or body
+    except ValueError:
+        pass
+    text = " ".join(str(body).split())
+    return text[:500] + ("..." if len(text) > 500 else "")
