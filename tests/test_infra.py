@@ -518,7 +518,7 @@ def postgres():
     bindir = Path("/usr/lib/postgresql")
     initdb = shutil.which("initdb") or next(iter(sorted(bindir.glob("*/bin/initdb"))), None)
     if not initdb:
-        pytest.skip("PostgreSQL server binaries (initdb) are not installed")
+        raise RuntimeError("PostgreSQL's server binaries (initdb) are not installed: bash scripts/install-test-deps.sh")
     bindir = Path(os.path.realpath(initdb)).parent
     try:
         import psycopg2  # noqa: F401 - the MLflow server's driver

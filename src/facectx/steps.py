@@ -40,8 +40,8 @@ def train_stage_step(params: Params, stage: int, prepared_dir: str | os.PathLike
     not outlive a preemption): pulled before training, pushed after each save, cleared at the end.
     pipeline_run: the MLflow pipeline run's key (Kubeflow's run id); default: settings + data.
     Under torchrun (or distributed.run_processes) every rank calls this and trains with DDP; rank 0
-    alone opens the tracked run and handles resume_uri (the others read the resume state it pulled:
-    one machine's disk), and every rank returns rank 0's result once the stage is written."""
+    alone opens the tracked run and pushes resume state to resume_uri (the first process on each
+    machine pulls it), and every rank returns rank 0's result once the stage is written."""
     import contextlib
     from pathlib import Path
 
@@ -58,16 +58,18 @@ def train_stage_step(params: Params, stage: int, prepared_dir: str | os.PathLike
                              config=params.tracking) if process.main else contextlib.nullcontext(None)
     with run as tracker:
         remote = None
-        if resume_uri and params.train.resume_checkpoints and process.main:
+        if resume_uri and params.train.resume_checkpoints and process.local_rank == 0:
             from facectx.training.remote_state import RemoteResumeState
 
+            # One pull per machine (each node of a multi-node job has its own disk); rank 0 alone
+            # pushes (StageTrainer saves resume state on rank 0 only) and clears.
             remote = RemoteResumeState(resume_uri, resume_dir, params.ingest.max_attempts)
             remote.pull()
-        distributed.barrier()  # the other ranks read the resume state once rank 0 has pulled it
+        distributed.barrier()  # the other ranks read the resume state once it is pulled
         trainer = StageTrainer(params, stage, Path(prepared_dir), Path(out_dir), Path(init_dir) if init_dir else None,
                                Path(resume_dir), tracker, deadline=deadline, on_resume_saved=remote and remote.push)
         result = trainer.run()
-        if remote is not None:
+        if remote is not None and process.main:
             remote.clear()
     distributed.barrier()  # all ranks end together, after rank 0 has closed the run
     return {"stage": result.stage, "steps": result.steps, "images_per_second": result.images_per_second,
