@@ -108,3 +108,21 @@ def test_missing_source_is_a_clear_error(tmp_path, params):
 
     with pytest.raises(FileNotFoundError, match="no_such_folder"):
         ingest(_config(params, tmp_path / "no_such_folder"), tmp_path / "raw")
+
+
+def test_a_symlinked_folder_in_the_raw_area_does_not_lead_copies_outside(sample_source, tmp_path, params):
+    """Sources reject '..' and absolute names (see test_s3_faults); ingest also resolves where each
+    copy would land, so a symlink planted in the raw area cannot carry photos elsewhere."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("not ingest's")
+    person = sorted(p.name for p in sample_source.iterdir())[0]
+    (tmp_path / "raw" / "images").mkdir(parents=True)
+    (tmp_path / "raw" / "images" / person).symlink_to(outside, target_is_directory=True)
+
+    summary = ingest(_config(params, sample_source), tmp_path / "raw")
+    quarantine = pd.read_parquet(tmp_path / "raw" / "quarantine.parquet")
+    person_photos = len(list((sample_source / person).iterdir()))
+    assert summary["quarantined"] == person_photos == len(quarantine)
+    assert quarantine.reason.str.contains("outside the raw area").all()
+    assert [p.name for p in outside.iterdir()] == ["keep.txt"]

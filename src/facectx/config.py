@@ -23,7 +23,7 @@ class IngestConfig:
     source: str  # folder laid out <identity>/<photo>, or s3://bucket/prefix
     extensions: tuple[str, ...]  # file name endings counted as photos (case-insensitive)
     download_workers: int  # parallel S3 downloads
-    max_attempts: int  # boto3 retry attempts per S3 request
+    max_attempts: int  # tries per S3 request, the first included (then a clear error naming the key)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,9 @@ Raw area layout (one DVC output, kept between runs so re-runs are incremental):
     summary.json                 counts: found, new, changed, unchanged, removed, quarantined
 Re-running copies only new photos and photos whose content changed (sha256; for S3 the ETag
 first, so unchanged objects are not downloaded), and drops photos gone from the source.
+When the source itself fails past its retries (S3 server errors, throttling, lost connection),
+ingest stops with an error naming the key, after recording what it copied in manifest.parquet:
+running it again continues from there.
 """
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ import pandas as pd
 from PIL import Image
 
 from facectx.config import IngestConfig
-from facectx.data.sources import Rejected, SourcePhoto, identity_of, open_source
+from facectx.data.sources import (Rejected, SourcePhoto, SourceUnavailable, identity_of, open_source, printable_key,
+                                  unsafe_path_reason)
 from facectx.io_utils import atomic_path, sha256_bytes, write_json, write_parquet
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,8 @@ def ingest(config: IngestConfig, raw_dir: str | os.PathLike) -> dict:
     images_dir = raw_dir / "images"
     source = open_source(config.source, config.extensions, config.max_attempts)
     photos, rejected = source.scan()
+    photos, outside = _confined(images_dir, photos)
+    rejected += outside
     previous = {row.relative_path: row for row in read_manifest(raw_dir).itertuples(index=False)}
 
     def copy_one(photo: SourcePhoto):
@@ -81,12 +87,21 @@ def ingest(config: IngestConfig, raw_dir: str | os.PathLike) -> dict:
                    size_bytes=len(data), width=width, height=height, format=fmt, source_uri=photo.uri, source_etag=photo.etag)
         return status, row
 
-    rows, counts = [], {"new": 0, "changed": 0, "unchanged": 0}
+    rows, counts, failures = [], {"new": 0, "changed": 0, "unchanged": 0}, []
     with ThreadPoolExecutor(max_workers=max(1, config.download_workers)) as pool:
         futures = [(photo, pool.submit(copy_one, photo)) for photo in photos]
         for photo, future in futures:
+            if future.cancelled():
+                continue
             try:
                 status, row = future.result()
+            except SourceUnavailable as err:
+                # The source is failing, not this photo: stop asking it (photos already being
+                # copied finish and are kept) rather than quarantine photos a re-run can copy.
+                failures.append(err)
+                for _, pending in futures:
+                    pending.cancel()
+                continue
             except Exception as err:  # noqa: BLE001 - one unreadable photo must not stop the rest
                 rejected.append(Rejected(photo.relative_path, photo.uri, f"cannot read from source: {type(err).__name__}: {err}"))
                 continue
@@ -94,10 +109,14 @@ def ingest(config: IngestConfig, raw_dir: str | os.PathLike) -> dict:
             rows.append(row)
             if status == "changed":
                 log.info("changed since last ingest: %s", photo.relative_path)
+    if failures:
+        _record_progress(raw_dir, rows, previous)
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        raise SourceUnavailable(f"ingest stopped: {failures[0]}{more}. The {counts['new'] + counts['changed']} photos copied "
+                                f"so far are kept in {images_dir} and recorded in manifest.parquet: run ingest again "
+                                "to continue from there") from failures[0]
 
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).sort_values("relative_path", ignore_index=True)
-    for column in ("width", "height"):
-        manifest[column] = manifest[column].astype("Int64")
+    manifest = _manifest_frame(rows)
     removed = _remove_stale_copies(images_dir, set(manifest.relative_path))
     write_parquet(raw_dir / "manifest.parquet", manifest)
     write_parquet(raw_dir / "quarantine.parquet", quarantine_frame(rejected, "ingest"))
@@ -107,6 +126,42 @@ def ingest(config: IngestConfig, raw_dir: str | os.PathLike) -> dict:
     write_json(raw_dir / "summary.json", summary)
     log.info("ingest: %s", summary)
     return summary
+
+
+def _confined(images_dir: Path, photos: list[SourcePhoto]) -> tuple[list[SourcePhoto], list[Rejected]]:
+    """Photos whose copy lands inside images_dir, and the others rejected with a reason.
+
+    Sources reject '..', absolute and other unsafe names already; this is the last check before
+    writing, whatever a source lets through (a symlinked folder in the raw area included).
+    """
+    root = os.path.realpath(images_dir)
+    kept, rejected = [], []
+    for photo in photos:
+        reason = unsafe_path_reason(photo.relative_path)
+        if reason is None:
+            target = os.path.realpath(os.path.join(root, photo.relative_path))
+            if os.path.commonpath([root, target]) != root:
+                reason = f"its copy would land outside the raw area: {printable_key(target)}"
+        if reason:
+            rejected.append(Rejected(printable_key(photo.relative_path), photo.uri, reason))
+        else:
+            kept.append(photo)
+    return kept, rejected
+
+
+def _record_progress(raw_dir: Path, rows: list[dict], previous: dict) -> None:
+    """After a stopped run, a manifest of the photos copied so far plus the previous run's rows for
+    the rest (their copies are untouched), so a re-run skips what is already here."""
+    done = {row["relative_path"] for row in rows}
+    kept = rows + [row._asdict() for path, row in previous.items() if path not in done]
+    write_parquet(raw_dir / "manifest.parquet", _manifest_frame(kept))
+
+
+def _manifest_frame(rows: list[dict]) -> pd.DataFrame:
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).sort_values("relative_path", ignore_index=True)
+    for column in ("width", "height"):
+        manifest[column] = manifest[column].astype("Int64")
+    return manifest
 
 
 def _remove_stale_copies(images_dir: Path, keep: set[str]) -> int:

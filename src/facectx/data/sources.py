@@ -3,11 +3,14 @@
 A source lists its photos (rejecting entries it cannot take, with a reason) and copies one photo's
 bytes. S3 access goes through boto3 with retries; credentials and the endpoint come from the
 environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...), never from params.
+Two kinds of failure: one photo that cannot be taken (rejected, the rest go on) and the source
+itself failing past its retries (SourceUnavailable: the run stops, a re-run continues).
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +35,35 @@ class Rejected:
     reason: str
 
 
+class SourceUnavailable(IOError):
+    """The source failed (server errors, throttling, lost connection) after every retry; not the
+    photo's fault, so ingest stops rather than quarantining photos that a later run can copy."""
+
+
 def identity_of(relative_path: str) -> str:
     return relative_path.split("/", 1)[0]
+
+
+def printable_key(key: str) -> str:
+    """A key with control characters (NUL, newline, ...) shown as \\xNN, for reports and logs."""
+    return "".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc" else c for c in key)
+
+
+def unsafe_path_reason(relative_path: str) -> str | None:
+    """Why a source's '/'-separated relative path cannot name a file under the raw area, or None.
+
+    S3 keys are arbitrary strings: '..' or a leading '/' would write outside the data folder, and
+    '.', empty segments or '\\' would name a file other than the key says (or on Windows, escape).
+    """
+    if any(unicodedata.category(c) == "Cc" for c in relative_path):
+        return "key contains a control character (NUL, newline, ...)"
+    if relative_path.startswith("/"):
+        return "key is an absolute path (leading '/')"
+    if "\\" in relative_path:
+        return "key contains a backslash"
+    if any(part in ("", ".", "..") for part in relative_path.split("/")):
+        return "key has a '..', '.' or empty path segment"
+    return None
 
 
 def _is_photo(name: str, extensions: tuple[str, ...]) -> bool:
@@ -103,53 +133,106 @@ class S3Source:
         self.bucket = bucket
         self.prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
         self.extensions = extensions
-        self.client = boto3.client("s3", config=Config(retries={"max_attempts": max_attempts, "mode": "standard"}))
+        self.max_attempts = max_attempts
+        # Standard mode retries 500/502/503/504, throttling (SlowDown) and lost connections, with
+        # exponential backoff. total_max_attempts counts the first try (botocore's max_attempts
+        # would not: it counts retries).
+        self.client = boto3.client("s3", config=Config(retries={"total_max_attempts": max_attempts, "mode": "standard"}))
 
     def scan(self) -> tuple[list[SourcePhoto], list[Rejected]]:
         photos, rejected = [], []
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
-            for item in page.get("Contents", []):
-                key = item["Key"]
-                rel = key[len(self.prefix):]
-                if key.endswith("/") or not _is_photo(rel, self.extensions):
-                    continue
-                uri = f"s3://{self.bucket}/{key}"
-                if "/" not in rel:
-                    rejected.append(Rejected(rel, uri, "photo is not inside an identity folder (expected <identity>/<photo>)"))
-                    continue
-                photos.append(SourcePhoto(rel, uri, int(item["Size"]), item["ETag"].strip('"')))
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for item in page.get("Contents", []):
+                    self._take(item, photos, rejected)
+        except Exception as err:
+            if failure := self._unavailable(f"s3://{self.bucket}/{self.prefix}", "listing", err):
+                raise failure from err
+            raise
         photos.sort(key=lambda p: p.relative_path)
         return photos, rejected
 
+    def _take(self, item: dict, photos: list[SourcePhoto], rejected: list[Rejected]) -> None:
+        key = item["Key"]
+        uri = printable_key(f"s3://{self.bucket}/{key}")
+        if not key.startswith(self.prefix):  # a listing is the server's word; check it
+            rejected.append(Rejected(printable_key(key), uri, f"key is outside the listed prefix {self.prefix!r}"))
+            return
+        rel = key[len(self.prefix):]
+        if key.endswith("/") or not _is_photo(rel, self.extensions):
+            return
+        reason = unsafe_path_reason(rel)
+        if reason is None and "/" not in rel:
+            reason = "photo is not inside an identity folder (expected <identity>/<photo>)"
+        if reason:
+            rejected.append(Rejected(printable_key(rel), uri, reason))
+        else:
+            photos.append(SourcePhoto(rel, uri, int(item["Size"]), item["ETag"].strip('"')))
+
     def read(self, photo: SourcePhoto) -> bytes:
         """Download one object; verify its MD5 against the ETag where S3 defines it so
-        (single-part uploads: no '-' in the ETag). Retried once on a mismatch."""
+        (single-part uploads: no '-' in the ETag). A body cut short or not matching is fetched
+        again once (botocore retries failed requests, not the reading of a response's body)."""
+        from botocore.exceptions import IncompleteReadError, ResponseStreamingError
+
         key = photo.uri[len(f"s3://{self.bucket}/"):]
-        for attempt in range(2):
-            response = self.client.get_object(Bucket=self.bucket, Key=key)
-            data = response["Body"].read()
-            etag = response["ETag"].strip('"')
-            if "-" in etag or hashlib.md5(data).hexdigest() == etag:
-                return data
+        try:
+            for attempt in range(2):
+                response = self.client.get_object(Bucket=self.bucket, Key=key)
+                try:
+                    data = response["Body"].read()
+                except (IncompleteReadError, ResponseStreamingError):
+                    if attempt:
+                        raise
+                    continue
+                etag = response["ETag"].strip('"')
+                if "-" in etag or hashlib.md5(data).hexdigest() == etag:
+                    return data
+        except Exception as err:
+            if failure := self._unavailable(photo.uri, "download", err):
+                raise failure from err
+            raise
         raise IOError(f"checksum mismatch downloading {photo.uri}: MD5 of the bytes differs from ETag {etag}")
+
+    def _unavailable(self, uri: str, what: str, err: Exception) -> SourceUnavailable | None:
+        """A SourceUnavailable naming the URI when err is a server, throttling or connection failure
+        (botocore has spent the retries); None for the object's own errors (no such key, denied)."""
+        from botocore.exceptions import ClientError, ConnectionError, HTTPClientError, IncompleteReadError
+
+        if isinstance(err, ClientError):
+            status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            failing = status >= 500 or status == 429 or err.response.get("Error", {}).get("Code") == "SlowDown"
+        else:  # connection refused or lost, timeouts, bodies cut short
+            failing = isinstance(err, (ConnectionError, HTTPClientError, IncompleteReadError))
+        if not failing:
+            return None
+        return SourceUnavailable(f"{what} {uri} failed after {self.max_attempts} attempts (ingest.max_attempts): "
+                                 f"{type(err).__name__}: {err}")
 
     def split_lists(self) -> dict[str, bytes]:
         parent = self.prefix.rstrip("/").rpartition("/")[0]
         for prefix in (self.prefix, parent + "/" if parent else ""):
             found = {}
             for name in SPLIT_LIST_NAMES:
-                try:
-                    found[name] = self.client.get_object(Bucket=self.bucket, Key=prefix + name)["Body"].read()
-                except self.client.exceptions.NoSuchKey:
+                if (data := self._get_optional(prefix + name)) is None:
                     break
+                found[name] = data
             if len(found) == len(SPLIT_LIST_NAMES):
-                try:
-                    found[PAIRS_NAME] = self.client.get_object(Bucket=self.bucket, Key=prefix + PAIRS_NAME)["Body"].read()
-                except self.client.exceptions.NoSuchKey:
-                    pass
+                if (pairs := self._get_optional(prefix + PAIRS_NAME)) is not None:
+                    found[PAIRS_NAME] = pairs
                 return found
         return {}
+
+    def _get_optional(self, key: str) -> bytes | None:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+        except Exception as err:
+            if failure := self._unavailable(f"s3://{self.bucket}/{key}", "download", err):
+                raise failure from err
+            raise
 
 
 def open_source(uri: str, extensions: tuple[str, ...], max_attempts: int = 8):

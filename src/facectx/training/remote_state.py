@@ -41,7 +41,7 @@ class RemoteResumeState:
 
         self.uri, self.local_dir = uri.rstrip("/"), Path(local_dir)
         self.bucket, self.prefix = _split(uri)
-        self.client = boto3.client("s3", config=Config(retries={"max_attempts": max_attempts, "mode": "standard"}))
+        self.client = boto3.client("s3", config=Config(retries={"total_max_attempts": max_attempts, "mode": "standard"}))
 
     def _pointer(self) -> dict | None:
         try:
