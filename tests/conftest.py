@@ -198,3 +198,56 @@ def with_stage_256(params):
     losses = dataclasses.replace(params.losses, lambda_adv=extend(params.losses.lambda_adv),
                                  lambda_id=extend(params.losses.lambda_id), lambda_pc=extend(params.losses.lambda_pc))
     return dataclasses.replace(params, crop=crop, prepare=prepare, train=train, losses=losses)
+
+
+# --------------------------------------------------------------------------- a real tracking server (tests/servers.py)
+
+TRACKING_BUCKET = "facectx-tracking"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL on a free loopback port (servers.Postgres); stopped and removed at the end."""
+    from servers import Postgres
+
+    server = Postgres()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture(scope="session")
+def tracking_server_handle(postgres_server, s3_server, tmp_path_factory):
+    """`mlflow server` as deployed: runs in PostgreSQL, artifacts proxied to an S3 bucket on the
+    session's SeaweedFS. A handle (start/stop/kill; .postgres, .bucket, .s3_env) shared by the
+    session: take it through `tracking_server`, which restarts what a fault test stopped."""
+    import boto3
+
+    from servers import MlflowServer
+
+    s3 = boto3.client("s3", endpoint_url=s3_server["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                      aws_access_key_id=s3_server["AWS_ACCESS_KEY_ID"], aws_secret_access_key=s3_server["AWS_SECRET_ACCESS_KEY"])
+    if TRACKING_BUCKET not in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
+        s3.create_bucket(Bucket=TRACKING_BUCKET)
+    env = {**s3_server, "MLFLOW_S3_ENDPOINT_URL": s3_server["AWS_ENDPOINT_URL"], "PGPASSWORD": postgres_server.password}
+    server = MlflowServer(postgres_server.uri, f"s3://{TRACKING_BUCKET}", env, tmp_path_factory.mktemp("mlflow-server"))
+    server.postgres, server.bucket, server.s3_env = postgres_server, TRACKING_BUCKET, s3_server
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def tracking_server(tracking_server_handle, monkeypatch):
+    """The session's MLflow server, running, as this test's MLFLOW_TRACKING_URI."""
+    server = tracking_server_handle
+    if not server.postgres.running():
+        server.postgres.start()
+    if not server.running():
+        server.start()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+    return server

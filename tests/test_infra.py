@@ -23,7 +23,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import tomllib
 import urllib.error
@@ -514,45 +513,15 @@ def _get(url: str, host: str) -> int:
 
 @pytest.fixture
 def postgres():
-    """A throwaway PostgreSQL on loopback with database and user mlflow; yields (port, password)."""
-    bindir = Path("/usr/lib/postgresql")
-    initdb = shutil.which("initdb") or next(iter(sorted(bindir.glob("*/bin/initdb"))), None)
-    if not initdb:
-        raise RuntimeError("PostgreSQL's server binaries (initdb) are not installed: bash scripts/install-test-deps.sh")
-    bindir = Path(os.path.realpath(initdb)).parent
+    """A throwaway PostgreSQL on loopback with database and user mlflow (servers.Postgres); yields (port, password)."""
+    from servers import Postgres
+
+    server = Postgres()
+    server.start()
     try:
-        import psycopg2  # noqa: F401 - the MLflow server's driver
-    except ImportError:
-        pytest.fail("psycopg2 is not installed: pip install -e '.[dev]'")
-    password, port = secrets.token_urlsafe(16), _free_port()
-    # Not under pytest's tmp_path: its root is private to this user, and PostgreSQL refuses to run
-    # as root, so as root the server runs as the postgres user in a folder of its own.
-    folder = Path(tempfile.mkdtemp(prefix="facectx-pg-"))
-    (folder / "pw").write_text(password)
-    as_postgres = []
-    if os.getuid() == 0:
-        for path in (folder, folder / "pw"):
-            shutil.chown(path, "postgres", "postgres")
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    result = subprocess.run([*as_postgres, str(bindir / "initdb"), "-D", str(folder / "data"), "--username=mlflow",
-                             f"--pwfile={folder / 'pw'}", "--auth=scram-sha-256"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    server = subprocess.Popen([*as_postgres, str(bindir / "postgres"), "-D", str(folder / "data"), "-p", str(port),
-                               "-k", str(folder), "-c", "listen_addresses=127.0.0.1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        env = {**os.environ, "PGPASSWORD": password}
-        deadline = time.time() + 60
-        while subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True).returncode:
-            assert server.poll() is None and time.time() < deadline, "postgres did not start"
-            time.sleep(0.3)
-        subprocess.run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow"],
-                       env=env, check=True, capture_output=True, timeout=60)
-        yield port, password
+        yield server.port, server.password
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-        shutil.rmtree(folder, ignore_errors=True)
+        server.remove()
 
 
 @pytest.mark.slow

@@ -19,13 +19,17 @@ PROTOCOL_TAG = "protocol."
 
 
 def _client():
+    """A client of the tracking server; one that is down is a TrackingUnavailable error naming it,
+    before anything is registered or promoted (not minutes of retries, then a stack trace)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from facectx.tracking import tracking_uri
+    from facectx.tracking import check_reachable, tracking_uri
 
-    mlflow.set_tracking_uri(tracking_uri())
-    return MlflowClient(tracking_uri())
+    uri = tracking_uri()
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
 
 
 def parse_gates(gate_metrics) -> list[tuple[str, str]]:

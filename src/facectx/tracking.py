@@ -13,6 +13,22 @@ FolderTracker records the same things — params, tags, metrics per step with th
 and artifacts, system information — under <tracking.folder>/<pipeline key>/<stage>/, written as
 they happen so a killed run keeps what it measured; `facectx airgap import` replays such folders
 into MLflow.
+
+A tracking server that fails (an http(s) tracking URI):
+- down when a step starts: the step stops at once with TrackingUnavailable, one line naming the
+  URI, before anything is trained or written (a /health probe with a short timeout).
+- down (or its database down) during a stage: training goes on. The Tracker moves what the stage
+  logs from then on into a spool folder, <tracking.folder>/mlflow-spool/<MLflow run id>/ (the
+  FolderTracker layout), and says so in a warning naming that folder. When the stage ends, the
+  spool is sent to the same MLflow run (every metric with its step and time, tags, images and
+  artifacts, the run's final status) if the server answers again; if not, the run stays RUNNING
+  in MLflow, the warning names the folder, and the next stage started with the same tracking URI
+  and tracking.folder sends it first (or call replay_pending(tracking.folder) by hand). A pod's
+  disk is lost with the pod: there, a spool not sent by the end of the stage is lost with it.
+- While a stage runs, MLflow's HTTP client retries for seconds, not minutes (HTTP_DEFAULTS,
+  used where the environment does not set them): MLflow's own defaults (7 retries with growing
+  back-off, 120 s per request) would stall a training step for minutes on every call, and with
+  the spool nothing is lost by giving up early.
 """
 from __future__ import annotations
 
@@ -24,8 +40,12 @@ import os
 import platform
 import re
 import shutil
+import ssl
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -59,35 +79,86 @@ def flatten(prefix: str, value) -> dict[str, str]:
 
 
 class Tracker:
-    """What training reports; thin over an active MLflow run."""
+    """What training reports, into its MLflow run. When the tracking server stops answering (it
+    is down, or its database is), the rest of the stage goes into a local spool folder instead of
+    failing the training; close() sends the spool to the same run once the server answers again,
+    or says where it is kept."""
 
-    def __init__(self, run_id: str):
+    def __init__(self, run_id: str, spool_dir: str | os.PathLike | None = None, name: str = ""):
         self.run_id = run_id
+        self.name = name
+        self.spool_dir = Path(spool_dir) if spool_dir else Path("runs", SPOOL_DIR, run_id).resolve()
+        self.spool: FolderTracker | None = None
+        self._mlflow = None
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        import mlflow
-
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        self._record("log_metrics", metrics, step)
 
     def log_image(self, image: np.ndarray, artifact_file: str) -> None:
-        import mlflow
-
-        mlflow.log_image(image, artifact_file=artifact_file)
+        self._record("log_image", image, artifact_file)
 
     def log_dict(self, data: dict, artifact_file: str) -> None:
-        import mlflow
-
-        mlflow.log_dict(data, artifact_file)
+        self._record("log_dict", data, artifact_file)
 
     def log_artifacts(self, folder) -> None:
-        import mlflow
-
-        mlflow.log_artifacts(str(folder))
+        self._record("log_artifacts", folder)
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        import mlflow
+        self._record("set_tags", tags)
 
-        mlflow.set_tags(tags)
+    def close(self, status: str) -> bool:
+        """End of the stage: send the spool, if there is one. True when MLflow has everything."""
+        if self.spool is None:
+            return True
+        self.spool.close(status)
+        return replay_spool(self.spool_dir)
+
+    def _record(self, method: str, *args) -> None:
+        if self.spool is None:
+            try:
+                getattr(self, f"_mlflow_{method}")(*args)
+                return
+            except Exception as err:
+                if not server_unavailable(err):
+                    raise
+                self._start_spool(err)
+        # Once spooled, always spooled: the records stay in order, and replay sends them at once.
+        getattr(self.spool, method)(*args)
+
+    def _start_spool(self, err: BaseException) -> None:
+        self.spool = FolderTracker(self.spool_dir, self.name, {}, {})
+        write_json(self.spool_dir / SPOOL_FILE, {"tracking_uri": redacted(tracking_uri()), "run_id": self.run_id,
+                                                 "stage": self.name, "since_ms": _now_ms(), "error": _one_line(err)})
+        log.warning("MLflow at %s stopped answering (%s): stage %s goes on, and what it logs from now on is kept in %s "
+                    "and sent to MLflow run %s when the server answers again", redacted(tracking_uri()),
+                    _one_line(err), self.name, self.spool_dir, self.run_id)
+
+    def _client(self):
+        if self._mlflow is None:
+            from mlflow.tracking import MlflowClient
+
+            self._mlflow = MlflowClient(tracking_uri())
+        return self._mlflow
+
+    def _mlflow_log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = _now_ms()
+        self._client().log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def _mlflow_log_image(self, image: np.ndarray, artifact_file: str) -> None:
+        self._client().log_image(self.run_id, image, artifact_file=artifact_file)
+
+    def _mlflow_log_dict(self, data: dict, artifact_file: str) -> None:
+        self._client().log_dict(self.run_id, data, artifact_file)
+
+    def _mlflow_log_artifacts(self, folder) -> None:
+        self._client().log_artifacts(self.run_id, str(folder))
+
+    def _mlflow_set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self._client().log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
 RUN_FILE, METRICS_FILE, ARTIFACTS = "run.json", "metrics.csv", "artifacts"
@@ -209,10 +280,11 @@ def stage_run(key: str, stage_name: str, params: dict, tags: dict[str, str] | No
               config: TrackingConfig | None = None) -> Iterator[Tracker | FolderTracker]:
     """Open (or reopen) the pipeline run for `key` and a nested run for this stage (MLflow), or a
     stage folder under the pipeline run's folder (the folder backend)."""
+    root = Path(config.folder if config else "runs")
     if backend(config) == "folder":
-        runner = _folder_stage_run(Path(config.folder if config else "runs"), key, stage_name, params, tags)
+        runner = _folder_stage_run(root, key, stage_name, params, tags)
     else:
-        runner = _mlflow_stage_run(key, stage_name, params, tags)
+        runner = _mlflow_stage_run(key, stage_name, params, tags, root.resolve() / SPOOL_DIR)
     with runner as tracker:
         yield tracker
 
@@ -233,35 +305,53 @@ def _folder_stage_run(root: Path, key: str, stage_name: str, params: dict, tags:
 
 
 @contextlib.contextmanager
-def _mlflow_stage_run(key: str, stage_name: str, params: dict, tags: dict[str, str] | None):
+def _mlflow_stage_run(key: str, stage_name: str, params: dict, tags: dict[str, str] | None, spool_root: Path):
     import mlflow
 
     group, _, _ = stage_name.rpartition("/")
-    with pipeline_parent(key, group) as (client, experiment_id):
-        with mlflow.start_run(run_name=stage_name, nested=True, log_system_metrics=True) as run:
+    with _http_defaults(), pipeline_parent(key, group):
+        replay_pending(spool_root)  # what an earlier stage could not send, now that the server answers
+        with _run(run_name=stage_name, nested=True, log_system_metrics=True) as run:
             mlflow.log_params(flatten("", params))
             mlflow.set_tags({"facectx.stage": stage_name, **(tags or {})})
-            yield Tracker(run.info.run_id)
+            tracker = Tracker(run.info.run_id, spool_root / run.info.run_id, stage_name)
+            try:
+                yield tracker
+            except BaseException:
+                tracker.close("FAILED")
+                raise
+            tracker.close("FINISHED")
 
 
 @contextlib.contextmanager
 def pipeline_parent(key: str, model: str = ""):
     """Make the pipeline run for `key` (and, given `model`, its nested run for that model: the
     cascade or a compared variant, holding that model's stage runs) the active MLflow run, so runs
-    started inside nest under it; yields (client, experiment id)."""
+    started inside nest under it; yields (client, experiment id). A tracking server that is down
+    (or cannot reach its database) is a TrackingUnavailable error here, before anything runs."""
     import mlflow
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(tracking_uri())
+    uri = tracking_uri()
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
     client = MlflowClient()
-    experiment_id = _experiment_id(client)
-    mlflow.set_experiment(experiment_id=experiment_id)
-    parent_id = _pipeline_run(client, experiment_id, key)
-    with mlflow.start_run(run_id=parent_id):
-        if not model:
+    try:
+        experiment_id = _experiment_id(client)
+        mlflow.set_experiment(experiment_id=experiment_id)
+        parent_id = _pipeline_run(client, experiment_id, key)
+        model_id = _model_run(client, experiment_id, parent_id, model) if model else None
+    except MlflowException as err:
+        if not server_unavailable(err):
+            raise
+        raise TrackingUnavailable(f"MLflow tracking server {redacted(uri)} answers but cannot serve requests "
+                                  f"(is its database up?): {_one_line(err)}; nothing was run") from err
+    with _run(run_id=parent_id):
+        if not model_id:
             yield client, experiment_id
             return
-        with mlflow.start_run(run_id=_model_run(client, experiment_id, parent_id, model), nested=True):
+        with _run(run_id=model_id, nested=True):
             yield client, experiment_id
 
 
@@ -305,6 +395,203 @@ def _pipeline_run(client, experiment_id: str, key: str) -> str:
     return parent
 
 
+# --------------------------------------------------------------------------- a tracking server that fails
+
+SPOOL_DIR, SPOOL_FILE = "mlflow-spool", "spool.json"
+# MLflow's HTTP client while a stage runs, unless the environment says otherwise: ~6 s of retries
+# (back-off 0, 2, 4 s) ride out a blip; a longer outage is spooled, so waiting longer gains nothing.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+PROBE_TIMEOUT_S = 5.0
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking server does not answer, or cannot serve requests (its database is down)."""
+
+
+def redacted(uri: str) -> str:
+    """The URI without a user:password@ part: what logs, messages and spool files may show."""
+    parts = urllib.parse.urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _one_line(err: BaseException | str, limit: int = 300) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def unreachable_reason(uri: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why an http(s) tracking server cannot be reached (None when it answers, or for other URIs).
+    Any answer counts, even 401 or 403 (its /health needs no credentials) or a TLS handshake this
+    probe cannot verify (MLflow's client has its own TLS settings): something is up there."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    probe = redacted(uri).rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(probe, timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
+        return None
+    except (urllib.error.URLError, OSError) as err:  # refused, unknown host, timed out
+        reason = getattr(err, "reason", err)
+        return None if isinstance(reason, ssl.SSLError) else _one_line(reason)
+
+
+def check_reachable(uri: str | None = None, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Raise TrackingUnavailable (one line naming the URI) when an http(s) tracking server does not answer."""
+    uri = uri or tracking_uri()
+    reason = unreachable_reason(uri, timeout)
+    if reason:
+        raise TrackingUnavailable(f"MLflow tracking server {redacted(uri)} is not reachable ({reason}): start it, or "
+                                  "point MLFLOW_TRACKING_URI at a running one; nothing was run")
+
+
+def server_unavailable(err: BaseException) -> bool:
+    """Did an MLflow call fail because the server (or its database, or its artifact store) did not
+    answer -- no connection, a timeout, or only transient errors (5xx, 429) until the retries ran
+    out? Other errors (a bad request) are real, and are raised where they happen."""
+    import requests
+
+    kinds: tuple[type, ...] = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                               requests.exceptions.RetryError)
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError  # artifacts sent to S3 directly
+
+        kinds += (BotoConnectionError,)
+    except ImportError:
+        pass
+    seen = set()
+    while err is not None and id(err) not in seen:  # MLflow wraps the requests error (as __context__)
+        if isinstance(err, kinds):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
+@contextlib.contextmanager
+def _env(values: dict[str, str], only_unset: bool = False):
+    """These environment variables for the block (MLflow reads its HTTP settings per request)."""
+    saved = {name: os.environ.get(name) for name in values}
+    for name, value in values.items():
+        if not (only_unset and saved[name] is not None):
+            os.environ[name] = value
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _http_defaults():
+    return _env(HTTP_DEFAULTS, only_unset=True)
+
+
+@contextlib.contextmanager
+def _run(**start_kwargs):
+    """mlflow.start_run as a block whose end survives a server that is gone: the run then stays
+    RUNNING in MLflow (a warning says so) instead of failing a stage whose work is done."""
+    import mlflow
+
+    run = mlflow.start_run(**start_kwargs)
+    status = "FAILED"
+    try:
+        yield run
+        status = "FINISHED"
+    finally:
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run.info.run_id:
+            _end_run(run.info.run_id, status)
+
+
+def _end_run(run_id: str, status: str) -> None:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_uri()
+    down = unreachable_reason(uri, timeout=2.0)
+    try:
+        # A server known to be down gets one try, not a round of retries per run being ended.
+        with _env({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}) if down else contextlib.nullcontext():
+            mlflow.end_run(status)
+    except MlflowException as err:
+        if not server_unavailable(err):
+            raise
+        log.warning("MLflow run %s could not be marked %s: %s does not answer (%s); it shows RUNNING there",
+                    run_id, status, redacted(uri), down or _one_line(err))
+        # end_run stops the run's system-metrics thread only after the server call that failed.
+        from mlflow.tracking import fluent
+
+        monitor = getattr(fluent, "run_id_to_system_metrics_monitor", {}).pop(run_id, None)
+        if monitor is not None:
+            monitor.finish()
+
+
+def replay_spool(folder: str | os.PathLike) -> bool:
+    """Send a stage's spool folder (see Tracker) to its MLflow run: every metric with its step and
+    time, the tags, the artifacts, and the run's final status, plus tags naming the outage and the
+    folder. True when sent (or sent before); False, with a warning naming the folder, when the
+    server still does not answer or refuses it -- the folder is kept either way."""
+    from mlflow.entities import Metric, RunTag
+    from mlflow.tracking import MlflowClient
+
+    folder = Path(folder)
+    spool = json.loads((folder / SPOOL_FILE).read_text())
+    if spool.get("replayed_ms"):
+        return True
+    uri = tracking_uri()
+    reason = unreachable_reason(uri)
+    try:
+        if reason:
+            raise TrackingUnavailable(reason)
+        run = json.loads((folder / RUN_FILE).read_text())
+        client, run_id = MlflowClient(uri), spool["run_id"]
+        metrics = _read_metrics(folder / METRICS_FILE)
+        for start in range(0, len(metrics), 1000):
+            client.log_batch(run_id, metrics=[Metric(k, v, t, s) for s, t, k, v in metrics[start:start + 1000]])
+        since = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(spool["since_ms"] / 1000))
+        outage = {"facectx.tracking_spool": str(folder.resolve()),
+                  "facectx.tracking_outage": f"{spool['tracking_uri']} did not answer from {since} "
+                                             f"({spool['error'][:200]}); {len(metrics)} metric values were spooled "
+                                             "and sent later"}
+        client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in {**run["tags"], **outage}.items()])
+        artifacts = folder / ARTIFACTS
+        if artifacts.is_dir() and any(artifacts.iterdir()):
+            client.log_artifacts(run_id, str(artifacts))
+        if run["status"] != "RUNNING":
+            client.set_terminated(run_id, run["status"], run.get("end_time_ms"))
+    except Exception as err:  # the training is done and its records are safe on disk: say where, do not fail
+        log.warning("MLflow run %s (stage %s) is missing what was logged after %s stopped answering: it is kept in "
+                    "%s and is sent by the next stage that tracks to %s, or by tracking.replay_pending(%r) (%s)",
+                    spool["run_id"], spool.get("stage"), spool["tracking_uri"], folder, spool["tracking_uri"],
+                    str(folder.parent.parent), _one_line(err))
+        return False
+    spool["replayed_ms"] = _now_ms()
+    write_json(folder / SPOOL_FILE, spool)
+    log.info("sent the spooled records of %s to MLflow run %s", folder, spool["run_id"])
+    return True
+
+
+def replay_pending(root: str | os.PathLike) -> dict[str, bool]:
+    """Send every spool under <root>/mlflow-spool/ (root: tracking.folder, or that spool folder
+    itself) that was made for the current tracking URI and is not sent yet; {folder: sent}."""
+    root = Path(root)
+    spools = root if root.name == SPOOL_DIR else root / SPOOL_DIR
+    uri = redacted(tracking_uri())
+    sent = {}
+    for spool_file in sorted(spools.glob(f"*/{SPOOL_FILE}")):
+        spool = json.loads(spool_file.read_text())
+        if spool.get("replayed_ms") or spool.get("tracking_uri") != uri:
+            continue
+        sent[str(spool_file.parent)] = replay_spool(spool_file.parent)
+    return sent
+
+
 # --------------------------------------------------------------------------- replaying run folders
 
 
@@ -318,6 +605,7 @@ def import_folder_runs(root: str | os.PathLike, key: str, tags: dict[str, str]) 
     from mlflow.tracking import MlflowClient
 
     folder = Path(root) / _safe_name(key)
+    check_reachable()
     mlflow.set_tracking_uri(tracking_uri())
     client = MlflowClient()
     experiment_id = _experiment_id(client)
