@@ -53,6 +53,14 @@ def make_bad_inputs(source: Path, face_photo: Path, outside: Path) -> dict[str, 
     (folder / "text.jpg").write_text("this is a text file, not a photo\n")
     expected["Bad_Inputs/text.jpg"] = "not a readable image"
 
+    png = io.BytesIO()
+    face.save(png, format="PNG")
+    (folder / "corrupt.png").write_bytes(png.getvalue()[:60] + bytes(range(256)) * 4)  # header intact, data garbage
+    expected["Bad_Inputs/corrupt.png"] = "corrupt image data"
+
+    (folder / "copy.jpg").write_bytes(data)  # the one real duplicate: the same pixels as face_photo
+    expected["Bad_Inputs/copy.jpg"] = "duplicate content of"
+
     rgba = face.convert("RGBA")
     alpha = np.full((face.height, face.width), 255, np.uint8)
     alpha[:40, :40] = 0
@@ -116,6 +124,8 @@ def test_every_bad_input_is_quarantined_with_its_reason(sample_source, tmp_path,
     assert set(reasons) == set(expected), f"unexpected quarantine: {reasons}"
     for path, fragment in expected.items():
         assert fragment in reasons[path], f"{path}: {reasons[path]!r} lacks {fragment!r}"
+        # A file that does not decode is not a duplicate of another that does not either.
+        assert ("duplicate content" in reasons[path]) == (path == "Bad_Inputs/copy.jpg"), reasons[path]
     checks = dict(zip(quarantine.relative_path, quarantine.check))
     assert checks["Bad_Inputs/no_face.jpg"] == "face_found" and checks["Bad_Inputs/tiny.jpg"] == "min_size"
     assert checks["Bad_Inputs/cmyk.jpg"] == "decodes_to_8bit_rgb" and checks["Bad_Inputs/link_outside.jpg"] == "source_entry"

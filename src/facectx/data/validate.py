@@ -109,12 +109,14 @@ def gather_facts(relative_paths: list[str], job: _Job, workers: int) -> pd.DataF
 
 
 def mark_duplicates(facts: pd.DataFrame) -> pd.DataFrame:
-    """duplicate_of = the first photo (by path) with the same decoded pixels, else None."""
+    """duplicate_of = the first photo (by path) with the same decoded pixels, else None. Photos
+    that do not decode have no pixels and are nobody's duplicate (their digest is missing: None,
+    or NaN once pandas has merged the table, and NaN is one object, so it would match itself)."""
     facts = facts.sort_values("relative_path", ignore_index=True)
     first_with = {}
     duplicate_of = []
     for path, digest in zip(facts.relative_path, facts.pixel_sha256):
-        if digest is None:
+        if pd.isna(digest):
             duplicate_of.append(None)
         elif digest in first_with:
             duplicate_of.append(first_with[digest])
