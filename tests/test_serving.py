@@ -1,4 +1,4 @@
-"""The registered champion served by `mlflow models serve`: a real LFW photo in, a 128x128 PNG
+"""The registered champion served by `facectx serve` (MLflow's scoring server): a real LFW photo in, a 128x128 PNG
 out; bad requests get a 4xx naming the problem, and the server keeps answering."""
 from __future__ import annotations
 
@@ -73,12 +73,13 @@ def served(prepared_data, params, tmp_path_factory):
 
         port = _free_port()
         log = open(root / "serve.log", "wb")
-        mlflow_bin = Path(sys.executable).parent / "mlflow"
-        server = subprocess.Popen([str(mlflow_bin), "models", "serve", "-m", f"models:/{NAME}@champion",
-                                   "--env-manager", "local", "-p", str(port), "-h", "127.0.0.1", "-w", "1"],
-                                  env={**os.environ, "MLFLOW_TRACKING_URI": uri,  # uvicorn is run from PATH
-                                       "PATH": f"{mlflow_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}"}, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        # The README's command, as in a fresh shell: the virtualenv neither activated nor on PATH.
+        venv_bin = str(Path(sys.executable).parent)
+        path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin)
+        env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+        server = subprocess.Popen([str(Path(venv_bin) / "facectx"), "serve", "--model-uri", f"models:/{NAME}@champion",
+                                   "-p", str(port)], env={**env, "MLFLOW_TRACKING_URI": uri, "PATH": path},
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.time() + 120
@@ -89,7 +90,7 @@ def served(prepared_data, params, tmp_path_factory):
                 except requests.ConnectionError:
                     pass
                 if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"mlflow models serve did not start:\n{(root / 'serve.log').read_text()[-3000:]}")
+                    raise RuntimeError(f"facectx serve did not start:\n{(root / 'serve.log').read_text()[-3000:]}")
                 time.sleep(0.5)
             yield url
         finally:

@@ -154,6 +154,12 @@ def _pipeline_submit(args, params):
     return run
 
 
+def _serve(args, params):
+    from facectx.serving import serve
+
+    serve(args.model_uri, args.port, args.host, args.workers)
+
+
 def _last_checkpoint(args, params):
     return str(steps.final_checkpoint(params, args.models_dir))
 
@@ -285,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     submit_step.add_argument("--mlflow-uri", help="MLflow tracking URI as the pods see it (default: the pipeline's)")
     submit_step.add_argument("--resume-uri", help="where training keeps resume state (default: the pipeline's; '' for none)")
     submit_step.add_argument("--token-file", help=f"file holding the bearer token (default: ${TOKEN_ENV}, else none)")
+
+    step = steps.add_parser("serve", help="serve a registered model over HTTP (MLflow's scoring server), from any shell")
+    step.add_argument("--model-uri", default="models:/facectx-cascade@champion", help="default: %(default)s")
+    step.add_argument("-p", "--port", type=int, default=5001, help="default: %(default)s")
+    step.add_argument("--host", default="127.0.0.1", help="default: %(default)s (0.0.0.0 to listen on every interface)")
+    step.add_argument("-w", "--workers", type=int, default=1, help="server processes (default: %(default)s)")
+    step.set_defaults(run=_serve, needs_params=False)
 
     step = steps.add_parser("hallucinate", help="hallucinate the context of the face in one photo")
     step.add_argument("photo", help="a JPEG or PNG photo with a face")

@@ -170,3 +170,19 @@ def log_pyfunc_model(checkpoint_dir: str | os.PathLike, params: Params, metrics:
             code_paths=[str(Path(__file__).resolve().parent)],
             metadata={"facectx_metrics": {k: float(v) for k, v in (metrics or {}).items()},
                       "checkpoint_stage": json.loads((checkpoint_dir / "meta.json").read_text()).get("stage")})
+
+
+def serve(model_uri: str, port: int, host: str = "127.0.0.1", workers: int = 1) -> None:
+    """Replace this process with MLflow's scoring server for model_uri, from any shell: MLflow
+    starts its server (uvicorn) by name, which is found only when this Python's bin folder is on
+    PATH (an activated virtualenv), so it is put first; the registry is facectx's tracking store
+    (MLFLOW_TRACKING_URI, else ./mlflow.db)."""
+    import sys
+
+    from facectx.tracking import tracking_uri
+
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]), "MLFLOW_TRACKING_URI": tracking_uri()}
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+               "-p", str(port), "-h", host, "-w", str(workers)]
+    os.execve(sys.executable, command, env)  # signals reach the server itself (no parent left in between)
