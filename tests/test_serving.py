@@ -6,11 +6,7 @@ import base64
 import dataclasses
 import io
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +14,7 @@ import pytest
 import requests
 from PIL import Image
 
+from benchmarks.serving_load import Server, bad_requests, request_mix, run_load
 from conftest import tiny_training_params
 from facectx import registry, steps
 
@@ -28,15 +25,6 @@ def fast_tiny_params(params):
     """The tiny cascade with fewer rows and without the identity/perceptual networks (only speed matters here)."""
     tiny = tiny_training_params(params, max_train_rows=4, val_rows=2, grid_rows=1)
     return dataclasses.replace(tiny, losses=dataclasses.replace(tiny.losses, identity=False, perceptual=False))
-
-
-def _free_port() -> int:
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port != 8333:
-            return port
 
 
 def _b64(data: bytes) -> str:
@@ -71,37 +59,16 @@ def served(prepared_data, params, tmp_path_factory):
         registry.register(info.model_uri, NAME, metrics, run.info.run_id)
         assert registry.promote(NAME, ["fd:lower"])["promoted"]
 
-        port = _free_port()
-        log = open(root / "serve.log", "wb")
         # The README's command, as in a fresh shell: the virtualenv neither activated nor on PATH.
         venv_bin = str(Path(sys.executable).parent)
         path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin)
         env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
-        server = subprocess.Popen([str(Path(venv_bin) / "facectx"), "serve", "--model-uri", f"models:/{NAME}@champion",
-                                   "-p", str(port)], env={**env, "MLFLOW_TRACKING_URI": uri, "PATH": path},
-                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        url = f"http://127.0.0.1:{port}"
+        server = Server(f"models:/{NAME}@champion", root / "serve.log", env={**env, "MLFLOW_TRACKING_URI": uri, "PATH": path})
         try:
-            deadline = time.time() + 120
-            while True:
-                try:
-                    if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                        break
-                except requests.ConnectionError:
-                    pass
-                if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"facectx serve did not start:\n{(root / 'serve.log').read_text()[-3000:]}")
-                time.sleep(0.5)
-            yield url
+            server.wait_ready()
+            yield server.url
         finally:
-            if server.poll() is None:
-                os.killpg(server.pid, signal.SIGTERM)
-                try:
-                    server.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(server.pid, signal.SIGKILL)
-                    server.wait()
-            log.close()
+            server.stop()
 
 
 def _invoke(url: str, columns, data):
@@ -140,3 +107,14 @@ def test_served_champion_hallucinates_and_rejects_bad_requests(served, lfw_dir):
     assert "no face" in no_face.json()["message"] and "row 1" in no_face.json()["message"]
 
     _check_good(served, photo)  # still serving after the bad requests
+
+
+def test_served_model_under_load_answers_every_request(served, lfw_dir):
+    """A short run of benchmarks/serving_load.py: 4 clients, real photos mixed with every kind of
+    bad input: no 5xx, no request without an answer, every bad input a 4xx with its reason."""
+    photos = sorted((lfw_dir / "images").rglob("*.jpg"))[:6]
+    result = run_load(served, request_mix(photos, bad_every=3), clients=4, seconds=8)
+    summary = result.summary({r.kind: r.reason for r in bad_requests(photos[0])})
+    assert summary["server_errors_5xx"] == 0 and summary["no_answer"] == 0, summary
+    assert summary["bad_without_4xx_and_reason"] == [], summary
+    assert summary["good"] > 0 and summary["good_ok"] == summary["good"] and summary["bad"] > 0, summary
