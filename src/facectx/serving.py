@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -76,6 +77,11 @@ class FaceContextModel(mlflow.pyfunc.PythonModel):
         self.formats = tuple(settings["formats"])
         self.hallucinator = PhotoHallucinator(context.artifacts["checkpoint"], CropConfig(**settings["crop"]), landmarks,
                                               device="cpu")
+        # The scoring server calls predict from several threads at once; dlib's detector and shape
+        # predictor are not thread-safe (concurrent calls crashed the server with SIGSEGV under
+        # benchmarks/serving_load.py), so one photo at a time goes through them per process.
+        # More throughput comes from more server processes (`facectx serve -w N`).
+        self.lock = threading.Lock()
 
     def photo(self, index: int, value) -> np.ndarray:
         from facectx.data.photos import PhotoRejected, decode_photo
@@ -102,7 +108,8 @@ class FaceContextModel(mlflow.pyfunc.PythonModel):
         for index, value in enumerate(_rows(model_input)):
             rgb = self.photo(index, value)
             try:
-                result = self.hallucinator(rgb)
+                with self.lock:
+                    result = self.hallucinator(rgb)
             except NoFaceFound as err:
                 raise _invalid(f"row {index}: {err}") from None
             outputs.append(base64.b64encode(png_bytes(result["output"])).decode("ascii"))
