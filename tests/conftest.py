@@ -251,3 +251,14 @@ def tracking_server(tracking_server_handle, monkeypatch):
         server.start()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
     return server
+
+
+@pytest.fixture(autouse=True)
+def _fresh_boto3_default_session():
+    """boto3's default session keeps the credentials it first resolved: a test that ran with other
+    keys in the environment (tests/test_credentials.py's sentinels) would leave them to the next."""
+    import boto3
+
+    boto3.DEFAULT_SESSION = None
+    yield
+    boto3.DEFAULT_SESSION = None

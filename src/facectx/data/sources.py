@@ -137,7 +137,9 @@ class S3Source:
         # Standard mode retries 500/502/503/504, throttling (SlowDown) and lost connections, with
         # exponential backoff. total_max_attempts counts the first try (botocore's max_attempts
         # would not: it counts retries).
-        self.client = boto3.client("s3", config=Config(retries={"total_max_attempts": max_attempts, "mode": "standard"}))
+        # A session of its own: credentials are read from the environment now, not reused from
+        # whatever boto3's default session resolved first.
+        self.client = boto3.session.Session().client("s3", config=Config(retries={"total_max_attempts": max_attempts, "mode": "standard"}))
 
     def scan(self) -> tuple[list[SourcePhoto], list[Rejected]]:
         photos, rejected = [], []

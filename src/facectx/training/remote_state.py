@@ -41,7 +41,9 @@ class RemoteResumeState:
 
         self.uri, self.local_dir = uri.rstrip("/"), Path(local_dir)
         self.bucket, self.prefix = _split(uri)
-        self.client = boto3.client("s3", config=Config(retries={"total_max_attempts": max_attempts, "mode": "standard"}))
+        # A session of its own: credentials are read from the environment now, not reused from
+        # whatever boto3's default session resolved first.
+        self.client = boto3.session.Session().client("s3", config=Config(retries={"total_max_attempts": max_attempts, "mode": "standard"}))
 
     def _pointer(self) -> dict | None:
         try:
