@@ -294,8 +294,14 @@ def _folder_stage_run(root: Path, key: str, stage_name: str, params: dict, tags:
     pipeline = root / _safe_name(key) / "pipeline.json"
     if not pipeline.is_file():
         write_json(pipeline, {"key": key, "experiment": EXPERIMENT, "created_ms": _now_ms()})
-    tracker = FolderTracker(folder_stage_path(root, key, stage_name), stage_name, flatten("", params),
-                            {"facectx.stage": stage_name, **(tags or {})})
+    with _closed_at_exit(FolderTracker(folder_stage_path(root, key, stage_name), stage_name, flatten("", params),
+                                       {"facectx.stage": stage_name, **(tags or {})})) as tracker:
+        yield tracker
+
+
+@contextlib.contextmanager
+def _closed_at_exit(tracker):
+    """Close a stage's tracker with the stage's outcome: FAILED if it raised, else FINISHED."""
     try:
         yield tracker
     except BaseException:
@@ -314,13 +320,8 @@ def _mlflow_stage_run(key: str, stage_name: str, params: dict, tags: dict[str, s
         with _run(run_name=stage_name, nested=True, log_system_metrics=True) as run:
             mlflow.log_params(flatten("", params))
             mlflow.set_tags({"facectx.stage": stage_name, **(tags or {})})
-            tracker = Tracker(run.info.run_id, spool_root / run.info.run_id, stage_name)
-            try:
+            with _closed_at_exit(Tracker(run.info.run_id, spool_root / run.info.run_id, stage_name)) as tracker:
                 yield tracker
-            except BaseException:
-                tracker.close("FAILED")
-                raise
-            tracker.close("FINISHED")
 
 
 @contextlib.contextmanager
