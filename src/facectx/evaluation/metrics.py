@@ -88,7 +88,7 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
 
     mu_a, mu_b = features_a.mean(0), features_b.mean(0)
     cov_a, cov_b = np.cov(features_a, rowvar=False), np.cov(features_b, rowvar=False)
-    covmean = linalg.sqrtm(cov_a @ cov_b)  # no `disp`: SciPy 1.16 removed it (the GPU machine's SciPy)
+    covmean = linalg.sqrtm(cov_a @ cov_b)  # no `disp`: newer SciPy removed it (the GPU machine has such a SciPy)
     if not np.isfinite(covmean).all():  # near-singular covariances: regularise, as pytorch-fid does
         offset = np.eye(len(cov_a)) * 1e-6
         covmean = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
