@@ -84,11 +84,15 @@ def psnr_context(output, target, mask, valid):
 
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (the FID formula)."""
+    import warnings
+
     from scipy import linalg
 
     mu_a, mu_b = features_a.mean(0), features_b.mean(0)
     cov_a, cov_b = np.cov(features_a, rowvar=False), np.cov(features_b, rowvar=False)
-    covmean = linalg.sqrtm(cov_a @ cov_b)  # no `disp`: newer SciPy removed it (the GPU machine has such a SciPy)
+    with warnings.catch_warnings():  # a near-singular product is handled below; no `disp=False`: newer SciPy lacks it
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(cov_a @ cov_b)
     if not np.isfinite(covmean).all():  # near-singular covariances: regularise, as pytorch-fid does
         offset = np.eye(len(cov_a)) * 1e-6
         covmean = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
