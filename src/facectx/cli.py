@@ -20,6 +20,17 @@ RESUME_DIR = "models/resume"  # resume state per model (outside DVC's outputs, w
 METRICS_DIR = "models/metrics"  # each model's per-stage validation metrics (DVC metrics)
 EVAL_DIR = "reports/evaluation"
 
+# The folder options several subcommands take, each defined once here (name, default, help) and
+# given to a subcommand as a parent parser: `parents=[folders["--raw-dir"], ...]`.
+FOLDER_OPTIONS = {
+    "--raw-dir": {"default": RAW_DIR, "help": "the raw area: photos, manifest, and the LFW pairs that calibrate "
+                                              "the verification threshold (default: %(default)s)"},
+    "--validated-dir": {"default": VALIDATED_DIR, "help": "validate's output: the valid photos' records and "
+                                                          "landmarks (default: %(default)s)"},
+    "--prepared-dir": {"default": PREPARED_DIR, "help": "prepare's shards (default: %(default)s)"},
+    "--models-dir": {"default": MODELS_DIR, "help": "the cascade's folder (default: %(default)s)"},
+}
+
 
 def _ingest(args, params):
     return steps.ingest_step(params, args.raw_dir, args.source)
@@ -164,54 +175,58 @@ def _last_checkpoint(args, params):
     return str(steps.final_checkpoint(params, args.models_dir))
 
 
+def folder_parents() -> dict[str, argparse.ArgumentParser]:
+    """One parent parser per FOLDER_OPTIONS entry, and "training": the folders of train and
+    train-stage (prepared data, this model's folder, its resume state, the MLflow run's name)."""
+    parents = {}
+    for option, settings in FOLDER_OPTIONS.items():
+        parents[option] = argparse.ArgumentParser(add_help=False)
+        parents[option].add_argument(option, **settings)
+    training = parents["training"] = argparse.ArgumentParser(add_help=False, parents=[parents["--prepared-dir"]])
+    training.add_argument("--models-dir", help=f"this model's folder (default: {MODELS_DIR}, or {VARIANTS_DIR}/VARIANT)")
+    training.add_argument("--resume-dir", help=f"resume state (default: {RESUME_DIR}/cascade or VARIANT)")
+    training.add_argument("--resume-uri", help="also keep the resume state at s3://bucket/prefix (one stage: that prefix; "
+                                               "train: PREFIX/stage_N), so a run on another machine continues it")
+    training.add_argument("--run-name", help="names the MLflow pipeline run (default: the variant, else cascade)")
+    return parents
+
+
 def build_parser() -> argparse.ArgumentParser:
+    folders = folder_parents()
+    raw, validated, prepared, cascade = (folders[o] for o in ("--raw-dir", "--validated-dir", "--prepared-dir", "--models-dir"))
     parser = argparse.ArgumentParser(prog="facectx", description=__doc__)
     parser.add_argument("--params", default=DEFAULT_PARAMS_FILE, help="params file (default: %(default)s)")
     parser.add_argument("--variant", help="apply params' variants.NAME (the ProGAN variant, an ablation) on top of the profile")
     parser.add_argument("-v", "--verbose", action="store_true")
     steps = parser.add_subparsers(dest="command", required=True)
 
-    step = steps.add_parser("ingest", help="copy photos from ingest.source into the raw area + manifest")
+    step = steps.add_parser("ingest", parents=[raw], help="copy photos from ingest.source into the raw area + manifest")
     step.add_argument("--source", help="override ingest.source (folder or s3://bucket/prefix)")
-    step.add_argument("--raw-dir", default=RAW_DIR)
     step.set_defaults(run=_ingest)
 
-    step = steps.add_parser("validate", help="great-expectations suite + per-photo checks; quarantine the bad")
-    step.add_argument("--raw-dir", default=RAW_DIR)
+    step = steps.add_parser("validate", parents=[raw], help="great-expectations suite + per-photo checks; quarantine the bad")
     step.add_argument("--out-dir", default=VALIDATED_DIR)
     step.set_defaults(run=_validate)
 
-    step = steps.add_parser("prepare", help="crops, masks, pyramid, splits, shards, preview")
-    step.add_argument("--raw-dir", default=RAW_DIR)
-    step.add_argument("--validated-dir", default=VALIDATED_DIR)
+    step = steps.add_parser("prepare", parents=[raw, validated], help="crops, masks, pyramid, splits, shards, preview")
     step.add_argument("--out-dir", default=PREPARED_DIR)
     step.set_defaults(run=_prepare)
 
-    def model_folders(step):
-        step.add_argument("--prepared-dir", default=PREPARED_DIR)
-        step.add_argument("--models-dir", help=f"this model's folder (default: {MODELS_DIR}, or {VARIANTS_DIR}/VARIANT)")
-        step.add_argument("--resume-dir", help=f"resume state (default: {RESUME_DIR}/cascade or VARIANT)")
-        step.add_argument("--resume-uri", help="also keep the resume state at s3://bucket/prefix (one stage: that prefix; "
-                                               "train: PREFIX/stage_N), so a run on another machine continues it")
-        step.add_argument("--run-name", help="names the MLflow pipeline run (default: the variant, else cascade)")
-
-    step = steps.add_parser("train-stage", help="train one stage of train.stages from the previous one's checkpoint "
-                                                "(under torchrun: with DDP, one process per GPU)")
+    step = steps.add_parser("train-stage", parents=[folders["training"]],
+                            help="train one stage of train.stages from the previous one's checkpoint "
+                                 "(under torchrun: with DDP, one process per GPU)")
     step.add_argument("--stage", type=int, required=True, help="the stage's resolution, one of params' train.stages")
-    model_folders(step)
     step.set_defaults(run=_train_stage)
 
-    step = steps.add_parser("train", help="train every stage of train.stages in order, each from the previous one's checkpoint")
-    model_folders(step)
+    step = steps.add_parser("train", parents=[folders["training"]],
+                            help="train every stage of train.stages in order, each from the previous one's checkpoint")
     step.add_argument("--metrics-file", help="write each stage's validation metrics here (JSON; what DVC tracks)")
     step.add_argument("--cap-minutes", type=float, help="wall-clock budget for all stages; a stage past its share stops "
                                                          "cleanly, keeps its checkpoint and is marked capped")
     step.set_defaults(run=_train)
 
-    step = steps.add_parser("evaluate", help="score models and baselines on the test split; report")
-    step.add_argument("--prepared-dir", default=PREPARED_DIR)
-    step.add_argument("--raw-dir", default=RAW_DIR, help="LFW pairs here calibrate the verification threshold")
-    step.add_argument("--models-dir", default=MODELS_DIR, help="the cascade's folder (default: %(default)s)")
+    step = steps.add_parser("evaluate", parents=[prepared, raw, cascade],
+                            help="score models and baselines on the test split; report")
     step.add_argument("--variants-dir", default=VARIANTS_DIR, help="the compared models' folders (default: %(default)s)")
     step.add_argument("--model", action="append", metavar="NAME=CHECKPOINT_DIR",
                       help="a model to score (repeatable); default: the cascade's last stage and the variants params' compare names")
@@ -219,13 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--out-dir", default=EVAL_DIR)
     step.set_defaults(run=_evaluate)
 
-    step = steps.add_parser("register", help="log the checkpoint as an MLflow pyfunc model; register it as challenger")
+    step = steps.add_parser("register", parents=[cascade, prepared, raw],
+                            help="log the checkpoint as an MLflow pyfunc model; register it as challenger")
     step.add_argument("--checkpoint", help="checkpoint folder (default: the last stage's, under --models-dir)")
     step.add_argument("--metrics", default=f"{EVAL_DIR}/metrics.json", help="evaluation metrics; the gate uses methods.cascade")
-    step.add_argument("--models-dir", default=MODELS_DIR)
     step.add_argument("--example-photo", help="input example photo (default: the first test-split photo)")
-    step.add_argument("--prepared-dir", default=PREPARED_DIR)
-    step.add_argument("--raw-dir", default=RAW_DIR)
     step.set_defaults(run=_register)
 
     step = steps.add_parser("promote", help="challenger -> champion if it wins on every registry.gate_metrics entry")
@@ -234,15 +247,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     airgap = steps.add_parser("airgap", help="train on an air-gapped GPU machine: pack here, run there, import here")
     airgap_steps = airgap.add_subparsers(dest="airgap_command", required=True)
-    step = airgap_steps.add_parser("pack", help="data, weights, settings and calibration for the far machine, in one folder")
+    step = airgap_steps.add_parser("pack", parents=[prepared, validated, raw],
+                                   help="data, weights, settings and calibration for the far machine, in one folder",
+                                   description="Data, weights, settings and calibration for the far machine, in one "
+                                               "folder. The photos' landmarks (from --validated-dir) are packed "
+                                               "instead of the frame's.")
     step.add_argument("out", help="pack folder to write")
     step.add_argument("--test-source", action="append", metavar="FOLDER",
                       help="another folder of photos (<identity>/<photo>), prepared here as an extra test set (repeatable)")
     step.add_argument("--without", action="append", choices=("train", "val", "test"), help="leave a split out (repeatable)")
     step.add_argument("--max-mib", type=float, default=60.0, help="refuse a pack larger than this (default: %(default)s)")
-    step.add_argument("--prepared-dir", default=PREPARED_DIR)
-    step.add_argument("--validated-dir", default=VALIDATED_DIR, help="the photos' landmarks (packed instead of the frame's)")
-    step.add_argument("--raw-dir", default=RAW_DIR, help="LFW pairs here calibrate the verification threshold")
     step.set_defaults(run=_airgap_pack)
 
     step = airgap_steps.add_parser("run", help="on the far machine: rebuild the data, train, evaluate, write results")
@@ -299,11 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("-w", "--workers", type=int, default=1, help="server processes (default: %(default)s)")
     step.set_defaults(run=_serve, needs_params=False)
 
-    step = steps.add_parser("hallucinate", help="hallucinate the context of the face in one photo")
+    step = steps.add_parser("hallucinate", parents=[cascade], help="hallucinate the context of the face in one photo")
     step.add_argument("photo", help="a JPEG or PNG photo with a face")
     step.add_argument("-o", "--out", required=True, help="output PNG")
     step.add_argument("--checkpoint", help="checkpoint folder (default: the last stage's, under --models-dir)")
-    step.add_argument("--models-dir", default=MODELS_DIR)
     step.set_defaults(run=_hallucinate)
     return parser
 
@@ -317,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = load_params(args.params, args.variant) if getattr(args, "needs_params", True) else None
         args.run(args, params)
-    except Exception as err:  # noqa: BLE001 - a clear one-line error for known failures; traceback with -v
+    except Exception as err:  # a clear one-line error for known failures; traceback with -v
         if args.verbose:
             raise
         print(f"facectx {args.command}: error: {err}", file=sys.stderr)

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from facectx.config import CropConfig, LandmarkConfig
-from facectx.models.cascade import ModelArgs
+from facectx.models.factory import build_generator, model_args_from_meta
+from facectx.tensors import image_tensor, mask_tensor
 from facectx.training.checkpoint import load_checkpoint
 
 
@@ -18,17 +19,10 @@ class NoFaceFound(ValueError):
 
 
 def load_generator(checkpoint_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
-    from facectx.training.loop import build_generator
-
     meta, states, _ = load_checkpoint(checkpoint_dir)
-    args = ModelArgs(**{**meta["model_args"], "resolutions": tuple(meta["model_args"]["resolutions"])})
-    generator = build_generator(args, meta["stage"])
+    generator = build_generator(model_args_from_meta(meta["model_args"]), meta["stage"])
     generator.load_state_dict(states["generator"])
     return generator.to(device).eval(), meta
-
-
-def _to_tensor(images: np.ndarray, device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 
 class Hallucinator:
@@ -43,10 +37,13 @@ class Hallucinator:
     @torch.no_grad()
     def from_pyramid(self, masked: dict[int, np.ndarray], mask: dict[int, np.ndarray]) -> np.ndarray:
         """masked[r]: (B, r, r, 3) uint8; mask[r]: (B, r, r) uint8 0..255."""
-        m = {r: _to_tensor(masked[r], self.device) for r in self.resolutions}
-        k = {r: torch.from_numpy(np.ascontiguousarray(mask[r])).to(self.device).unsqueeze(1).float().div(255) for r in self.resolutions}
+        m = {r: image_tensor(self._on_device(masked[r])) for r in self.resolutions}
+        k = {r: mask_tensor(self._on_device(mask[r])) for r in self.resolutions}
         out = self.generator(m, k)[self.stage]
         return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+    def _on_device(self, images: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
 
 
 def masked_from_photo(rgb: np.ndarray, landmarker, crop: CropConfig, resolutions: tuple[int, ...]):

@@ -104,16 +104,11 @@ class VGG19Features(nn.Module):
         super().__init__()
         import torchvision
 
-        from facectx.weights import WeightsError, load_state_dict
+        from facectx.weights import load_weights_into
 
         vgg = torchvision.models.vgg19()
-        state = load_state_dict(weights_path)
         # Only the convolutional part is used: a file with just `features.*` is enough.
-        features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-        try:
-            vgg.features.load_state_dict(features)
-        except RuntimeError as err:
-            raise WeightsError(f"{weights_path} is not a torchvision VGG19 state dict: {err}") from err
+        load_weights_into(vgg.features, weights_path, "a torchvision VGG19 state dict", prefix="features.")
         self.frame_size = frame_size
         self.body = vgg.features[: self.LAYERS[-1] + 1].to(device).eval().requires_grad_(False)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1))

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import TYPE_CHECKING
 
 from facectx.config import Params
+
+if TYPE_CHECKING:
+    from facectx.training.checkpoint import TrainingIdentity
 
 
 def ingest_step(params: Params, raw_dir: str | os.PathLike, source: str | None = None) -> dict:
@@ -32,13 +36,16 @@ def prepare_step(params: Params, raw_dir: str | os.PathLike, validated_dir: str 
 
 def train_stage_step(params: Params, stage: int, prepared_dir: str | os.PathLike, out_dir: str | os.PathLike,
                      init_dir: str | os.PathLike | None, resume_dir: str | os.PathLike, run_name: str = "cascade",
-                     deadline: float | None = None, resume_uri: str | None = None, pipeline_run: str | None = None) -> dict:
+                     deadline: float | None = None, resume_uri: str | None = None, pipeline_run: str | None = None,
+                     identity: TrainingIdentity | None = None) -> dict:
     """Train one stage, starting from init_dir (the previous stage's checkpoint folder); writes
     out_dir/checkpoint and out_dir/metrics.json; tracked in MLflow under the pipeline run.
     deadline: a time.monotonic() value past which the stage stops cleanly, marked capped.
     resume_uri: s3://bucket/prefix where the resume state is also kept (a Kubeflow pod's disk does
     not outlive a preemption): pulled before training, pushed after each save, cleared at the end.
     pipeline_run: the MLflow pipeline run's key (Kubeflow's run id); default: settings + data.
+    identity: the run's settings, config hash and data version (`training_identity`), when the
+    caller has worked them out already (train_stages_step, once for every stage).
     Under torchrun (or distributed.run_processes) every rank calls this and trains with DDP; rank 0
     alone opens the tracked run and pushes resume state to resume_uri (the first process on each
     machine pulls it), and every rank returns rank 0's result once the stage is written."""
@@ -46,15 +53,15 @@ def train_stage_step(params: Params, stage: int, prepared_dir: str | os.PathLike
     from pathlib import Path
 
     from facectx import tracking
+    from facectx.tensors import resolve_device
     from facectx.training import distributed
-    from facectx.training.checkpoint import config_hash
-    from facectx.training.data import data_version
-    from facectx.training.loop import StageTrainer, resolve_device, training_settings
+    from facectx.training.checkpoint import training_identity
+    from facectx.training.loop import StageTrainer
 
     process = distributed.init_from_env(resolve_device(params.train.device))  # one process: no group
-    settings = training_settings(params)
-    key = pipeline_run or tracking.pipeline_key(f"{run_name}-{config_hash(settings)}-{data_version(prepared_dir)}")
-    run = tracking.stage_run(key, f"{run_name}/stage_{stage}", settings, tags={"facectx.model": params.model.kind},
+    identity = identity or training_identity(params, prepared_dir)
+    key = pipeline_run or _pipeline_key(run_name, identity)
+    run = tracking.stage_run(key, f"{run_name}/stage_{stage}", identity.settings, tags={"facectx.model": params.model.kind},
                              config=params.tracking) if process.main else contextlib.nullcontext(None)
     with run as tracker:
         remote = None
@@ -67,7 +74,8 @@ def train_stage_step(params: Params, stage: int, prepared_dir: str | os.PathLike
             remote.pull()
         distributed.barrier()  # the other ranks read the resume state once it is pulled
         trainer = StageTrainer(params, stage, Path(prepared_dir), Path(out_dir), Path(init_dir) if init_dir else None,
-                               Path(resume_dir), tracker, deadline=deadline, on_resume_saved=remote and remote.push)
+                               Path(resume_dir), tracker, deadline=deadline, on_resume_saved=remote and remote.push,
+                               identity=identity)
         result = trainer.run()
         if remote is not None and process.main:
             remote.clear()
@@ -87,11 +95,14 @@ def train_stages_step(params: Params, prepared_dir: str | os.PathLike, models_di
     resume_uri: s3://bucket/prefix; each stage keeps its resume state under PREFIX/stage_N."""
     import time
 
+    from facectx.training.checkpoint import training_identity
+
     results, stages = {}, list(params.train.stages)
+    identity = training_identity(params, prepared_dir)  # one data fingerprint for every stage
     end = time.monotonic() + cap_seconds if cap_seconds else None
     for i, stage in enumerate(stages):
         deadline = time.monotonic() + (end - time.monotonic()) / (len(stages) - i) if end else None
-        results[stage] = train_stage_step(params, stage, prepared_dir, run_name=run_name, deadline=deadline,
+        results[stage] = train_stage_step(params, stage, prepared_dir, run_name=run_name, deadline=deadline, identity=identity,
                                           resume_uri=f"{resume_uri.rstrip('/')}/stage_{stage}" if resume_uri else None,
                                           **stage_dirs(params, stage, models_dir, resume_root))
     return results
@@ -113,7 +124,7 @@ def stage_dirs(params: Params, stage: int, models_dir: str | os.PathLike,
     models_dir/resume)."""
     from pathlib import Path
 
-    from facectx.training.loop import previous_stage
+    from facectx.models.factory import previous_stage
 
     models_dir = Path(models_dir)
     previous = previous_stage(params, stage)
@@ -137,16 +148,15 @@ def evaluate_step(params: Params, prepared_dir: str | os.PathLike, raw_dir: str 
     from facectx import tracking
     from facectx.evaluation.evaluate import evaluate
     from facectx.evaluation.networks import make_networks
-    from facectx.training.checkpoint import config_hash
-    from facectx.training.data import data_version
-    from facectx.training.loop import resolve_device, training_settings
+    from facectx.tensors import resolve_device
+    from facectx.training.checkpoint import training_identity
 
     config = params.evaluate
     device = resolve_device(config.device)
     nets = make_networks(config.matcher, device, params.assets)
     if calibration is None and raw_dir is not None:
         calibration = matcher_calibration(params, raw_dir, nets)
-    key = pipeline_run or tracking.pipeline_key(f"{run_name}-{config_hash(training_settings(params))}-{data_version(prepared_dir)}")
+    key = pipeline_run or _pipeline_key(run_name, training_identity(params, prepared_dir))
     with tracking.stage_run(key, stage_name, {"evaluate": dataclasses.asdict(config), "models": models},
                             config=params.tracking) as tracker:
         result = evaluate(prepared_dir, models, out_dir, config, calibration=calibration, nets=nets, device=device)
@@ -168,7 +178,15 @@ def matcher_calibration(params: Params, raw_dir: str | os.PathLike, nets) -> dic
     if not (Path(raw_dir) / "split_lists" / "pairsDevTrain.txt").is_file():
         return None
     return lfw_pair_calibration(raw_dir, WholeFrameIdentity(nets, params.crop), None,
-                                max_pairs=params.evaluate.calibration_pairs or None, pairs_file="split_lists/pairsDevTrain.txt")
+                                max_pairs=params.evaluate.calibration_pairs or None, pairs_file="split_lists/pairsDevTrain.txt",
+                                landmarks=params.landmarks)
+
+
+def _pipeline_key(run_name: str, identity: TrainingIdentity) -> str:
+    """The MLflow pipeline run a local (DVC/CLI) run's steps share: one per model, settings and data."""
+    from facectx import tracking
+
+    return tracking.pipeline_key(f"{run_name}-{identity.config_hash}-{identity.data_version}")
 
 
 def _metric_key(method: str) -> str:

@@ -1,10 +1,13 @@
 """Loading weight files safely: safetensors, or torch files with weights_only=True (no pickled
-code runs). Errors name the file."""
+code runs). Errors name the file. Every weights file facectx reads (except its own checkpoints,
+facectx.training.checkpoint) goes through load_state_dict or load_weights_into."""
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where weights are loaded: importing the error classes stays light
+    import torch
 
 
 class WeightsError(RuntimeError):
@@ -12,6 +15,8 @@ class WeightsError(RuntimeError):
 
 
 def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict[str, torch.Tensor]:
+    import torch
+
     path = str(path)
     if not os.path.isfile(path):
         raise WeightsError(f"weights file not found: {path}")
@@ -21,11 +26,26 @@ def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict[str, t
 
             return load_file(path, device=device)
         state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:  # corrupt, truncated, or not a weights file at all
         raise WeightsError(f"cannot read weights from {path}: {type(err).__name__}: {err}") from err
     if not isinstance(state, dict):
         raise WeightsError(f"{path} does not hold a state dict (got {type(state).__name__})")
     return state
+
+
+def load_weights_into(module: torch.nn.Module, path: str | os.PathLike, what: str, *, prefix: str = "",
+                      device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Load the state dict in `path` into `module` (strictly), or raise WeightsError naming the file
+    and `what` it should have held (e.g. "a torchvision AlexNet state dict"). With `prefix`, only
+    the entries under it are loaded, the prefix removed (e.g. "features." for a network's trunk)."""
+    state = load_state_dict(path, device)
+    if prefix:
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        raise WeightsError(f"{path} is not {what}: {err}") from err
+    return module
 
 
 def weights_label(path: str | os.PathLike) -> str:

@@ -166,10 +166,10 @@ def _prepare_test_source(params: Params, source: Path, work: Path) -> tuple[Path
 
 
 def _copy_weights(params: Params, out: Path) -> dict[str, str]:
-    from facectx.assets import ensure_face_api_weights, ensure_human_models_faceres, verify_faceres_files
+    from facectx.assets import weights_folder
 
-    identity = Path(params.assets.identity_weights) if params.assets.identity_weights else ensure_face_api_weights()
-    matcher = verify_faceres_files(params.assets.matcher_weights) if params.assets.matcher_weights else ensure_human_models_faceres()
+    identity = weights_folder("face-api", params.assets.identity_weights)
+    matcher = weights_folder("faceres", params.assets.matcher_weights)
     for name, source in (("face-api", identity), ("faceres", matcher)):
         shutil.copytree(source, out / "weights" / name, ignore=shutil.ignore_patterns(".*"))
     return {"identity": "weights/face-api", "matcher": "weights/faceres"}

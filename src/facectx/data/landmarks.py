@@ -16,11 +16,12 @@ from typing import Callable
 import numpy as np
 
 from facectx.config import LandmarkConfig
+from facectx.weights import WeightsError, load_weights_into
 
 Box = tuple[float, float, float, float]  # left, top, right, bottom in photo pixels
 
 
-class LandmarkWeightsMissing(RuntimeError):
+class LandmarkWeightsMissing(WeightsError):
     """The configured landmark backend cannot find (or fetch) its weights."""
 
 
@@ -125,7 +126,6 @@ def resolve_fan_weights(configured: str | None) -> str:
 def fan_point_placer(weights: str | None, device: str) -> Callable[[np.ndarray, Box], np.ndarray]:
     import face_alignment
     import face_recognition_models
-    import torch
     from face_alignment.models import FAN
 
     weights_path = resolve_fan_weights(weights)
@@ -134,12 +134,10 @@ def fan_point_placer(weights: str | None, device: str) -> Callable[[np.ndarray, 
         # face-alignment only loads from its URL cache; load from the resolved file instead,
         # with weights_only=True so a weights file cannot run code.
         def _load_native(self, network_name, network_size, device, dtype):
-            net = FAN(network_size)
             try:
-                state = torch.load(weights_path, map_location=device, weights_only=True)
-                net.load_state_dict(state)
-            except Exception as err:
-                raise LandmarkWeightsMissing(f"cannot load FAN weights from {weights_path}: {err}") from err
+                net = load_weights_into(FAN(network_size), weights_path, "2D-FAN weights", device=device)
+            except WeightsError as err:
+                raise LandmarkWeightsMissing(f"cannot load FAN weights: {err}") from err
             return net.to(device, dtype=dtype).eval()
 
     # The detector it builds is unused (we pass our boxes), but give it a local model file so

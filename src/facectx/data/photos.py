@@ -1,16 +1,33 @@
 """Decode a photo into 8-bit RGB, or reject it with a reason a person can act on."""
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import threading
 import warnings
 
 import numpy as np
 from PIL import Image
 
-# We enforce our own pixel limit (validate.max_pixels) before decoding; PIL's own guard would
-# otherwise raise a less specific error for very large images.
-Image.MAX_IMAGE_PIXELS = None
+# We enforce our own pixel limit (validate.max_pixels) on the declared size, before decoding; PIL's
+# own guard (Image.MAX_IMAGE_PIXELS, checked when a file is opened) would otherwise raise a less
+# specific error, or refuse a photo our limit allows. It is lifted only while decode_photo opens a
+# file, never process-wide: importing facectx leaves PIL's limit as it was for everyone else.
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pil_pixel_limit(limit: int | None):
+    """PIL's decompression-bomb limit set to `limit` inside the block, restored after it. The lock
+    keeps concurrent decodes (threads of a server) from restoring each other's value."""
+    with _PIL_LIMIT_LOCK:
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = limit
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
 
 
 class PhotoRejected(ValueError):
@@ -40,8 +57,9 @@ def decode_photo(source: str | os.PathLike | bytes, max_pixels: int, formats: tu
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            image = Image.open(io.BytesIO(source) if in_memory else source)
-        except Exception as err:  # noqa: BLE001
+            with _pil_pixel_limit(None):  # our own check on the declared size follows at once
+                image = Image.open(io.BytesIO(source) if in_memory else source)
+        except Exception as err:  # anything PIL cannot open
             raise PhotoRejected(f"not a readable image ({type(err).__name__}: {err})") from None
         with image:
             if image.format not in formats:
@@ -63,7 +81,7 @@ def decode_photo(source: str | os.PathLike | bytes, max_pixels: int, formats: tu
                 raise PhotoRejected(f"16-bit samples ({image.tile[0].args}): expected 8-bit RGB")
             try:
                 image.load()
-            except Exception as err:  # noqa: BLE001 - truncated or corrupt data
+            except Exception as err:  # truncated or corrupt data
                 raise PhotoRejected(f"truncated or corrupt image data ({type(err).__name__}: {err})") from None
             if mode == "RGBA":
                 alpha = np.asarray(image.getchannel("A"))

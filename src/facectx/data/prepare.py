@@ -89,7 +89,7 @@ def _prepare_one(args):
     try:
         rgb = decode_photo(os.path.join(job.images_dir, relative_path), job.max_pixels, job.formats)
         return relative_path, build_example(rgb, np.asarray(points, np.float32).reshape(68, 2), job.crop, job.resolutions), None
-    except Exception as err:  # noqa: BLE001 - validated photos should not fail; if one does, quarantine it
+    except Exception as err:  # validated photos should not fail; if one does, quarantine it
         return relative_path, None, f"prepare failed: {type(err).__name__}: {err}"
 
 

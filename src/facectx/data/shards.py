@@ -33,7 +33,7 @@ class NpyStreamWriter:
         self._header_len = len(self._header(max_rows))
         self._atomic = atomic_path(self.path)
         self._tmp = self._atomic.__enter__()
-        self._file = open(self._tmp, "wb")
+        self._file = open(self._tmp, "wb")  # noqa: SIM115 - stays open across append() calls; close() closes it
         self._file.write(b"\0" * self._header_len)
         self.rows = 0
 
@@ -63,7 +63,3 @@ class NpyStreamWriter:
         self._file.write(header)
         self._file.close()
         self._atomic.__exit__(None, None, None)
-
-    def abort(self) -> None:
-        self._file.close()
-        self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pandas as pd
 
 from facectx.config import CropConfig, LandmarkConfig, ValidateConfig
@@ -46,6 +45,8 @@ class _Job:
     landmarks: LandmarkConfig
 
 
+# A pool worker's landmarker, set by _init_worker in each worker process (never in the parent:
+# the in-process path passes its landmarker to photo_facts instead).
 _worker_landmarker = None
 
 
@@ -55,7 +56,11 @@ def _init_worker(landmarks: LandmarkConfig) -> None:
     _worker_landmarker = make_landmarker(landmarks)
 
 
-def photo_facts(relative_path: str, job: _Job) -> dict:
+def _facts_in_worker(args: tuple[str, _Job]) -> dict:
+    return photo_facts(*args, landmarker=_worker_landmarker)
+
+
+def photo_facts(relative_path: str, job: _Job, landmarker) -> dict:
     """Everything validation needs to know about one photo; `error` says why it cannot be used."""
     facts = {"relative_path": relative_path, "error": None, "error_check": None, "decoded_width": None, "decoded_height": None,
              "pixel_sha256": None, "face_count": 0, "subject_box": None, "other_boxes": "[]", "points": None,
@@ -69,7 +74,7 @@ def photo_facts(relative_path: str, job: _Job) -> dict:
     facts.update(decoded_width=width, decoded_height=height, pixel_sha256=sha256_bytes(rgb.tobytes()))
     if min(width, height) < job.validate.min_side_px:
         return facts  # the suite reports the size; no point looking for a face
-    found = _worker_landmarker(rgb)
+    found = landmarker(rgb)
     if found is None:
         facts.update(error="no face found", error_check="face_found")
         return facts
@@ -88,19 +93,15 @@ def photo_facts(relative_path: str, job: _Job) -> dict:
     return facts
 
 
-def _facts_star(args):
-    return photo_facts(*args)
-
-
 def gather_facts(relative_paths: list[str], job: _Job, workers: int) -> pd.DataFrame:
     tasks = [(p, job) for p in relative_paths]
     if workers <= 1 or len(tasks) < 2:
-        _init_worker(job.landmarks)
-        rows = [photo_facts(*t) for t in tasks]
+        landmarker = make_landmarker(job.landmarks)
+        rows = [photo_facts(*t, landmarker=landmarker) for t in tasks]
     else:
         context = multiprocessing.get_context("fork")
         with context.Pool(workers, initializer=_init_worker, initargs=(job.landmarks,)) as pool:
-            pending = pool.map_async(_facts_star, tasks, chunksize=16)
+            pending = pool.map_async(_facts_in_worker, tasks, chunksize=16)
             # great-expectations takes seconds to import; do it while the workers run (after the
             # fork, so no child inherits a half-finished import).
             import great_expectations  # noqa: F401

@@ -94,17 +94,20 @@ def method_outputs(methods: dict, test: TestSet, batch: int) -> dict[str, np.nda
     for name, method in methods.items():
         log.info("evaluate: running %s on %d photos", name, n)
         if isinstance(method, Hallucinator):
-            outputs[name] = _batched(lambda s: method.from_pyramid({r: v[s] for r, v in test.masked.items()},
+            # The lambdas below run within their loop iteration (_batched calls them at once): B023 is moot.
+            outputs[name] = _batched(lambda s: method.from_pyramid({r: v[s] for r, v in test.masked.items()},  # noqa: B023
                                                                    {r: v[s] for r, v in test.mask.items()}), n, batch)
         elif workers == 1:
-            outputs[name] = _batched(lambda s: method(test.masked[size][s], hard_mask[s]), n, batch)
+            outputs[name] = _batched(lambda s: method(test.masked[size][s], hard_mask[s]), n, batch)  # noqa: B023
         else:
             # fork: the workers share the arrays and the method (a closure) without pickling them;
             # they never touch torch, so a CUDA context in this process does not matter.
             _BASELINE_JOB = (method, test.masked[size], hard_mask)
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                outputs[name] = np.concatenate(pool.map(_baseline_slice, [slice(i, min(n, i + batch)) for i in range(0, n, batch)]))
-            _BASELINE_JOB = ()
+            try:
+                with multiprocessing.get_context("fork").Pool(workers) as pool:
+                    outputs[name] = np.concatenate(pool.map(_baseline_slice, [slice(i, min(n, i + batch)) for i in range(0, n, batch)]))
+            finally:  # the job's arrays must not outlive the call in this process
+                _BASELINE_JOB = ()
     return outputs
 
 
@@ -138,7 +141,8 @@ def score_method(output: np.ndarray, output_features: np.ndarray, test: TestSet,
     """Per-photo metrics. Identity is the matcher's cosine over the WHOLE frame (original vs
     output): a face crop would mostly see the pasted-back face and score high whatever the context."""
     size = test.target.shape[1]
-    per_photo = {name: _batched(lambda s: fn(output[s], test.target[s], test.mask[size][s], test.valid[s]), len(output), batch)
+    # Each lambda runs within its iteration (_batched calls it at once), so B023's late binding is moot.
+    per_photo = {name: _batched(lambda s: fn(output[s], test.target[s], test.mask[size][s], test.valid[s]), len(output), batch)  # noqa: B023
                  for name, fn in PER_PHOTO.items()}
     per_photo["identity_match"] = (_unit_rows(output_features) * _unit_rows(target_features)).sum(1)
     if threshold is not None:

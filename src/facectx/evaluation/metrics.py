@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from facectx.evaluation.ssim import ssim_map
+from facectx.ssim import ssim_map
 
 PerPhoto = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 PER_PHOTO: dict[str, PerPhoto] = {}

@@ -153,13 +153,10 @@ class InceptionFeatures:
     def __init__(self, weights_path: str, device="cpu"):
         import torchvision
 
-        from facectx.weights import WeightsError, load_state_dict, weights_label
+        from facectx.weights import load_weights_into, weights_label
 
         model = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
-        try:
-            model.load_state_dict(load_state_dict(weights_path))
-        except RuntimeError as err:
-            raise WeightsError(f"{weights_path} is not a torchvision InceptionV3 state dict: {err}") from err
+        load_weights_into(model, weights_path, "a torchvision InceptionV3 state dict")
         model.fc = torch.nn.Identity()
         self.model = model.to(device).eval()
         self.device = device

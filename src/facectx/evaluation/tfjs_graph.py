@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,9 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# TF.js weight dtypes -> numpy, and the storage dtypes its converter quantises to.
-_DTYPES = {"float32": np.float32, "int32": np.int32, "bool": np.bool_}
-_QUANTISED = {"float16": np.float16, "uint8": np.uint8, "uint16": np.uint16}
+from facectx.tfjs import decode_weights
 
 
 class GraphModelError(ValueError):
@@ -43,7 +40,7 @@ class Node:
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading model.json and its weight shards
+# Reading model.json (its weight shards: facectx.tfjs)
 
 
 def _producer(name: str) -> str:
@@ -61,51 +58,6 @@ def _parse_nodes(topology: dict) -> dict[str, Node]:
         inputs = tuple(_producer(i) for i in raw.get("input", []) if not i.startswith("^"))
         nodes[raw["name"]] = Node(raw["name"], raw["op"], inputs, raw.get("attr", {}))
     return nodes
-
-
-def _decode_weights(manifest: list[dict], folder: Path) -> dict[str, np.ndarray]:
-    """Values of every weight in the manifest, as float32/int32 numpy arrays.
-
-    Within a group the shard files are concatenated in order and the weights follow one another
-    in that buffer; quantised weights are widened back (float16 as is, uint8/uint16 affine).
-    """
-    weights: dict[str, np.ndarray] = {}
-    for group in manifest:
-        buffer = b"".join(_read_shard(folder / path) for path in group["paths"])
-        offset = 0
-        for spec in group["weights"]:
-            name, shape, dtype = spec["name"], tuple(spec["shape"]), spec["dtype"]
-            count = math.prod(shape)
-            quant = spec.get("quantization")
-            if dtype not in _DTYPES:
-                raise GraphModelError(f"weight {name!r}: dtype {dtype!r} is not supported")
-            if quant and quant["dtype"] not in _QUANTISED:
-                raise GraphModelError(f"weight {name!r}: quantisation dtype {quant['dtype']!r} is not supported")
-            stored = np.dtype(_QUANTISED[quant["dtype"]] if quant else _DTYPES[dtype])
-            end = offset + count * stored.itemsize
-            if end > len(buffer):
-                raise GraphModelError(f"weight {name!r} runs past the end of shards {group['paths']} "
-                                      f"({end} > {len(buffer)} bytes): truncated or mismatched weight files")
-            raw = np.frombuffer(buffer, dtype=stored.newbyteorder("<"), count=count, offset=offset)
-            weights[name] = _dequantise(raw, quant, dtype).reshape(shape)
-            offset = end
-        if offset != len(buffer):
-            raise GraphModelError(f"shards {group['paths']} hold {len(buffer)} bytes but the manifest "
-                                  f"describes {offset}: the weights do not belong to this model.json")
-    return weights
-
-
-def _read_shard(path: Path) -> bytes:
-    if not path.is_file():
-        raise GraphModelError(f"weight shard {path} named in the weights manifest does not exist")
-    return path.read_bytes()
-
-
-def _dequantise(raw: np.ndarray, quant: dict | None, dtype: str) -> np.ndarray:
-    if quant is None or quant["dtype"] == "float16":
-        return raw.astype(_DTYPES[dtype])
-    # uint8/uint16: value = q * scale + min (the converter's affine quantisation).
-    return (raw.astype(np.float32) * quant["scale"] + quant["min"]).astype(_DTYPES[dtype])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,7 +229,7 @@ class TfjsGraphModel:
             raise GraphModelError(f"{path} is not a TF.js graph model (format {spec.get('format')!r}); "
                                   f"layers models are not supported")
         nodes = _parse_nodes(spec["modelTopology"])
-        weights = _decode_weights(spec.get("weightsManifest", []), path.parent)
+        weights = decode_weights(spec.get("weightsManifest", []), path.parent, GraphModelError, path)
         missing = [n.name for n in nodes.values() if n.op == "Const" and n.name not in weights]
         if missing:
             raise GraphModelError(f"{path}: Const nodes without values in the weights manifest: {missing[:5]}")

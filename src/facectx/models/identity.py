@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facectx.tfjs import decode_weights
+
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
 DESCRIPTOR_DIM = 128
@@ -165,10 +167,7 @@ class DlibFaceResNet(nn.Module):
 
 
 def _read_tfjs_weights(folder: Path) -> dict[str, np.ndarray]:
-    """Decode a TF.js weights manifest + its .bin shards into float32 arrays (dequantised).
-
-    Each tensor is stored in manifest order; uint8-quantised ones decode as q * scale + min.
-    """
+    """Decode the face-api weights manifest + its .bin shard into float32 arrays (dequantised)."""
     manifest_path = folder / _MANIFEST_NAME
     if not manifest_path.is_file():
         raise IdentityWeightsError(f"weights manifest not found: {manifest_path}")
@@ -176,29 +175,10 @@ def _read_tfjs_weights(folder: Path) -> dict[str, np.ndarray]:
         groups = json.loads(manifest_path.read_text())
     except ValueError as err:
         raise IdentityWeightsError(f"{manifest_path} is not valid JSON: {err}") from err
-    tensors: dict[str, np.ndarray] = {}
-    for group in groups:
-        data = b"".join((folder / shard).read_bytes() for shard in group["paths"])
-        offset = 0
-        for entry in group["weights"]:
-            name, shape = entry["name"], tuple(entry["shape"])
-            count = int(np.prod(shape))
-            quant = entry.get("quantization")
-            if entry.get("dtype") != "float32":
-                raise IdentityWeightsError(f"{manifest_path}: {name} has dtype {entry.get('dtype')}, expected float32")
-            if quant is None:
-                raw = np.frombuffer(data, dtype="<f4", count=count, offset=offset)
-                offset += 4 * count
-            elif quant.get("dtype") == "uint8":
-                q = np.frombuffer(data, dtype=np.uint8, count=count, offset=offset)
-                raw = q.astype(np.float32) * np.float32(quant["scale"]) + np.float32(quant["min"])
-                offset += count
-            else:
-                raise IdentityWeightsError(f"{manifest_path}: {name} has unsupported quantization {quant}")
-            tensors[name] = raw.reshape(shape).astype(np.float32)
-        if offset != len(data):
-            raise IdentityWeightsError(f"{manifest_path}: tensors use {offset} bytes but {group['paths']} "
-                                       f"hold {len(data)}; manifest and .bin do not belong together")
+    tensors = decode_weights(groups, folder, IdentityWeightsError, manifest_path)
+    for name, value in tensors.items():
+        if value.dtype != np.float32:
+            raise IdentityWeightsError(f"{manifest_path}: {name} has dtype {value.dtype}, expected float32")
     return tensors
 
 
@@ -235,14 +215,13 @@ def _state_dict_from_tfjs(tensors: dict[str, np.ndarray]) -> dict[str, torch.Ten
 def load_identity_network(weights_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> DlibFaceResNet:
     """The frozen identity network in eval mode (requires_grad False on all parameters).
 
-    weights_dir: a folder with face_recognition_model.bin and its weights manifest; default: the
-    checksum-verified cache of facectx.assets.ensure_face_api_weights() (fetched with npm if absent).
+    weights_dir: a folder with face_recognition_model.bin and its weights manifest (checked against
+    the pinned sha256); default: the checksum-verified cache (fetched with npm if absent). Both
+    through facectx.assets.weights_folder.
     """
-    if weights_dir is None:
-        from facectx.assets import ensure_face_api_weights
+    from facectx.assets import weights_folder
 
-        weights_dir = ensure_face_api_weights()
-    folder = Path(weights_dir)
+    folder = weights_folder("face-api", weights_dir)
     state = _state_dict_from_tfjs(_read_tfjs_weights(folder))
     net = DlibFaceResNet()
     try:
@@ -286,7 +265,7 @@ def face_chip_template(size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> 
     return torch.stack([xs, ys], dim=1).add(padding).div(2 * padding + 1).mul(size)
 
 
-def _similarity_fit(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def similarity_fit(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Least-squares similarity dst ~ [[a, -b], [b, a]] @ src + t, batched: returns a, b, t (B,2).
 
     Same minimiser as dlib's find_similarity_transform (Umeyama) for 2-D points, in closed form
@@ -316,7 +295,7 @@ def chip_affine(landmarks: torch.Tensor, image_size, size: int = CHIP_SIZE, padd
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     points = landmarks[:, list(_ALIGN_POINTS)].to(torch.float64)
     template = face_chip_template(size, padding).to(points.device).expand(points.shape[0], -1, -1)
-    a, b, t = _similarity_fit(template, points)
+    a, b, t = similarity_fit(template, points)
     scale = torch.sqrt(a ** 2 + b ** 2)
     cos, sin = a / scale, b / scale
     # Chip centre in the photo: dlib maps point(cols, rows) / 2 through the similarity.

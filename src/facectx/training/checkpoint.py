@@ -7,18 +7,27 @@ moment leaves either the previous complete checkpoint or the new one.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from facectx.io_utils import atomic_path, sha256_file, write_json
 
+if TYPE_CHECKING:
+    from facectx.config import Params
+
 WEIGHTS, OPTIMIZER, META = "model.safetensors", "optimizer.pt", "meta.json"
+
+# Settings that do not change the weights a run produces (where and how fast it runs, how often it reports).
+_RUNTIME_ONLY = ("device", "precision", "channels_last", "compile", "compile_mode", "log_every_steps", "grad_norm_every_steps",
+                 "checkpoint_every_steps", "resume_checkpoints", "val_rows", "grid_rows")
 
 
 class CheckpointError(RuntimeError):
@@ -28,6 +37,30 @@ class CheckpointError(RuntimeError):
 def config_hash(settings: dict) -> str:
     """Stable hash of the settings that shape the weights (JSON, sorted keys)."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def training_settings(params: Params) -> dict:
+    """The settings whose change makes a checkpoint incompatible (hashed into every checkpoint)."""
+    train = {k: v for k, v in dataclasses.asdict(params.train).items() if k not in _RUNTIME_ONLY}
+    return {"model": dataclasses.asdict(params.model), "losses": dataclasses.asdict(params.losses), "train": train,
+            "resolutions": list(params.prepare.resolutions)}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingIdentity:
+    """What a training run's checkpoints record of the run that made them: the settings that
+    shape the weights, their hash, and the prepared data's version. Worked out once per run
+    (`training_identity`) and handed to each stage's trainer."""
+    settings: dict
+    config_hash: str
+    data_version: str
+
+
+def training_identity(params: Params, prepared_dir: str | os.PathLike) -> TrainingIdentity:
+    from facectx.training.data import data_version
+
+    settings = training_settings(params)
+    return TrainingIdentity(settings, config_hash(settings), data_version(prepared_dir))
 
 
 def git_commit(cwd: str | os.PathLike = ".") -> str | None:
@@ -90,7 +123,7 @@ def load_checkpoint(folder: str | os.PathLike, expected_config_hash: str | None 
             f"{json.dumps(meta.get('settings', {}), sort_keys=True)})")
     try:
         flat = load_file(str(folder / WEIGHTS))
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise CheckpointError(f"corrupt checkpoint {folder}: cannot read {WEIGHTS} ({err})") from err
     states: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in flat.items():

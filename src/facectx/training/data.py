@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from facectx.tensors import image_tensor, mask_tensor
+
 
 class DataError(RuntimeError):
     """Prepared data are missing or do not match what training needs."""
@@ -27,15 +29,6 @@ class Batch:
     target: dict[int, torch.Tensor]  # (B, 3, r, r) in [-1, 1]
     landmarks: torch.Tensor  # (B, 68, 2), pixels of the largest frame
     valid: dict[int, torch.Tensor]  # (B, 1, r, r) in [0, 1]: 0 where the frame ran past the photo
-
-
-def _to_image(x: torch.Tensor) -> torch.Tensor:
-    """uint8 NHWC -> float NCHW in [-1, 1]; the permuted view keeps NHWC memory (channels_last)."""
-    return x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-
-
-def _to_mask(x: torch.Tensor) -> torch.Tensor:
-    return x.unsqueeze(1).float().div_(255.0)
 
 
 def split_folder(prepared_dir: str | Path, split: str) -> Path:
@@ -123,11 +116,11 @@ class ResidentShards:
     def batch(self, index: torch.Tensor) -> Batch:
         index = index.to(self.landmarks.device)
         return Batch(
-            masked={r: _to_image(t[index]) for r, t in self.masked.items()},
-            mask={r: _to_mask(t[index]) for r, t in self.mask.items()},
-            target={r: _to_image(t[index]) for r, t in self.target.items()},
+            masked={r: image_tensor(t[index]) for r, t in self.masked.items()},
+            mask={r: mask_tensor(t[index]) for r, t in self.mask.items()},
+            target={r: image_tensor(t[index]) for r, t in self.target.items()},
             landmarks=self.landmarks[index].float(),
-            valid={r: _to_mask(t[index]) for r, t in self.valid.items()},
+            valid={r: mask_tensor(t[index]) for r, t in self.valid.items()},
         )
 
 
@@ -143,7 +136,9 @@ class ShardDataset(torch.utils.data.Dataset):
 
     def _open(self):
         if self._arrays is None:
-            load = lambda name: np.load(self.folder / name, mmap_mode="r")  # noqa: E731
+            def load(name: str) -> np.ndarray:
+                return np.load(self.folder / name, mmap_mode="r")
+
             self._arrays = {(kind, r): load(f"{kind}_{r}.npy") for kind in ("target", "masked", "mask", "valid")
                             for r in self.resolutions}
             self._arrays[("landmarks", 0)] = load("landmarks.npy")
@@ -162,11 +157,13 @@ class ShardDataset(torch.utils.data.Dataset):
 
 def batch_from_items(items: dict, resolutions: tuple[int, ...], device: torch.device) -> Batch:
     """A collated ShardDataset batch, moved to the device and converted like ResidentShards."""
-    move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+    def move(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device, non_blocking=True)
+
     return Batch(
-        masked={r: _to_image(move(items[f"masked_{r}"])) for r in resolutions},
-        mask={r: _to_mask(move(items[f"mask_{r}"])) for r in resolutions},
-        target={r: _to_image(move(items[f"target_{r}"])) for r in resolutions},
+        masked={r: image_tensor(move(items[f"masked_{r}"])) for r in resolutions},
+        mask={r: mask_tensor(move(items[f"mask_{r}"])) for r in resolutions},
+        target={r: image_tensor(move(items[f"target_{r}"])) for r in resolutions},
         landmarks=move(items["landmarks"]).float(),
-        valid={r: _to_mask(move(items[f"valid_{r}"])) for r in resolutions},
+        valid={r: mask_tensor(move(items[f"valid_{r}"])) for r in resolutions},
     )

@@ -22,6 +22,7 @@ finiteness checks are decided once for all ranks.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -34,21 +35,34 @@ import numpy as np
 import torch
 
 from facectx.config import Params, TrainConfig
-from facectx.evaluation.ssim import ssim
 from facectx.io_utils import write_json
-from facectx.losses import (FaceFeatures, StageLoss, identity_distance, perceptual_network, stage_weights, to_unit,
-                            within_photo)
-from facectx.models.cascade import CascadeGenerator, ModelArgs, PatchDiscriminator
-from facectx.models.progan import ProgressiveGenerator
+from facectx.losses import (
+    FaceFeatures,
+    StageLoss,
+    identity_distance,
+    perceptual_network,
+    stage_weights,
+    to_unit,
+    within_photo,
+)
+from facectx.models.cascade import PatchDiscriminator
+from facectx.models.factory import build_generator, model_args, previous_stage
+from facectx.ssim import ssim
+from facectx.tensors import resolve_device
 from facectx.training import distributed
-from facectx.training.checkpoint import CheckpointError, config_hash, git_commit, load_checkpoint, read_meta, save_checkpoint
-from facectx.training.data import Batch, DataError, ResidentShards, data_version
+from facectx.training.checkpoint import (
+    CheckpointError,
+    TrainingIdentity,
+    git_commit,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+    training_identity,
+    training_settings,
+)
+from facectx.training.data import Batch, DataError, ResidentShards
 
 log = logging.getLogger(__name__)
-
-# Settings that do not change the weights a run produces (where and how fast it runs, how often it reports).
-_RUNTIME_ONLY = ("device", "precision", "channels_last", "compile", "compile_mode", "log_every_steps", "grad_norm_every_steps",
-                 "checkpoint_every_steps", "resume_checkpoints", "val_rows", "grid_rows")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -66,42 +80,9 @@ class StageResult:
     capped: bool  # stopped by the wall-clock cap before its planned steps
 
 
-def model_args(params: Params) -> ModelArgs:
-    m = params.model
-    return ModelArgs(kind=m.kind, resolutions=tuple(params.prepare.resolutions), width=m.width, max_width=m.max_width,
-                     disc_width=m.disc_width, disc_max_layers=m.disc_max_layers)
-
-
-def training_settings(params: Params) -> dict:
-    """The settings whose change makes a checkpoint incompatible (hashed into every checkpoint)."""
-    train = {k: v for k, v in dataclasses.asdict(params.train).items() if k not in _RUNTIME_ONLY}
-    return {"model": dataclasses.asdict(params.model), "losses": dataclasses.asdict(params.losses), "train": train,
-            "resolutions": list(params.prepare.resolutions)}
-
-
-def build_generator(args: ModelArgs, stage: int) -> torch.nn.Module:
-    return ProgressiveGenerator(args, stage) if args.kind == "progan" else CascadeGenerator(args, stage)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is cuda but no CUDA device is available")
-    return torch.device(name)
-
-
 def stage_batch_size(train: TrainConfig, stage: int) -> int:
     """The batch size of one stage (train.batch_size is aligned with train.stages)."""
     return train.batch_size[list(train.stages).index(stage)]
-
-
-def previous_stage(params: Params, stage: int) -> int | None:
-    stages = list(params.train.stages)
-    if stage not in stages:
-        raise ValueError(f"stage {stage} is not among train.stages {stages}")
-    i = stages.index(stage)
-    return stages[i - 1] if i > 0 else None
 
 
 def rank_batch_size(batch_size: int, world: int, stage: int) -> int:
@@ -121,11 +102,29 @@ def _epoch_order(rows: int, seed: int, stage: int, epoch: int) -> torch.Tensor:
 def sample_grid(masked: torch.Tensor, output: torch.Tensor, target: torch.Tensor, frame: int) -> np.ndarray:
     """Rows of masked | output | target, enlarged (nearest) to the frame size: uint8 HWC."""
     def show(x):
-        x = torch.nn.functional.interpolate(to_unit(x.float()).clamp(0, 1), size=(frame, frame), mode="nearest")
-        return x
+        return torch.nn.functional.interpolate(to_unit(x.float()).clamp(0, 1), size=(frame, frame), mode="nearest")
     rows = torch.cat([show(masked), show(output), show(target)], dim=3)  # side by side
     grid = torch.cat(list(rows), dim=1)  # stacked
     return (grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def _seed(seed: int, cuda: bool) -> None:
+    """torch.manual_seed's CPU seeding (and its CUDA seeding when training there), leaving any
+    other device's generator alone."""
+    torch.default_generator.manual_seed(seed)
+    if cuda:
+        torch.cuda.manual_seed_all(seed)
+
+
+def _rng_states(cuda: bool) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if cuda else None
+
+
+def _set_rng_states(states: tuple[torch.Tensor, list[torch.Tensor] | None]) -> None:
+    cpu, cuda = states
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
 
 
 class StageTrainer:
@@ -134,11 +133,17 @@ class StageTrainer:
     deadline: a time.monotonic() value; the first step that ends past it is the stage's last
     (see `run`). At least one step always runs, so even a deadline already past leaves a
     checkpoint the next stage can start from.
+
+    Torch's process-wide state (deterministic algorithms, the seeded random generators) is the
+    trainer's only while it builds and while `run()` trains (`torch_scope`): nothing of it is left
+    behind in the calling process.
     """
 
     def __init__(self, params: Params, stage: int, prepared_dir: Path, out_dir: Path, init_dir: Path | None,
                  resume_dir: Path, tracker=None, require_previous: bool = True, deadline: float | None = None,
-                 on_resume_saved=None):
+                 on_resume_saved=None, identity: TrainingIdentity | None = None):
+        """identity: the run's settings, config hash and data version, worked out once per run by
+        the caller (`steps`); None works them out here."""
         self.params, self.stage, self.deadline = params, stage, deadline
         t = params.train
         # One process, or this process's rank of several (torchrun / run_processes): only rank 0 logs.
@@ -150,36 +155,89 @@ class StageTrainer:
         self.rank_batch = rank_batch_size(self.batch_size, self.dist.world, stage)  # refused before any loading
         self.device = self.dist.device
         self.autocast = t.precision == "bf16" and self.device.type == "cuda"
-        if t.deterministic:
-            torch.use_deterministic_algorithms(True)
-        torch.manual_seed(t.seed * 7919 + stage)
         self.args = model_args(params)
-        self.settings = training_settings(params)
-        self.hash = config_hash(self.settings)
-        self.data_version = data_version(prepared_dir)
-        needed = tuple(r for r in params.prepare.resolutions if r <= stage)
+        self.identity = self._checked_identity(identity, prepared_dir)
+        self._rng_states = None  # the trainer's generators between its torch scopes (None: not seeded yet)
+        with self.torch_scope():  # seeded: the initial weights are a function of (train.seed, stage)
+            self._build_data(Path(prepared_dir))
+            self._build_models()
+            self.previous = previous_stage(params, stage)
+            if require_previous:  # only benchmarks, which time steps, start later stages untrained
+                self._load_previous_stage(init_dir)
+            self._build_optimizers()
+            self._build_losses()
+            self._resume_or_start()
+            self._set_up_forward()
+
+    # ---------------------------------------------------------------- set-up
+
+    def _checked_identity(self, identity: TrainingIdentity | None, prepared_dir: Path) -> TrainingIdentity:
+        if identity is None:
+            return training_identity(self.params, prepared_dir)
+        if identity.settings != training_settings(self.params):  # checkpoints would record the wrong settings
+            raise ValueError("the training identity handed to the trainer was worked out from other settings")
+        return identity
+
+    @contextlib.contextmanager
+    def torch_scope(self):
+        """Torch's process-wide state as this run needs it while the trainer builds (`__init__`) or
+        trains (`run`), and the caller's again afterwards: deterministic algorithms when
+        train.deterministic, and the random number generators (CPU, and CUDA when training there).
+        The first scope seeds them with (train.seed, stage); each later one starts where the
+        previous one left them, so the trainer draws the numbers one seeded generator would give,
+        whatever the caller draws in between."""
+        cuda = self.device.type == "cuda"
+        caller_rng = _rng_states(cuda)
+        caller_deterministic = torch.are_deterministic_algorithms_enabled()
+        caller_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+        try:
+            if self.params.train.deterministic:
+                torch.use_deterministic_algorithms(True)
+            if self._rng_states is None:
+                _seed(self.params.train.seed * 7919 + self.stage, cuda)
+            else:
+                _set_rng_states(self._rng_states)
+            yield
+        finally:
+            self._rng_states = _rng_states(cuda)
+            _set_rng_states(caller_rng)
+            torch.use_deterministic_algorithms(caller_deterministic, warn_only=caller_warn_only)
+
+    def _build_data(self, prepared_dir: Path) -> None:
+        params, t = self.params, self.params.train
+        needed = tuple(r for r in params.prepare.resolutions if r <= self.stage)
         self.train_data = ResidentShards(prepared_dir, "train", needed, self.device, t.max_train_rows, seed=t.seed)
         # Validation rows do not follow train.seed: runs with different seeds are scored on the same photos.
         self.val_data = ResidentShards(prepared_dir, "val", needed, self.device, t.val_rows, seed=0)
         if self.train_data.frame_size != params.crop.size_px:  # the landmarks are pixels of that frame
             raise DataError(f"prepared data in {prepared_dir} have {self.train_data.frame_size}-px frames, "
                             f"but crop.size_px is {params.crop.size_px}: prepare them again")
-        self.generator = build_generator(self.args, stage).to(self.device)
+        self.steps_per_epoch = self.train_data.rows // self.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"train.batch_size {self.batch_size} (stage {self.stage}) exceeds the "
+                             f"{self.train_data.rows} training rows")
+        self.epochs = t.epochs[list(t.stages).index(self.stage)]
+        self.total_steps = self.epochs * self.steps_per_epoch
+
+    def _build_models(self) -> None:
+        """The stage's generator and critic, freshly initialised (from the seeded generator)."""
+        self.generator = build_generator(self.args, self.stage).to(self.device)
         if self.dist.distributed:  # batch statistics of the global batch, as one process has them
             self.generator = distributed.global_batch_norm(self.generator, self.dist.backend)
-        self.critic = PatchDiscriminator(stage, self.args.disc_width, self.args.disc_max_layers).to(self.device)
-        self.previous = previous_stage(params, stage)
-        if require_previous:  # only benchmarks, which time steps, start later stages untrained
-            self._load_previous_stage(init_dir)
+        self.critic = PatchDiscriminator(self.stage, self.args.disc_width, self.args.disc_max_layers).to(self.device)
+
+    def _build_optimizers(self) -> None:
+        t = self.params.train
         self.opt_g = torch.optim.Adam(self._generator_groups(), betas=(t.beta1, t.beta2))
         self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
         if t.channels_last and self.device.type == "cuda":
             self.generator.to(memory_format=torch.channels_last)
             self.critic.to(memory_format=torch.channels_last)
-        frame = params.crop.size_px
-        losses = params.losses
+
+    def _build_losses(self) -> None:
+        params, frame, losses = self.params, self.params.crop.size_px, self.params.losses
         self.face = FaceFeatures(frame, self.device, params.assets.identity_weights, losses.identity_padding)
-        self.weights = stage_weights(losses, t.stages, stage)
+        self.weights = stage_weights(losses, params.train.stages, self.stage)
         self.loss = StageLoss(losses, self.weights, self.critic, self.face,
                               perceptual_network(losses, self.face, frame, self.device))
         self.grad_norms: dict[str, torch.Tensor] = {}  # the last measured per-term gradient norms, until reported
@@ -187,22 +245,19 @@ class StageTrainer:
         terms = (["critic"] if "adv" in self.weights else []) + list(self.weights) + ["total"]
         self.curve_columns = [f"loss_{k}" for k in terms] + [f"grad_{k}" for k in self.weights] + \
                              [f"share_{k}" for k in self.weights if k != "rec"]
-        self.steps_per_epoch = self.train_data.rows // self.batch_size
-        if self.steps_per_epoch == 0:
-            raise ValueError(f"train.batch_size {self.batch_size} (stage {stage}) exceeds the {self.train_data.rows} training rows")
-        self.epochs = t.epochs[list(t.stages).index(stage)]
-        self.total_steps = self.epochs * self.steps_per_epoch
+
+    def _resume_or_start(self) -> None:
+        """Continue from the resume state when there is one of these settings and data, else start
+        at step 0; the loss curve is kept up to that step."""
+        resumable = self.params.train.resume_checkpoints
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         # The loss curve lives beside the resume state, so a resumed run's curve is whole; without
         # resume state it is written straight into out_dir.
-        self.curve = (self.resume_dir if t.resume_checkpoints else self.out_dir) / "losses.csv"
-        if t.resume_checkpoints:
+        self.curve = (self.resume_dir if resumable else self.out_dir) / "losses.csv"
+        if resumable:
             self._resume()
         if self.dist.main:
             self._trim_curve()
-        self._set_up_forward()
-
-    # ---------------------------------------------------------------- set-up
 
     def _load_previous_stage(self, init_dir: Path | None) -> None:
         if self.previous is None:
@@ -210,7 +265,7 @@ class StageTrainer:
         if init_dir is None or not (Path(init_dir) / "meta.json").is_file():
             raise CheckpointError(f"stage {self.stage} starts from stage {self.previous}'s checkpoint, but there is none at "
                                   f"{init_dir}: train stage {self.previous} first (facectx train-stage --stage {self.previous})")
-        meta, states, _ = load_checkpoint(init_dir, expected_config_hash=self.hash)
+        meta, states, _ = load_checkpoint(init_dir, expected_config_hash=self.identity.config_hash)
         if meta.get("stage") != self.previous:
             raise CheckpointError(f"{init_dir} holds stage {meta.get('stage')}, expected stage {self.previous}")
         own = self.generator.state_dict()
@@ -220,7 +275,6 @@ class StageTrainer:
             raise CheckpointError(f"{init_dir}: generator tensors {unknown[:5]} do not exist in the stage-{self.stage} model")
         own.update(inherited)
         self.generator.load_state_dict(own)
-        self.inherited_keys = set(inherited)
 
     def _generator_groups(self) -> list[dict]:
         t = self.params.train
@@ -275,10 +329,12 @@ class StageTrainer:
         if not (self.resume_dir / "meta.json").is_file():
             return
         meta = read_meta(self.resume_dir)
-        if meta.get("config_hash") != self.hash or meta.get("stage") != self.stage or meta.get("data_version") != self.data_version:
+        identity = self.identity
+        if meta.get("config_hash") != identity.config_hash or meta.get("stage") != self.stage or \
+                meta.get("data_version") != identity.data_version:
             log.warning("ignoring resume state in %s: it belongs to other settings or data", self.resume_dir)
             return
-        _, states, optimizers = load_checkpoint(self.resume_dir, self.hash, with_optimizer=True)
+        _, states, optimizers = load_checkpoint(self.resume_dir, identity.config_hash, with_optimizer=True)
         self.generator.load_state_dict(states["generator"])
         self.critic.load_state_dict(states["critic"])
         self.opt_g.load_state_dict(optimizers["generator"])
@@ -288,8 +344,9 @@ class StageTrainer:
 
     def _meta(self, **extra) -> dict:
         return {"stage": self.stage, "model_args": dataclasses.asdict(self.args), "step": self.step, "epoch": self.epoch,
-                "batch_in_epoch": self.batch_in_epoch, "config_hash": self.hash, "settings": self.settings,
-                "git_commit": git_commit(), "data_version": self.data_version, **extra}
+                "batch_in_epoch": self.batch_in_epoch, "config_hash": self.identity.config_hash,
+                "settings": self.identity.settings, "git_commit": git_commit(), "data_version": self.identity.data_version,
+                **extra}
 
     def _save_resume_state(self) -> None:
         if not self.dist.main:
@@ -383,6 +440,11 @@ class StageTrainer:
     # ---------------------------------------------------------------- the loop
 
     def run(self) -> StageResult:
+        """Train the stage (from its resume state, if any) and write its checkpoint and metrics."""
+        with self.torch_scope():
+            return self._train()
+
+    def _train(self) -> StageResult:
         t = self.params.train
         self._set_train_mode()
         running: dict[str, torch.Tensor] = {}

@@ -1,4 +1,5 @@
-"""Structural similarity (Wang et al. 2004) with the standard 11x11 Gaussian window, sigma 1.5."""
+"""Structural similarity (Wang et al. 2004) with the standard 11x11 Gaussian window, sigma 1.5:
+the one SSIM that training (validation) and evaluation both use."""
 from __future__ import annotations
 
 import torch
