@@ -6,6 +6,7 @@ and how long packing and the far side's rebuild take.
 Needs the pipeline's data steps done (`dvc repro prepare`). Exits non-zero when the pack is over
 its budget (the pack refuses to be written then).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,18 +39,27 @@ def main() -> int:
         return 1
     pack_seconds = time.perf_counter() - started
     out = Path(args.out)
-    parts = {str(p.relative_to(out)): round(folder_bytes(p) / 2**20, 2)
-             for p in [*sorted((out / "sets" / MAIN_SET).iterdir()), out / "weights"]}
+    parts = {
+        str(p.relative_to(out)): round(folder_bytes(p) / 2**20, 2)
+        for p in [*sorted((out / "sets" / MAIN_SET).iterdir()), out / "weights"]
+    }
     with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()
         unpack_set(out, MAIN_SET, Path(scratch) / "prepared")
         rebuild_seconds = time.perf_counter() - started
         rebuilt_mib = folder_bytes(Path(scratch) / "prepared") / 2**20
-    report = {"pack_mib": round(manifest["bytes"] / 2**20, 2), "budget_mib": args.max_mib, "parts_mib": parts,
-              "rows": {s: v["rows"] for s, v in manifest["sets"][MAIN_SET].items()},
-              "psnr_db": {s: {k: v for k, v in part.items() if k.startswith("psnr")} for s, part in manifest["sets"][MAIN_SET].items()},
-              "pack_seconds": round(pack_seconds, 1), "rebuild_seconds_one_process": round(rebuild_seconds, 1),
-              "rebuilt_prepared_mib": round(rebuilt_mib, 1)}
+    report = {
+        "pack_mib": round(manifest["bytes"] / 2**20, 2),
+        "budget_mib": args.max_mib,
+        "parts_mib": parts,
+        "rows": {s: v["rows"] for s, v in manifest["sets"][MAIN_SET].items()},
+        "psnr_db": {
+            s: {k: v for k, v in part.items() if k.startswith("psnr")} for s, part in manifest["sets"][MAIN_SET].items()
+        },
+        "pack_seconds": round(pack_seconds, 1),
+        "rebuild_seconds_one_process": round(rebuild_seconds, 1),
+        "rebuilt_prepared_mib": round(rebuilt_mib, 1),
+    }
     print(json.dumps(report, indent=2))
     return 0
 

@@ -6,6 +6,7 @@ descriptor) on the prepared LFW data at several sample sizes, and prints a Markd
 
     .venv/bin/python benchmarks/fd_features.py --photos 400      # after `dvc repro` (data/prepared)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,11 +18,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from facectx.evaluation.baselines import BASELINES  # noqa: E402
-from facectx.evaluation.evaluate import load_split, mean_training_frame, method_outputs  # noqa: E402
-from facectx.evaluation.matcher import FACERES_DESCRIPTOR, FACERES_INPUT  # noqa: E402
-from facectx.evaluation.metrics import frechet_distance  # noqa: E402
-from facectx.evaluation.networks import FaceResNetworks  # noqa: E402
+from facectx.evaluation.baselines import BASELINES
+from facectx.evaluation.evaluate import load_split, mean_training_frame, method_outputs
+from facectx.evaluation.matcher import FACERES_DESCRIPTOR, FACERES_INPUT
+from facectx.evaluation.metrics import frechet_distance
+from facectx.evaluation.networks import FaceResNetworks
 
 LAYERS = ("conv_pw_3_relu/clip_by_value", "conv_pw_5_relu/clip_by_value", "conv_pw_11_relu/clip_by_value")
 
@@ -30,8 +31,9 @@ LAYERS = ("conv_pw_3_relu/clip_by_value", "conv_pw_5_relu/clip_by_value", "conv_
 def layer_features(nets: FaceResNetworks, images: np.ndarray, batch: int = 32) -> dict[str, np.ndarray]:
     parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(images), batch):
-        maps = nets.matcher.graph({FACERES_INPUT: nets._frames(images[start:start + batch])}, FACERES_DESCRIPTOR,
-                                  also=LAYERS)
+        maps = nets.matcher.graph(
+            {FACERES_INPUT: nets._frames(images[start : start + batch])}, FACERES_DESCRIPTOR, also=LAYERS
+        )
         for name, value in maps.items():
             parts.setdefault(name, []).append((value if value.dim() == 2 else value.mean(dim=(1, 2))).numpy())
     return {name: np.concatenate(values) for name, values in parts.items()}

@@ -8,6 +8,7 @@ same-person pairs, and the ROC AUC), and what share of the hallucinated pixels (
 mask, inside the photo) the view contains. Views: dlib's aligned chip at several paddings (0.25
 is dlib's own face chip) and the whole frame resized to the network's 150 px input.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,7 @@ def pairs(identities: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     same = []
     for ident in np.unique(identities):
         idx = np.flatnonzero(identities == ident)
-        same += [(i, j) for k, i in enumerate(idx) for j in idx[k + 1:]]
+        same += [(i, j) for k, i in enumerate(idx) for j in idx[k + 1 :]]
     rng = np.random.default_rng(seed)
     diff = []
     while len(diff) < len(same):
@@ -41,10 +42,15 @@ def pairs(identities: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray
 
 def auc(same_distance: np.ndarray, diff_distance: np.ndarray) -> float:
     """P(a different-person pair is farther apart than a same-person pair)."""
-    return float((diff_distance[:, None] > same_distance[None, :]).mean() + 0.5 * (diff_distance[:, None] == same_distance[None, :]).mean())
+    return float(
+        (diff_distance[:, None] > same_distance[None, :]).mean()
+        + 0.5 * (diff_distance[:, None] == same_distance[None, :]).mean()
+    )
 
 
-def context_in_view(landmarks: torch.Tensor, mask: torch.Tensor, inside: torch.Tensor, padding: float, size: int) -> float:
+def context_in_view(
+    landmarks: torch.Tensor, mask: torch.Tensor, inside: torch.Tensor, padding: float, size: int
+) -> float:
     """Share of the hallucinated pixels that fall inside the chip's footprint in the frame."""
     theta = chip_affine(landmarks, size, CHIP_SIZE, padding).double()  # chip [-1,1]^2 -> frame [-1,1]^2
     coords = (torch.arange(size, dtype=torch.float64) * 2 + 1) / size - 1
@@ -69,7 +75,10 @@ def main() -> None:
     counts = index.identity.map(index.identity.value_counts())
     rows = np.flatnonzero(counts.to_numpy() >= 2)[: args.photos]
     size = max(json.loads((Path(args.prepared) / "meta.json").read_text())["resolutions"])
-    frames = torch.from_numpy(np.load(folder / f"target_{size}.npy", mmap_mode="r")[rows].copy()).permute(0, 3, 1, 2).float() / 255
+    frames = (
+        torch.from_numpy(np.load(folder / f"target_{size}.npy", mmap_mode="r")[rows].copy()).permute(0, 3, 1, 2).float()
+        / 255
+    )
     masks = torch.from_numpy(np.load(folder / f"mask_{size}.npy", mmap_mode="r")[rows].copy()).float() / 255
     inside = frames.sum(1) > 0  # exactly-black pixels are where the crop ran past the photo
     landmarks = torch.from_numpy(np.load(folder / "landmarks.npy", mmap_mode="r")[rows].copy())
@@ -82,18 +91,28 @@ def main() -> None:
             embeddings = []
             for start in range(0, len(rows), 64):
                 batch = slice(start, start + 64)
-                view = (extract_chips(frames[batch], landmarks[batch], padding=padding) if padding is not None
-                        else F.interpolate(frames[batch], size=(CHIP_SIZE, CHIP_SIZE), mode="bilinear", align_corners=False))
+                view = (
+                    extract_chips(frames[batch], landmarks[batch], padding=padding)
+                    if padding is not None
+                    else F.interpolate(frames[batch], size=(CHIP_SIZE, CHIP_SIZE), mode="bilinear", align_corners=False)
+                )
                 embeddings.append(F.normalize(net(view), dim=1))
             e = torch.cat(embeddings)
-        distance = lambda p: (1 - (e[p[:, 0]] * e[p[:, 1]]).sum(1)).numpy()  # noqa: E731
-        d_same, d_diff = distance(same), distance(diff)
+        d_same, d_diff = ((1 - (e[p[:, 0]] * e[p[:, 1]]).sum(1)).numpy() for p in (same, diff))
         coverage = context_in_view(landmarks, masks, inside, padding, size) if padding is not None else 1.0
-        results[name] = {"same": round(float(d_same.mean()), 4), "different": round(float(d_diff.mean()), 4),
-                         "separation": round(float(d_diff.mean() / d_same.mean()), 2), "auc": round(auc(d_same, d_diff), 4),
-                         "context_in_view": round(coverage, 3)}
+        results[name] = {
+            "same": round(float(d_same.mean()), 4),
+            "different": round(float(d_diff.mean()), 4),
+            "separation": round(float(d_diff.mean() / d_same.mean()), 2),
+            "auc": round(auc(d_same, d_diff), 4),
+            "context_in_view": round(coverage, 3),
+        }
         print(name, results[name], flush=True)
-    print(json.dumps({"photos": len(rows), "same_pairs": len(same), "different_pairs": len(diff), "views": results}, indent=2))
+    print(
+        json.dumps(
+            {"photos": len(rows), "same_pairs": len(same), "different_pairs": len(diff), "views": results}, indent=2
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ share of the reconstruction term's (`share_<term>`). Also printed: the weight ea
 for --target-share (the share scales linearly with the weight). `--set` overrides params (e.g.
 the old face-chip view) to compare the shares before and after a change.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,9 @@ def with_overrides(params_text: str, overrides: list[str]) -> str:
 
 def measure(params, stage: int, models: Path, prepared: Path, batches: int) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
-        trainer = StageTrainer(params, stage, prepared, Path(scratch) / "out", None, Path(scratch) / "resume",
-                               require_previous=False)
+        trainer = StageTrainer(
+            params, stage, prepared, Path(scratch) / "out", None, Path(scratch) / "resume", require_previous=False
+        )
     _, states, _ = load_checkpoint(models / f"stage_{stage}" / "checkpoint")
     trainer.generator.load_state_dict(states["generator"])
     trainer.critic.load_state_dict(states["critic"])
@@ -53,14 +55,17 @@ def measure(params, stage: int, models: Path, prepared: Path, batches: int) -> d
     rows = torch.randperm(trainer.train_data.rows, generator=generator)
     norms: dict[str, list[float]] = {}
     for b in range(batches):
-        batch = trainer.train_data.batch(rows[b * trainer.batch_size:(b + 1) * trainer.batch_size])
+        batch = trainer.train_data.batch(rows[b * trainer.batch_size : (b + 1) * trainer.batch_size])
         fake = trainer.generator(batch.masked, batch.mask)[stage]
         gen = trainer.loss.generator_loss(batch.masked[stage], batch.target[stage], fake, batch.landmarks)
         for name, value in trainer._term_gradient_norms(gen.weighted).items():
             norms.setdefault(name, []).append(float(value))
     mean = {k: float(np.mean(v)) for k, v in norms.items()}
-    return {"weights": trainer.weights, "grad": mean,
-            "share": {k: v / mean["rec"] for k, v in mean.items() if k != "rec"}}
+    return {
+        "weights": trainer.weights,
+        "grad": mean,
+        "share": {k: v / mean["rec"] for k, v in mean.items() if k != "rec"},
+    }
 
 
 def main() -> None:
@@ -74,20 +79,32 @@ def main() -> None:
     args = parser.parse_args()
 
     params = parse_params(with_overrides(Path(args.params).read_text(), args.set), args.params)
-    params = dataclasses.replace(params, train=dataclasses.replace(params.train, device="cpu", max_train_rows=max(
-        params.train.max_train_rows, 64)))
+    params = dataclasses.replace(
+        params,
+        train=dataclasses.replace(params.train, device="cpu", max_train_rows=max(params.train.max_train_rows, 64)),
+    )
     models, report = Path(args.models), {}
     for stage in params.train.stages:
         if not (models / f"stage_{stage}" / "checkpoint" / "meta.json").is_file():
             continue
         result = measure(params, stage, models, Path(args.prepared), args.batches)
         # share is linear in the weight: the weight that would give the target share.
-        result["weight_for_target"] = {k: result["weights"][k] * args.target_share / s for k, s in result["share"].items() if s > 0}
+        result["weight_for_target"] = {
+            k: result["weights"][k] * args.target_share / s for k, s in result["share"].items() if s > 0
+        }
         report[stage] = result
-        print(f"stage {stage}: " + ", ".join(f"{k} {100 * s:.1f}% (weight {result['weights'][k]:g}; "
-                                             f"{result['weight_for_target'].get(k, float('nan')):.3g} for {100 * args.target_share:g}%)"
-                                             for k, s in result["share"].items()), flush=True)
-    print(json.dumps({"overrides": args.set, "target_share": args.target_share, "stages": report}, indent=1, default=str))
+        print(
+            f"stage {stage}: "
+            + ", ".join(
+                f"{k} {100 * s:.1f}% (weight {result['weights'][k]:g}; "
+                f"{result['weight_for_target'].get(k, float('nan')):.3g} for {100 * args.target_share:g}%)"
+                for k, s in result["share"].items()
+            ),
+            flush=True,
+        )
+    print(
+        json.dumps({"overrides": args.set, "target_share": args.target_share, "stages": report}, indent=1, default=str)
+    )
 
 
 if __name__ == "__main__":

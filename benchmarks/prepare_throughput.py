@@ -7,6 +7,7 @@ great-expectations suite) + prepare (crops, masks, pyramid, splits, shards, prev
 Reports photos/s through validate + prepare, each step's seconds and the peak RSS of any process
 (the parent or a worker). Not a test: it prints figures and writes benchmarks/out/*.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,13 +79,16 @@ def main() -> None:
     photos = summary["photos_found"]
     data_steps = timings["validate_s"] + timings["prepare_s"]
     result = {
-        "photos": photos, "prepared": metrics["prepared"], "quarantined": metrics["quarantined"],
+        "photos": photos,
+        "prepared": metrics["prepared"],
+        "quarantined": metrics["quarantined"],
         "shard_rows": sum(v for k, v in metrics.items() if k.startswith("rows_")),
         **{k: round(v, 2) for k, v in timings.items()},
         "validate_plus_prepare_photos_per_s": round(photos / data_steps, 1),
         "end_to_end_s": round(sum(timings.values()), 1),
         "peak_rss_mb": round(peak_rss_mb(), 0),
-        "workers": params.validate.workers, "mirror": params.prepare.mirror,
+        "workers": params.validate.workers,
+        "mirror": params.prepare.mirror,
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
     }
     print(json.dumps(result, indent=2))

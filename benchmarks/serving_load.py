@@ -9,10 +9,12 @@ requests without an answer (must be 0); every bad input answered 4xx with its re
 server's resident memory (all its processes) just after warm-up and at the end.
 tests/test_serving_load.py runs a short version against a tiny model.
 """
+
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import io
 import itertools
 import json
@@ -101,11 +103,15 @@ class LoadResult:
 
         wrong_bad = [o for o in bad if not (o.status and 400 <= o.status < 500 and bad_reasons[o.kind] in o.message)]
         return {
-            "requests": len(self.outcomes), "seconds": round(self.seconds, 1),
+            "requests": len(self.outcomes),
+            "seconds": round(self.seconds, 1),
             "requests_per_second": round(len(self.outcomes) / self.seconds, 2) if self.seconds else None,
-            "good": len(good), "good_ok": sum(o.status == 200 for o in good),
-            "good_p50_ms": percentile([o.seconds for o in good], 50), "good_p95_ms": percentile([o.seconds for o in good], 95),
-            "bad": len(bad), "bad_p50_ms": percentile([o.seconds for o in bad], 50),
+            "good": len(good),
+            "good_ok": sum(o.status == 200 for o in good),
+            "good_p50_ms": percentile([o.seconds for o in good], 50),
+            "good_p95_ms": percentile([o.seconds for o in good], 95),
+            "bad": len(bad),
+            "bad_p50_ms": percentile([o.seconds for o in bad], 50),
             "bad_p95_ms": percentile([o.seconds for o in bad], 95),
             "server_errors_5xx": sum(1 for o in self.outcomes if o.status and o.status >= 500),
             "no_answer": sum(o.status is None for o in self.outcomes),
@@ -123,15 +129,14 @@ def server_rss_mib(pid: int) -> float:
     processes = [root, *root.children(recursive=True)]
     total = 0
     for process in processes:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):  # a worker that exited meanwhile holds nothing
             total += process.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
     return total / 2**20
 
 
-def run_load(url: str, mix: list[Request], clients: int, seconds: float, server_pid: int | None = None,
-             timeout_s: float = 120) -> LoadResult:
+def run_load(
+    url: str, mix: list[Request], clients: int, seconds: float, server_pid: int | None = None, timeout_s: float = 120
+) -> LoadResult:
     """`clients` threads, each sending the next request of the shared cycle until `seconds` have
     passed (a request under way is finished: nothing is cut off and counted lost)."""
     result, lock = LoadResult(), threading.Lock()
@@ -146,8 +151,12 @@ def run_load(url: str, mix: list[Request], clients: int, seconds: float, server_
                 request = next(cycle)
             began = time.perf_counter()
             try:
-                response = session.post(f"{url}/invocations", data=request.body,
-                                        headers={"Content-Type": "application/json"}, timeout=timeout_s)
+                response = session.post(
+                    f"{url}/invocations",
+                    data=request.body,
+                    headers={"Content-Type": "application/json"},
+                    timeout=timeout_s,
+                )
                 status, text = response.status_code, response.text
             except requests.RequestException as err:
                 status, text = None, str(err)
@@ -178,11 +187,15 @@ class Server:
     def __init__(self, model_uri: str, log_path: Path, env: dict | None = None, workers: int = 1):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(log_path, "wb")
+        self.log = open(log_path, "wb")  # noqa: SIM115 (the server's log, open while it runs; closed in stop())
         facectx = Path(sys.executable).parent / "facectx"
-        self.process = subprocess.Popen([str(facectx), "serve", "--model-uri", model_uri, "-p", str(self.port),
-                                         "-w", str(workers)], env=env or os.environ.copy(), stdout=self.log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            [str(facectx), "serve", "--model-uri", model_uri, "-p", str(self.port), "-w", str(workers)],
+            env=env or os.environ.copy(),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.log_path = log_path
 
     def wait_ready(self, timeout_s: float = 180) -> None:
@@ -234,8 +247,13 @@ def main() -> None:
         result = run_load(server.url, mix, args.clients, args.seconds, server_pid=server.process.pid)
     finally:
         server.stop()
-    summary = {"model_uri": args.model_uri, "clients": args.clients, "workers": args.workers,
-               **result.summary(reasons), "rss_mib_samples": result.rss_mib}
+    summary = {
+        "model_uri": args.model_uri,
+        "clients": args.clients,
+        "workers": args.workers,
+        **result.summary(reasons),
+        "rss_mib_samples": result.rss_mib,
+    }
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "rss_mib_samples"}, indent=2))
 

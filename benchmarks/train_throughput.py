@@ -16,6 +16,7 @@ and perceptual losses sharing one pass of the dlib ResNet and with a pass each. 
 use their multi-tensor (foreach) update, as they do by default on CUDA, so the op count is the
 GPU's; bf16 autocast (CUDA only) would add its casts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,7 +51,7 @@ def matmul_peak_tflops(device: torch.device, size: int = 8192, repeats: int = 50
     for _ in range(repeats):
         a @ b
     _sync(device)
-    return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e12
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e12
 
 
 def _sync(device):
@@ -92,8 +93,11 @@ def count_step(trainer: StageTrainer, batch) -> dict:
         trainer.loss.share_face_pass = shared
         with FlopCounterMode(display=False) as flops, OpCounter() as ops:
             trainer._train_step(batch)
-        result[name] = {"gflop_per_image": round(flops.get_total_flops() / trainer.batch_size / 1e9, 2),
-                        "aten_ops": ops.ops, "aten_ops_not_views": ops.ops - ops.views}
+        result[name] = {
+            "gflop_per_image": round(flops.get_total_flops() / trainer.batch_size / 1e9, 2),
+            "aten_ops": ops.ops,
+            "aten_ops_not_views": ops.ops - ops.views,
+        }
     return result
 
 
@@ -115,21 +119,29 @@ def resident_batches(trainer):
         while True:
             order = torch.randperm(rows)
             for b in range(rows // size):
-                yield trainer.train_data.batch(order[b * size:(b + 1) * size])
+                yield trainer.train_data.batch(order[b * size : (b + 1) * size])
+
     return gen
 
 
 def loader_batches(trainer, prepared: Path, workers: int):
     needed = trainer.train_data.resolutions
     dataset = ShardDataset(prepared, "train", needed, trainer.params.train.max_train_rows, trainer.params.train.seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=trainer.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=workers, pin_memory=trainer.device.type == "cuda",
-                                         persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=trainer.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=trainer.device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
 
     def gen():
         while True:
             for items in loader:
                 yield batch_from_items(items, needed, trainer.device)
+
     return gen
 
 
@@ -144,17 +156,22 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8, help="DataLoader workers of the plain version")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--compile-mode", default="default", choices=("default", "reduce-overhead", "max-autotune"))
-    parser.add_argument("--batch-size", type=int, default=None, help="one batch size for every stage (default: train.batch_size)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="one batch size for every stage (default: train.batch_size)"
+    )
     parser.add_argument("--count", action="store_true", help="FLOPs and aten ops per step only (runs on a CPU)")
-    parser.add_argument("--out", default=None, help="default: benchmarks/out/train_throughput.json (or train_step_counts.json)")
+    parser.add_argument(
+        "--out", default=None, help="default: benchmarks/out/train_throughput.json (or train_step_counts.json)"
+    )
     args = parser.parse_args()
 
     raw = yaml.safe_load(Path(args.params).read_text())
     raw["profile"] = args.profile
     params = parse_params(yaml.safe_dump(raw), args.params)
     if args.batch_size:
-        params = dataclasses.replace(params, train=dataclasses.replace(
-            params.train, batch_size=(args.batch_size,) * len(params.train.stages)))
+        params = dataclasses.replace(
+            params, train=dataclasses.replace(params.train, batch_size=(args.batch_size,) * len(params.train.stages))
+        )
     stages = [int(s) for s in args.stages.split(",")]
     default_out = "train_step_counts.json" if args.count else "train_throughput.json"
     out = Path(args.out or REPO / "benchmarks" / "out" / default_out)
@@ -167,27 +184,51 @@ def main() -> None:
     rows = []
     for stage in stages:
         result = {"stage": stage, "batch_size": stage_batch_size(params.train, stage)}
-        for name, precision, channels_last, compiled in (("fast", "bf16", True, args.compile), ("plain", "fp32", False, False)):
-            variant = dataclasses.replace(params, train=dataclasses.replace(
-                params.train, precision=precision, channels_last=channels_last, compile=compiled,
-                compile_mode=args.compile_mode, device=device.type, earlier_blocks="finetune"))
+        for name, precision, channels_last, compiled in (
+            ("fast", "bf16", True, args.compile),
+            ("plain", "fp32", False, False),
+        ):
+            variant = dataclasses.replace(
+                params,
+                train=dataclasses.replace(
+                    params.train,
+                    precision=precision,
+                    channels_last=channels_last,
+                    compile=compiled,
+                    compile_mode=args.compile_mode,
+                    device=device.type,
+                    earlier_blocks="finetune",
+                ),
+            )
             # Earlier blocks start untrained here: throughput does not depend on their weights.
-            trainer = StageTrainer(variant, stage, Path(args.prepared), work / name, None, work / name / "resume",
-                                   require_previous=False)
-            batches = resident_batches(trainer) if name == "fast" else loader_batches(trainer, Path(args.prepared), args.workers)
+            trainer = StageTrainer(
+                variant, stage, Path(args.prepared), work / name, None, work / name / "resume", require_previous=False
+            )
+            batches = (
+                resident_batches(trainer)
+                if name == "fast"
+                else loader_batches(trainer, Path(args.prepared), args.workers)
+            )
             images_per_s = measure(trainer, batches, args.steps, args.warmup)
             flops = step_flops(trainer, next(iter(resident_batches(trainer)())))
             tflops = flops / trainer.batch_size * images_per_s / 1e12
-            result[name] = {"images_per_s": round(images_per_s, 1), "tflops": round(tflops, 2),
-                            "mfu_of_matmul_peak": round(tflops / peak, 4)}
+            result[name] = {
+                "images_per_s": round(images_per_s, 1),
+                "tflops": round(tflops, 2),
+                "mfu_of_matmul_peak": round(tflops / peak, 4),
+            }
             del trainer
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         result["speedup"] = round(result["fast"]["images_per_s"] / result["plain"]["images_per_s"], 2)
         rows.append(result)
         print(json.dumps(result), flush=True)
-    report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-              "matmul_peak_tflops": round(peak, 1), "torch": torch.__version__, "stages": rows}
+    report = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "matmul_peak_tflops": round(peak, 1),
+        "torch": torch.__version__,
+        "stages": rows,
+    }
     write_report(out, report)
 
 
@@ -195,7 +236,9 @@ def count(params, stages: list[int], prepared: Path, out: Path) -> None:
     work = Path("/tmp/facectx-bench-count")
     rows = []
     for stage in stages:
-        variant = dataclasses.replace(params, train=dataclasses.replace(params.train, device="cpu", earlier_blocks="finetune"))
+        variant = dataclasses.replace(
+            params, train=dataclasses.replace(params.train, device="cpu", earlier_blocks="finetune")
+        )
         trainer = StageTrainer(variant, stage, prepared, work, None, work / "resume", require_previous=False)
         batch = trainer.train_data.batch(torch.arange(trainer.batch_size))
         result = {"stage": stage, "batch_size": trainer.batch_size, **count_step(trainer, batch)}

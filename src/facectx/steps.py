@@ -1,5 +1,6 @@
 """The pipeline steps, one function each: the CLI (and so DVC) and the Kubeflow components call
 these, so both orchestrators run the same code."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,7 +18,9 @@ def ingest_step(params: Params, raw_dir: str | os.PathLike, source: str | None =
 
     config = dataclasses.replace(params.ingest, source=source) if source else params.ingest
     if not config.source:
-        raise ValueError("no photo source: set ingest.source in params, or pass a source (a folder or s3://bucket/prefix)")
+        raise ValueError(
+            "no photo source: set ingest.source in params, or pass a source (a folder or s3://bucket/prefix)"
+        )
     return ingest(config, raw_dir)
 
 
@@ -27,17 +30,27 @@ def validate_step(params: Params, raw_dir: str | os.PathLike, out_dir: str | os.
     return validate(raw_dir, out_dir, params.validate, params.crop, params.landmarks)
 
 
-def prepare_step(params: Params, raw_dir: str | os.PathLike, validated_dir: str | os.PathLike,
-                 out_dir: str | os.PathLike) -> dict:
+def prepare_step(
+    params: Params, raw_dir: str | os.PathLike, validated_dir: str | os.PathLike, out_dir: str | os.PathLike
+) -> dict:
     from facectx.data.prepare import prepare
 
     return prepare(raw_dir, validated_dir, out_dir, params.prepare, params.crop, params.validate)
 
 
-def train_stage_step(params: Params, stage: int, prepared_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                     init_dir: str | os.PathLike | None, resume_dir: str | os.PathLike, run_name: str = "cascade",
-                     deadline: float | None = None, resume_uri: str | None = None, pipeline_run: str | None = None,
-                     identity: TrainingIdentity | None = None) -> dict:
+def train_stage_step(
+    params: Params,
+    stage: int,
+    prepared_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    init_dir: str | os.PathLike | None,
+    resume_dir: str | os.PathLike,
+    run_name: str = "cascade",
+    deadline: float | None = None,
+    resume_uri: str | None = None,
+    pipeline_run: str | None = None,
+    identity: TrainingIdentity | None = None,
+) -> dict:
     """Train one stage, starting from init_dir (the previous stage's checkpoint folder); writes
     out_dir/checkpoint and out_dir/metrics.json; tracked in MLflow under the pipeline run.
     deadline: a time.monotonic() value past which the stage stops cleanly, marked capped.
@@ -61,8 +74,17 @@ def train_stage_step(params: Params, stage: int, prepared_dir: str | os.PathLike
     process = distributed.init_from_env(resolve_device(params.train.device))  # one process: no group
     identity = identity or training_identity(params, prepared_dir)
     key = pipeline_run or _pipeline_key(run_name, identity)
-    run = tracking.stage_run(key, f"{run_name}/stage_{stage}", identity.settings, tags={"facectx.model": params.model.kind},
-                             config=params.tracking) if process.main else contextlib.nullcontext(None)
+    run = (
+        tracking.stage_run(
+            key,
+            f"{run_name}/stage_{stage}",
+            identity.settings,
+            tags={"facectx.model": params.model.kind},
+            config=params.tracking,
+        )
+        if process.main
+        else contextlib.nullcontext(None)
+    )
     with run as tracker:
         remote = None
         if resume_uri and params.train.resume_checkpoints and process.local_rank == 0:
@@ -73,20 +95,40 @@ def train_stage_step(params: Params, stage: int, prepared_dir: str | os.PathLike
             remote = RemoteResumeState(resume_uri, resume_dir, params.ingest.max_attempts)
             remote.pull()
         distributed.barrier()  # the other ranks read the resume state once it is pulled
-        trainer = StageTrainer(params, stage, Path(prepared_dir), Path(out_dir), Path(init_dir) if init_dir else None,
-                               Path(resume_dir), tracker, deadline=deadline, on_resume_saved=remote and remote.push,
-                               identity=identity)
+        trainer = StageTrainer(
+            params,
+            stage,
+            Path(prepared_dir),
+            Path(out_dir),
+            Path(init_dir) if init_dir else None,
+            Path(resume_dir),
+            tracker,
+            deadline=deadline,
+            on_resume_saved=remote and remote.push,
+            identity=identity,
+        )
         result = trainer.run()
         if remote is not None and process.main:
             remote.clear()
     distributed.barrier()  # all ranks end together, after rank 0 has closed the run
-    return {"stage": result.stage, "steps": result.steps, "images_per_second": result.images_per_second,
-            "capped": result.capped, **result.val}
+    return {
+        "stage": result.stage,
+        "steps": result.steps,
+        "images_per_second": result.images_per_second,
+        "capped": result.capped,
+        **result.val,
+    }
 
 
-def train_stages_step(params: Params, prepared_dir: str | os.PathLike, models_dir: str | os.PathLike,
-                      run_name: str = "cascade", cap_seconds: float | None = None,
-                      resume_root: str | os.PathLike | None = None, resume_uri: str | None = None) -> dict:
+def train_stages_step(
+    params: Params,
+    prepared_dir: str | os.PathLike,
+    models_dir: str | os.PathLike,
+    run_name: str = "cascade",
+    cap_seconds: float | None = None,
+    resume_root: str | os.PathLike | None = None,
+    resume_uri: str | None = None,
+) -> dict:
     """Every stage of train.stages in order, each from the previous stage's checkpoint (one DVC
     stage per model); returns each stage's result by resolution.
 
@@ -102,9 +144,16 @@ def train_stages_step(params: Params, prepared_dir: str | os.PathLike, models_di
     end = time.monotonic() + cap_seconds if cap_seconds else None
     for i, stage in enumerate(stages):
         deadline = time.monotonic() + (end - time.monotonic()) / (len(stages) - i) if end else None
-        results[stage] = train_stage_step(params, stage, prepared_dir, run_name=run_name, deadline=deadline, identity=identity,
-                                          resume_uri=f"{resume_uri.rstrip('/')}/stage_{stage}" if resume_uri else None,
-                                          **stage_dirs(params, stage, models_dir, resume_root))
+        results[stage] = train_stage_step(
+            params,
+            stage,
+            prepared_dir,
+            run_name=run_name,
+            deadline=deadline,
+            identity=identity,
+            resume_uri=f"{resume_uri.rstrip('/')}/stage_{stage}" if resume_uri else None,
+            **stage_dirs(params, stage, models_dir, resume_root),
+        )
     return results
 
 
@@ -114,11 +163,14 @@ def write_stage_metrics(results: dict, path: str | os.PathLike) -> None:
     from facectx.io_utils import write_json
 
     kept = ("steps", "capped", "val_ssim", "val_identity_distance")
-    write_json(path, {f"stage_{stage}": {k: result[k] for k in kept if k in result} for stage, result in results.items()})
+    write_json(
+        path, {f"stage_{stage}": {k: result[k] for k in kept if k in result} for stage, result in results.items()}
+    )
 
 
-def stage_dirs(params: Params, stage: int, models_dir: str | os.PathLike,
-               resume_root: str | os.PathLike | None = None) -> dict:
+def stage_dirs(
+    params: Params, stage: int, models_dir: str | os.PathLike, resume_root: str | os.PathLike | None = None
+) -> dict:
     """One model's layout (what dvc.yaml declares): models_dir/stage_N holds stage N's outputs and
     starts from models_dir/stage_<previous>; resume state in resume_root/stage_N (default:
     models_dir/resume)."""
@@ -128,9 +180,11 @@ def stage_dirs(params: Params, stage: int, models_dir: str | os.PathLike,
 
     models_dir = Path(models_dir)
     previous = previous_stage(params, stage)
-    return {"out_dir": models_dir / f"stage_{stage}",
-            "init_dir": models_dir / f"stage_{previous}" / "checkpoint" if previous else None,
-            "resume_dir": Path(resume_root or models_dir / "resume") / f"stage_{stage}"}
+    return {
+        "out_dir": models_dir / f"stage_{stage}",
+        "init_dir": models_dir / f"stage_{previous}" / "checkpoint" if previous else None,
+        "resume_dir": Path(resume_root or models_dir / "resume") / f"stage_{stage}",
+    }
 
 
 def final_checkpoint(params: Params, models_dir: str | os.PathLike):
@@ -138,9 +192,17 @@ def final_checkpoint(params: Params, models_dir: str | os.PathLike):
     return stage_dirs(params, max(params.train.stages), models_dir)["out_dir"] / "checkpoint"
 
 
-def evaluate_step(params: Params, prepared_dir: str | os.PathLike, raw_dir: str | os.PathLike | None,
-                  models: dict[str, str], out_dir: str | os.PathLike, calibration: dict | None = None,
-                  run_name: str = "cascade", stage_name: str = "evaluate", pipeline_run: str | None = None) -> dict:
+def evaluate_step(
+    params: Params,
+    prepared_dir: str | os.PathLike,
+    raw_dir: str | os.PathLike | None,
+    models: dict[str, str],
+    out_dir: str | os.PathLike,
+    calibration: dict | None = None,
+    run_name: str = "cascade",
+    stage_name: str = "evaluate",
+    pipeline_run: str | None = None,
+) -> dict:
     """Score baselines and models on the test split, write the report, log it to MLflow.
 
     The verification threshold is calibrated on LFW's DevTrain pairs under raw_dir (needs the
@@ -157,8 +219,9 @@ def evaluate_step(params: Params, prepared_dir: str | os.PathLike, raw_dir: str 
     if calibration is None and raw_dir is not None:
         calibration = matcher_calibration(params, raw_dir, nets)
     key = pipeline_run or _pipeline_key(run_name, training_identity(params, prepared_dir))
-    with tracking.stage_run(key, stage_name, {"evaluate": dataclasses.asdict(config), "models": models},
-                            config=params.tracking) as tracker:
+    with tracking.stage_run(
+        key, stage_name, {"evaluate": dataclasses.asdict(config), "models": models}, config=params.tracking
+    ) as tracker:
         result = evaluate(prepared_dir, models, out_dir, config, calibration=calibration, nets=nets, device=device)
         for method, values in result["methods"].items():
             tracker.log_metrics({f"{_metric_key(method)}.{k}": v for k, v in values.items()}, step=0)
@@ -177,9 +240,14 @@ def matcher_calibration(params: Params, raw_dir: str | os.PathLike, nets) -> dic
 
     if not (Path(raw_dir) / "split_lists" / "pairsDevTrain.txt").is_file():
         return None
-    return lfw_pair_calibration(raw_dir, WholeFrameIdentity(nets, params.crop), None,
-                                max_pairs=params.evaluate.calibration_pairs or None, pairs_file="split_lists/pairsDevTrain.txt",
-                                landmarks=params.landmarks)
+    return lfw_pair_calibration(
+        raw_dir,
+        WholeFrameIdentity(nets, params.crop),
+        None,
+        max_pairs=params.evaluate.calibration_pairs or None,
+        pairs_file="split_lists/pairsDevTrain.txt",
+        landmarks=params.landmarks,
+    )
 
 
 def _pipeline_key(run_name: str, identity: TrainingIdentity) -> str:
@@ -193,9 +261,16 @@ def _metric_key(method: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in method)
 
 
-def register_step(params: Params, checkpoint_dir: str | os.PathLike, metrics_file: str | os.PathLike,
-                  example_photo: str | os.PathLike | None = None, prepared_dir: str | os.PathLike | None = None,
-                  raw_dir: str | os.PathLike | None = None, method: str = "cascade", pipeline_run: str | None = None) -> dict:
+def register_step(
+    params: Params,
+    checkpoint_dir: str | os.PathLike,
+    metrics_file: str | os.PathLike,
+    example_photo: str | os.PathLike | None = None,
+    prepared_dir: str | os.PathLike | None = None,
+    raw_dir: str | os.PathLike | None = None,
+    method: str = "cascade",
+    pipeline_run: str | None = None,
+) -> dict:
     """Log the checkpoint as a pyfunc model in an MLflow run and register it as the `challenger`;
     its gate metrics are the evaluation's metrics.json["methods"][method]. The run nests under the
     pipeline run `pipeline_run` when given (Kubeflow's run id)."""
@@ -214,24 +289,45 @@ def register_step(params: Params, checkpoint_dir: str | os.PathLike, metrics_fil
     methods = evaluation.get("methods", {})
     if method not in methods:
         raise ValueError(f"{metrics_file}: no methods.{method} entry (found {sorted(methods)})")
-    metrics = {k: float(v) for k, v in methods[method].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    metrics = {
+        k: float(v) for k, v in methods[method].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     name = params.registry.model_name
-    with _under_pipeline_run(pipeline_run), \
-            mlflow.start_run(experiment_id=registry.experiment_id(), run_name=f"register-{name}", nested=bool(pipeline_run)) as run:
-        mlflow.set_tags({"facectx.stage": "register", "facectx.checkpoint": str(Path(checkpoint_dir).resolve()),
-                         "facectx.metrics_file": str(metrics_file.resolve())})
-        info = log_pyfunc_model(checkpoint_dir, params, metrics, example_photo=example_photo,
-                                prepared_dir=prepared_dir, raw_dir=raw_dir)
+    with (
+        _under_pipeline_run(pipeline_run),
+        mlflow.start_run(
+            experiment_id=registry.experiment_id(), run_name=f"register-{name}", nested=bool(pipeline_run)
+        ) as run,
+    ):
+        mlflow.set_tags(
+            {
+                "facectx.stage": "register",
+                "facectx.checkpoint": str(Path(checkpoint_dir).resolve()),
+                "facectx.metrics_file": str(metrics_file.resolve()),
+            }
+        )
+        info = log_pyfunc_model(
+            checkpoint_dir, params, metrics, example_photo=example_photo, prepared_dir=prepared_dir, raw_dir=raw_dir
+        )
         # How the metrics were measured: the gate compares only versions measured the same way.
-        protocol = {key: evaluation[key] for key in ("matcher", "fd_network", "perceptual_network", "photos", "test_set")
-                    if key in evaluation}
+        protocol = {
+            key: evaluation[key]
+            for key in ("matcher", "fd_network", "perceptual_network", "photos", "test_set")
+            if key in evaluation
+        }
         version = registry.register(info.model_uri, name, metrics, run.info.run_id, protocol)
-    return {"model_name": name, "version": version, "model_uri": info.model_uri, "run_id": run.info.run_id,
-            "metrics": metrics}
+    return {
+        "model_name": name,
+        "version": version,
+        "model_uri": info.model_uri,
+        "run_id": run.info.run_id,
+        "metrics": metrics,
+    }
 
 
-def promote_step(params: Params, expected_version: int | None = None, force: bool = False,
-                 pipeline_run: str | None = None) -> dict:
+def promote_step(
+    params: Params, expected_version: int | None = None, force: bool = False, pipeline_run: str | None = None
+) -> dict:
     """Champion <- challenger if there is no champion or it wins on every registry.gate_metrics entry
     (measured the same way); `force` skips the gate. The decision's run nests under the pipeline
     run `pipeline_run` when given."""
@@ -250,8 +346,9 @@ def _under_pipeline_run(pipeline_run: str | None):
     return tracking.pipeline_parent(pipeline_run) if pipeline_run else contextlib.nullcontext()
 
 
-def hallucinate_step(params: Params, photo: str | os.PathLike, out: str | os.PathLike,
-                     checkpoint_dir: str | os.PathLike) -> dict:
+def hallucinate_step(
+    params: Params, photo: str | os.PathLike, out: str | os.PathLike, checkpoint_dir: str | os.PathLike
+) -> dict:
     """One photo -> a PNG of the hallucinated frame; errors name the photo."""
     from pathlib import Path
 

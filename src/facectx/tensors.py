@@ -1,5 +1,6 @@
 """Small torch helpers shared by training, inference and evaluation: where to run, and the one
 conversion of uint8 images and masks into the tensors the models take."""
+
 from __future__ import annotations
 
 import torch

@@ -1,6 +1,7 @@
 """Loading weight files safely: safetensors, or torch files with weights_only=True (no pickled
 code runs). Errors name the file. Every weights file facectx reads (except its own checkpoints,
 facectx.training.checkpoint) goes through load_state_dict or load_weights_into."""
+
 from __future__ import annotations
 
 import os
@@ -33,14 +34,15 @@ def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict[str, t
     return state
 
 
-def load_weights_into(module: torch.nn.Module, path: str | os.PathLike, what: str, *, prefix: str = "",
-                      device: str | torch.device = "cpu") -> torch.nn.Module:
+def load_weights_into(
+    module: torch.nn.Module, path: str | os.PathLike, what: str, *, prefix: str = "", device: str | torch.device = "cpu"
+) -> torch.nn.Module:
     """Load the state dict in `path` into `module` (strictly), or raise WeightsError naming the file
     and `what` it should have held (e.g. "a torchvision AlexNet state dict"). With `prefix`, only
     the entries under it are loaded, the prefix removed (e.g. "features." for a network's trunk)."""
     state = load_state_dict(path, device)
     if prefix:
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     try:
         module.load_state_dict(state)
     except RuntimeError as err:

@@ -14,6 +14,7 @@ pyramid levels and the mirrored training copies exactly as `prepare` builds them
 (facectx.data.prepare.example_from_frame), so only the frame's re-encoding differs from home;
 its PSNR is recorded and the rebuilt data version is marked as derived.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -82,14 +83,16 @@ def decode_frames(data: bytes, offsets: np.ndarray, where: str) -> np.ndarray:
     for i, (start, end) in enumerate(zip(offsets[:-1], offsets[1:])):
         try:
             frames.append(np.asarray(Image.open(io.BytesIO(data[start:end])).convert("RGB")))
-        except Exception as err:  # noqa: BLE001
-            raise PackError(f"{where}: frame {i} does not decode ({type(err).__name__}: {err}); the pack is damaged") from err
+        except Exception as err:
+            raise PackError(
+                f"{where}: frame {i} does not decode ({type(err).__name__}: {err}); the pack is damaged"
+            ) from err
     return np.stack(frames)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)))
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
 
 
 # --------------------------------------------------------------------------- home side
@@ -102,12 +105,17 @@ def frame_landmarks(photo_points: np.ndarray, crop: CropConfig) -> np.ndarray:
 
 def frame_validities(photo_points: np.ndarray, photo_sizes: np.ndarray, crop: CropConfig) -> np.ndarray:
     """(N, s, s) validity masks of the frames (which pixels lie inside the photo), as prepare makes them."""
-    return np.stack([frame_validity(face_frame(p, crop), int(w), int(h), crop.size_px)
-                     for p, (w, h) in zip(photo_points.astype(np.float32), photo_sizes)])
+    return np.stack(
+        [
+            frame_validity(face_frame(p, crop), int(w), int(h), crop.size_px)
+            for p, (w, h) in zip(photo_points.astype(np.float32), photo_sizes)
+        ]
+    )
 
 
-def _photo_geometry(validated_dir: Path, relative_paths, frame_points: np.ndarray, crop: CropConfig,
-                    where: str) -> tuple[np.ndarray, np.ndarray]:
+def _photo_geometry(
+    validated_dir: Path, relative_paths, frame_points: np.ndarray, crop: CropConfig, where: str
+) -> tuple[np.ndarray, np.ndarray]:
     """The photo-space landmarks of these rows, smallest exact dtype (dlib's are whole pixels: int16
     compresses the whole LFW copy's to ~1.3 MB where frame coordinates take 6.6 MB), checked to
     give back exactly the prepared frame landmarks; and each photo's (width, height)."""
@@ -116,8 +124,10 @@ def _photo_geometry(validated_dir: Path, relative_paths, frame_points: np.ndarra
     rows = by_path.loc[list(relative_paths)]
     points = np.stack([np.asarray(p, np.float32).reshape(68, 2) for p in rows.points])
     if not np.array_equal(frame_landmarks(points, crop), frame_points):
-        raise PackError(f"{where}: the validated landmarks in {validated_dir} do not give the prepared frame landmarks: "
-                        f"prepare and validate are from different runs; run `dvc repro prepare`")
+        raise PackError(
+            f"{where}: the validated landmarks in {validated_dir} do not give the prepared frame landmarks: "
+            f"prepare and validate are from different runs; run `dvc repro prepare`"
+        )
     whole = np.array_equal(points, np.round(points)) and np.abs(points).max(initial=0) < 2**15
     sizes = rows[["width", "height"]].to_numpy(np.int32)
     return (points.astype(np.int16) if whole else points), sizes
@@ -135,8 +145,10 @@ def _pack_split(prepared_dir: Path, validated_dir: Path, split: str, crop: CropC
     points, sizes = _photo_geometry(validated_dir, index.relative_path[keep], landmarks, crop, str(folder))
     valid = np.asarray(np.load(folder / f"valid_{size}.npy", mmap_mode="r")[keep])
     if not np.array_equal(frame_validities(points, sizes, crop), valid):
-        raise PackError(f"{folder}: the photo sizes in {validated_dir} do not give the prepared validity masks: "
-                        f"prepare and validate are from different runs; run `dvc repro prepare`")
+        raise PackError(
+            f"{folder}: the photo sizes in {validated_dir} do not give the prepared validity masks: "
+            f"prepare and validate are from different runs; run `dvc repro prepare`"
+        )
     data, offsets = encode_frames(frames)
     out.mkdir(parents=True, exist_ok=True)
     (out / "frames.bin").write_bytes(data)
@@ -146,8 +158,12 @@ def _pack_split(prepared_dir: Path, validated_dir: Path, split: str, crop: CropC
     decoded = decode_frames(data, offsets, str(out))
     low = min(meta["resolutions"])
     smallest = lambda images: np.stack([downsample(im, low) for im in images])  # noqa: E731
-    return {"rows": int(keep.sum()), "bytes": len(data),
-            "psnr_db": round(psnr(frames, decoded), 2), f"psnr_db_{low}px": round(psnr(smallest(frames), smallest(decoded)), 2)}
+    return {
+        "rows": int(keep.sum()),
+        "bytes": len(data),
+        "psnr_db": round(psnr(frames, decoded), 2),
+        f"psnr_db_{low}px": round(psnr(smallest(frames), smallest(decoded)), 2),
+    }
 
 
 def _prepare_test_source(params: Params, source: Path, work: Path) -> tuple[Path, Path]:
@@ -179,9 +195,16 @@ def safe_set_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", name).strip("_") or "extra"
 
 
-def build_pack(params_file: str | os.PathLike, out: str | os.PathLike, prepared_dir: str | os.PathLike,
-               validated_dir: str | os.PathLike, raw_dir: str | os.PathLike, test_sources: list[str] = (), without: tuple[str, ...] = (),
-               max_mib: float = DEFAULT_MAX_MIB) -> dict:
+def build_pack(
+    params_file: str | os.PathLike,
+    out: str | os.PathLike,
+    prepared_dir: str | os.PathLike,
+    validated_dir: str | os.PathLike,
+    raw_dir: str | os.PathLike,
+    test_sources: list[str] = (),
+    without: tuple[str, ...] = (),
+    max_mib: float = DEFAULT_MAX_MIB,
+) -> dict:
     """Build the pack in a temporary folder beside `out`; it replaces `out` only when complete and
     within `max_mib`."""
     from facectx import steps
@@ -200,16 +223,24 @@ def build_pack(params_file: str | os.PathLike, out: str | os.PathLike, prepared_
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         shutil.copy(params_file, staging / "params.yaml")
-        sets = {MAIN_SET: {split: _pack_split(prepared_dir, Path(validated_dir), split, params.crop,
-                                              staging / "sets" / MAIN_SET / split)
-                           for split in SPLITS if split not in without}}
+        sets = {
+            MAIN_SET: {
+                split: _pack_split(
+                    prepared_dir, Path(validated_dir), split, params.crop, staging / "sets" / MAIN_SET / split
+                )
+                for split in SPLITS
+                if split not in without
+            }
+        }
         for source in test_sources:
             name = safe_set_name(Path(source).name)
             if name in sets:
                 raise PackError(f"--test-source {source}: a test set named {name!r} is already in the pack")
             with tempfile.TemporaryDirectory(prefix="facectx-test-source-") as work:
                 extra, extra_validated = _prepare_test_source(params, Path(source), Path(work))
-                sets[name] = {"test": _pack_split(extra, extra_validated, "test", params.crop, staging / "sets" / name / "test")}
+                sets[name] = {
+                    "test": _pack_split(extra, extra_validated, "test", params.crop, staging / "sets" / name / "test")
+                }
                 sets[name]["quarantined"] = int(json.loads((extra / "metrics.json").read_text())["quarantined"])
         weights = _copy_weights(params, staging)
         nets = make_networks(params.evaluate.matcher, "cpu", params.assets)
@@ -218,18 +249,29 @@ def build_pack(params_file: str | os.PathLike, out: str | os.PathLike, prepared_
             write_json(staging / "calibration.json", calibration)
         prepared_meta = json.loads((prepared_dir / "meta.json").read_text())
         manifest = {
-            "format": PACK_FORMAT, "code": code_fingerprint(), "id": f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "data_version": data_version(prepared_dir),
-            "resolutions": prepared_meta["resolutions"], "crop": prepared_meta["crop"], "mirror": prepared_meta["mirror"],
-            "encoding": f"WebP q{WEBP_QUALITY}", "sets": sets, "left_out": sorted(without), "weights": weights,
-            "calibration": "calibration.json" if calibration else None, "matcher": nets.name,
+            "format": PACK_FORMAT,
+            "code": code_fingerprint(),
+            "id": f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "data_version": data_version(prepared_dir),
+            "resolutions": prepared_meta["resolutions"],
+            "crop": prepared_meta["crop"],
+            "mirror": prepared_meta["mirror"],
+            "encoding": f"WebP q{WEBP_QUALITY}",
+            "sets": sets,
+            "left_out": sorted(without),
+            "weights": weights,
+            "calibration": "calibration.json" if calibration else None,
+            "matcher": nets.name,
         }
         write_json(staging / "pack.json", manifest)
         size = folder_bytes(staging)
         if size > max_mib * 2**20:
             parts = {p.name: round(folder_bytes(p) / 2**20, 1) for p in staging.iterdir() if p.is_dir()}
-            raise PackError(f"the pack would be {size / 2**20:.1f} MiB, over the {max_mib:g} MiB budget (MiB by part: {parts}); "
-                            f"leave a split out (--without train|val|test) or pack fewer test sources")
+            raise PackError(
+                f"the pack would be {size / 2**20:.1f} MiB, over the {max_mib:g} MiB budget (MiB by part: {parts}); "
+                f"leave a split out (--without train|val|test) or pack fewer test sources"
+            )
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)
@@ -250,9 +292,11 @@ def read_manifest(pack: str | os.PathLike) -> dict:
         raise PackError(f"{pack} is not a facectx pack (no pack.json); build one with `facectx airgap pack`")
     manifest = json.loads(path.read_text())
     if manifest.get("format") != PACK_FORMAT or manifest.get("code") != code_fingerprint():
-        raise PackError(f"{path} was made by another version of facectx (format {manifest.get('format')}, code "
-                        f"{manifest.get('code')}; this checkout: format {PACK_FORMAT}, code {code_fingerprint()}): "
-                        f"pack again from this checkout")
+        raise PackError(
+            f"{path} was made by another version of facectx (format {manifest.get('format')}, code "
+            f"{manifest.get('code')}; this checkout: format {PACK_FORMAT}, code {code_fingerprint()}): "
+            f"pack again from this checkout"
+        )
     return manifest
 
 
@@ -278,7 +322,9 @@ def unpack_set(pack: str | os.PathLike, name: str, out: str | os.PathLike, share
                 (out / split).symlink_to((share_from / split).resolve(), target_is_directory=True)
                 rows[split] = json.loads((share_from / "meta.json").read_text())["rows"][split]
             continue
-        frames = decode_frames((packed / "frames.bin").read_bytes(), np.load(packed / "frames.offsets.npy"), str(packed))
+        frames = decode_frames(
+            (packed / "frames.bin").read_bytes(), np.load(packed / "frames.offsets.npy"), str(packed)
+        )
         with np.load(packed / "photo_points.npz") as stored:
             landmarks = frame_landmarks(stored["points"], crop)
             valid = frame_validities(stored["points"], stored["sizes"], crop)
@@ -293,12 +339,22 @@ def unpack_set(pack: str | os.PathLike, name: str, out: str | os.PathLike, share
             if mirror:
                 writer.add(example.mirrored(), row.relative_path, row.identity, mirrored=True)
         rows[split] = writer.close()
-    write_json(out / "meta.json", {
-        "resolutions": list(resolutions), "crop": manifest["crop"], "mirror": manifest["mirror"], "rows": rows,
-        "arrays": ["target", "masked", "mask", "valid", "landmarks"],
-        # Derived data: training on it is not training on the home data version.
-        "derived": {"from_pack": manifest["id"], "from_data_version": manifest["data_version"], "set": name,
-                    "encoding": manifest["encoding"], "psnr_db": {s: v.get("psnr_db") for s, v in manifest["sets"][name].items()
-                                                                  if isinstance(v, dict)}},
-    })
+    write_json(
+        out / "meta.json",
+        {
+            "resolutions": list(resolutions),
+            "crop": manifest["crop"],
+            "mirror": manifest["mirror"],
+            "rows": rows,
+            "arrays": ["target", "masked", "mask", "valid", "landmarks"],
+            # Derived data: training on it is not training on the home data version.
+            "derived": {
+                "from_pack": manifest["id"],
+                "from_data_version": manifest["data_version"],
+                "set": name,
+                "encoding": manifest["encoding"],
+                "psnr_db": {s: v.get("psnr_db") for s, v in manifest["sets"][name].items() if isinstance(v, dict)},
+            },
+        },
+    )
     return out

@@ -5,6 +5,7 @@ under it) and per evaluation, as if it had run here; each test set's evaluation 
 `facectx evaluate` writes it (reports/evaluation for the main set, reports/evaluation-<set> for
 the others), so DVC plots and the registry gate read it.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,9 @@ def _extract(archive_path: Path, into: Path) -> None:
             for member in members:
                 path = PurePosixPath(member.name)
                 if path.is_absolute() or ".." in path.parts or not (member.isfile() or member.isdir()):
-                    raise PackError(f"{archive_path}: refusing member {member.name!r} (not a plain file inside the archive)")
+                    raise PackError(
+                        f"{archive_path}: refusing member {member.name!r} (not a plain file inside the archive)"
+                    )
             for member in members:
                 if member.isfile():
                     target = into / member.name
@@ -39,8 +42,10 @@ def _extract(archive_path: Path, into: Path) -> None:
                     with archive.extractfile(member) as source, open(target, "wb") as out:
                         shutil.copyfileobj(source, out)
     except (tarfile.TarError, EOFError, zlib.error) as err:
-        raise PackError(f"{archive_path} is truncated or damaged ({type(err).__name__}: {err}); "
-                        f"copy results.tar.gz from the far machine again") from None
+        raise PackError(
+            f"{archive_path} is truncated or damaged ({type(err).__name__}: {err}); "
+            f"copy results.tar.gz from the far machine again"
+        ) from None
 
 
 def _replace_folder(source: Path, target: Path) -> None:
@@ -57,8 +62,9 @@ def report_folder(reports_dir: Path, set_name: str) -> Path:
     return reports_dir / ("evaluation" if set_name == MAIN_SET else f"evaluation-{set_name}")
 
 
-def import_results(archive_path: str | os.PathLike, pack: str | os.PathLike | None = None,
-                   reports_dir: str | os.PathLike = "reports") -> dict:
+def import_results(
+    archive_path: str | os.PathLike, pack: str | os.PathLike | None = None, reports_dir: str | os.PathLike = "reports"
+) -> dict:
     from facectx import tracking
 
     archive_path, reports_dir = Path(archive_path), Path(reports_dir)
@@ -78,11 +84,18 @@ def import_results(archive_path: str | os.PathLike, pack: str | os.PathLike | No
             if status["pack_id"] != pack_id:
                 raise PackError(f"{archive_path} comes from pack {status['pack_id']}, not from {pack} ({pack_id})")
         if not status.get("complete"):
-            log.warning("%s holds partial results (the far run stopped before it finished): importing what it has",
-                        archive_path)
-        imported = tracking.import_folder_runs(work / "runs", status["pipeline_key"],
-                                               {"facectx.airgap.run": status["run_id"], "facectx.airgap.pack": status["pack_id"],
-                                                "facectx.airgap.complete": str(status.get("complete", False))})
+            log.warning(
+                "%s holds partial results (the far run stopped before it finished): importing what it has", archive_path
+            )
+        imported = tracking.import_folder_runs(
+            work / "runs",
+            status["pipeline_key"],
+            {
+                "facectx.airgap.run": status["run_id"],
+                "facectx.airgap.pack": status["pack_id"],
+                "facectx.airgap.complete": str(status.get("complete", False)),
+            },
+        )
         written = []
         for set_name in status["evaluations"]:
             target = report_folder(reports_dir, set_name)
@@ -90,5 +103,11 @@ def import_results(archive_path: str | os.PathLike, pack: str | os.PathLike | No
             written.append(str(target))
     table = summary_table(status)
     print(table)
-    return {"mlflow_parent_run": imported["parent"], "mlflow_runs": imported["runs"], "reports": written,
-            "complete": status.get("complete", False), "status": status, "table": table}
+    return {
+        "mlflow_parent_run": imported["parent"],
+        "mlflow_runs": imported["runs"],
+        "reports": written,
+        "complete": status.get("complete", False),
+        "status": status,
+        "table": table,
+    }

@@ -15,6 +15,7 @@ The archive is rewritten (atomically) as results arrive, so a run killed at its 
 leaves everything measured so far. Nothing here needs mlflow, dvc, kfp, great_expectations, dlib
 or boto3: tracking goes to run folders, and `facectx airgap import` replays them at home.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,15 @@ CASCADE = "cascade"
 ARCHIVE, REPORT, SUMMARY, PROGRESS = "results.tar.gz", "report.html", "summary.txt", "progress.log"
 SNAPSHOT_EVERY_S = 30
 # What the archive keeps of the work folder: everything but checkpoints and the rebuilt shards.
-_ARCHIVED = ("runs", "reports", "logs", "models/*/stage_*/metrics.json", "models/*/stage_*/losses.csv", "results.json",
-             "params.yaml")
+_ARCHIVED = (
+    "runs",
+    "reports",
+    "logs",
+    "models/*/stage_*/metrics.json",
+    "models/*/stage_*/losses.csv",
+    "results.json",
+    "params.yaml",
+)
 
 
 class Progress:
@@ -58,8 +66,10 @@ def far_params(pack: Path, work: Path, profile: str | None, resume_checkpoints: 
     if profile:
         raw["profile"] = profile
     raw["tracking"] = {"backend": "folder", "folder": str(work / "runs")}
-    raw["assets"] = {"identity_weights": str((pack / "weights" / "face-api").resolve()),
-                     "matcher_weights": str((pack / "weights" / "faceres").resolve())}
+    raw["assets"] = {
+        "identity_weights": str((pack / "weights" / "face-api").resolve()),
+        "matcher_weights": str((pack / "weights" / "faceres").resolve()),
+    }
     raw["train"]["resume_checkpoints"] = resume_checkpoints  # a visit is too short to resume: no optimizer dumps
     path = work / "params.yaml"
     with atomic_path(path) as tmp:
@@ -71,18 +81,19 @@ def check_models(params_file: Path, models: list[str]) -> None:
     params = load_params(params_file)
     unknown = [m for m in models if m != CASCADE and m not in params.variants]
     if unknown or not models:
-        raise PackError(f"--models {unknown or models}: each model must be {CASCADE!r} or one of the pack's variants "
-                        f"{sorted(params.variants)}")
+        raise PackError(
+            f"--models {unknown or models}: each model must be {CASCADE!r} or one of the pack's variants "
+            f"{sorted(params.variants)}"
+        )
 
 
 def snapshot(work: Path, out: Path, status: dict) -> None:
     """The archive of everything measured so far, replacing the previous one only when whole."""
     write_json(work / "results.json", {**status, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    with atomic_path(out / ARCHIVE) as tmp:
-        with tarfile.open(tmp, "w:gz") as archive:
-            for pattern in _ARCHIVED:
-                for path in sorted(work.glob(pattern)):
-                    archive.add(path, arcname=str(path.relative_to(work)))
+    with atomic_path(out / ARCHIVE) as tmp, tarfile.open(tmp, "w:gz") as archive:
+        for pattern in _ARCHIVED:
+            for path in sorted(work.glob(pattern)):
+                archive.add(path, arcname=str(path.relative_to(work)))
 
 
 def _stage_metrics(models_dir: Path) -> dict[int, dict]:
@@ -93,8 +104,16 @@ def _stage_metrics(models_dir: Path) -> dict[int, dict]:
     return dict(sorted(found.items()))
 
 
-def train_models(models: list[str], params_file: Path, work: Path, out: Path, cap_minutes: float | None,
-                 parallel: int, status: dict, progress: Progress) -> None:
+def train_models(
+    models: list[str],
+    params_file: Path,
+    work: Path,
+    out: Path,
+    cap_minutes: float | None,
+    parallel: int,
+    status: dict,
+    progress: Progress,
+) -> None:
     """Each model in its own `facectx train` process, `parallel` at a time on the one GPU."""
     waiting, running = list(models), {}
     (work / "logs").mkdir(parents=True, exist_ok=True)
@@ -102,12 +121,25 @@ def train_models(models: list[str], params_file: Path, work: Path, out: Path, ca
     while waiting or running:
         while waiting and len(running) < parallel:
             name = waiting.pop(0)
-            command = [sys.executable, "-m", "facectx.cli", "--params", str(params_file),
-                       *([] if name == CASCADE else ["--variant", name]), "train", "--prepared-dir", str(work / "prepared"),
-                       "--models-dir", str(work / "models" / name), "--resume-dir", str(work / "resume" / name),
-                       "--run-name", name,
-                       *(["--cap-minutes", str(cap_minutes)] if cap_minutes else [])]
-            log = open(work / "logs" / f"train-{name}.log", "w")
+            command = [
+                sys.executable,
+                "-m",
+                "facectx.cli",
+                "--params",
+                str(params_file),
+                *([] if name == CASCADE else ["--variant", name]),
+                "train",
+                "--prepared-dir",
+                str(work / "prepared"),
+                "--models-dir",
+                str(work / "models" / name),
+                "--resume-dir",
+                str(work / "resume" / name),
+                "--run-name",
+                name,
+                *(["--cap-minutes", str(cap_minutes)] if cap_minutes else []),
+            ]
+            log = open(work / "logs" / f"train-{name}.log", "w")  # noqa: SIM115 (open while the process runs; closed when it ends)
             running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log)
             status["models"][name] = {"state": "training"}
             progress(f"training {name}" + (f" (cap {cap_minutes:g} min)" if cap_minutes else ""))
@@ -122,8 +154,11 @@ def train_models(models: list[str], params_file: Path, work: Path, out: Path, ca
             capped = [s for s, m in stages.items() if m.get("capped")]
             state = "trained" if process.returncode == 0 else f"failed (exit {process.returncode})"
             status["models"][name].update(state=state, capped_stages=capped)
-            progress(f"{name}: {state}; stages {list(stages)}" + (f", capped at {capped}" if capped else "")
-                     + ("" if process.returncode == 0 else f"; see logs/train-{name}.log in the archive"))
+            progress(
+                f"{name}: {state}; stages {list(stages)}"
+                + (f", capped at {capped}" if capped else "")
+                + ("" if process.returncode == 0 else f"; see logs/train-{name}.log in the archive")
+            )
             snapshot(work, out, status)
         if time.monotonic() - last_snapshot > SNAPSHOT_EVERY_S:
             snapshot(work, out, status)
@@ -132,26 +167,43 @@ def train_models(models: list[str], params_file: Path, work: Path, out: Path, ca
 
 def summary_table(status: dict) -> str:
     """Per model: how far it trained; per test set and method: the headline metrics."""
-    lines = [f"facectx airgap run {status['run_id']} (pack {status['pack_id']}, profile {status['profile']})", "",
-             f"{'model':<22} {'state':<18} {'stages':<16} {'steps':>7} {'train s':>8} {'img/s':>8}  capped"]
+    lines = [
+        f"facectx airgap run {status['run_id']} (pack {status['pack_id']}, profile {status['profile']})",
+        "",
+        f"{'model':<22} {'state':<18} {'stages':<16} {'steps':>7} {'train s':>8} {'img/s':>8}  capped",
+    ]
     for name, model in status["models"].items():
         stages = model.get("stages", {})
-        lines.append(f"{name:<22} {model['state']:<18} {','.join(map(str, stages)):<16} "
-                     f"{sum(m['steps'] for m in stages.values()):>7} {sum(m['train_seconds'] for m in stages.values()):>8.0f} "
-                     f"{(list(stages.values())[-1]['images_per_second'] if stages else 0):>8.0f}  "
-                     f"{','.join(map(str, model.get('capped_stages', []))) or '-'}")
+        lines.append(
+            f"{name:<22} {model['state']:<18} {','.join(map(str, stages)):<16} "
+            f"{sum(m['steps'] for m in stages.values()):>7} {sum(m['train_seconds'] for m in stages.values()):>8.0f} "
+            f"{(list(stages.values())[-1]['images_per_second'] if stages else 0):>8.0f}  "
+            f"{','.join(map(str, model.get('capped_stages', []))) or '-'}"
+        )
     columns = ("identity_match", "verified", "ssim", "ssim_context", "fd", "c2st_auc", "perceptual")
     for set_name, evaluation in status["evaluations"].items():
-        lines += ["", f"test set {set_name}: {evaluation['photos']} photos; FD {evaluation['fd_network']}",
-                  f"{'method':<30}" + "".join(f"{c:>15}" for c in columns)]
+        lines += [
+            "",
+            f"test set {set_name}: {evaluation['photos']} photos; FD {evaluation['fd_network']}",
+            f"{'method':<30}" + "".join(f"{c:>15}" for c in columns),
+        ]
         for method, values in evaluation["methods"].items():
-            lines.append(f"{method[:30]:<30}" + "".join(f"{values[c]:>15.4f}" if c in values else f"{'':>15}" for c in columns))
+            lines.append(
+                f"{method[:30]:<30}" + "".join(f"{values[c]:>15.4f}" if c in values else f"{'':>15}" for c in columns)
+            )
     return "\n".join(lines) + "\n"
 
 
-def run(pack: str | os.PathLike, models: list[str], out: str | os.PathLike, work: str | os.PathLike | None = None,
-        profile: str | None = None, cap_minutes: float | None = None, parallel: int = 1,
-        resume_checkpoints: bool = False) -> dict:
+def run(
+    pack: str | os.PathLike,
+    models: list[str],
+    out: str | os.PathLike,
+    work: str | os.PathLike | None = None,
+    profile: str | None = None,
+    cap_minutes: float | None = None,
+    parallel: int = 1,
+    resume_checkpoints: bool = False,
+) -> dict:
     from facectx import steps
 
     pack, out = Path(pack), Path(out)
@@ -166,9 +218,15 @@ def run(pack: str | os.PathLike, models: list[str], out: str | os.PathLike, work
     run_id = f"{manifest['id']}-{time.strftime('%H%M%S')}"
     # Every model and evaluation of this visit is one pipeline run (one MLflow parent at home).
     os.environ["FACECTX_PIPELINE_RUN"] = f"airgap-{run_id}"
-    status = {"run_id": run_id, "pack_id": manifest["id"], "pipeline_key": os.environ["FACECTX_PIPELINE_RUN"],
-              "profile": profile or yaml.safe_load((pack / "params.yaml").read_text()).get("profile"),
-              "models": {}, "evaluations": {}, "complete": False}
+    status = {
+        "run_id": run_id,
+        "pack_id": manifest["id"],
+        "pipeline_key": os.environ["FACECTX_PIPELINE_RUN"],
+        "profile": profile or yaml.safe_load((pack / "params.yaml").read_text()).get("profile"),
+        "models": {},
+        "evaluations": {},
+        "complete": False,
+    }
     progress(f"pack {manifest['id']}: rebuilding the prepared data")
     unpack_set(pack, MAIN_SET, work / "prepared")
     sets = {MAIN_SET: work / "prepared"}
@@ -178,14 +236,25 @@ def run(pack: str | os.PathLike, models: list[str], out: str | os.PathLike, work
     progress(f"data rebuilt: {', '.join(sets)}")
 
     train_models(models, params_file, work, out, cap_minutes, parallel, status, progress)
-    trained = {name: str(steps.final_checkpoint(params, work / "models" / name)) for name, m in status["models"].items()
-               if m["state"] == "trained"}
+    trained = {
+        name: str(steps.final_checkpoint(params, work / "models" / name))
+        for name, m in status["models"].items()
+        if m["state"] == "trained"
+    }
     calibration_file = pack / "calibration.json"
     calibration = json.loads(calibration_file.read_text()) if calibration_file.is_file() else None
     for set_name, prepared in sets.items():
         progress(f"evaluating {', '.join(trained) or 'the baselines only'} on {set_name}")
-        result = steps.evaluate_step(params, prepared, None, trained, work / "reports" / set_name, calibration=calibration,
-                                     run_name="airgap", stage_name=f"evaluate-{set_name}")
+        result = steps.evaluate_step(
+            params,
+            prepared,
+            None,
+            trained,
+            work / "reports" / set_name,
+            calibration=calibration,
+            run_name="airgap",
+            stage_name=f"evaluate-{set_name}",
+        )
         status["evaluations"][set_name] = result
         snapshot(work, out, status)
     status["complete"] = True
@@ -200,4 +269,3 @@ def run(pack: str | os.PathLike, models: list[str], out: str | os.PathLike, work
     progress("done")
     print(table)
     return status
-

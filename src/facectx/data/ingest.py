@@ -13,6 +13,7 @@ When the source itself fails past its retries (S3 server errors, throttling, los
 ingest stops with an error naming the key, after recording what it copied in manifest.parquet:
 running it again continues from there.
 """
+
 from __future__ import annotations
 
 import io
@@ -26,13 +27,30 @@ import pandas as pd
 from PIL import Image
 
 from facectx.config import IngestConfig
-from facectx.data.sources import (Rejected, SourcePhoto, SourceUnavailable, identity_of, open_source, printable_key,
-                                  unsafe_path_reason)
+from facectx.data.sources import (
+    Rejected,
+    SourcePhoto,
+    SourceUnavailable,
+    identity_of,
+    open_source,
+    printable_key,
+    unsafe_path_reason,
+)
 from facectx.io_utils import atomic_path, sha256_bytes, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ["relative_path", "identity", "sha256", "size_bytes", "width", "height", "format", "source_uri", "source_etag"]
+MANIFEST_COLUMNS = [
+    "relative_path",
+    "identity",
+    "sha256",
+    "size_bytes",
+    "width",
+    "height",
+    "format",
+    "source_uri",
+    "source_etag",
+]
 QUARANTINE_COLUMNS = ["relative_path", "stage", "check", "reason", "source_uri"]
 
 
@@ -43,13 +61,21 @@ def probe_header(data: bytes) -> tuple[int | None, int | None, str | None]:
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as image:
                 return image.width, image.height, image.format
-    except Exception:  # noqa: BLE001 - any unreadable header is validate's to report
+    except Exception:
         return None, None, None
 
 
 def quarantine_frame(rejected: list[Rejected], stage: str) -> pd.DataFrame:
-    rows = [{"relative_path": r.relative_path, "stage": stage, "check": "source_entry", "reason": r.reason, "source_uri": r.uri}
-            for r in rejected]
+    rows = [
+        {
+            "relative_path": r.relative_path,
+            "stage": stage,
+            "check": "source_entry",
+            "reason": r.reason,
+            "source_uri": r.uri,
+        }
+        for r in rejected
+    ]
     return pd.DataFrame(rows, columns=QUARANTINE_COLUMNS)
 
 
@@ -72,7 +98,13 @@ def ingest(config: IngestConfig, raw_dir: str | os.PathLike) -> dict:
     def copy_one(photo: SourcePhoto):
         dest = images_dir / photo.relative_path
         prev = previous.get(photo.relative_path)
-        if prev is not None and photo.etag and prev.source_etag == photo.etag and prev.size_bytes == photo.size_bytes and dest.is_file():
+        if (
+            prev is not None
+            and photo.etag
+            and prev.source_etag == photo.etag
+            and prev.size_bytes == photo.size_bytes
+            and dest.is_file()
+        ):
             return "unchanged", prev._asdict()
         data = source.read(photo)
         digest = sha256_bytes(data)
@@ -83,8 +115,17 @@ def ingest(config: IngestConfig, raw_dir: str | os.PathLike) -> dict:
                 tmp.write_bytes(data)
             status = "new" if prev is None else "changed"
         width, height, fmt = probe_header(data)
-        row = dict(relative_path=photo.relative_path, identity=identity_of(photo.relative_path), sha256=digest,
-                   size_bytes=len(data), width=width, height=height, format=fmt, source_uri=photo.uri, source_etag=photo.etag)
+        row = dict(
+            relative_path=photo.relative_path,
+            identity=identity_of(photo.relative_path),
+            sha256=digest,
+            size_bytes=len(data),
+            width=width,
+            height=height,
+            format=fmt,
+            source_uri=photo.uri,
+            source_etag=photo.etag,
+        )
         return status, row
 
     rows, counts, failures = [], {"new": 0, "changed": 0, "unchanged": 0}, []
@@ -102,8 +143,10 @@ def ingest(config: IngestConfig, raw_dir: str | os.PathLike) -> dict:
                 for _, pending in futures:
                     pending.cancel()
                 continue
-            except Exception as err:  # noqa: BLE001 - one unreadable photo must not stop the rest
-                rejected.append(Rejected(photo.relative_path, photo.uri, f"cannot read from source: {type(err).__name__}: {err}"))
+            except Exception as err:
+                rejected.append(
+                    Rejected(photo.relative_path, photo.uri, f"cannot read from source: {type(err).__name__}: {err}")
+                )
                 continue
             counts[status] += 1
             rows.append(row)
@@ -112,17 +155,25 @@ def ingest(config: IngestConfig, raw_dir: str | os.PathLike) -> dict:
     if failures:
         _record_progress(raw_dir, rows, previous)
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
-        raise SourceUnavailable(f"ingest stopped: {failures[0]}{more}. The {counts['new'] + counts['changed']} photos copied "
-                                f"so far are kept in {images_dir} and recorded in manifest.parquet: run ingest again "
-                                "to continue from there") from failures[0]
+        raise SourceUnavailable(
+            f"ingest stopped: {failures[0]}{more}. The {counts['new'] + counts['changed']} photos copied "
+            f"so far are kept in {images_dir} and recorded in manifest.parquet: run ingest again "
+            "to continue from there"
+        ) from failures[0]
 
     manifest = _manifest_frame(rows)
     removed = _remove_stale_copies(images_dir, set(manifest.relative_path))
     write_parquet(raw_dir / "manifest.parquet", manifest)
     write_parquet(raw_dir / "quarantine.parquet", quarantine_frame(rejected, "ingest"))
     _write_split_lists(raw_dir / "split_lists", source.split_lists())
-    summary = {"source": config.source, "photos_found": len(photos) + len(rejected), "ingested": len(manifest),
-               "quarantined": len(rejected), "removed": removed, **counts}
+    summary = {
+        "source": config.source,
+        "photos_found": len(photos) + len(rejected),
+        "ingested": len(manifest),
+        "quarantined": len(rejected),
+        "removed": removed,
+        **counts,
+    }
     write_json(raw_dir / "summary.json", summary)
     log.info("ingest: %s", summary)
     return summary

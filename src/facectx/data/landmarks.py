@@ -7,11 +7,12 @@ Both output the same 68-point scheme, so one mask builder serves both.
 Where a photo holds several faces, the subject is the one nearest the frame's centre (as in LFW);
 the others are reported so validation can record them.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -91,8 +92,9 @@ FAN_NETWORK = "2DFAN-4"
 
 def default_fan_weights_path() -> str:
     """Where face-alignment itself caches the 2D-FAN weights (torch hub's checkpoints folder)."""
-    import torch.hub
     from urllib.parse import urlparse
+
+    import torch.hub
     from face_alignment.api import models_urls
 
     name = os.path.basename(urlparse(models_urls[FAN_NETWORK]).path)

@@ -4,6 +4,7 @@ The frame is centred on the 68-point box (moved up a little so the hair stays in
 side of crop.box_scale times the box; the mask is the filled convex hull of the 68 points.
 Everything is a pure function of (photo, landmarks, CropConfig) so validate and prepare agree.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,7 +46,9 @@ def crop_to_frame(rgb: np.ndarray, frame: Frame, size: int) -> np.ndarray:
     src_x0, src_y0 = max(frame.left, 0), max(frame.top, 0)
     src_x1, src_y1 = min(frame.left + frame.side, width), min(frame.top + frame.side, height)
     if src_x1 > src_x0 and src_y1 > src_y0:
-        patch[src_y0 - frame.top:src_y1 - frame.top, src_x0 - frame.left:src_x1 - frame.left] = rgb[src_y0:src_y1, src_x0:src_x1]
+        patch[src_y0 - frame.top : src_y1 - frame.top, src_x0 - frame.left : src_x1 - frame.left] = rgb[
+            src_y0:src_y1, src_x0:src_x1
+        ]
     interpolation = cv2.INTER_AREA if frame.side >= size else cv2.INTER_CUBIC
     return cv2.resize(patch, (size, size), interpolation=interpolation)
 
@@ -76,12 +79,15 @@ def downsample(image: np.ndarray, size: int) -> np.ndarray:
 
 # iBUG 68-point indices after a horizontal flip: left and right parts swap, centre line stays.
 MIRROR_ORDER = np.array(
-    list(range(16, -1, -1))                       # jaw
-    + list(range(26, 21, -1)) + list(range(21, 16, -1))  # eyebrows
-    + [27, 28, 29, 30] + [35, 34, 33, 32, 31]     # nose
-    + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]  # eyes
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]     # outer lips
-    + [64, 63, 62, 61, 60, 67, 66, 65]            # inner lips
+    list(range(16, -1, -1))  # jaw
+    + list(range(26, 21, -1))
+    + list(range(21, 16, -1))  # eyebrows
+    + [27, 28, 29, 30]
+    + [35, 34, 33, 32, 31]  # nose
+    + [45, 44, 43, 42, 47, 46]
+    + [39, 38, 37, 36, 41, 40]  # eyes
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]  # outer lips
+    + [64, 63, 62, 61, 60, 67, 66, 65]  # inner lips
 )
 
 

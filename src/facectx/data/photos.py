@@ -1,4 +1,5 @@
 """Decode a photo into 8-bit RGB, or reject it with a reason a person can act on."""
+
 from __future__ import annotations
 
 import contextlib
@@ -68,7 +69,8 @@ def decode_photo(source: str | os.PathLike | bytes, max_pixels: int, formats: tu
             if pixels > max_pixels:
                 raise PhotoRejected(
                     f"declared size {image.width}x{image.height} ({pixels:,} px) exceeds validate.max_pixels "
-                    f"({max_pixels:,}): possible decompression bomb")
+                    f"({max_pixels:,}): possible decompression bomb"
+                )
             mode = image.mode
             if mode in _MODE_REASONS:
                 raise PhotoRejected(_MODE_REASONS[mode])
@@ -88,6 +90,7 @@ def decode_photo(source: str | os.PathLike | bytes, max_pixels: int, formats: tu
                 if alpha.min() < 255:
                     raise PhotoRejected(
                         f"has transparent pixels ({(alpha < 255).mean():.0%} of the photo): "
-                        "the colour under them is undefined")
+                        "the colour under them is undefined"
+                    )
             rgb = np.asarray(image.convert("RGB"))
     return np.ascontiguousarray(rgb)

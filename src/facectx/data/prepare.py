@@ -9,6 +9,7 @@ Outputs (one folder):
     meta.json               resolutions, counts, the crop settings
     metrics.json            photos in = prepared + quarantined, rows per split (a DVC metric)
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,8 +25,15 @@ from PIL import Image
 
 from facectx.config import CropConfig, PrepareConfig, ValidateConfig
 from facectx.data.ingest import QUARANTINE_COLUMNS
-from facectx.data.masks import (crop_to_frame, downsample, face_frame, frame_validity, hull_mask, mirror_points,
-                                points_in_frame)
+from facectx.data.masks import (
+    crop_to_frame,
+    downsample,
+    face_frame,
+    frame_validity,
+    hull_mask,
+    mirror_points,
+    points_in_frame,
+)
 from facectx.data.photos import decode_photo
 from facectx.data.shards import NpyStreamWriter
 from facectx.data.splits import SPLITS, assign_splits
@@ -37,17 +45,19 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Example:
     """One prepared photo: arrays keyed by resolution."""
+
     target: dict[int, np.ndarray]
     masked: dict[int, np.ndarray]
     mask: dict[int, np.ndarray]
     valid: dict[int, np.ndarray]  # 255 where the frame lies inside the photo (frame_validity)
     landmarks: np.ndarray  # (68, 2) in the largest frame
 
-    def mirrored(self) -> "Example":
+    def mirrored(self) -> Example:
         flip = lambda arrays: {r: np.ascontiguousarray(a[:, ::-1]) for r, a in arrays.items()}  # noqa: E731
         size = max(self.target)
-        return Example(flip(self.target), flip(self.masked), flip(self.mask), flip(self.valid),
-                       mirror_points(self.landmarks, size))
+        return Example(
+            flip(self.target), flip(self.masked), flip(self.mask), flip(self.valid), mirror_points(self.landmarks, size)
+        )
 
 
 def build_example(rgb: np.ndarray, points: np.ndarray, crop: CropConfig, resolutions: tuple[int, ...]) -> Example:
@@ -57,8 +67,9 @@ def build_example(rgb: np.ndarray, points: np.ndarray, crop: CropConfig, resolut
     return example_from_frame(target, points_in_frame(points, frame, crop.size_px), resolutions, valid)
 
 
-def example_from_frame(target: np.ndarray, frame_points: np.ndarray, resolutions: tuple[int, ...],
-                       valid: np.ndarray) -> Example:
+def example_from_frame(
+    target: np.ndarray, frame_points: np.ndarray, resolutions: tuple[int, ...], valid: np.ndarray
+) -> Example:
     """Mask, masked face and pyramid from the full-size frame, its landmarks and its validity
     (also how an air-gapped machine rebuilds the shards from a pack of frames)."""
     size = target.shape[0]
@@ -88,7 +99,11 @@ def _prepare_one(args):
     relative_path, points, job = args
     try:
         rgb = decode_photo(os.path.join(job.images_dir, relative_path), job.max_pixels, job.formats)
-        return relative_path, build_example(rgb, np.asarray(points, np.float32).reshape(68, 2), job.crop, job.resolutions), None
+        return (
+            relative_path,
+            build_example(rgb, np.asarray(points, np.float32).reshape(68, 2), job.crop, job.resolutions),
+            None,
+        )
     except Exception as err:  # validated photos should not fail; if one does, quarantine it
         return relative_path, None, f"prepare failed: {type(err).__name__}: {err}"
 
@@ -110,17 +125,28 @@ class SplitWriter:
     def add(self, example: Example, relative_path: str, identity: str, mirrored: bool) -> None:
         for (kind, r), writer in self.writers.items():
             writer.append(example.landmarks if kind == "landmarks" else getattr(example, kind)[r])
-        self.index.append({"row": len(self.index), "relative_path": relative_path, "identity": identity, "mirrored": mirrored})
+        self.index.append(
+            {"row": len(self.index), "relative_path": relative_path, "identity": identity, "mirrored": mirrored}
+        )
 
     def close(self) -> int:
         for writer in self.writers.values():
             writer.close()
-        write_parquet(self.folder / "index.parquet", pd.DataFrame(self.index, columns=["row", "relative_path", "identity", "mirrored"]))
+        write_parquet(
+            self.folder / "index.parquet",
+            pd.DataFrame(self.index, columns=["row", "relative_path", "identity", "mirrored"]),
+        )
         return len(self.index)
 
 
-def prepare(raw_dir: str | os.PathLike, validated_dir: str | os.PathLike, out_dir: str | os.PathLike,
-            config: PrepareConfig, crop: CropConfig, validate_config: ValidateConfig) -> dict:
+def prepare(
+    raw_dir: str | os.PathLike,
+    validated_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: PrepareConfig,
+    crop: CropConfig,
+    validate_config: ValidateConfig,
+) -> dict:
     raw_dir, validated_dir, out_dir = Path(raw_dir), Path(validated_dir), Path(out_dir)
     records = pd.read_parquet(validated_dir / "records.parquet").sort_values("relative_path", ignore_index=True)
     quarantine = pd.read_parquet(validated_dir / "quarantine.parquet")
@@ -140,7 +166,15 @@ def prepare(raw_dir: str | os.PathLike, validated_dir: str | os.PathLike, out_di
     with _pool(config.workers) as pool:
         for relative_path, example, error in pool.imap(_prepare_one, tasks, chunksize=16):
             if error:
-                failures.append({"relative_path": relative_path, "stage": "prepare", "check": "prepare", "reason": error, "source_uri": None})
+                failures.append(
+                    {
+                        "relative_path": relative_path,
+                        "stage": "prepare",
+                        "check": "prepare",
+                        "reason": error,
+                        "source_uri": None,
+                    }
+                )
                 continue
             split = split_of[identity_of[relative_path]]
             writers[split].add(example, relative_path, identity_of[relative_path], mirrored=False)
@@ -152,16 +186,30 @@ def prepare(raw_dir: str | os.PathLike, validated_dir: str | os.PathLike, out_di
     write_parquet(out_dir / "quarantine.parquet", quarantine)
     prepared = len(records) - len(failures)
     write_preview(out_dir, config.preview_count)
-    metrics = {"photos_found": photos_found, "prepared": prepared, "quarantined": int(len(quarantine)),
-               "accounted_for": prepared + int(len(quarantine)) == photos_found,
-               **{f"rows_{split}": n for split, n in rows.items()},
-               **{f"identities_{split}": int(records[records.split == split].identity.nunique()) for split in SPLITS}}
+    metrics = {
+        "photos_found": photos_found,
+        "prepared": prepared,
+        "quarantined": int(len(quarantine)),
+        "accounted_for": prepared + int(len(quarantine)) == photos_found,
+        **{f"rows_{split}": n for split, n in rows.items()},
+        **{f"identities_{split}": int(records[records.split == split].identity.nunique()) for split in SPLITS},
+    }
     write_json(out_dir / "metrics.json", metrics)
-    write_json(out_dir / "meta.json", {"resolutions": list(config.resolutions), "crop": asdict(crop), "mirror": config.mirror,
-                                       "rows": rows, "arrays": ["target", "masked", "mask", "valid", "landmarks"]})
+    write_json(
+        out_dir / "meta.json",
+        {
+            "resolutions": list(config.resolutions),
+            "crop": asdict(crop),
+            "mirror": config.mirror,
+            "rows": rows,
+            "arrays": ["target", "masked", "mask", "valid", "landmarks"],
+        },
+    )
     log.info("prepare: %s", metrics)
     if not metrics["accounted_for"]:
-        raise RuntimeError(f"photos do not add up: {photos_found} found != {prepared} prepared + {len(quarantine)} quarantined")
+        raise RuntimeError(
+            f"photos do not add up: {photos_found} found != {prepared} prepared + {len(quarantine)} quarantined"
+        )
     return metrics
 
 
@@ -198,7 +246,9 @@ def write_preview(out_dir: Path, count: int) -> None:
     blank = np.zeros_like(pairs[0])
     while len(pairs) % per_row:
         pairs.append(blank)
-    grid = np.concatenate([np.concatenate(pairs[i:i + per_row], axis=1) for i in range(0, len(pairs), per_row)], axis=0)
+    grid = np.concatenate(
+        [np.concatenate(pairs[i : i + per_row], axis=1) for i in range(0, len(pairs), per_row)], axis=0
+    )
     with atomic_path(out_dir / "preview.png") as tmp:
         Image.fromarray(grid).save(tmp, format="PNG")
 

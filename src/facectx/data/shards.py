@@ -9,6 +9,7 @@
     <split>/index.parquet     row -> photo, identity, mirrored
 Training can np.load(..., mmap_mode="r") each file or move it to the GPU in one copy.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,7 +39,11 @@ class NpyStreamWriter:
         self.rows = 0
 
     def _header(self, rows: int) -> bytes:
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (rows, *self.row_shape)}
+        header = {
+            "descr": np.lib.format.dtype_to_descr(self.dtype),
+            "fortran_order": False,
+            "shape": (rows, *self.row_shape),
+        }
         text = repr(header).encode("latin1")
         magic = np.lib.format.magic(1, 0)
         # 64-byte alignment for the data; +1 for the trailing newline, +2 for the length field.

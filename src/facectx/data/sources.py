@@ -6,6 +6,7 @@ environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...), n
 Two kinds of failure: one photo that cannot be taken (rejected, the rest go on) and the source
 itself failing past its retries (SourceUnavailable: the run stops, a re-run continues).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -127,7 +128,7 @@ class S3Source:
         import boto3
         from botocore.config import Config
 
-        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        bucket, _, prefix = uri[len("s3://") :].partition("/")
         if not bucket:
             raise ValueError(f"ingest.source {uri!r}: expected s3://bucket/prefix")
         self.bucket = bucket
@@ -139,7 +140,9 @@ class S3Source:
         # would not: it counts retries).
         # A session of its own: credentials are read from the environment now, not reused from
         # whatever boto3's default session resolved first.
-        self.client = boto3.session.Session().client("s3", config=Config(retries={"total_max_attempts": max_attempts, "mode": "standard"}))
+        self.client = boto3.session.Session().client(
+            "s3", config=Config(retries={"total_max_attempts": max_attempts, "mode": "standard"})
+        )
 
     def scan(self) -> tuple[list[SourcePhoto], list[Rejected]]:
         photos, rejected = [], []
@@ -161,7 +164,7 @@ class S3Source:
         if not key.startswith(self.prefix):  # a listing is the server's word; check it
             rejected.append(Rejected(printable_key(key), uri, f"key is outside the listed prefix {self.prefix!r}"))
             return
-        rel = key[len(self.prefix):]
+        rel = key[len(self.prefix) :]
         if key.endswith("/") or not _is_photo(rel, self.extensions):
             return
         reason = unsafe_path_reason(rel)
@@ -178,7 +181,7 @@ class S3Source:
         again once (botocore retries failed requests, not the reading of a response's body)."""
         from botocore.exceptions import IncompleteReadError, ResponseStreamingError
 
-        key = photo.uri[len(f"s3://{self.bucket}/"):]
+        key = photo.uri[len(f"s3://{self.bucket}/") :]
         try:
             for attempt in range(2):
                 response = self.client.get_object(Bucket=self.bucket, Key=key)
@@ -195,7 +198,7 @@ class S3Source:
             if failure := self._unavailable(photo.uri, "download", err):
                 raise failure from err
             raise
-        raise IOError(f"checksum mismatch downloading {photo.uri}: MD5 of the bytes differs from ETag {etag}")
+        raise OSError(f"checksum mismatch downloading {photo.uri}: MD5 of the bytes differs from ETag {etag}")
 
     def _unavailable(self, uri: str, what: str, err: Exception) -> SourceUnavailable | None:
         """A SourceUnavailable naming the URI when err is a server, throttling or connection failure
@@ -209,8 +212,9 @@ class S3Source:
             failing = isinstance(err, (ConnectionError, HTTPClientError, IncompleteReadError))
         if not failing:
             return None
-        return SourceUnavailable(f"{what} {uri} failed after {self.max_attempts} attempts (ingest.max_attempts): "
-                                 f"{type(err).__name__}: {err}")
+        return SourceUnavailable(
+            f"{what} {uri} failed after {self.max_attempts} attempts (ingest.max_attempts): {type(err).__name__}: {err}"
+        )
 
     def split_lists(self) -> dict[str, bytes]:
         parent = self.prefix.rstrip("/").rpartition("/")[0]

@@ -4,6 +4,7 @@ LFW sources use LFW's own View-1 lists (DevTrain -> train/val, DevTest -> test);
 and identities the lists do not name, are split by a salted hash of the identity, so a person's
 split never changes when photos are added.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,7 +16,7 @@ SPLITS = ("train", "val", "test")
 
 
 def _unit_hash(identity: str, seed: int, salt: str) -> float:
-    digest = hashlib.sha256(f"{seed}:{salt}:{identity}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{seed}:{salt}:{identity}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
@@ -28,7 +29,9 @@ def read_people_list(path: Path) -> set[str]:
 def assign_splits(identities: list[str], config: SplitConfig, split_lists_dir: Path | None) -> dict[str, str]:
     lists = _lfw_lists(split_lists_dir) if config.method in ("auto", "lfw") else None
     if config.method == "lfw" and lists is None:
-        raise FileNotFoundError(f"prepare.split.method is 'lfw' but no peopleDevTrain.txt/peopleDevTest.txt in {split_lists_dir}")
+        raise FileNotFoundError(
+            f"prepare.split.method is 'lfw' but no peopleDevTrain.txt/peopleDevTest.txt in {split_lists_dir}"
+        )
     assignment = {}
     for identity in sorted(set(identities)):
         if lists is not None and identity in lists[1]:
@@ -38,8 +41,13 @@ def assign_splits(identities: list[str], config: SplitConfig, split_lists_dir: P
             assignment[identity] = "val" if is_val else "train"
         else:
             u = _unit_hash(identity, config.seed, "split")
-            assignment[identity] = ("test" if u < config.test_fraction
-                                    else "val" if u < config.test_fraction + config.val_fraction else "train")
+            assignment[identity] = (
+                "test"
+                if u < config.test_fraction
+                else "val"
+                if u < config.test_fraction + config.val_fraction
+                else "train"
+            )
     return assignment
 
 

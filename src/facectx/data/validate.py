@@ -8,6 +8,7 @@ Outputs (one folder):
     metrics.json         counts and the valid fraction (a DVC metric)
 The stage fails only when the valid fraction falls below validate.min_valid_fraction.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,6 +38,7 @@ class ValidationFailed(RuntimeError):
 
 # ---------------------------------------------------------------- per-photo facts (worker side)
 
+
 @dataclass(frozen=True)
 class _Job:
     images_dir: str
@@ -62,9 +64,21 @@ def _facts_in_worker(args: tuple[str, _Job]) -> dict:
 
 def photo_facts(relative_path: str, job: _Job, landmarker) -> dict:
     """Everything validation needs to know about one photo; `error` says why it cannot be used."""
-    facts = {"relative_path": relative_path, "error": None, "error_check": None, "decoded_width": None, "decoded_height": None,
-             "pixel_sha256": None, "face_count": 0, "subject_box": None, "other_boxes": "[]", "points": None,
-             "landmarks_inside_photo": None, "crop_outside_fraction": None, "mask_fraction": None}
+    facts = {
+        "relative_path": relative_path,
+        "error": None,
+        "error_check": None,
+        "decoded_width": None,
+        "decoded_height": None,
+        "pixel_sha256": None,
+        "face_count": 0,
+        "subject_box": None,
+        "other_boxes": "[]",
+        "points": None,
+        "landmarks_inside_photo": None,
+        "crop_outside_fraction": None,
+        "mask_fraction": None,
+    }
     try:
         rgb = decode_photo(os.path.join(job.images_dir, relative_path), job.validate.max_pixels, job.validate.formats)
     except PhotoRejected as err:
@@ -105,6 +119,7 @@ def gather_facts(relative_paths: list[str], job: _Job, workers: int) -> pd.DataF
             # great-expectations takes seconds to import; do it while the workers run (after the
             # fork, so no child inherits a half-finished import).
             import great_expectations  # noqa: F401
+
             rows = pending.get()
     return pd.DataFrame(rows)
 
@@ -129,6 +144,7 @@ def mark_duplicates(facts: pd.DataFrame) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- the suite (parent side)
 
+
 def _rules(config: ValidateConfig):
     """(check name, expectation, reason for a failing row): the suite is the one source of the rules."""
     import great_expectations as gx
@@ -142,21 +158,40 @@ def _rules(config: ValidateConfig):
         (None, e.ExpectColumnValuesToBeNull(column="error"), lambda r: r["error"]),  # check named by the row
         ("min_size", e.ExpectColumnValuesToBeBetween(column="decoded_width", min_value=config.min_side_px), too_small),
         ("min_size", e.ExpectColumnValuesToBeBetween(column="decoded_height", min_value=config.min_side_px), too_small),
-        ("landmarks_inside_photo", e.ExpectColumnValuesToBeInSet(column="landmarks_inside_photo", value_set=[True]),
-         lambda r: "some of the 68 landmarks fall outside the photo"),
-        ("mask_fraction", e.ExpectColumnValuesToBeBetween(
-            column="mask_fraction", min_value=config.mask_fraction_min, max_value=config.mask_fraction_max),
-         lambda r: f"face mask covers {r['mask_fraction']:.1%} of the frame, outside "
-                   f"[{config.mask_fraction_min:.0%}, {config.mask_fraction_max:.0%}]"),
-        ("frame_inside_photo", e.ExpectColumnValuesToBeBetween(
-            column="crop_outside_fraction", max_value=config.max_crop_outside_fraction),
-         lambda r: f"{r['crop_outside_fraction']:.0%} of the face frame lies outside the photo "
-                   f"(limit {config.max_crop_outside_fraction:.0%})"),
-        ("unique_content", e.ExpectColumnValuesToBeNull(column="duplicate_of"),
-         lambda r: f"duplicate content of {r['duplicate_of']}"),
+        (
+            "landmarks_inside_photo",
+            e.ExpectColumnValuesToBeInSet(column="landmarks_inside_photo", value_set=[True]),
+            lambda r: "some of the 68 landmarks fall outside the photo",
+        ),
+        (
+            "mask_fraction",
+            e.ExpectColumnValuesToBeBetween(
+                column="mask_fraction", min_value=config.mask_fraction_min, max_value=config.mask_fraction_max
+            ),
+            lambda r: (
+                f"face mask covers {r['mask_fraction']:.1%} of the frame, outside "
+                f"[{config.mask_fraction_min:.0%}, {config.mask_fraction_max:.0%}]"
+            ),
+        ),
+        (
+            "frame_inside_photo",
+            e.ExpectColumnValuesToBeBetween(column="crop_outside_fraction", max_value=config.max_crop_outside_fraction),
+            lambda r: (
+                f"{r['crop_outside_fraction']:.0%} of the face frame lies outside the photo "
+                f"(limit {config.max_crop_outside_fraction:.0%})"
+            ),
+        ),
+        (
+            "unique_content",
+            e.ExpectColumnValuesToBeNull(column="duplicate_of"),
+            lambda r: f"duplicate content of {r['duplicate_of']}",
+        ),
         ("manifest", e.ExpectColumnValuesToBeUnique(column="relative_path"), lambda r: "listed twice in the manifest"),
-        ("manifest", e.ExpectColumnValuesToMatchRegex(column="sha256", regex=r"^[0-9a-f]{64}$"),
-         lambda r: "manifest sha256 is malformed"),
+        (
+            "manifest",
+            e.ExpectColumnValuesToMatchRegex(column="sha256", regex=r"^[0-9a-f]{64}$"),
+            lambda r: "manifest sha256 is malformed",
+        ),
     ]
 
 
@@ -175,8 +210,10 @@ def run_suite(facts: pd.DataFrame, config: ValidateConfig) -> tuple[dict[str, li
     definition = context.validation_definitions.add(gx.ValidationDefinition(name="validate", data=batch, suite=suite))
     # GX's null handling needs object columns free of pandas NA in boolean columns.
     frame = facts.astype({"landmarks_inside_photo": "object"})
-    result = definition.run(batch_parameters={"dataframe": frame},
-                            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["relative_path"]})
+    result = definition.run(
+        batch_parameters={"dataframe": frame},
+        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["relative_path"]},
+    )
     by_path = facts.set_index("relative_path", drop=False)
     reasons: dict[str, list[tuple[str, str]]] = {}
     for outcome in result.results:
@@ -195,8 +232,14 @@ def run_suite(facts: pd.DataFrame, config: ValidateConfig) -> tuple[dict[str, li
 
 # ---------------------------------------------------------------- the step
 
-def validate(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, config: ValidateConfig,
-             crop: CropConfig, landmarks: LandmarkConfig) -> dict:
+
+def validate(
+    raw_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: ValidateConfig,
+    crop: CropConfig,
+    landmarks: LandmarkConfig,
+) -> dict:
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     manifest = read_manifest(raw_dir)
     ingest_quarantine = pd.read_parquet(raw_dir / "quarantine.parquet")
@@ -209,18 +252,33 @@ def validate(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Val
 
     valid = facts[~facts.relative_path.isin(reasons)]
     records = valid.merge(manifest[["relative_path", "identity", "width", "height"]], on="relative_path")
-    records = records[["relative_path", "identity", "sha256", "width", "height", "face_count", "subject_box", "other_boxes", "points"]]
+    records = records[
+        ["relative_path", "identity", "sha256", "width", "height", "face_count", "subject_box", "other_boxes", "points"]
+    ]
     rejected = pd.DataFrame(
-        [{"relative_path": p, "stage": "validate", "check": r[0][0], "reason": "; ".join(reason for _, reason in r),
-          "source_uri": manifest.loc[manifest.relative_path == p, "source_uri"].iloc[0]} for p, r in sorted(reasons.items())],
-        columns=QUARANTINE_COLUMNS)
+        [
+            {
+                "relative_path": p,
+                "stage": "validate",
+                "check": r[0][0],
+                "reason": "; ".join(reason for _, reason in r),
+                "source_uri": manifest.loc[manifest.relative_path == p, "source_uri"].iloc[0],
+            }
+            for p, r in sorted(reasons.items())
+        ],
+        columns=QUARANTINE_COLUMNS,
+    )
     quarantine = pd.concat([ingest_quarantine, rejected], ignore_index=True)
 
     reason_counts = Counter(quarantine.check)
-    metrics = {"photos_found": int(photos_found), "valid": int(len(records)), "quarantined": int(len(quarantine)),
-               "valid_fraction": round(len(records) / max(photos_found, 1), 6),
-               "photos_with_several_faces": int((records.face_count > 1).sum()),
-               "quarantined_by_check": dict(reason_counts.most_common())}
+    metrics = {
+        "photos_found": int(photos_found),
+        "valid": int(len(records)),
+        "quarantined": int(len(quarantine)),
+        "valid_fraction": round(len(records) / max(photos_found, 1), 6),
+        "photos_with_several_faces": int((records.face_count > 1).sum()),
+        "quarantined_by_check": dict(reason_counts.most_common()),
+    }
     write_parquet(out_dir / "records.parquet", records)
     write_parquet(out_dir / "quarantine.parquet", quarantine)
     write_json(out_dir / "report" / "gx_result.json", gx_result)
@@ -233,17 +291,25 @@ def validate(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Val
     if metrics["valid_fraction"] < config.min_valid_fraction:
         raise ValidationFailed(
             f"only {metrics['valid_fraction']:.1%} of photos are valid, below validate.min_valid_fraction="
-            f"{config.min_valid_fraction:.1%}; see {out_dir / 'report' / 'summary.md'}")
+            f"{config.min_valid_fraction:.1%}; see {out_dir / 'report' / 'summary.md'}"
+        )
     return metrics
 
 
 def _summary_markdown(metrics: dict, quarantine: pd.DataFrame, config: ValidateConfig) -> str:
-    lines = ["# Validation summary", "",
-             f"- photos found at the source: {metrics['photos_found']}",
-             f"- valid: {metrics['valid']} ({metrics['valid_fraction']:.2%}; the stage fails below {config.min_valid_fraction:.0%})",
-             f"- quarantined: {metrics['quarantined']}",
-             f"- valid photos with more than one face (subject = nearest the centre): {metrics['photos_with_several_faces']}",
-             "", "## Quarantined photos by failed check", "", "| check | photos |", "|---|---|"]
+    lines = [
+        "# Validation summary",
+        "",
+        f"- photos found at the source: {metrics['photos_found']}",
+        f"- valid: {metrics['valid']} ({metrics['valid_fraction']:.2%}; the stage fails below {config.min_valid_fraction:.0%})",
+        f"- quarantined: {metrics['quarantined']}",
+        f"- valid photos with more than one face (subject = nearest the centre): {metrics['photos_with_several_faces']}",
+        "",
+        "## Quarantined photos by failed check",
+        "",
+        "| check | photos |",
+        "|---|---|",
+    ]
     lines += [f"| {kind} | {count} |" for kind, count in metrics["quarantined_by_check"].items()]
     lines += ["", "## First quarantined photos", "", "| photo | stage | check | reason |", "|---|---|---|---|"]
     lines += [f"| {r.relative_path} | {r.stage} | {r.check} | {r.reason} |" for r in quarantine.head(50).itertuples()]

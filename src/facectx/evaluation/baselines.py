@@ -3,9 +3,10 @@
 Each baseline maps (masked uint8 (B, H, W, 3), mask uint8 (B, H, W) in {0, 1}) to a full
 uint8 image with the face pasted back, exactly like the models' outputs.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -22,6 +23,7 @@ def opencv_inpaint(method: int, radius: int = 5) -> Hallucinator:
     def run(masked: np.ndarray, mask: np.ndarray) -> np.ndarray:
         holes = ((1 - mask) * 255).astype(np.uint8)
         return np.stack([cv2.inpaint(m, h, radius, method) for m, h in zip(masked, holes)])
+
     return run
 
 
@@ -38,8 +40,10 @@ def biharmonic(masked: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def mean_context(mean_image: np.ndarray) -> Hallucinator:
     """The masked face pasted into the mean training frame."""
+
     def run(masked: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return _paste(np.broadcast_to(mean_image, masked.shape), masked, mask)
+
     return run
 
 

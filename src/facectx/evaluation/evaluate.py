@@ -8,6 +8,7 @@ hallucinated region, a perceptual distance. Per method: the Fréchet distance of
 to real test photos — and, as the yardstick that shows it discriminates, real validation photos
 against real test photos.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,12 +51,14 @@ def load_split(prepared_dir: str | os.PathLike, split: str, max_rows: int = 0, s
     rows = split_rows(folder, max_rows, seed)  # fancy indexing already copies: np.asarray adds no second copy
     load = lambda name: np.asarray(np.load(folder / name, mmap_mode="r")[rows])  # noqa: E731
     size = max(meta["resolutions"])
-    return TestSet(target=load(f"target_{size}.npy"),
-                   masked={r: load(f"masked_{r}.npy") for r in meta["resolutions"]},
-                   mask={r: load(f"mask_{r}.npy") for r in meta["resolutions"]},
-                   landmarks=load("landmarks.npy"),
-                   index=pd.read_parquet(folder / "index.parquet").iloc[rows],
-                   valid=load(f"valid_{size}.npy"))
+    return TestSet(
+        target=load(f"target_{size}.npy"),
+        masked={r: load(f"masked_{r}.npy") for r in meta["resolutions"]},
+        mask={r: load(f"mask_{r}.npy") for r in meta["resolutions"]},
+        landmarks=load("landmarks.npy"),
+        index=pd.read_parquet(folder / "index.parquet").iloc[rows],
+        valid=load(f"valid_{size}.npy"),
+    )
 
 
 def mean_training_frame(prepared_dir: str | os.PathLike, rows: int = 2000) -> np.ndarray:
@@ -95,8 +98,14 @@ def method_outputs(methods: dict, test: TestSet, batch: int) -> dict[str, np.nda
         log.info("evaluate: running %s on %d photos", name, n)
         if isinstance(method, Hallucinator):
             # The lambdas below run within their loop iteration (_batched calls them at once): B023 is moot.
-            outputs[name] = _batched(lambda s: method.from_pyramid({r: v[s] for r, v in test.masked.items()},  # noqa: B023
-                                                                   {r: v[s] for r, v in test.mask.items()}), n, batch)
+            outputs[name] = _batched(
+                lambda s: method.from_pyramid(  # noqa: B023
+                    {r: v[s] for r, v in test.masked.items()},
+                    {r: v[s] for r, v in test.mask.items()},
+                ),
+                n,
+                batch,
+            )
         elif workers == 1:
             outputs[name] = _batched(lambda s: method(test.masked[size][s], hard_mask[s]), n, batch)  # noqa: B023
         else:
@@ -105,7 +114,9 @@ def method_outputs(methods: dict, test: TestSet, batch: int) -> dict[str, np.nda
             _BASELINE_JOB = (method, test.masked[size], hard_mask)
             try:
                 with multiprocessing.get_context("fork").Pool(workers) as pool:
-                    outputs[name] = np.concatenate(pool.map(_baseline_slice, [slice(i, min(n, i + batch)) for i in range(0, n, batch)]))
+                    outputs[name] = np.concatenate(
+                        pool.map(_baseline_slice, [slice(i, min(n, i + batch)) for i in range(0, n, batch)])
+                    )
             finally:  # the job's arrays must not outlive the call in this process
                 _BASELINE_JOB = ()
     return outputs
@@ -113,7 +124,7 @@ def method_outputs(methods: dict, test: TestSet, batch: int) -> dict[str, np.nda
 
 def _features(net, images: np.ndarray, batch: int) -> dict[str, np.ndarray]:
     """The network's frame features ({"identity": ..., "fd": ...}, or just "fd"), batch by batch."""
-    parts = [net.frame_features(images[i:i + batch]) for i in range(0, len(images), batch)]
+    parts = [net.frame_features(images[i : i + batch]) for i in range(0, len(images), batch)]
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
@@ -136,18 +147,29 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
 
 
-def score_method(output: np.ndarray, output_features: np.ndarray, test: TestSet, perceptual, threshold: float | None,
-                 batch: int, target_features: np.ndarray) -> pd.DataFrame:
+def score_method(
+    output: np.ndarray,
+    output_features: np.ndarray,
+    test: TestSet,
+    perceptual,
+    threshold: float | None,
+    batch: int,
+    target_features: np.ndarray,
+) -> pd.DataFrame:
     """Per-photo metrics. Identity is the matcher's cosine over the WHOLE frame (original vs
     output): a face crop would mostly see the pasted-back face and score high whatever the context."""
     size = test.target.shape[1]
     # Each lambda runs within its iteration (_batched calls it at once), so B023's late binding is moot.
-    per_photo = {name: _batched(lambda s: fn(output[s], test.target[s], test.mask[size][s], test.valid[s]), len(output), batch)  # noqa: B023
-                 for name, fn in PER_PHOTO.items()}
+    per_photo = {
+        name: _batched(lambda s: fn(output[s], test.target[s], test.mask[size][s], test.valid[s]), len(output), batch)  # noqa: B023
+        for name, fn in PER_PHOTO.items()
+    }
     per_photo["identity_match"] = (_unit_rows(output_features) * _unit_rows(target_features)).sum(1)
     if threshold is not None:
         per_photo["verified"] = (per_photo["identity_match"] >= threshold).astype(float)
-    per_photo["perceptual"] = _batched(lambda s: perceptual.perceptual_distance(output[s], test.target[s]), len(output), batch)
+    per_photo["perceptual"] = _batched(
+        lambda s: perceptual.perceptual_distance(output[s], test.target[s]), len(output), batch
+    )
     frame = pd.DataFrame(per_photo)
     frame.insert(0, "relative_path", test.index.relative_path.to_numpy())
     return frame
@@ -164,8 +186,15 @@ def _realism(real: np.ndarray, real_identities: np.ndarray, other: np.ndarray, o
     return {"c2st_auc": found["auc"], "c2st_auc_sd": found["auc_sd"], "c2st_n_per_side": float(found["n_per_side"])}
 
 
-def evaluate(prepared_dir: str | os.PathLike, models: dict[str, str | os.PathLike], out_dir: str | os.PathLike,
-             config: EvaluateConfig, calibration: dict | None = None, nets=None, device: str = "cpu") -> dict:
+def evaluate(
+    prepared_dir: str | os.PathLike,
+    models: dict[str, str | os.PathLike],
+    out_dir: str | os.PathLike,
+    config: EvaluateConfig,
+    calibration: dict | None = None,
+    nets=None,
+    device: str = "cpu",
+) -> dict:
     """calibration: the matcher's LFW-pair calibration (threshold, auc, ...); without it no
     verification score is reported."""
     from facectx.evaluation.lpips import LpipsDistance
@@ -179,8 +208,11 @@ def evaluate(prepared_dir: str | os.PathLike, models: dict[str, str | os.PathLik
     val = load_split(prepared_dir, "val", config.max_photos)
     nets = nets or make_networks(config.matcher, device)
     # Perceptual distance: standard LPIPS when its weights are configured, else the labelled substitute.
-    perceptual = (LpipsDistance(config.lpips_backbone_weights, config.lpips_linear_weights, device)
-                  if config.lpips_backbone_weights else nets)
+    perceptual = (
+        LpipsDistance(config.lpips_backbone_weights, config.lpips_linear_weights, device)
+        if config.lpips_backbone_weights
+        else nets
+    )
     methods = {}
     if config.baselines:
         mean_frame = mean_training_frame(prepared_dir)
@@ -188,8 +220,10 @@ def evaluate(prepared_dir: str | os.PathLike, models: dict[str, str | os.PathLik
     methods.update({name: Hallucinator(path, device) for name, path in models.items()})
     # Where the frame ran past the photo every output shows the target's black padding: no metric
     # rewards or punishes what was never in the photo (the pixel metrics also leave it out).
-    outputs = {name: within_photo(output, test.target, test.valid)
-               for name, output in method_outputs(methods, test, config.batch_size).items()}
+    outputs = {
+        name: within_photo(output, test.target, test.valid)
+        for name, output in method_outputs(methods, test, config.batch_size).items()
+    }
 
     cache = cache_root() / "eval_stats"
     real_test = cached_features(nets, test.target, config.batch_size, cache, "test")
@@ -208,29 +242,44 @@ def evaluate(prepared_dir: str | os.PathLike, models: dict[str, str | os.PathLik
     per_photo, summary = [], {}
     for name, output in outputs.items():
         features = _features(nets, output, config.batch_size)
-        frame = score_method(output, features["identity"], test, perceptual, threshold, config.batch_size, real_test["identity"])
+        frame = score_method(
+            output, features["identity"], test, perceptual, threshold, config.batch_size, real_test["identity"]
+        )
         per_photo.append(frame.assign(method=name))
-        fid_features = _features(fid_net, output, config.batch_size)["fd"] if config.inception_weights else features["fd"]
-        summary[name] = {**{k: float(v) for k, v in frame.drop(columns="relative_path").mean().items()},
-                         "fd": frechet_distance(fid_features, fid_test),
-                         **_realism(*real_half, fid_features[~real_side], identities[~real_side])}
+        fid_features = (
+            _features(fid_net, output, config.batch_size)["fd"] if config.inception_weights else features["fd"]
+        )
+        summary[name] = {
+            **{k: float(v) for k, v in frame.drop(columns="relative_path").mean().items()},
+            "fd": frechet_distance(fid_features, fid_test),
+            **_realism(*real_half, fid_features[~real_side], identities[~real_side]),
+        }
     # The yardstick row: validation photos (other identities again) in a method's place.
-    summary[REAL_VS_REAL] = {"fd": frechet_distance(fid_val, fid_test),
-                             **_realism(*real_half, fid_val, val.index.identity.to_numpy())}
+    summary[REAL_VS_REAL] = {
+        "fd": frechet_distance(fid_val, fid_test),
+        **_realism(*real_half, fid_val, val.index.identity.to_numpy()),
+    }
     fd_network = f"standard FID: {fid_net.fd_name}" if config.inception_weights else fid_net.fd_name
     result = {
         "photos": int(len(test.target)),
         # Which test photos: versions are only compared on the same ones (registry gate).
         "test_set": hashlib.sha256("\n".join(test.index.relative_path).encode()).hexdigest()[:16],
-        "matcher": nets.name, "matcher_independent": nets.independent,
+        "matcher": nets.name,
+        "matcher_independent": nets.independent,
         "fd_network": fd_network,
-        "perceptual_network": perceptual.perceptual_name, "threshold": threshold,
-        "two_sample_test": {"features": fd_network, "classifier": f"standardised logistic regression (L2 {L2})",
-                            "folds": FOLDS, "folds_grouped_by": "identity",
-                            "n_per_side": summary[REAL_VS_REAL].get("c2st_n_per_side"),
-                            "sides": "real test photos of half the identities vs outputs for the other half's photos"},
+        "perceptual_network": perceptual.perceptual_name,
+        "threshold": threshold,
+        "two_sample_test": {
+            "features": fd_network,
+            "classifier": f"standardised logistic regression (L2 {L2})",
+            "folds": FOLDS,
+            "folds_grouped_by": "identity",
+            "n_per_side": summary[REAL_VS_REAL].get("c2st_n_per_side"),
+            "sides": "real test photos of half the identities vs outputs for the other half's photos",
+        },
         "calibration": {k: calibration[k] for k in ("threshold", "auc", "tpr_at_far", "pairs") if k in calibration}
-        if calibration else None,
+        if calibration
+        else None,
         "methods": summary,
     }
     write_json(out_dir / "metrics.json", result)

@@ -12,6 +12,7 @@ this one against: inputs in [-1, 1], a fixed shift and scale, features after eac
 five ReLUs, unit-normalised along channels, squared differences weighted by the linear heads,
 averaged over space, summed over layers.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,12 +33,15 @@ class LpipsDistance:
     def __init__(self, backbone_weights: str, linear_weights: str, device="cpu"):
         import torchvision
 
-        alexnet = load_weights_into(torchvision.models.alexnet(weights=None), backbone_weights,
-                                    "a torchvision AlexNet state dict")
-        self.features = alexnet.features[:SLICE_ENDS[-1]].to(device).eval()
+        alexnet = load_weights_into(
+            torchvision.models.alexnet(weights=None), backbone_weights, "a torchvision AlexNet state dict"
+        )
+        self.features = alexnet.features[: SLICE_ENDS[-1]].to(device).eval()
         self.heads = [head.to(device) for head in _linear_heads(load_state_dict(linear_weights), linear_weights)]
         self.device = device
-        self.perceptual_name = f"LPIPS v0.1 AlexNet ({weights_label(backbone_weights)}, {weights_label(linear_weights)})"
+        self.perceptual_name = (
+            f"LPIPS v0.1 AlexNet ({weights_label(backbone_weights)}, {weights_label(linear_weights)})"
+        )
 
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """a, b: (B, 3, H, W) in [-1, 1]."""
@@ -77,7 +81,9 @@ def _linear_heads(state: dict[str, torch.Tensor], path: str) -> list[torch.Tenso
         weight = state.get(f"lin{k}.model.1.weight")
         if weight is None or weight.shape != (1, channels, 1, 1):
             found = None if weight is None else tuple(weight.shape)
-            raise WeightsError(f"{path} is not LPIPS v0.1 AlexNet linear weights: lin{k}.model.1.weight "
-                               f"should be (1, {channels}, 1, 1), found {found}")
+            raise WeightsError(
+                f"{path} is not LPIPS v0.1 AlexNet linear weights: lin{k}.model.1.weight "
+                f"should be (1, {channels}, 1, 1), found {found}"
+            )
         heads.append(weight.reshape(channels).float())
     return heads

@@ -13,6 +13,7 @@ What the package's own JavaScript gets wrong, and what we do instead (measured o
   - faces are aligned by a similarity transform from five landmarks to the ArcFace template,
     scaled to 224 and zoomed out to 0.8 so some context shows.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,8 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -36,8 +37,10 @@ FACERES_INPUT = "input_1"
 FACERES_DESCRIPTOR = "global_pooling/Mean"  # 1024-d; the default outputs are age/gender heads
 FACE_SIZE = 224
 # The ArcFace (InsightFace) 5-point template in its 112x112 frame: eye centres, nose tip, mouth corners.
-ARCFACE_TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                                 [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
+ARCFACE_TEMPLATE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float64,
+)
 ZOOM = 0.8  # landmarks placed at 0.8 of the template about the frame centre: more context in view
 # Caffe/Keras "caffe" preprocessing: ImageNet means in B, G, R order, on 0-255 values.
 IMAGENET_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
@@ -64,8 +67,9 @@ def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     `target` in the least-squares sense: the identity network's closed-form fit (Umeyama)."""
     from facectx.models.identity import similarity_fit
 
-    a, b, t = similarity_fit(torch.as_tensor(source, dtype=torch.float64)[None],
-                             torch.as_tensor(target, dtype=torch.float64)[None])
+    a, b, t = similarity_fit(
+        torch.as_tensor(source, dtype=torch.float64)[None], torch.as_tensor(target, dtype=torch.float64)[None]
+    )
     (tx, ty), a, b = t[0].tolist(), a.item(), b.item()
     return np.array([[a, -b, tx], [b, a, ty]])
 
@@ -81,8 +85,9 @@ def align_faces(images_rgb_uint8: np.ndarray | Sequence[np.ndarray], landmarks: 
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image {i}: expected an H x W x 3 uint8 RGB array, got {image.shape} {image.dtype}")
         matrix = similarity_transform(five_points(points), template)
-        faces[i] = cv2.warpAffine(image, matrix, (FACE_SIZE, FACE_SIZE), flags=cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        faces[i] = cv2.warpAffine(
+            image, matrix, (FACE_SIZE, FACE_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        )
     return faces
 
 
@@ -126,9 +131,9 @@ class FaceResMatcher:
         out = np.empty((len(faces_rgb_uint8), self.dim), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(faces_rgb_uint8), self.batch_size):
-                batch = faceres_input(faces_rgb_uint8[start:start + self.batch_size]).to(self.device)
+                batch = faceres_input(faces_rgb_uint8[start : start + self.batch_size]).to(self.device)
                 features = self.graph({FACERES_INPUT: batch}, FACERES_DESCRIPTOR)
-                out[start:start + len(batch)] = torch.nn.functional.normalize(features, dim=1).cpu().numpy()
+                out[start : start + len(batch)] = torch.nn.functional.normalize(features, dim=1).cpu().numpy()
         return out
 
 
@@ -150,8 +155,9 @@ def calibrate_threshold(scores_same, scores_diff, far: float = 0.01) -> float:
     reach it (a pair matches when score >= t)."""
     diff = np.sort(np.asarray(scores_diff, dtype=np.float64))[::-1]
     if not 0.0 <= far < 1.0 or len(diff) == 0:
-        raise ValueError(f"calibrate_threshold: need 0 <= far < 1 and some different-person scores "
-                         f"(far={far}, {len(diff)} scores)")
+        raise ValueError(
+            f"calibrate_threshold: need 0 <= far < 1 and some different-person scores (far={far}, {len(diff)} scores)"
+        )
     allowed = int(np.floor(far * len(diff)))  # false accepts we may keep
     # Just above the (allowed+1)-th highest impostor score; ties there are all rejected.
     return float(np.nextafter(diff[allowed], np.inf))
@@ -180,13 +186,18 @@ def read_lfw_pairs(pairs_file: str | os.PathLike) -> list[Pair]:
     lines = [line.split() for line in Path(pairs_file).read_text().splitlines() if line.strip()]
     try:
         count = int(lines[0][0])
-        matched = [(lfw_photo(n, int(i)), lfw_photo(n, int(j)), True) for n, i, j in lines[1:1 + count]]
-        mismatched = [(lfw_photo(a, int(i)), lfw_photo(b, int(j)), False)
-                      for a, i, b, j in lines[1 + count:1 + 2 * count]]
+        matched = [(lfw_photo(n, int(i)), lfw_photo(n, int(j)), True) for n, i, j in lines[1 : 1 + count]]
+        mismatched = [
+            (lfw_photo(a, int(i)), lfw_photo(b, int(j)), False) for a, i, b, j in lines[1 + count : 1 + 2 * count]
+        ]
     except (IndexError, ValueError) as err:
-        raise ValueError(f"{pairs_file} is not an LFW pairs file (N, N `name i j`, N `name1 i name2 j`): {err}") from err
+        raise ValueError(
+            f"{pairs_file} is not an LFW pairs file (N, N `name i j`, N `name1 i name2 j`): {err}"
+        ) from err
     if len(matched) != count or len(mismatched) != count:
-        raise ValueError(f"{pairs_file} announces {count} pairs of each kind but holds {len(matched)} + {len(mismatched)}")
+        raise ValueError(
+            f"{pairs_file} announces {count} pairs of each kind but holds {len(matched)} + {len(mismatched)}"
+        )
     return matched + mismatched
 
 
@@ -206,10 +217,18 @@ def _landmarker_name(config: LandmarkConfig) -> str:
     return f"{config.backend} {json.dumps(dataclasses.asdict(config), sort_keys=True)}"
 
 
-def lfw_pair_calibration(lfw_dir: str | os.PathLike, matcher: FaceResMatcher, landmarker: Callable | None,
-                         max_pairs: int | None = None, *, far: float = 0.01, use_cache: bool = True,
-                         cache_dir: str | os.PathLike | None = None, pairs_file: str = "pairsDevTrain.txt",
-                         landmarks: LandmarkConfig | None = None) -> dict:
+def lfw_pair_calibration(
+    lfw_dir: str | os.PathLike,
+    matcher: FaceResMatcher,
+    landmarker: Callable | None,
+    max_pairs: int | None = None,
+    *,
+    far: float = 0.01,
+    use_cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    pairs_file: str = "pairsDevTrain.txt",
+    landmarks: LandmarkConfig | None = None,
+) -> dict:
     """Score LFW's same/different-person pairs with `matcher`; return the 1%-FAR threshold and ROC figures.
 
     landmarker: photo -> FaceLandmarks | None (facectx.data.landmarks); None builds the data steps'
@@ -230,8 +249,17 @@ def lfw_pair_calibration(lfw_dir: str | os.PathLike, matcher: FaceResMatcher, la
         landmarker_name = _landmarker_name(landmarks)
     else:
         landmarker_name = getattr(landmarker, "name", type(landmarker).__qualname__)
-    key = hashlib.sha256(json.dumps({"pairs": present, "matcher": matcher.name, "landmarker": landmarker_name,
-                                     "far": far, "version": CALIBRATION_VERSION}).encode()).hexdigest()[:24]
+    key = hashlib.sha256(
+        json.dumps(
+            {
+                "pairs": present,
+                "matcher": matcher.name,
+                "landmarker": landmarker_name,
+                "far": far,
+                "version": CALIBRATION_VERSION,
+            }
+        ).encode()
+    ).hexdigest()[:24]
     cache_file = cache_root(cache_dir) / "matcher_calibration" / f"{key}.json"
     if use_cache and cache_file.is_file():
         return json.loads(cache_file.read_text())
@@ -241,9 +269,11 @@ def lfw_pair_calibration(lfw_dir: str | os.PathLike, matcher: FaceResMatcher, la
     descriptors, timing = _describe_photos(lfw, photos, matcher, landmarker)
     scored = [p for p in present if p[0] in descriptors and p[1] in descriptors]
     if not any(p[2] for p in scored) or all(p[2] for p in scored):
-        raise ValueError(f"{lfw / pairs_file}: need both same- and different-person pairs with faces found in "
-                         f"{lfw / 'images'}; {len(present)} of {len(same) + len(diff)} pairs have their photos, "
-                         f"{len(scored)} have faces")
+        raise ValueError(
+            f"{lfw / pairs_file}: need both same- and different-person pairs with faces found in "
+            f"{lfw / 'images'}; {len(present)} of {len(same) + len(diff)} pairs have their photos, "
+            f"{len(scored)} have faces"
+        )
     scores = cosine(np.stack([descriptors[p[0]] for p in scored]), np.stack([descriptors[p[1]] for p in scored]))
     is_same = np.array([p[2] for p in scored])
     threshold = calibrate_threshold(scores[is_same], scores[~is_same], far)
@@ -269,8 +299,9 @@ def lfw_pair_calibration(lfw_dir: str | os.PathLike, matcher: FaceResMatcher, la
     return result
 
 
-def _describe_photos(lfw: Path, photos: list[str], matcher: FaceResMatcher, landmarker: Callable,
-                     chunk: int = 32) -> tuple[dict[str, np.ndarray], dict]:
+def _describe_photos(
+    lfw: Path, photos: list[str], matcher: FaceResMatcher, landmarker: Callable, chunk: int = 32
+) -> tuple[dict[str, np.ndarray], dict]:
     """Descriptors of the photos in which a face is found, and the time spent per face.
 
     Photos go through in chunks so that memory holds a chunk of pixels, not the whole set.
@@ -281,7 +312,7 @@ def _describe_photos(lfw: Path, photos: list[str], matcher: FaceResMatcher, land
     landmark_s = embed_s = 0.0
     for start in range(0, len(photos), chunk):
         images, points, names = [], [], []
-        for photo in photos[start:start + chunk]:
+        for photo in photos[start : start + chunk]:
             with Image.open(lfw / photo) as img:
                 image = np.asarray(img.convert("RGB"))
             began = time.perf_counter()
@@ -297,8 +328,9 @@ def _describe_photos(lfw: Path, photos: list[str], matcher: FaceResMatcher, land
             embed_s += time.perf_counter() - began
             descriptors.update(zip(names, embedded))
     faces = max(len(descriptors), 1)
-    return descriptors, {"photos": len(photos), "faces": len(descriptors),
-                         "landmark_ms_per_photo": 1000 * landmark_s / max(len(photos), 1),
-                         "embed_ms_per_face": 1000 * embed_s / faces}
-
-
+    return descriptors, {
+        "photos": len(photos),
+        "faces": len(descriptors),
+        "landmark_ms_per_photo": 1000 * landmark_s / max(len(photos), 1),
+        "embed_ms_per_face": 1000 * embed_s / faces,
+    }

@@ -1,9 +1,10 @@
 """Evaluation metrics, registered by name. Per-photo metrics take uint8 outputs, targets and the
 face mask; set metrics (the Fréchet distance) take feature sets. Evaluation metrics are kept
 apart from training losses: nothing here is imported by the trainer."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -19,9 +20,13 @@ def per_photo_metric(name: str):
     the face mask and the validity mask (B, H, W) uint8 0..255. The registered metric sees the
     output with the target's pixels where the frame ran past the photo (within_photo), so nothing
     there moves it, not even through an SSIM window that straddles the photo's edge."""
+
     def register(fn: PerPhoto) -> PerPhoto:
-        PER_PHOTO[name] = lambda output, target, mask, valid: fn(within_photo(output, target, valid), target, mask, valid)
+        PER_PHOTO[name] = lambda output, target, mask, valid: fn(
+            within_photo(output, target, valid), target, mask, valid
+        )
         return fn
+
     return register
 
 
@@ -50,7 +55,7 @@ def _ssim_mean(output, target, region: torch.Tensor) -> np.ndarray:
     """SSIM averaged over a region (the map is cropped like the valid convolution)."""
     s = ssim_map(unit_images(output), unit_images(target))
     crop = (region.shape[1] - s.shape[1]) // 2
-    region = region[:, crop:crop + s.shape[1], crop:crop + s.shape[2]]
+    region = region[:, crop : crop + s.shape[1], crop : crop + s.shape[2]]
     return ((s * region).flatten(1).sum(1) / region.flatten(1).sum(1).clamp_min(1)).numpy()
 
 

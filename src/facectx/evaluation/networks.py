@@ -7,6 +7,7 @@ in the feature space of a network we do have and every report labels it non-stan
 The identity matcher must not be the network of the identity loss: the default is `faceres`
 (an independent MobileNet face identifier); `dlib` (the L_id network) is the marked fallback.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,7 +35,9 @@ class DlibNetworks:
     def embed(self, images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         from facectx.models.identity import extract_chips
 
-        chips = extract_chips(unit_images(images).to(self.device), torch.as_tensor(landmarks, dtype=torch.float32, device=self.device))
+        chips = extract_chips(
+            unit_images(images).to(self.device), torch.as_tensor(landmarks, dtype=torch.float32, device=self.device)
+        )
         return F.normalize(self.net(chips), dim=1).cpu().numpy()
 
     @torch.no_grad()
@@ -82,8 +85,12 @@ class FaceResNetworks:
     four baselines: conv_pw_5 0.20 vs 27.6-37.6; conv_pw_11 0.51 vs 8.4-11.5; the identity
     descriptor 36.5 vs 52-62. conv_pw_5 still separates them with 20 a side (2.6 vs >31)."""
 
-    PERCEPTUAL_NODES = ("conv_pw_3_relu/clip_by_value", "conv_pw_5_relu/clip_by_value",
-                        "conv_pw_11_relu/clip_by_value", "conv_pw_13_relu/clip_by_value")
+    PERCEPTUAL_NODES = (
+        "conv_pw_3_relu/clip_by_value",
+        "conv_pw_5_relu/clip_by_value",
+        "conv_pw_11_relu/clip_by_value",
+        "conv_pw_13_relu/clip_by_value",
+    )
     FD_NODE = "conv_pw_5_relu/clip_by_value"
     independent = True
 
@@ -112,8 +119,10 @@ class FaceResNetworks:
         from facectx.evaluation.matcher import FACERES_DESCRIPTOR, FACERES_INPUT
 
         maps = self.matcher.graph({FACERES_INPUT: self._frames(images)}, FACERES_DESCRIPTOR, also=(self.FD_NODE,))
-        return {"identity": maps[FACERES_DESCRIPTOR].cpu().numpy(),
-                "fd": maps[self.FD_NODE].mean(dim=(1, 2)).cpu().numpy()}  # NHWC
+        return {
+            "identity": maps[FACERES_DESCRIPTOR].cpu().numpy(),
+            "fd": maps[self.FD_NODE].mean(dim=(1, 2)).cpu().numpy(),
+        }  # NHWC
 
     @torch.no_grad()
     def perceptual_distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -123,8 +132,9 @@ class FaceResNetworks:
         deepest, *others = reversed(self.PERCEPTUAL_NODES)
         maps_a = self.matcher.graph({FACERES_INPUT: self._frames(a)}, deepest, also=tuple(others))
         maps_b = self.matcher.graph({FACERES_INPUT: self._frames(b)}, deepest, also=tuple(others))
-        return unweighted_lpips([maps_a[n] for n in self.PERCEPTUAL_NODES], [maps_b[n] for n in self.PERCEPTUAL_NODES],
-                                channel_dim=-1)  # NHWC activations
+        return unweighted_lpips(
+            [maps_a[n] for n in self.PERCEPTUAL_NODES], [maps_b[n] for n in self.PERCEPTUAL_NODES], channel_dim=-1
+        )  # NHWC activations
 
 
 class WholeFrameIdentity:
@@ -139,8 +149,12 @@ class WholeFrameIdentity:
     def embed(self, images, landmarks) -> np.ndarray:
         from facectx.data.masks import crop_to_frame, face_frame
 
-        frames = np.stack([crop_to_frame(im, face_frame(np.asarray(pts, np.float32), self.crop), self.crop.size_px)
-                           for im, pts in zip(images, landmarks)])
+        frames = np.stack(
+            [
+                crop_to_frame(im, face_frame(np.asarray(pts, np.float32), self.crop), self.crop.size_px)
+                for im, pts in zip(images, landmarks)
+            ]
+        )
         features = self.nets.frame_features(frames)["identity"]
         return features / np.linalg.norm(features, axis=1, keepdims=True).clip(1e-12)
 

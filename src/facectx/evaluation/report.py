@@ -1,5 +1,6 @@
 """The evaluation's outputs: a self-contained HTML report (table, plots, sample grid), the
 comparison grid PNG and the per-method CSV that DVC plots."""
+
 from __future__ import annotations
 
 import base64
@@ -12,10 +13,18 @@ import numpy as np
 from facectx.evaluation.paper import PAPER_COLUMNS, PAPER_ROWS, PAPER_SOURCE
 from facectx.io_utils import atomic_path, png_bytes, write_png
 
-COLUMNS = [("identity_match", "identity match ↑"), ("verified", "verified ↑"), ("ssim", "SSIM ↑"),
-           ("ssim_context", "SSIM context ↑"), ("psnr", "PSNR ↑"), ("psnr_context", "PSNR context ↑"),
-           ("fd", "FD ↓"), ("c2st_auc", "two-sample AUC (0.5 = real) ↓"), ("c2st_auc_sd", "± sd"),
-           ("perceptual", "perceptual ↓")]
+COLUMNS = [
+    ("identity_match", "identity match ↑"),
+    ("verified", "verified ↑"),
+    ("ssim", "SSIM ↑"),
+    ("ssim_context", "SSIM context ↑"),
+    ("psnr", "PSNR ↑"),
+    ("psnr_context", "PSNR context ↑"),
+    ("fd", "FD ↓"),
+    ("c2st_auc", "two-sample AUC (0.5 = real) ↓"),
+    ("c2st_auc_sd", "± sd"),
+    ("perceptual", "perceptual ↓"),
+]
 
 
 def _data_uri(png: bytes) -> str:
@@ -26,8 +35,10 @@ def comparison_grid(outputs: dict[str, np.ndarray], test, count: int) -> np.ndar
     """One row per photo: masked input, each method's output, the original."""
     size = test.target.shape[1]
     count = min(count, len(test.target))
-    rows = [np.concatenate([test.masked[size][i], *(o[i] for o in outputs.values()), test.target[i]], axis=1)
-            for i in range(count)]
+    rows = [
+        np.concatenate([test.masked[size][i], *(o[i] for o in outputs.values()), test.target[i]], axis=1)
+        for i in range(count)
+    ]
     return np.concatenate(rows, axis=0)
 
 
@@ -64,8 +75,10 @@ def results_table_html(result: dict) -> str:
 
 def paper_table_html() -> str:
     head = "".join(f"<th>{c}</th>" for c in PAPER_COLUMNS)
-    rows = "".join(f"<tr><td>{html.escape(n)}</td>{''.join(f'<td>{_fmt(v)}</td>' for v in vals)}</tr>"
-                   for n, vals in PAPER_ROWS.items())
+    rows = "".join(
+        f"<tr><td>{html.escape(n)}</td>{''.join(f'<td>{_fmt(v)}</td>' for v in vals)}</tr>"
+        for n, vals in PAPER_ROWS.items()
+    )
     return f'<table id="paper"><tr><th>method</th>{head}</tr>{rows}</table>'
 
 
@@ -73,24 +86,30 @@ def write_report(out_dir: Path, result: dict, outputs: dict[str, np.ndarray], te
     grid = comparison_grid(outputs, test, grid_photos)
     write_png(out_dir / "grid.png", grid)
     _write_plot_data(out_dir / "plots" / "metrics_by_method.csv", result)
-    charts = "".join(f'<img alt="{key}" src="{_data_uri(_bar_chart(result["methods"], key, label))}">'
-                     for key, label in (("fd", "Fréchet distance ↓"), ("identity_match", "identity match ↑"),
-                                        ("perceptual", "perceptual distance ↓"), ("ssim", "SSIM ↑")))
+    charts = "".join(
+        f'<img alt="{key}" src="{_data_uri(_bar_chart(result["methods"], key, label))}">'
+        for key, label in (
+            ("fd", "Fréchet distance ↓"),
+            ("identity_match", "identity match ↑"),
+            ("perceptual", "perceptual distance ↓"),
+            ("ssim", "SSIM ↑"),
+        )
+    )
     methods = " | ".join(["masked input", *outputs, "original"])
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>facectx evaluation</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}
 img{{max-width:100%;margin:4px}}.note{{color:#555;font-size:90%}}</style></head><body>
 <h1>facectx evaluation</h1>
-<p>{result['photos']} test photos (identities disjoint from training). Identity matcher:
-<b>{html.escape(result['matcher'])}</b>{'' if result['matcher_independent'] else ' — <b>not independent of the identity loss</b>'}.
-Verification threshold: {_fmt(result['threshold'])}. Fréchet distance: {html.escape(result['fd_network'])}.
-Perceptual distance: {html.escape(result['perceptual_network'])}.</p>
+<p>{result["photos"]} test photos (identities disjoint from training). Identity matcher:
+<b>{html.escape(result["matcher"])}</b>{"" if result["matcher_independent"] else " — <b>not independent of the identity loss</b>"}.
+Verification threshold: {_fmt(result["threshold"])}. Fréchet distance: {html.escape(result["fd_network"])}.
+Perceptual distance: {html.escape(result["perceptual_network"])}.</p>
 <h2>Results on LFW</h2>{results_table_html(result)}
-<p class="note">The row "{html.escape('real photos (val vs test)')}" is the Fréchet distance between two sets of real photos:
+<p class="note">The row "{html.escape("real photos (val vs test)")}" is the Fréchet distance between two sets of real photos:
 a method that fools the feature space would come close to it. The two-sample AUC is how well a classifier
-({html.escape(result['two_sample_test']['classifier'])}, {result['two_sample_test']['folds']} folds grouped by identity, on the
-FD's features, {result['two_sample_test']['n_per_side'] or '—'} photos a side) tells a method's outputs from real photos of
+({html.escape(result["two_sample_test"]["classifier"])}, {result["two_sample_test"]["folds"]} folds grouped by identity, on the
+FD's features, {result["two_sample_test"]["n_per_side"] or "—"} photos a side) tells a method's outputs from real photos of
 other people: 0.5 means it cannot. Pixels where the frame ran past the photo are the target's in every output and are left
 out of SSIM and PSNR.</p>
 <h2>The paper's figures</h2><p class="note">{html.escape(PAPER_SOURCE)}: another test set and other networks,

@@ -12,13 +12,14 @@ Tensors keep TensorFlow's layout (NHWC activations, HWIO filters) between nodes,
 reductions and broadcasts behave exactly as the graph was written; convolutions view them as
 channels-last NCHW for PyTorch (a view, not a copy).
 """
+
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -219,15 +220,16 @@ class TfjsGraphModel:
         self._plans: dict[str, list[Node]] = {}
 
     @classmethod
-    def load(cls, model_json: str | Path) -> "TfjsGraphModel":
+    def load(cls, model_json: str | Path) -> TfjsGraphModel:
         path = Path(model_json)
         try:
             spec = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise GraphModelError(f"cannot read TF.js model {path}: {err}") from err
         if spec.get("format") != "graph-model" or "modelTopology" not in spec:
-            raise GraphModelError(f"{path} is not a TF.js graph model (format {spec.get('format')!r}); "
-                                  f"layers models are not supported")
+            raise GraphModelError(
+                f"{path} is not a TF.js graph model (format {spec.get('format')!r}); layers models are not supported"
+            )
         nodes = _parse_nodes(spec["modelTopology"])
         weights = decode_weights(spec.get("weightsManifest", []), path.parent, GraphModelError, path)
         missing = [n.name for n in nodes.values() if n.op == "Const" and n.name not in weights]
@@ -236,7 +238,7 @@ class TfjsGraphModel:
         constants = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in weights.items()}
         return cls(nodes, constants, str(path))
 
-    def to(self, device: str | torch.device) -> "TfjsGraphModel":
+    def to(self, device: str | torch.device) -> TfjsGraphModel:
         self.constants = {name: value.to(device) for name, value in self.constants.items()}
         return self
 
@@ -264,11 +266,13 @@ class TfjsGraphModel:
             state[name] = "visiting"
             stack.append((name, True))
             stack.extend((i, False) for i in reversed(self.nodes[name].inputs) if state.get(i) != "done")
-        unsupported = sorted({f"{n.op} (node {n.name!r})" for n in order
-                              if n.op not in OPS and n.op not in ("Const", "Placeholder")})
+        unsupported = sorted(
+            {f"{n.op} (node {n.name!r})" for n in order if n.op not in OPS and n.op not in ("Const", "Placeholder")}
+        )
         if unsupported:
-            raise GraphModelError(f"{self.source}: ops not supported by facectx.evaluation.tfjs_graph: "
-                                  f"{', '.join(unsupported)}")
+            raise GraphModelError(
+                f"{self.source}: ops not supported by facectx.evaluation.tfjs_graph: {', '.join(unsupported)}"
+            )
         self._plans[output] = order
         return order
 
@@ -285,8 +289,9 @@ class TfjsGraphModel:
                 values[node.name] = self.constants[node.name]
             elif node.op == "Placeholder":
                 if node.name not in inputs:
-                    raise GraphModelError(f"{self.source}: output {output!r} needs input {node.name!r}; "
-                                          f"given {sorted(inputs)}")
+                    raise GraphModelError(
+                        f"{self.source}: output {output!r} needs input {node.name!r}; given {sorted(inputs)}"
+                    )
                 values[node.name] = inputs[node.name]
             else:
                 values[node.name] = OPS[node.op](node, *(values[i] for i in node.inputs))

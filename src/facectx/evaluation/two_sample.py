@@ -10,6 +10,7 @@ on the same features as the FD (both sides through the same network and code pat
 grouped by identity, AUC mean and sd over the folds. Plain numpy/torch: the air-gapped GPU
 machine has no scikit-learn.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,7 +44,7 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
         j = i
         while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
         i = j + 1
     positives = labels.astype(bool)
     n_pos, n_neg = positives.sum(), (~positives).sum()
@@ -61,7 +62,7 @@ def _logistic_regression(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.n
 
     def closure():
         optimizer.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(features @ w + b, labels) + L2 * (w ** 2).sum()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(features @ w + b, labels) + L2 * (w**2).sum()
         loss.backward()
         return loss
 
@@ -69,14 +70,22 @@ def _logistic_regression(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.n
     return mean, sd, w.detach(), b.detach()
 
 
-def two_sample_auc(real: np.ndarray, real_groups: np.ndarray, other: np.ndarray, other_groups: np.ndarray,
-                   folds: int = FOLDS, seed: int = 0) -> dict:
+def two_sample_auc(
+    real: np.ndarray,
+    real_groups: np.ndarray,
+    other: np.ndarray,
+    other_groups: np.ndarray,
+    folds: int = FOLDS,
+    seed: int = 0,
+) -> dict:
     """Held-out AUC of telling `other` (label 1) from `real` (label 0), folds grouped by identity.
     The larger side is subsampled so that both have n samples."""
     rng = np.random.default_rng(seed)
     n = min(len(real), len(other))
     if n < 2 * folds:
-        raise ValueError(f"the two-sample test needs at least {2 * folds} samples a side, got {len(real)} and {len(other)}")
+        raise ValueError(
+            f"the two-sample test needs at least {2 * folds} samples a side, got {len(real)} and {len(other)}"
+        )
     pick = lambda count: np.sort(rng.choice(count, n, replace=False))  # noqa: E731
     r, o = pick(len(real)), pick(len(other))
     x = np.concatenate([real[r], other[o]]).astype(np.float64)

@@ -10,6 +10,7 @@ output, so a block only ever invents context. Each resolution has its own PatchG
 Every learned 2x upsampling starts out as "nearest-neighbour upsampling plus a convolution"
 (ICNR, Aitken et al. 2017), so these layers add no checkerboard of their own.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,7 +33,7 @@ class ModelArgs:
 
 
 def _level_widths(depth: int, width: int, max_width: int) -> list[int]:
-    return [min(width * 2 ** i, max_width) for i in range(depth)]
+    return [min(width * 2**i, max_width) for i in range(depth)]
 
 
 @torch.no_grad()
@@ -41,7 +42,7 @@ def icnr_(conv: nn.Conv2d, scale: int = 2) -> nn.Conv2d:
     repeated over the scale**2 sub-pixel positions, so at init conv + shuffle is conv + nearest
     upsampling. With independent sub-kernels (default init) the positions of every scale x scale
     block differ from the start: a checkerboard the training then has to unlearn."""
-    subpixels = scale ** 2
+    subpixels = scale**2
     channels = conv.out_channels // subpixels
     # PixelShuffle sends channel c * scale**2 + k to output channel c, sub-pixel position k.
     conv.weight.copy_(conv.weight[:channels].repeat_interleave(subpixels, dim=0))
@@ -68,7 +69,9 @@ class UNet(nn.Module):
     """pix2pix-style U-Net for a square input of `size`: strided 4x4 convs down to 2x2, transposed
     convs back up, each decoder level concatenated with the encoder level of the same size."""
 
-    def __init__(self, in_channels: int, out_channels: int, size: int, width: int, max_width: int, image_head: bool = True):
+    def __init__(
+        self, in_channels: int, out_channels: int, size: int, width: int, max_width: int, image_head: bool = True
+    ):
         super().__init__()
         self.image_head = image_head  # tanh to [-1, 1]; off when the U-Net maps features to features
         depth = int(math.log2(size)) - 1  # 8 -> 2 levels (8->4->2), 128 -> 6 levels
@@ -86,9 +89,13 @@ class UNet(nn.Module):
         for i in reversed(range(depth)):
             skip = widths[i] if i < depth - 1 else 0  # the innermost level has no skip partner
             out = widths[i - 1] if i > 0 else width
-            self.up.append(nn.Sequential(
-                nearest_conv_init_(nn.ConvTranspose2d(previous + skip, out, 4, 2, 1, bias=False)), nn.BatchNorm2d(out),
-                nn.ReLU(inplace=True)))
+            self.up.append(
+                nn.Sequential(
+                    nearest_conv_init_(nn.ConvTranspose2d(previous + skip, out, 4, 2, 1, bias=False)),
+                    nn.BatchNorm2d(out),
+                    nn.ReLU(inplace=True),
+                )
+            )
             previous = out
         self.head = nn.Conv2d(previous, out_channels, 3, 1, 1)
 
@@ -125,7 +132,9 @@ class CascadeBlock(nn.Module):
         super().__init__()
         self.size = size
         # Sub-pixel convolution: 3 -> 12 channels at r/2, shuffled into 3 channels at r.
-        self.guide_upsampler = nn.Sequential(icnr_(nn.Conv2d(3, 12, 3, 1, 1)), nn.PixelShuffle(2)) if has_guide else None
+        self.guide_upsampler = (
+            nn.Sequential(icnr_(nn.Conv2d(3, 12, 3, 1, 1)), nn.PixelShuffle(2)) if has_guide else None
+        )
         in_channels = 3 + 1 + (3 if has_guide else 0)  # masked face, mask, guide
         self.unet = UNet(in_channels, 3, size, args.width, args.max_width)
 
@@ -166,8 +175,11 @@ class PatchDiscriminator(nn.Module):
         for _ in range(1, layers_n):
             layers += [spectral_norm(nn.Conv2d(channels, channels * 2, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
             channels *= 2
-        layers += [spectral_norm(nn.Conv2d(channels, channels, 3, 1, 1)), nn.LeakyReLU(0.2, inplace=True),
-                   spectral_norm(nn.Conv2d(channels, 1, 3, 1, 1))]
+        layers += [
+            spectral_norm(nn.Conv2d(channels, channels, 3, 1, 1)),
+            nn.LeakyReLU(0.2, inplace=True),
+            spectral_norm(nn.Conv2d(channels, 1, 3, 1, 1)),
+        ]
         self.net = nn.Sequential(*layers)
 
     def forward(self, masked: torch.Tensor, image: torch.Tensor) -> torch.Tensor:

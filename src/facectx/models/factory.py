@@ -1,5 +1,6 @@
 """The model factory: the generator of one stage, built from params (training) or from a
 checkpoint's recorded arguments (inference, serving, evaluation), and the stage it starts from."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -15,8 +16,14 @@ if TYPE_CHECKING:
 
 def model_args(params: Params) -> ModelArgs:
     m = params.model
-    return ModelArgs(kind=m.kind, resolutions=tuple(params.prepare.resolutions), width=m.width, max_width=m.max_width,
-                     disc_width=m.disc_width, disc_max_layers=m.disc_max_layers)
+    return ModelArgs(
+        kind=m.kind,
+        resolutions=tuple(params.prepare.resolutions),
+        width=m.width,
+        max_width=m.max_width,
+        disc_width=m.disc_width,
+        disc_max_layers=m.disc_max_layers,
+    )
 
 
 def model_args_from_meta(recorded: dict) -> ModelArgs:

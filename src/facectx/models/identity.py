@@ -18,6 +18,7 @@ The network expects dlib's aligned face chip; `chip_affine`/`extract_chips` cut 
 differentiably from a photo and its 68 landmarks, reproducing dlib.get_face_chip(img, shape,
 size=150, padding=0.25) (dlib/image_transforms/interpolation.h, get_face_chip_details).
 """
+
 from __future__ import annotations
 
 import json
@@ -45,11 +46,19 @@ _INPUT_DIVISOR = 256.0
 
 _MANIFEST_NAME = "face_recognition_model-weights_manifest.json"
 _STAGES = (  # (name, in_channels, out_channels, downsample) in forward order, after conv32_down
-    ("conv32_1", 32, 32, False), ("conv32_2", 32, 32, False), ("conv32_3", 32, 32, False),
-    ("conv64_down", 32, 64, True), ("conv64_1", 64, 64, False), ("conv64_2", 64, 64, False),
+    ("conv32_1", 32, 32, False),
+    ("conv32_2", 32, 32, False),
+    ("conv32_3", 32, 32, False),
+    ("conv64_down", 32, 64, True),
+    ("conv64_1", 64, 64, False),
+    ("conv64_2", 64, 64, False),
     ("conv64_3", 64, 64, False),
-    ("conv128_down", 64, 128, True), ("conv128_1", 128, 128, False), ("conv128_2", 128, 128, False),
-    ("conv256_down", 128, 256, True), ("conv256_1", 256, 256, False), ("conv256_2", 256, 256, False),
+    ("conv128_down", 64, 128, True),
+    ("conv128_1", 128, 128, False),
+    ("conv128_2", 128, 128, False),
+    ("conv256_down", 128, 256, True),
+    ("conv256_1", 256, 256, False),
+    ("conv256_2", 256, 256, False),
     ("conv256_down_out", 256, 256, True),
 )
 # The blocks after which `features` reports an activation (end of each resolution stage).
@@ -156,8 +165,10 @@ class DlibFaceResNet(nn.Module):
         """The descriptor and the `features` activations from one pass (identity and perceptual
         losses share it)."""
         if x.ndim != 4 or tuple(x.shape[1:]) != (3, CHIP_SIZE, CHIP_SIZE):
-            raise ValueError(f"expected aligned face chips of shape (B, 3, {CHIP_SIZE}, {CHIP_SIZE}) "
-                             f"RGB in [0, 1], got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected aligned face chips of shape (B, 3, {CHIP_SIZE}, {CHIP_SIZE}) "
+                f"RGB in [0, 1], got {tuple(x.shape)}"
+            )
         taps = self.features(x)
         out = self.blocks["conv256_down_out"](taps[-1])
         return self.fc(out.mean(dim=(2, 3))), taps
@@ -212,7 +223,9 @@ def _state_dict_from_tfjs(tensors: dict[str, np.ndarray]) -> dict[str, torch.Ten
     return state
 
 
-def load_identity_network(weights_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> DlibFaceResNet:
+def load_identity_network(
+    weights_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+) -> DlibFaceResNet:
     """The frozen identity network in eval mode (requires_grad False on all parameters).
 
     weights_dir: a folder with face_recognition_model.bin and its weights manifest (checked against
@@ -237,22 +250,110 @@ def load_identity_network(weights_dir: str | os.PathLike | None = None, device: 
 # dlib's mean face shape for landmarks 17..67 (get_face_chip_details, interpolation.h), in units of
 # the face box ([0, 1] before padding).
 _MEAN_FACE_X = (
-    0.000213256, 0.0752622, 0.18113, 0.29077, 0.393397, 0.586856, 0.689483, 0.799124,
-    0.904991, 0.98004, 0.490127, 0.490127, 0.490127, 0.490127, 0.36688, 0.426036,
-    0.490127, 0.554217, 0.613373, 0.121737, 0.187122, 0.265825, 0.334606, 0.260918,
-    0.182743, 0.645647, 0.714428, 0.793132, 0.858516, 0.79751, 0.719335, 0.254149,
-    0.340985, 0.428858, 0.490127, 0.551395, 0.639268, 0.726104, 0.642159, 0.556721,
-    0.490127, 0.423532, 0.338094, 0.290379, 0.428096, 0.490127, 0.552157, 0.689874,
-    0.553364, 0.490127, 0.42689,
+    0.000213256,
+    0.0752622,
+    0.18113,
+    0.29077,
+    0.393397,
+    0.586856,
+    0.689483,
+    0.799124,
+    0.904991,
+    0.98004,
+    0.490127,
+    0.490127,
+    0.490127,
+    0.490127,
+    0.36688,
+    0.426036,
+    0.490127,
+    0.554217,
+    0.613373,
+    0.121737,
+    0.187122,
+    0.265825,
+    0.334606,
+    0.260918,
+    0.182743,
+    0.645647,
+    0.714428,
+    0.793132,
+    0.858516,
+    0.79751,
+    0.719335,
+    0.254149,
+    0.340985,
+    0.428858,
+    0.490127,
+    0.551395,
+    0.639268,
+    0.726104,
+    0.642159,
+    0.556721,
+    0.490127,
+    0.423532,
+    0.338094,
+    0.290379,
+    0.428096,
+    0.490127,
+    0.552157,
+    0.689874,
+    0.553364,
+    0.490127,
+    0.42689,
 )
 _MEAN_FACE_Y = (
-    0.106454, 0.038915, 0.0187482, 0.0344891, 0.0773906, 0.0773906, 0.0344891,
-    0.0187482, 0.038915, 0.106454, 0.203352, 0.307009, 0.409805, 0.515625, 0.587326,
-    0.609345, 0.628106, 0.609345, 0.587326, 0.216423, 0.178758, 0.179852, 0.231733,
-    0.245099, 0.244077, 0.231733, 0.179852, 0.178758, 0.216423, 0.244077, 0.245099,
-    0.780233, 0.745405, 0.727388, 0.742578, 0.727388, 0.745405, 0.780233, 0.864805,
-    0.902192, 0.909281, 0.902192, 0.864805, 0.784792, 0.778746, 0.785343, 0.778746,
-    0.784792, 0.824182, 0.831803, 0.824182,
+    0.106454,
+    0.038915,
+    0.0187482,
+    0.0344891,
+    0.0773906,
+    0.0773906,
+    0.0344891,
+    0.0187482,
+    0.038915,
+    0.106454,
+    0.203352,
+    0.307009,
+    0.409805,
+    0.515625,
+    0.587326,
+    0.609345,
+    0.628106,
+    0.609345,
+    0.587326,
+    0.216423,
+    0.178758,
+    0.179852,
+    0.231733,
+    0.245099,
+    0.244077,
+    0.231733,
+    0.179852,
+    0.178758,
+    0.216423,
+    0.244077,
+    0.245099,
+    0.780233,
+    0.745405,
+    0.727388,
+    0.742578,
+    0.727388,
+    0.745405,
+    0.780233,
+    0.864805,
+    0.902192,
+    0.909281,
+    0.902192,
+    0.864805,
+    0.784792,
+    0.778746,
+    0.785343,
+    0.778746,
+    0.784792,
+    0.824182,
+    0.831803,
+    0.824182,
 )
 # dlib fits the chip on landmarks 17..67 minus the eyebrows (17..26) and lower lip (55..59, 65..67).
 _ALIGN_POINTS = tuple(i for i in range(17, 68) if not (17 <= i <= 26 or 55 <= i <= 59 or 65 <= i <= 67))
@@ -273,7 +374,7 @@ def similarity_fit(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, 
     """
     src_mean, dst_mean = src.mean(dim=1, keepdim=True), dst.mean(dim=1, keepdim=True)
     s, d = src - src_mean, dst - dst_mean
-    norm = (s ** 2).sum(dim=(1, 2))
+    norm = (s**2).sum(dim=(1, 2))
     a = (s[..., 0] * d[..., 0] + s[..., 1] * d[..., 1]).sum(dim=1) / norm
     b = (s[..., 0] * d[..., 1] - s[..., 1] * d[..., 0]).sum(dim=1) / norm
     rot = torch.stack([torch.stack([a, -b], dim=-1), torch.stack([b, a], dim=-1)], dim=-2)
@@ -281,7 +382,9 @@ def similarity_fit(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, 
     return a, b, t
 
 
-def chip_affine(landmarks: torch.Tensor, image_size, size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> torch.Tensor:
+def chip_affine(
+    landmarks: torch.Tensor, image_size, size: int = CHIP_SIZE, padding: float = CHIP_PADDING
+) -> torch.Tensor:
     """theta (B, 2, 3) for F.affine_grid(theta, (B, C, size, size), align_corners=False).
 
     landmarks: (B, 68, 2) pixel coordinates (x, y) of dlib's 68-point scheme (pixel centres at
@@ -296,7 +399,7 @@ def chip_affine(landmarks: torch.Tensor, image_size, size: int = CHIP_SIZE, padd
     points = landmarks[:, list(_ALIGN_POINTS)].to(torch.float64)
     template = face_chip_template(size, padding).to(points.device).expand(points.shape[0], -1, -1)
     a, b, t = similarity_fit(template, points)
-    scale = torch.sqrt(a ** 2 + b ** 2)
+    scale = torch.sqrt(a**2 + b**2)
     cos, sin = a / scale, b / scale
     # Chip centre in the photo: dlib maps point(cols, rows) / 2 through the similarity.
     centre_x = a * (size / 2) - b * (size / 2) + t[:, 0]
@@ -307,14 +410,19 @@ def chip_affine(landmarks: torch.Tensor, image_size, size: int = CHIP_SIZE, padd
     # half-extent in photo pixels per unit u is (size*scale - 1)/(size - 1) * size/2.
     half = (size * scale - 1) / (size - 1) * (size / 2)
     sx, sy = 2.0 / width, 2.0 / height
-    theta = torch.stack([
-        torch.stack([sx * half * cos, -sx * half * sin, (2 * centre_x + 1) / width - 1], dim=-1),
-        torch.stack([sy * half * sin, sy * half * cos, (2 * centre_y + 1) / height - 1], dim=-1),
-    ], dim=-2)
+    theta = torch.stack(
+        [
+            torch.stack([sx * half * cos, -sx * half * sin, (2 * centre_x + 1) / width - 1], dim=-1),
+            torch.stack([sy * half * sin, sy * half * cos, (2 * centre_y + 1) / height - 1], dim=-1),
+        ],
+        dim=-2,
+    )
     return theta.to(landmarks.dtype if landmarks.is_floating_point() else torch.float32)
 
 
-def extract_chips(images: torch.Tensor, landmarks: torch.Tensor, size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> torch.Tensor:
+def extract_chips(
+    images: torch.Tensor, landmarks: torch.Tensor, size: int = CHIP_SIZE, padding: float = CHIP_PADDING
+) -> torch.Tensor:
     """Aligned face chips (B, 3, size, size) cut from images (B, 3, H, W) with landmarks (B, 68, 2).
 
     Differentiable in the images (and landmarks); bilinear sampling, zeros outside the photo.

@@ -6,6 +6,7 @@ merged with the encoder features of the same size), to-RGB at S. The newest leve
 alpha < 1 its from-RGB/to-RGB paths are blended with the previous stage's, as in ProGAN.
 Same inputs, outputs, critics and losses as the cascade, so the comparison isolates the design.
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,17 +28,26 @@ class ProgressiveGenerator(nn.Module):
         base = self.sizes[0]
         self.from_rgb = nn.ModuleDict({str(r): nn.Conv2d(4, level_channels(r, args), 1) for r in self.sizes})
         self.to_rgb = nn.ModuleDict({str(r): nn.Conv2d(level_channels(r, args), 3, 1) for r in self.sizes})
-        self.core = UNet(level_channels(base, args), level_channels(base, args), base, args.width, args.max_width, image_head=False)
+        self.core = UNet(
+            level_channels(base, args), level_channels(base, args), base, args.width, args.max_width, image_head=False
+        )
         self.down = nn.ModuleDict()
         self.up = nn.ModuleDict()
         self.merge = nn.ModuleDict()
         for r in self.sizes[1:]:
             high, low = level_channels(r, args), level_channels(r // 2, args)
-            self.down[str(r)] = nn.Sequential(nn.Conv2d(high, low, 4, 2, 1, bias=False), nn.BatchNorm2d(low), nn.LeakyReLU(0.2, True))
+            self.down[str(r)] = nn.Sequential(
+                nn.Conv2d(high, low, 4, 2, 1, bias=False), nn.BatchNorm2d(low), nn.LeakyReLU(0.2, True)
+            )
             # Starts as nearest upsampling + conv, as in the cascade: no checkerboard at init.
-            self.up[str(r)] = nn.Sequential(nearest_conv_init_(nn.ConvTranspose2d(low, high, 4, 2, 1, bias=False)),
-                                            nn.BatchNorm2d(high), nn.ReLU(True))
-            self.merge[str(r)] = nn.Sequential(nn.Conv2d(2 * high, high, 3, 1, 1, bias=False), nn.BatchNorm2d(high), nn.ReLU(True))
+            self.up[str(r)] = nn.Sequential(
+                nearest_conv_init_(nn.ConvTranspose2d(low, high, 4, 2, 1, bias=False)),
+                nn.BatchNorm2d(high),
+                nn.ReLU(True),
+            )
+            self.merge[str(r)] = nn.Sequential(
+                nn.Conv2d(2 * high, high, 3, 1, 1, bias=False), nn.BatchNorm2d(high), nn.ReLU(True)
+            )
         self.register_buffer("alpha", torch.ones(()))  # fade-in of the newest level, set by the trainer
 
     def forward(self, masked: dict[int, torch.Tensor], mask: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:

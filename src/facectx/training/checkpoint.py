@@ -5,6 +5,7 @@ commit, data version and the sha256 of each file, so corruption and mismatches a
 A checkpoint is a folder; meta.json is written last, and every file atomically, so a kill at any
 moment leaves either the previous complete checkpoint or the new one.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,8 +27,19 @@ if TYPE_CHECKING:
 WEIGHTS, OPTIMIZER, META = "model.safetensors", "optimizer.pt", "meta.json"
 
 # Settings that do not change the weights a run produces (where and how fast it runs, how often it reports).
-_RUNTIME_ONLY = ("device", "precision", "channels_last", "compile", "compile_mode", "log_every_steps", "grad_norm_every_steps",
-                 "checkpoint_every_steps", "resume_checkpoints", "val_rows", "grid_rows")
+_RUNTIME_ONLY = (
+    "device",
+    "precision",
+    "channels_last",
+    "compile",
+    "compile_mode",
+    "log_every_steps",
+    "grad_norm_every_steps",
+    "checkpoint_every_steps",
+    "resume_checkpoints",
+    "val_rows",
+    "grid_rows",
+)
 
 
 class CheckpointError(RuntimeError):
@@ -42,8 +54,12 @@ def config_hash(settings: dict) -> str:
 def training_settings(params: Params) -> dict:
     """The settings whose change makes a checkpoint incompatible (hashed into every checkpoint)."""
     train = {k: v for k, v in dataclasses.asdict(params.train).items() if k not in _RUNTIME_ONLY}
-    return {"model": dataclasses.asdict(params.model), "losses": dataclasses.asdict(params.losses), "train": train,
-            "resolutions": list(params.prepare.resolutions)}
+    return {
+        "model": dataclasses.asdict(params.model),
+        "losses": dataclasses.asdict(params.losses),
+        "train": train,
+        "resolutions": list(params.prepare.resolutions),
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +67,7 @@ class TrainingIdentity:
     """What a training run's checkpoints record of the run that made them: the settings that
     shape the weights, their hash, and the prepared data's version. Worked out once per run
     (`training_identity`) and handed to each stage's trainer."""
+
     settings: dict
     config_hash: str
     data_version: str
@@ -75,12 +92,19 @@ def git_commit(cwd: str | os.PathLike = ".") -> str | None:
         return None
 
 
-def save_checkpoint(folder: str | os.PathLike, modules: dict[str, torch.nn.Module],
-                    optimizers: dict[str, torch.optim.Optimizer] | None, meta: dict) -> Path:
+def save_checkpoint(
+    folder: str | os.PathLike,
+    modules: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer] | None,
+    meta: dict,
+) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"{name}.{key}": value.detach().contiguous().cpu()
-               for name, module in modules.items() for key, value in module.state_dict().items()}
+    tensors = {
+        f"{name}.{key}": value.detach().contiguous().cpu()
+        for name, module in modules.items()
+        for key, value in module.state_dict().items()
+    }
     # Old meta first: a reader that finds files newer than meta.json's checksums sees a mismatch.
     (folder / META).unlink(missing_ok=True)
     with atomic_path(folder / WEIGHTS) as tmp:
@@ -104,8 +128,9 @@ def read_meta(folder: str | os.PathLike) -> dict:
         raise CheckpointError(f"corrupt checkpoint {folder}: {META} is not valid JSON ({err})") from err
 
 
-def load_checkpoint(folder: str | os.PathLike, expected_config_hash: str | None = None,
-                    with_optimizer: bool = False) -> tuple[dict, dict[str, dict[str, torch.Tensor]], dict | None]:
+def load_checkpoint(
+    folder: str | os.PathLike, expected_config_hash: str | None = None, with_optimizer: bool = False
+) -> tuple[dict, dict[str, dict[str, torch.Tensor]], dict | None]:
     """Return (meta, {module name: state dict}, optimizer states or None), verifying checksums
     and, when given, that the checkpoint was made with the same configuration."""
     folder = Path(folder)
@@ -120,7 +145,8 @@ def load_checkpoint(folder: str | os.PathLike, expected_config_hash: str | None 
         raise CheckpointError(
             f"checkpoint {folder} was made with config {meta.get('config_hash')}, but the current config is "
             f"{expected_config_hash}: model, loss or training settings changed (checkpoint settings: "
-            f"{json.dumps(meta.get('settings', {}), sort_keys=True)})")
+            f"{json.dumps(meta.get('settings', {}), sort_keys=True)})"
+        )
     try:
         flat = load_file(str(folder / WEIGHTS))
     except Exception as err:

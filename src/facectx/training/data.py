@@ -5,6 +5,7 @@ every resolution is ~2 GB), so a step only indexes and converts on the device: n
 no per-step copies. `ShardDataset` is the plain torch Dataset over memory-mapped shards, for
 sets larger than device memory and for the benchmark's baseline.
 """
+
 from __future__ import annotations
 
 import json
@@ -83,8 +84,15 @@ class ResidentShards:
     """One split's arrays at the given resolutions, as uint8 tensors on `device`: every row, or
     `max_rows` of them chosen by `subset_rows` with `seed`."""
 
-    def __init__(self, prepared_dir: str | Path, split: str, resolutions: tuple[int, ...], device: torch.device,
-                 max_rows: int = 0, seed: int = 0):
+    def __init__(
+        self,
+        prepared_dir: str | Path,
+        split: str,
+        resolutions: tuple[int, ...],
+        device: torch.device,
+        max_rows: int = 0,
+        seed: int = 0,
+    ):
         folder = split_folder(prepared_dir, split)
         meta = json.loads((Path(prepared_dir) / "meta.json").read_text())
         missing = sorted(set(resolutions) - set(meta["resolutions"]))
@@ -105,8 +113,10 @@ class ResidentShards:
         self.masked = {r: load(f"masked_{r}.npy") for r in resolutions}
         self.mask = {r: load(f"mask_{r}.npy") for r in resolutions}
         if not (folder / f"valid_{max(resolutions)}.npy").is_file():
-            raise DataError(f"prepared data in {prepared_dir} have no validity masks (valid_<r>.npy): they were prepared "
-                            f"by an older facectx; run `facectx prepare` (dvc repro prepare) again")
+            raise DataError(
+                f"prepared data in {prepared_dir} have no validity masks (valid_<r>.npy): they were prepared "
+                f"by an older facectx; run `facectx prepare` (dvc repro prepare) again"
+            )
         self.valid = {r: load(f"valid_{r}.npy") for r in resolutions}
         self.landmarks = load("landmarks.npy")
         self.rows = len(self.landmarks)
@@ -127,7 +137,9 @@ class ResidentShards:
 class ShardDataset(torch.utils.data.Dataset):
     """Plain per-example reads from memory-mapped shards (the baseline data path)."""
 
-    def __init__(self, prepared_dir: str | Path, split: str, resolutions: tuple[int, ...], max_rows: int = 0, seed: int = 0):
+    def __init__(
+        self, prepared_dir: str | Path, split: str, resolutions: tuple[int, ...], max_rows: int = 0, seed: int = 0
+    ):
         self.folder = split_folder(prepared_dir, split)
         self.resolutions = tuple(resolutions)
         self.source_rows = split_rows(self.folder, max_rows, seed)  # the same rows ResidentShards would hold
@@ -136,11 +148,15 @@ class ShardDataset(torch.utils.data.Dataset):
 
     def _open(self):
         if self._arrays is None:
+
             def load(name: str) -> np.ndarray:
                 return np.load(self.folder / name, mmap_mode="r")
 
-            self._arrays = {(kind, r): load(f"{kind}_{r}.npy") for kind in ("target", "masked", "mask", "valid")
-                            for r in self.resolutions}
+            self._arrays = {
+                (kind, r): load(f"{kind}_{r}.npy")
+                for kind in ("target", "masked", "mask", "valid")
+                for r in self.resolutions
+            }
             self._arrays[("landmarks", 0)] = load("landmarks.npy")
         return self._arrays
 
@@ -150,13 +166,16 @@ class ShardDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         arrays = self._open()
         i = self.source_rows[i]
-        item = {f"{kind}_{r}": torch.from_numpy(np.array(a[i])) for (kind, r), a in arrays.items() if kind != "landmarks"}
+        item = {
+            f"{kind}_{r}": torch.from_numpy(np.array(a[i])) for (kind, r), a in arrays.items() if kind != "landmarks"
+        }
         item["landmarks"] = torch.from_numpy(np.array(arrays[("landmarks", 0)][i]))
         return item
 
 
 def batch_from_items(items: dict, resolutions: tuple[int, ...], device: torch.device) -> Batch:
     """A collated ShardDataset batch, moved to the device and converted like ResidentShards."""
+
     def move(t: torch.Tensor) -> torch.Tensor:
         return t.to(device, non_blocking=True)
 

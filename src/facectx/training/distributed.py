@@ -11,9 +11,11 @@ Backends: NCCL on CUDA (one GPU per process, cuda:LOCAL_RANK), gloo on CPU. Host
 own even under NCCL: a CPU tensor there needs no device sync, and the training loop stays free of
 per-step GPU syncs.
 """
+
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import socket
 from dataclasses import dataclass
@@ -50,15 +52,18 @@ def init_from_env(device: torch.device | str | None = None) -> ProcessContext:
     when WORLD_SIZE > 1. device: where training runs (None: CUDA if available); under several
     processes a CUDA device becomes cuda:LOCAL_RANK."""
     global _context, _host_group
-    device = torch.device(device) if device is not None else \
-        torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = (
+        torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 and not dist.is_initialized():
         return ProcessContext(0, 1, 0, device, None)
     if _context is not None:
         if _context.device.type != device.type:
-            raise RuntimeError(f"the process group was started for {_context.device.type} ({_context.backend}); "
-                               f"this step asks for {device.type}")
+            raise RuntimeError(
+                f"the process group was started for {_context.device.type} ({_context.backend}); "
+                f"this step asks for {device.type}"
+            )
         return _context
     rank = dist.get_rank() if dist.is_initialized() else int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
@@ -196,8 +201,14 @@ def global_batch_norm(module: nn.Module, backend: str) -> nn.Module:
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     for name, child in module.named_children():
         if type(child) is nn.BatchNorm2d:
-            replacement = CrossProcessBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
-                                                  child.track_running_stats, device=child.running_mean.device)
+            replacement = CrossProcessBatchNorm2d(
+                child.num_features,
+                child.eps,
+                child.momentum,
+                child.affine,
+                child.track_running_stats,
+                device=child.running_mean.device,
+            )
             replacement.weight, replacement.bias = child.weight, child.bias
             replacement.running_mean, replacement.running_var = child.running_mean, child.running_var
             replacement.num_batches_tracked = child.num_batches_tracked
@@ -218,15 +229,19 @@ def _free_port() -> int:
 
 
 def _worker(index: int, nproc: int, port: int, results, fn, args: tuple, kwargs: dict) -> None:
-    os.environ.update(RANK=str(index), LOCAL_RANK=str(index), WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(index),
+        LOCAL_RANK=str(index),
+        WORLD_SIZE=str(nproc),
+        LOCAL_WORLD_SIZE=str(nproc),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     try:
         value = fn(*args, **kwargs)
     except BaseException as err:  # sent back whole, so the caller sees the worker's own exception
-        try:
+        with contextlib.suppress(Exception):  # an unpicklable error: the parent reports the exit code instead
             results.put((index, False, err))
-        except Exception:  # noqa: BLE001 - an exception that does not pickle: the traceback text still comes back
-            pass
         raise
     finally:
         cleanup()

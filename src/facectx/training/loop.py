@@ -20,6 +20,7 @@ over rows, so W processes compute what one would (to float rounding). Rank 0 alo
 writes checkpoints, resume state, losses.csv and metrics.json, and logs; the cap and the
 finiteness checks are decided once for all ranks.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -89,8 +90,10 @@ def rank_batch_size(batch_size: int, world: int, stage: int) -> int:
     """Each process's share of a step's (global) batch; the batch must split evenly, or the
     processes' mean losses would not average to the global batch's."""
     if batch_size % world:
-        raise ValueError(f"train.batch_size {batch_size} (stage {stage}) is not divisible by the {world} training "
-                         f"processes: each takes an equal share of every step's batch; use a multiple of {world}")
+        raise ValueError(
+            f"train.batch_size {batch_size} (stage {stage}) is not divisible by the {world} training "
+            f"processes: each takes an equal share of every step's batch; use a multiple of {world}"
+        )
     return batch_size // world
 
 
@@ -101,8 +104,10 @@ def _epoch_order(rows: int, seed: int, stage: int, epoch: int) -> torch.Tensor:
 
 def sample_grid(masked: torch.Tensor, output: torch.Tensor, target: torch.Tensor, frame: int) -> np.ndarray:
     """Rows of masked | output | target, enlarged (nearest) to the frame size: uint8 HWC."""
+
     def show(x):
         return torch.nn.functional.interpolate(to_unit(x.float()).clamp(0, 1), size=(frame, frame), mode="nearest")
+
     rows = torch.cat([show(masked), show(output), show(target)], dim=3)  # side by side
     grid = torch.cat(list(rows), dim=1)  # stacked
     return (grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
@@ -139,9 +144,20 @@ class StageTrainer:
     behind in the calling process.
     """
 
-    def __init__(self, params: Params, stage: int, prepared_dir: Path, out_dir: Path, init_dir: Path | None,
-                 resume_dir: Path, tracker=None, require_previous: bool = True, deadline: float | None = None,
-                 on_resume_saved=None, identity: TrainingIdentity | None = None):
+    def __init__(
+        self,
+        params: Params,
+        stage: int,
+        prepared_dir: Path,
+        out_dir: Path,
+        init_dir: Path | None,
+        resume_dir: Path,
+        tracker=None,
+        require_previous: bool = True,
+        deadline: float | None = None,
+        on_resume_saved=None,
+        identity: TrainingIdentity | None = None,
+    ):
         """identity: the run's settings, config hash and data version, worked out once per run by
         the caller (`steps`); None works them out here."""
         self.params, self.stage, self.deadline = params, stage, deadline
@@ -210,12 +226,16 @@ class StageTrainer:
         # Validation rows do not follow train.seed: runs with different seeds are scored on the same photos.
         self.val_data = ResidentShards(prepared_dir, "val", needed, self.device, t.val_rows, seed=0)
         if self.train_data.frame_size != params.crop.size_px:  # the landmarks are pixels of that frame
-            raise DataError(f"prepared data in {prepared_dir} have {self.train_data.frame_size}-px frames, "
-                            f"but crop.size_px is {params.crop.size_px}: prepare them again")
+            raise DataError(
+                f"prepared data in {prepared_dir} have {self.train_data.frame_size}-px frames, "
+                f"but crop.size_px is {params.crop.size_px}: prepare them again"
+            )
         self.steps_per_epoch = self.train_data.rows // self.batch_size
         if self.steps_per_epoch == 0:
-            raise ValueError(f"train.batch_size {self.batch_size} (stage {self.stage}) exceeds the "
-                             f"{self.train_data.rows} training rows")
+            raise ValueError(
+                f"train.batch_size {self.batch_size} (stage {self.stage}) exceeds the "
+                f"{self.train_data.rows} training rows"
+            )
         self.epochs = t.epochs[list(t.stages).index(self.stage)]
         self.total_steps = self.epochs * self.steps_per_epoch
 
@@ -238,13 +258,17 @@ class StageTrainer:
         params, frame, losses = self.params, self.params.crop.size_px, self.params.losses
         self.face = FaceFeatures(frame, self.device, params.assets.identity_weights, losses.identity_padding)
         self.weights = stage_weights(losses, params.train.stages, self.stage)
-        self.loss = StageLoss(losses, self.weights, self.critic, self.face,
-                              perceptual_network(losses, self.face, frame, self.device))
+        self.loss = StageLoss(
+            losses, self.weights, self.critic, self.face, perceptual_network(losses, self.face, frame, self.device)
+        )
         self.grad_norms: dict[str, torch.Tensor] = {}  # the last measured per-term gradient norms, until reported
         # losses.csv has the same columns on every row (a term's gradient is measured on some rows only).
         terms = (["critic"] if "adv" in self.weights else []) + list(self.weights) + ["total"]
-        self.curve_columns = [f"loss_{k}" for k in terms] + [f"grad_{k}" for k in self.weights] + \
-                             [f"share_{k}" for k in self.weights if k != "rec"]
+        self.curve_columns = (
+            [f"loss_{k}" for k in terms]
+            + [f"grad_{k}" for k in self.weights]
+            + [f"share_{k}" for k in self.weights if k != "rec"]
+        )
 
     def _resume_or_start(self) -> None:
         """Continue from the resume state when there is one of these settings and data, else start
@@ -263,8 +287,10 @@ class StageTrainer:
         if self.previous is None:
             return
         if init_dir is None or not (Path(init_dir) / "meta.json").is_file():
-            raise CheckpointError(f"stage {self.stage} starts from stage {self.previous}'s checkpoint, but there is none at "
-                                  f"{init_dir}: train stage {self.previous} first (facectx train-stage --stage {self.previous})")
+            raise CheckpointError(
+                f"stage {self.stage} starts from stage {self.previous}'s checkpoint, but there is none at "
+                f"{init_dir}: train stage {self.previous} first (facectx train-stage --stage {self.previous})"
+            )
         meta, states, _ = load_checkpoint(init_dir, expected_config_hash=self.identity.config_hash)
         if meta.get("stage") != self.previous:
             raise CheckpointError(f"{init_dir} holds stage {meta.get('stage')}, expected stage {self.previous}")
@@ -272,7 +298,9 @@ class StageTrainer:
         inherited = states["generator"]
         unknown = sorted(set(inherited) - set(own))
         if unknown:
-            raise CheckpointError(f"{init_dir}: generator tensors {unknown[:5]} do not exist in the stage-{self.stage} model")
+            raise CheckpointError(
+                f"{init_dir}: generator tensors {unknown[:5]} do not exist in the stage-{self.stage} model"
+            )
         own.update(inherited)
         self.generator.load_state_dict(own)
 
@@ -330,8 +358,11 @@ class StageTrainer:
             return
         meta = read_meta(self.resume_dir)
         identity = self.identity
-        if meta.get("config_hash") != identity.config_hash or meta.get("stage") != self.stage or \
-                meta.get("data_version") != identity.data_version:
+        if (
+            meta.get("config_hash") != identity.config_hash
+            or meta.get("stage") != self.stage
+            or meta.get("data_version") != identity.data_version
+        ):
             log.warning("ignoring resume state in %s: it belongs to other settings or data", self.resume_dir)
             return
         _, states, optimizers = load_checkpoint(self.resume_dir, identity.config_hash, with_optimizer=True)
@@ -340,19 +371,33 @@ class StageTrainer:
         self.opt_g.load_state_dict(optimizers["generator"])
         self.opt_d.load_state_dict(optimizers["critic"])
         self.epoch, self.batch_in_epoch, self.step = meta["epoch"], meta["batch_in_epoch"], meta["step"]
-        log.info("stage %d: resuming at epoch %d, batch %d (step %d)", self.stage, self.epoch, self.batch_in_epoch, self.step)
+        log.info(
+            "stage %d: resuming at epoch %d, batch %d (step %d)", self.stage, self.epoch, self.batch_in_epoch, self.step
+        )
 
     def _meta(self, **extra) -> dict:
-        return {"stage": self.stage, "model_args": dataclasses.asdict(self.args), "step": self.step, "epoch": self.epoch,
-                "batch_in_epoch": self.batch_in_epoch, "config_hash": self.identity.config_hash,
-                "settings": self.identity.settings, "git_commit": git_commit(), "data_version": self.identity.data_version,
-                **extra}
+        return {
+            "stage": self.stage,
+            "model_args": dataclasses.asdict(self.args),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "config_hash": self.identity.config_hash,
+            "settings": self.identity.settings,
+            "git_commit": git_commit(),
+            "data_version": self.identity.data_version,
+            **extra,
+        }
 
     def _save_resume_state(self) -> None:
         if not self.dist.main:
             return
-        save_checkpoint(self.resume_dir, {"generator": self.generator, "critic": self.critic},
-                        {"generator": self.opt_g, "critic": self.opt_d}, self._meta())
+        save_checkpoint(
+            self.resume_dir,
+            {"generator": self.generator, "critic": self.critic},
+            {"generator": self.opt_g, "critic": self.opt_d},
+            self._meta(),
+        )
         if self.on_resume_saved is not None:
             self.on_resume_saved(self.resume_dir)
 
@@ -427,15 +472,23 @@ class StageTrainer:
         for start in range(0, rows, self.batch_size):
             batch = data.batch(torch.arange(start, min(rows, start + self.batch_size), device=self.device))
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                fake = within_photo(self.generator(batch.masked, batch.mask)[s].float(), batch.target[s], batch.valid[s])
+                fake = within_photo(
+                    self.generator(batch.masked, batch.mask)[s].float(), batch.target[s], batch.valid[s]
+                )
             ssims.append(ssim(to_unit(fake), to_unit(batch.target[s])))
-            distances.append(identity_distance(self.face.embedding(fake, batch.landmarks),
-                                               self.face.embedding(batch.target[s], batch.landmarks)))
+            distances.append(
+                identity_distance(
+                    self.face.embedding(fake, batch.landmarks), self.face.embedding(batch.target[s], batch.landmarks)
+                )
+            )
             if start == 0:
                 k = self.params.train.grid_rows
                 grid = sample_grid(batch.masked[s][:k], fake[:k], batch.target[s][:k], self.params.crop.size_px)
         self._set_train_mode()
-        return {"val_ssim": float(torch.cat(ssims).mean()), "val_identity_distance": float(torch.cat(distances).mean())}, grid
+        return {
+            "val_ssim": float(torch.cat(ssims).mean()),
+            "val_identity_distance": float(torch.cat(distances).mean()),
+        }, grid
 
     # ---------------------------------------------------------------- the loop
 
@@ -467,8 +520,12 @@ class StageTrainer:
                 if self.step % t.log_every_steps == 0:
                     self._check_finite(finite)
                     running = self._mean_over_ranks(running)
-                    self._report({**{f"loss_{k}": float(v) / t.log_every_steps for k, v in running.items()},
-                                  **self._gradient_report()})
+                    self._report(
+                        {
+                            **{f"loss_{k}": float(v) / t.log_every_steps for k, v in running.items()},
+                            **self._gradient_report(),
+                        }
+                    )
                     running = {}
                 if t.resume_checkpoints and self.step % t.checkpoint_every_steps == 0:
                     self._check_finite(finite)
@@ -495,15 +552,19 @@ class StageTrainer:
         """This rank's contiguous share of step b's batch (the whole batch with one process):
         every rank has the same epoch order, so the shares tile the global batch."""
         start = b * self.batch_size + self.dist.rank * self.rank_batch
-        return order[start:start + self.rank_batch]
+        return order[start : start + self.rank_batch]
 
     def _past_deadline(self) -> bool:
         """Checked on the host clock after each step, without a sync: the host runs ahead of the GPU
         by about a step (its launch queue is bounded), so the cap overshoots by that much. Over
         several processes rank 0's clock decides for all (a host-side broadcast each step), so
         every rank stops after the same step."""
-        past = self.dist.main and self.deadline is not None and self.step < self.total_steps and \
-            time.monotonic() > self.deadline
+        past = (
+            self.dist.main
+            and self.deadline is not None
+            and self.step < self.total_steps
+            and time.monotonic() > self.deadline
+        )
         return distributed.decided_by_main(past)
 
     def _mean_over_ranks(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -521,8 +582,13 @@ class StageTrainer:
             kept = read_meta(self.resume_dir).get("step") if resumable else None
             raise NonFiniteLoss(
                 f"stage {self.stage}: a loss became NaN or infinite by step {self.step}; training stopped. "
-                + (f"Last good checkpoint: {self.resume_dir} (step {kept})." if kept is not None else "No checkpoint was written yet.")
-                + " Lower train.lr or the loss weights.")
+                + (
+                    f"Last good checkpoint: {self.resume_dir} (step {kept})."
+                    if kept is not None
+                    else "No checkpoint was written yet."
+                )
+                + " Lower train.lr or the loss weights."
+            )
 
     def _trim_curve(self) -> None:
         """Keep the loss curve's rows up to the step training starts from: rows logged after the
@@ -542,8 +608,10 @@ class StageTrainer:
             return {}
         norms = {k: float(v) for k, v in self.grad_norms.items()}
         self.grad_norms = {}
-        return {**{f"grad_{k}": v for k, v in norms.items()},
-                **{f"share_{k}": v / max(norms["rec"], 1e-12) for k, v in norms.items() if k != "rec"}}
+        return {
+            **{f"grad_{k}": v for k, v in norms.items()},
+            **{f"share_{k}": v / max(norms["rec"], 1e-12) for k, v in norms.items() if k != "rec"},
+        }
 
     def _report(self, metrics: dict[str, float]) -> None:
         if not self.dist.main:
@@ -556,7 +624,9 @@ class StageTrainer:
             with open(curve, "a") as handle:
                 if new:
                     handle.write("step," + ",".join(self.curve_columns) + "\n")
-                handle.write(f"{self.step}," + ",".join(f"{row[k]:.6g}" if k in row else "" for k in self.curve_columns) + "\n")
+                handle.write(
+                    f"{self.step}," + ",".join(f"{row[k]:.6g}" if k in row else "" for k in self.curve_columns) + "\n"
+                )
         log.info("stage %d step %d: %s", self.stage, self.step, {k: round(v, 4) for k, v in metrics.items()})
         if self.tracker:
             self.tracker.log_metrics(metrics, self.step)
@@ -574,15 +644,33 @@ class StageTrainer:
         final = self.out_dir / "checkpoint"
         if final.exists():
             shutil.rmtree(final)
-        save_checkpoint(final, {"generator": self.generator, "critic": self.critic}, None,
-                        self._meta(val=val, images_per_second=rate, capped=capped, planned_steps=self.total_steps))
-        metrics = {"stage": self.stage, "steps": self.step, "planned_steps": self.total_steps, "capped": capped,
-                   "train_seconds": round(train_seconds, 2), "images_per_second": round(rate, 1), **val}
+        save_checkpoint(
+            final,
+            {"generator": self.generator, "critic": self.critic},
+            None,
+            self._meta(val=val, images_per_second=rate, capped=capped, planned_steps=self.total_steps),
+        )
+        metrics = {
+            "stage": self.stage,
+            "steps": self.step,
+            "planned_steps": self.total_steps,
+            "capped": capped,
+            "train_seconds": round(train_seconds, 2),
+            "images_per_second": round(rate, 1),
+            **val,
+        }
         write_json(self.out_dir / "metrics.json", metrics)
         if self.curve.parent == self.resume_dir and self.curve.is_file():
             shutil.copy(self.curve, self.out_dir / "losses.csv")
         if self.tracker:
-            self.tracker.log_metrics({"images_per_second": rate, "train_seconds": train_seconds,
-                                      "planned_steps": self.total_steps, "capped": float(capped)}, self.step)
+            self.tracker.log_metrics(
+                {
+                    "images_per_second": rate,
+                    "train_seconds": train_seconds,
+                    "planned_steps": self.total_steps,
+                    "capped": float(capped),
+                },
+                self.step,
+            )
             self.tracker.set_tags({"facectx.capped": str(capped).lower()})
         shutil.rmtree(self.resume_dir, ignore_errors=True)

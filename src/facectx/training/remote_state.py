@@ -6,6 +6,7 @@ Layout under the URI (s3://bucket/prefix): each saved state is uploaded whole un
 reader follows `latest.json` only, so a pod killed mid-upload leaves the previous state usable.
 Credentials and the endpoint come from the environment (AWS_*), never from params.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,7 @@ class RemoteStateError(RuntimeError):
 def _split(uri: str) -> tuple[str, str]:
     if not uri.startswith("s3://"):
         raise ValueError(f"resume URI {uri!r}: expected s3://bucket/prefix")
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
     if not bucket or not prefix.strip("/"):
         raise ValueError(f"resume URI {uri!r}: expected s3://bucket/prefix (a prefix of its own per stage)")
     return bucket, prefix.strip("/") + "/"
@@ -43,7 +44,9 @@ class RemoteResumeState:
         self.bucket, self.prefix = _split(uri)
         # A session of its own: credentials are read from the environment now, not reused from
         # whatever boto3's default session resolved first.
-        self.client = boto3.session.Session().client("s3", config=Config(retries={"total_max_attempts": max_attempts, "mode": "standard"}))
+        self.client = boto3.session.Session().client(
+            "s3", config=Config(retries={"total_max_attempts": max_attempts, "mode": "standard"})
+        )
 
     def _pointer(self) -> dict | None:
         try:
