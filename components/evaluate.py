@@ -1,5 +1,3 @@
-from typing import List
-
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
@@ -7,9 +5,18 @@ from components.image import FACECTX_IMAGE
 
 
 @dsl.component(base_image=FACECTX_IMAGE, install_kfp_package=False)
-def evaluate(params_yaml: str, pipeline_run_id: str, mlflow_tracking_uri: str, prepared: Input[Dataset], raw: Input[Dataset],
-             model: Input[Model], variants: Input[List[Model]], evaluation: Output[Artifact], report: Output[HTML],
-             metrics: Output[Metrics]) -> float:
+def evaluate(
+    params_yaml: str,
+    pipeline_run_id: str,
+    mlflow_tracking_uri: str,
+    prepared: Input[Dataset],
+    raw: Input[Dataset],
+    model: Input[Model],
+    variants: Input[list[Model]],
+    evaluation: Output[Artifact],
+    report: Output[HTML],
+    metrics: Output[Metrics],
+) -> float:
     """Score the cascade, the comparison models (each named by its `variant` metadata) and the
     baselines on the test split; returns the cascade's Fréchet distance."""
     import os
@@ -22,8 +29,9 @@ def evaluate(params_yaml: str, pipeline_run_id: str, mlflow_tracking_uri: str, p
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
     models = {"cascade": os.path.join(model.path, "checkpoint")}
     models.update({variant.metadata["variant"]: os.path.join(variant.path, "checkpoint") for variant in variants})
-    result = evaluate_step(parse_params(params_yaml), prepared.path, raw.path, models, evaluation.path,
-                           pipeline_run=pipeline_run_id)
+    result = evaluate_step(
+        parse_params(params_yaml), prepared.path, raw.path, models, evaluation.path, pipeline_run=pipeline_run_id
+    )
     shutil.copy(os.path.join(evaluation.path, "report.html"), report.path)
     for method, values in result["methods"].items():
         for name, value in values.items():

@@ -1,4 +1,5 @@
 """The container image every facectx component runs in (built from infra/Dockerfile)."""
+
 import os
 from importlib.metadata import PackageNotFoundError, version
 
@@ -14,8 +15,9 @@ def default_image() -> str:
     try:
         return f"{IMAGE_REPOSITORY}:{version('facectx')}"
     except PackageNotFoundError:
-        raise RuntimeError("facectx is not installed (pip install -e .), so the image tag cannot follow its version; "
-                           "set FACECTX_IMAGE") from None
+        raise RuntimeError(
+            "facectx is not installed (pip install -e .), so the image tag cannot follow its version; set FACECTX_IMAGE"
+        ) from None
 
 
 FACECTX_IMAGE = default_image()

@@ -5,8 +5,13 @@ from components.image import FACECTX_IMAGE
 
 
 @dsl.component(base_image=FACECTX_IMAGE, install_kfp_package=False)
-def prepare(params_yaml: str, raw: Input[Dataset], validated: Input[Dataset], prepared: Output[Dataset],
-            metrics: Output[Metrics]) -> int:
+def prepare(
+    params_yaml: str,
+    raw: Input[Dataset],
+    validated: Input[Dataset],
+    prepared: Output[Dataset],
+    metrics: Output[Metrics],
+) -> int:
     """Crops, masks, pyramid, identity-disjoint splits and shards; returns photos prepared."""
     from facectx.config import parse_params
     from facectx.steps import prepare_step

@@ -5,8 +5,15 @@ from components.image import FACECTX_IMAGE
 
 
 @dsl.component(base_image=FACECTX_IMAGE, install_kfp_package=False)
-def register(params_yaml: str, pipeline_run_id: str, mlflow_tracking_uri: str, model: Input[Model], evaluation: Input[Artifact],
-             prepared: Input[Dataset], raw: Input[Dataset]) -> int:
+def register(
+    params_yaml: str,
+    pipeline_run_id: str,
+    mlflow_tracking_uri: str,
+    model: Input[Model],
+    evaluation: Input[Artifact],
+    prepared: Input[Dataset],
+    raw: Input[Dataset],
+) -> int:
     """Log the cascade as an MLflow pyfunc model and register it as `challenger`, with the
     evaluation's cascade metrics for the promotion gate; returns the new version."""
     import os
@@ -17,9 +24,14 @@ def register(params_yaml: str, pipeline_run_id: str, mlflow_tracking_uri: str, m
     from facectx.config import parse_params
     from facectx.steps import register_step
 
-    result = register_step(parse_params(params_yaml), os.path.join(model.path, "checkpoint"),
-                           os.path.join(evaluation.path, "metrics.json"), prepared_dir=prepared.path, raw_dir=raw.path,
-                           pipeline_run=pipeline_run_id)
+    result = register_step(
+        parse_params(params_yaml),
+        os.path.join(model.path, "checkpoint"),
+        os.path.join(evaluation.path, "metrics.json"),
+        prepared_dir=prepared.path,
+        raw_dir=raw.path,
+        pipeline_run=pipeline_run_id,
+    )
     return result["version"]
 
 
@@ -35,4 +47,6 @@ def promote(params_yaml: str, pipeline_run_id: str, mlflow_tracking_uri: str, ve
     from facectx.config import parse_params
     from facectx.steps import promote_step
 
-    return bool(promote_step(parse_params(params_yaml), expected_version=version, pipeline_run=pipeline_run_id)["promoted"])
+    return bool(
+        promote_step(parse_params(params_yaml), expected_version=version, pipeline_run=pipeline_run_id)["promoted"]
+    )

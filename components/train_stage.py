@@ -1,5 +1,3 @@
-from typing import List
-
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
@@ -7,9 +5,21 @@ from components.image import FACECTX_IMAGE
 
 
 @dsl.component(base_image=FACECTX_IMAGE, install_kfp_package=False)
-def train_stage(params_yaml: str, profile: str, compare: str, stage: int, pipeline_run_id: str, mlflow_tracking_uri: str, resume_uri: str,
-                prepared: Input[Dataset], model: Output[Model], metrics: Output[Metrics], previous: Input[Model] = None,
-                variant: str = "", gpus: int = 1) -> float:
+def train_stage(
+    params_yaml: str,
+    profile: str,
+    compare: str,
+    stage: int,
+    pipeline_run_id: str,
+    mlflow_tracking_uri: str,
+    resume_uri: str,
+    prepared: Input[Dataset],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    previous: Input[Model] = None,
+    variant: str = "",
+    gpus: int = 1,
+) -> float:
     """Train block `stage` from the previous stage's model (of the cascade, or of params'
     variants.`variant`); returns the validation SSIM. Takes the run's params as submitted and
     resolves them as `resolve_params` does (kfp.local hands a task inside a ParallelFor the loop
@@ -29,11 +39,17 @@ def train_stage(params_yaml: str, profile: str, compare: str, stage: int, pipeli
 
     name = variant or "cascade"
     params = parse_params(resolve_params_text(params_yaml, profile, compare), variant=variant or None)
-    arguments = dict(params=params, stage=stage, prepared_dir=prepared.path, out_dir=model.path,
-                     init_dir=os.path.join(previous.path, "checkpoint") if previous is not None else None,
-                     resume_dir=os.path.join(tempfile.gettempdir(), "facectx-resume", name, f"stage_{stage}"),
-                     run_name=name, pipeline_run=pipeline_run_id,
-                     resume_uri=f"{resume_uri.rstrip('/')}/{pipeline_run_id}/{name}/stage_{stage}" if resume_uri else None)
+    arguments = dict(
+        params=params,
+        stage=stage,
+        prepared_dir=prepared.path,
+        out_dir=model.path,
+        init_dir=os.path.join(previous.path, "checkpoint") if previous is not None else None,
+        resume_dir=os.path.join(tempfile.gettempdir(), "facectx-resume", name, f"stage_{stage}"),
+        run_name=name,
+        pipeline_run=pipeline_run_id,
+        resume_uri=f"{resume_uri.rstrip('/')}/{pipeline_run_id}/{name}/stage_{stage}" if resume_uri else None,
+    )
     if gpus > 1:
         from facectx.training.distributed import run_processes
 
@@ -47,7 +63,7 @@ def train_stage(params_yaml: str, profile: str, compare: str, stage: int, pipeli
 
 
 @dsl.component(base_image=FACECTX_IMAGE, install_kfp_package=False)
-def resolve_params(params_yaml: str, profile: str, compare: str, compiled_stages: List[int]) -> str:
+def resolve_params(params_yaml: str, profile: str, compare: str, compiled_stages: list[int]) -> str:
     """The params every later step reads: params_yaml with the submitted profile and comparison
     list applied and checked. The stage chain is fixed when the pipeline is compiled, so params
     asking for other stages are refused."""
@@ -56,13 +72,15 @@ def resolve_params(params_yaml: str, profile: str, compare: str, compiled_stages
     text = resolve_params_text(params_yaml, profile, compare)
     stages = list(parse_params(text).train.stages)
     if stages != [int(s) for s in compiled_stages]:
-        raise ValueError(f"params' train.stages {stages} differ from the stages this pipeline was compiled for "
-                         f"{[int(s) for s in compiled_stages]}: compile it again (facectx pipeline compile)")
+        raise ValueError(
+            f"params' train.stages {stages} differ from the stages this pipeline was compiled for "
+            f"{[int(s) for s in compiled_stages]}: compile it again (facectx pipeline compile)"
+        )
     return text
 
 
 @dsl.component(base_image=FACECTX_IMAGE, install_kfp_package=False)
-def compared_variants(params_yaml: str) -> List[str]:
+def compared_variants(params_yaml: str) -> list[str]:
     """params' `compare`: the comparison models (ProGAN variant, ablations) to train beside the cascade."""
     from facectx.config import parse_params
 

@@ -1,5 +1,6 @@
 """Compile facectx's Kubeflow pipelines to YAML:
 python -m pipelines.compile [--out build/pipelines] [--params params.yaml] [--image IMG]"""
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,15 @@ from facectx.config import DEFAULT_PARAMS_FILE, load_params
 from pipelines.training import build_training_pipeline
 
 
-def compile_pipeline(params_file: str | os.PathLike, out_path: str | os.PathLike, image: str | None = None,
-                     gpus_per_stage: int = 1, parallelism: int = 0, *, caching: bool = True) -> Path:
+def compile_pipeline(
+    params_file: str | os.PathLike,
+    out_path: str | os.PathLike,
+    image: str | None = None,
+    gpus_per_stage: int = 1,
+    parallelism: int = 0,
+    *,
+    caching: bool = True,
+) -> Path:
     """The training pipeline for a params file (its stage list; its text is the pipeline's default
     params_yaml) as Kubeflow YAML at out_path.
 
@@ -49,7 +57,9 @@ def _rewrite(path: Path, image: str | None, caching: bool) -> None:
             if "container" in executor:  # importer/resolver executors run no image of ours
                 executor["container"]["image"] = image
     if not caching:
-        dags = [spec["root"]["dag"]] + [component["dag"] for component in spec["components"].values() if "dag" in component]
+        dags = [spec["root"]["dag"]] + [
+            component["dag"] for component in spec["components"].values() if "dag" in component
+        ]
         for dag in dags:
             for task in dag["tasks"].values():
                 task.setdefault("cachingOptions", {})["enableCache"] = False
@@ -57,8 +67,13 @@ def _rewrite(path: Path, image: str | None, caching: bool) -> None:
     path.write_text(header + yaml.safe_dump_all([spec, *platform], sort_keys=True))
 
 
-def compile_all(out_dir: str | os.PathLike, params_file: str | os.PathLike = DEFAULT_PARAMS_FILE, image: str | None = None,
-                gpus_per_stage: int = 1, parallelism: int = 0) -> list[Path]:
+def compile_all(
+    out_dir: str | os.PathLike,
+    params_file: str | os.PathLike = DEFAULT_PARAMS_FILE,
+    image: str | None = None,
+    gpus_per_stage: int = 1,
+    parallelism: int = 0,
+) -> list[Path]:
     load_params(params_file)  # an invalid params file fails here, with the key it is about
     return [compile_pipeline(params_file, Path(out_dir) / "training.yaml", image, gpus_per_stage, parallelism)]
 
@@ -67,11 +82,19 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="build/pipelines", help="folder for the YAML files (default: %(default)s)")
     parser.add_argument("--params", default=DEFAULT_PARAMS_FILE, help="params file (default: %(default)s)")
-    parser.add_argument("--image", help="container image for every step (default: FACECTX_IMAGE, else the package version's)")
+    parser.add_argument(
+        "--image", help="container image for every step (default: FACECTX_IMAGE, else the package version's)"
+    )
     parser.add_argument("--gpus-per-stage", type=int, default=1, help="GPUs per training step (default: %(default)s)")
-    parser.add_argument("--parallelism", type=int, default=0,
-                        help="compared models trained at once (default: %(default)s, all)")
+    parser.add_argument(
+        "--parallelism", type=int, default=0, help="compared models trained at once (default: %(default)s, all)"
+    )
     args = parser.parse_args()
-    for path in compile_all(args.out, params_file=args.params, image=args.image, gpus_per_stage=args.gpus_per_stage,
-                            parallelism=args.parallelism):
+    for path in compile_all(
+        args.out,
+        params_file=args.params,
+        image=args.image,
+        gpus_per_stage=args.gpus_per_stage,
+        parallelism=args.parallelism,
+    ):
         print(path)

@@ -1,6 +1,7 @@
 """Where the steps run and what they reach: settings that compile into the pipeline YAML (ignored
 by kfp.local). Services are named by their full in-cluster DNS names: Kubeflow runs the pipeline's
 pods in the user's profile namespace, not in `facectx` where infra/k8s puts the services."""
+
 from kfp import dsl, kubernetes
 
 GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")  # set by NVIDIA's GPU feature discovery
@@ -15,8 +16,11 @@ TRAIN_RETRIES = 3
 
 def with_services(task: dsl.PipelineTask) -> dsl.PipelineTask:
     """Object-store credentials from the secret (never in the YAML) and its endpoint."""
-    kubernetes.use_secret_as_env(task, secret_name=S3_SECRET, secret_key_to_env={
-        "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"})
+    kubernetes.use_secret_as_env(
+        task,
+        secret_name=S3_SECRET,
+        secret_key_to_env={"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"},
+    )
     task.set_env_variable("AWS_ENDPOINT_URL", S3_ENDPOINT)
     task.set_env_variable("MLFLOW_S3_ENDPOINT_URL", S3_ENDPOINT)
     return task

@@ -11,6 +11,7 @@ Caching: off for every step with side effects or changing input (ingest reads a 
 contents change; training, evaluation, registration and promotion log to MLflow); validate and
 prepare are pure functions of their inputs and may be reused.
 """
+
 from kfp import dsl
 
 from components.evaluate import evaluate
@@ -23,15 +24,25 @@ from facectx.config import DEFAULT_PARAMS_FILE, load_params, pipeline_params_tex
 from pipelines.gpu import MLFLOW_URI, RESUME_URI, on_gpu, with_services
 
 
-def training_steps(stages, run_inputs: dict, prepared, run_id, mlflow_tracking_uri, resume_uri, gpus, variant="",
-                   label="cascade"):
+def training_steps(
+    stages, run_inputs: dict, prepared, run_id, mlflow_tracking_uri, resume_uri, gpus, variant="", label="cascade"
+):
     """train@first ... train@last chained through their models; returns the last task.
     run_inputs: the run's params_yaml, profile and compare as submitted."""
     previous = None
     for stage in stages:
         inputs = {"previous": previous.outputs["model"]} if previous is not None else {}
-        task = train_stage(**run_inputs, stage=stage, pipeline_run_id=run_id, mlflow_tracking_uri=mlflow_tracking_uri,
-                           resume_uri=resume_uri, prepared=prepared, variant=variant, gpus=gpus, **inputs)
+        task = train_stage(
+            **run_inputs,
+            stage=stage,
+            pipeline_run_id=run_id,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            resume_uri=resume_uri,
+            prepared=prepared,
+            variant=variant,
+            gpus=gpus,
+            **inputs,
+        )
         previous = on_gpu(task.set_display_name(f"{label} train@{stage}").set_caching_options(False), gpus)
     return previous
 
@@ -44,8 +55,14 @@ def build_training_pipeline(params_file=DEFAULT_PARAMS_FILE, gpus_per_stage: int
     default_params = pipeline_params_text(params_file)
 
     @dsl.pipeline(name="facectx-training", description="Hallucinating face context: the cascaded multi-scale GAN")
-    def training_pipeline(source: str, profile: str = "paper", compare: str = "", params_yaml: str = default_params,
-                          mlflow_tracking_uri: str = MLFLOW_URI, resume_uri: str = RESUME_URI):
+    def training_pipeline(
+        source: str,
+        profile: str = "paper",
+        compare: str = "",
+        params_yaml: str = default_params,
+        mlflow_tracking_uri: str = MLFLOW_URI,
+        resume_uri: str = RESUME_URI,
+    ):
         """source: the photos (s3://bucket/prefix, or a folder the pods can read); profile: params'
         profile (paper, quick); compare: comma-separated variants to train beside the cascade
         (empty: params' compare); resume_uri: where training keeps resume state ('' for none)."""
@@ -53,27 +70,66 @@ def build_training_pipeline(params_file=DEFAULT_PARAMS_FILE, gpus_per_stage: int
         resolved = resolve_params(params_yaml=params_yaml, profile=profile, compare=compare, compiled_stages=stages)
         resolved.set_display_name("params").set_caching_options(False)
         settings = resolved.output
-        raw = with_services(ingest(params_yaml=settings, source=source).set_display_name("ingest").set_caching_options(False))
+        raw = with_services(
+            ingest(params_yaml=settings, source=source).set_display_name("ingest").set_caching_options(False)
+        )
         checked = validate(params_yaml=settings, raw=raw.outputs["raw"]).set_display_name("validate")
         prepared = prepare(params_yaml=settings, raw=raw.outputs["raw"], validated=checked.outputs["validated"])
         prepared.set_display_name("prepare").set_cpu_request("4").set_memory_request("8G")
         run_inputs = {"params_yaml": params_yaml, "profile": profile, "compare": compare}
-        last = training_steps(stages, run_inputs, prepared.outputs["prepared"], run_id, mlflow_tracking_uri, resume_uri,
-                              gpus_per_stage)
+        last = training_steps(
+            stages, run_inputs, prepared.outputs["prepared"], run_id, mlflow_tracking_uri, resume_uri, gpus_per_stage
+        )
         # The comparison models train in parallel, each its own chain, at most `parallelism` at once.
-        compared = compared_variants(params_yaml=settings).set_display_name("compared models").set_caching_options(False)
+        compared = (
+            compared_variants(params_yaml=settings).set_display_name("compared models").set_caching_options(False)
+        )
         with dsl.ParallelFor(items=compared.output, parallelism=parallelism) as variant:
-            variant_last = training_steps(stages, run_inputs, prepared.outputs["prepared"], run_id, mlflow_tracking_uri,
-                                          resume_uri, gpus_per_stage, variant=variant, label="variant")
-        scored = evaluate(params_yaml=settings, pipeline_run_id=run_id, mlflow_tracking_uri=mlflow_tracking_uri,
-                          prepared=prepared.outputs["prepared"], raw=raw.outputs["raw"], model=last.outputs["model"],
-                          variants=dsl.Collected(variant_last.outputs["model"]))
-        with_services(scored.set_display_name("evaluate").set_caching_options(False).set_cpu_request("8").set_memory_request("16G"))
-        registered = register(params_yaml=settings, pipeline_run_id=run_id, mlflow_tracking_uri=mlflow_tracking_uri,
-                              model=last.outputs["model"], evaluation=scored.outputs["evaluation"],
-                              prepared=prepared.outputs["prepared"], raw=raw.outputs["raw"])
+            variant_last = training_steps(
+                stages,
+                run_inputs,
+                prepared.outputs["prepared"],
+                run_id,
+                mlflow_tracking_uri,
+                resume_uri,
+                gpus_per_stage,
+                variant=variant,
+                label="variant",
+            )
+        scored = evaluate(
+            params_yaml=settings,
+            pipeline_run_id=run_id,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            prepared=prepared.outputs["prepared"],
+            raw=raw.outputs["raw"],
+            model=last.outputs["model"],
+            variants=dsl.Collected(variant_last.outputs["model"]),
+        )
+        with_services(
+            scored.set_display_name("evaluate")
+            .set_caching_options(False)
+            .set_cpu_request("8")
+            .set_memory_request("16G")
+        )
+        registered = register(
+            params_yaml=settings,
+            pipeline_run_id=run_id,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            model=last.outputs["model"],
+            evaluation=scored.outputs["evaluation"],
+            prepared=prepared.outputs["prepared"],
+            raw=raw.outputs["raw"],
+        )
         with_services(registered.set_display_name("register").set_caching_options(False))
-        with_services(promote(params_yaml=settings, pipeline_run_id=run_id, mlflow_tracking_uri=mlflow_tracking_uri,
-                              version=registered.output).set_display_name("promote").set_caching_options(False))
+        with_services(
+            promote(
+                params_yaml=settings,
+                pipeline_run_id=run_id,
+                mlflow_tracking_uri=mlflow_tracking_uri,
+                version=registered.output,
+            )
+            .set_display_name("promote")
+            .set_caching_options(False)
+        )
 
     return training_pipeline

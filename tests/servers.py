@@ -2,6 +2,7 @@
 backed by it (and by an S3 bucket). Plain classes, no pytest: fixtures in conftest.py wrap them,
 and fault tests stop, kill and restart them. Every process runs in a session of its own, so
 stopping one ends its children too; nothing is left running after stop()/remove()."""
+
 from __future__ import annotations
 
 import os
@@ -81,8 +82,9 @@ class Postgres:
         """The rows of one SQL query, on a connection of its own (closed again)."""
         import psycopg2
 
-        connection = psycopg2.connect(host="127.0.0.1", port=self.port, user="mlflow", password=self.password,
-                                      dbname="mlflow")
+        connection = psycopg2.connect(
+            host="127.0.0.1", port=self.port, user="mlflow", password=self.password, dbname="mlflow"
+        )
         try:
             with connection.cursor() as cursor:
                 cursor.execute(sql, args)
@@ -96,26 +98,58 @@ class Postgres:
     def start(self, timeout: float = 60) -> None:
         data = self.folder / "data"
         if not data.is_dir():
-            result = subprocess.run([*self.as_postgres, str(self.bindir / "initdb"), "-D", str(data), "--username=mlflow",
-                                     f"--pwfile={self.folder / 'pw'}", "--auth=scram-sha-256"],
-                                    capture_output=True, text=True, timeout=120)
+            result = subprocess.run(
+                [
+                    *self.as_postgres,
+                    str(self.bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "--username=mlflow",
+                    f"--pwfile={self.folder / 'pw'}",
+                    "--auth=scram-sha-256",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             if result.returncode:
                 raise RuntimeError(f"initdb failed in {data}: {result.stderr[-2000:]}")
         # fsync off: a test database need not survive a power cut, and fsyncs cost seconds here.
-        self.process = subprocess.Popen([*self.as_postgres, str(self.bindir / "postgres"), "-D", str(data),
-                                         "-p", str(self.port), "-k", str(self.folder), "-c", "listen_addresses=127.0.0.1",
-                                         "-c", "fsync=off"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.process = subprocess.Popen(
+            [
+                *self.as_postgres,
+                str(self.bindir / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.folder),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.time() + timeout
-        while subprocess.run([str(self.bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
-                             capture_output=True).returncode:
+        while subprocess.run(
+            [str(self.bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)], capture_output=True
+        ).returncode:
             if self.process.poll() is not None or time.time() > deadline:
                 self.kill()
                 raise RuntimeError(f"PostgreSQL did not start on port {self.port} (data in {data})")
             time.sleep(0.2)
         if not self._created:
-            subprocess.run([str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "mlflow", "mlflow"],
-                           env={**os.environ, "PGPASSWORD": self.password}, check=True, capture_output=True, timeout=60)
+            subprocess.run(
+                [str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "mlflow", "mlflow"],
+                env={**os.environ, "PGPASSWORD": self.password},
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
             self._created = True
 
     def stop(self) -> None:
@@ -172,12 +206,26 @@ class MlflowServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env}
         env.pop("MLFLOW_TRACKING_URI", None)  # a test's own URI must not leak into the server
-        command = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
-                   "--backend-store-uri", self.backend_uri, "--artifacts-destination", self.artifacts_destination,
-                   "--allowed-hosts", self.ALLOWED_HOSTS, "--workers", "1"]
+        command = [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--backend-store-uri",
+            self.backend_uri,
+            "--artifacts-destination",
+            self.artifacts_destination,
+            "--allowed-hosts",
+            self.ALLOWED_HOSTS,
+            "--workers",
+            "1",
+        ]
         with open(self.log_file, "ab") as log:  # the child keeps its own descriptor
-            self.process = subprocess.Popen(command, env=env, cwd=self.folder, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                command, env=env, cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.time() + timeout
         while True:
             try:

@@ -1,5 +1,6 @@
 """The model registry on a real tiny model: register versions as challenger, promote to champion
 only when the challenger wins on every gate metric, and log every decision."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,7 +49,9 @@ def test_register_and_promote_only_a_better_challenger(tiny_checkpoint, prepared
     first = {"fd": 10.0, "identity_match": 0.50, "perceptual": 0.30, "ssim": 0.6}
     metrics_file = tmp_path / "metrics.json"
     metrics_file.write_text(json.dumps({"methods": {"cascade": first, "telea": {"fd": 1.0}}}))
-    result = steps.register_step(tiny, checkpoint, metrics_file, prepared_dir=prepared_data, raw_dir=prepared_data.parent / "raw")
+    result = steps.register_step(
+        tiny, checkpoint, metrics_file, prepared_dir=prepared_data, raw_dir=prepared_data.parent / "raw"
+    )
     assert result["version"] == 1 and result["metrics"] == first
     assert _aliases(client, NAME) == {"challenger": 1}
     version = client.get_model_version(NAME, "1")
@@ -69,12 +72,17 @@ def test_register_and_promote_only_a_better_challenger(tiny_checkpoint, prepared
     assert decision["challenger"] == {"version": 2, "metrics": worse}
     assert decision["champion_before"] == {"version": 1, "metrics": first}
     assert {row["metric"]: row["better"] for row in decision["comparisons"]} == {
-        "fd": False, "identity_match": True, "perceptual": True}
+        "fd": False,
+        "identity_match": True,
+        "perceptual": True,
+    }
     run = client.get_run(decision["run_id"])
     assert run.data.tags["facectx.decision"] == "rejected" and run.data.tags["facectx.champion_version_after"] == "1"
     assert run.data.metrics["challenger.fd"] == 12.0 and run.data.metrics["champion.fd"] == 10.0
-    logged = json.loads((client.download_artifacts(run.info.run_id, "promotion_decision.json", str(tmp_path))
-                         and (tmp_path / "promotion_decision.json").read_text()))
+    logged = json.loads(
+        client.download_artifacts(run.info.run_id, "promotion_decision.json", str(tmp_path))
+        and (tmp_path / "promotion_decision.json").read_text()
+    )
     assert logged["challenger"]["metrics"] == worse and logged["champion_before"]["metrics"] == first
     assert client.get_model_version(NAME, "2").tags["facectx.promotion"] == "rejected"
 
@@ -102,18 +110,31 @@ def test_versions_measured_differently_are_not_compared(tiny_checkpoint, prepare
     name = f"{NAME}-protocol"
     tiny = dataclasses.replace(tiny, registry=dataclasses.replace(tiny.registry, model_name=name, gate_metrics=GATES))
     client = MlflowClient(store)
-    evaluation = {"matcher": "faceres", "fd_network": "faceres conv_pw_5", "perceptual_network": "faceres", "photos": 200,
-                  "methods": {"cascade": {"fd": 30.0, "identity_match": 0.6, "perceptual": 0.5}}}
+    evaluation = {
+        "matcher": "faceres",
+        "fd_network": "faceres conv_pw_5",
+        "perceptual_network": "faceres",
+        "photos": 200,
+        "methods": {"cascade": {"fd": 30.0, "identity_match": 0.6, "perceptual": 0.5}},
+    }
     metrics_file = tmp_path / "metrics.json"
     metrics_file.write_text(json.dumps(evaluation))
-    steps.register_step(tiny, checkpoint, metrics_file, prepared_dir=prepared_data, raw_dir=prepared_data.parent / "raw")
+    steps.register_step(
+        tiny, checkpoint, metrics_file, prepared_dir=prepared_data, raw_dir=prepared_data.parent / "raw"
+    )
     assert registry.version_protocol(client.get_model_version(name, "1"))["fd_network"] == "faceres conv_pw_5"
     assert steps.promote_step(tiny)["promoted"]
 
-    evaluation.update(fd_network="InceptionV3", methods={"cascade": {"fd": 10.0, "identity_match": 0.7, "perceptual": 0.4}})
+    evaluation.update(
+        fd_network="InceptionV3", methods={"cascade": {"fd": 10.0, "identity_match": 0.7, "perceptual": 0.4}}
+    )
     metrics_file.write_text(json.dumps(evaluation))
-    assert steps.register_step(tiny, checkpoint, metrics_file, prepared_dir=prepared_data,
-                               raw_dir=prepared_data.parent / "raw")["version"] == 2
+    assert (
+        steps.register_step(
+            tiny, checkpoint, metrics_file, prepared_dir=prepared_data, raw_dir=prepared_data.parent / "raw"
+        )["version"]
+        == 2
+    )
     decision = steps.promote_step(tiny)
     assert not decision["promoted"] and "not comparable" in decision["reason"] and "fd_network" in decision["reason"]
     assert _aliases(client, name) == {"challenger": 2, "champion": 1}

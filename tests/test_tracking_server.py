@@ -10,6 +10,7 @@
 - PostgreSQL restarted during a stage: the run goes on; PostgreSQL down for a while: the stage
   spools and sends everything when it ends. Every metric step ends up in the database once.
 """
+
 from __future__ import annotations
 
 import base64
@@ -66,8 +67,11 @@ def stage_runs(client) -> tuple[str, dict]:
     key = os.environ["FACECTX_PIPELINE_RUN"]
     [parent] = client.search_runs([experiment], filter_string=f"tags.`{tracking.KEY_TAG}` = '{key}'")
     under = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    stages = [run for model in under for run in client.search_runs(
-        [experiment], filter_string=f"tags.`mlflow.parentRunId` = '{model.info.run_id}'")]
+    stages = [
+        run
+        for model in under
+        for run in client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{model.info.run_id}'")
+    ]
     return experiment, {run.data.tags["facectx.stage"]: run for run in stages}
 
 
@@ -80,7 +84,8 @@ def history(client, run_id, keys) -> set[tuple[str, int, float]]:
 
 
 def test_trained_model_is_tracked_registered_promoted_and_served_through_the_server(
-        tracking_server, own_pipeline, prepared_data, params, lfw_dir, tmp_path):
+    tracking_server, own_pipeline, prepared_data, params, lfw_dir, tmp_path
+):
     import mlflow.pyfunc
 
     name = f"facectx-server-{uuid.uuid4().hex[:8]}"
@@ -91,8 +96,13 @@ def test_trained_model_is_tracked_registered_promoted_and_served_through_the_ser
         train(tiny, stage, prepared_data, models)
     metrics_file = tmp_path / "metrics.json"
     metrics_file.write_text(json.dumps({"methods": {"cascade": {"fd": 10.0, "identity_match": 0.5}}}))
-    registered = steps.register_step(tiny, steps.final_checkpoint(tiny, models), metrics_file,
-                                     prepared_dir=prepared_data, raw_dir=prepared_data.parent / "raw")
+    registered = steps.register_step(
+        tiny,
+        steps.final_checkpoint(tiny, models),
+        metrics_file,
+        prepared_dir=prepared_data,
+        raw_dir=prepared_data.parent / "raw",
+    )
     client = MlflowClient(tracking_server.url)
     assert aliases(client, name) == {"challenger": registered["version"]}
     decision = steps.promote_step(tiny, expected_version=registered["version"])
@@ -120,14 +130,24 @@ def test_trained_model_is_tracked_registered_promoted_and_served_through_the_ser
     import boto3
 
     env = tracking_server.s3_env
-    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=tracking_server.bucket)
-            for o in page.get("Contents", [])]
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=tracking_server.bucket)
+        for o in page.get("Contents", [])
+    ]
     assert f"{experiment}/{stage_128.info.run_id}/artifacts/samples/stage_128_epoch_000.png" in keys
     model_id = registered["model_uri"].rsplit("/", 1)[-1]
     model_files = [k for k in keys if f"/{model_id}/artifacts/" in k]
-    assert any(k.endswith("/MLmodel") for k in model_files) and any(k.endswith("model.safetensors") for k in model_files)
+    assert any(k.endswith("/MLmodel") for k in model_files) and any(
+        k.endswith("model.safetensors") for k in model_files
+    )
 
     # The runs are rows in PostgreSQL: the stage runs with their metric steps, the model version.
     query = tracking_server.postgres.query
@@ -135,8 +155,10 @@ def test_trained_model_is_tracked_registered_promoted_and_served_through_the_ser
     [(rows,)] = query("SELECT count(*) FROM metrics WHERE run_uuid = %s AND key = 'loss_rec'", (stage_128.info.run_id,))
     assert rows == len(client.get_metric_history(stage_128.info.run_id, "loss_rec")) >= 1
     assert query("SELECT version, run_id FROM model_versions WHERE name = %s", (name,)) == [(1, registered["run_id"])]
-    assert query("SELECT alias, version FROM registered_model_aliases WHERE name = %s ORDER BY alias",
-                 (name,)) == [("challenger", 1), ("champion", 1)]
+    assert query("SELECT alias, version FROM registered_model_aliases WHERE name = %s ORDER BY alias", (name,)) == [
+        ("challenger", 1),
+        ("champion", 1),
+    ]
 
 
 def test_stage_with_the_server_down_stops_before_training(prepared_data, params, tmp_path, monkeypatch, own_pipeline):
@@ -181,8 +203,9 @@ class MetricCalls:
         monkeypatch.setattr(tracking.Tracker, "log_metrics", log_metrics)
 
 
-def test_server_killed_mid_stage_loses_nothing(tracking_server, own_pipeline, brief_http, prepared_data, params,
-                                               tmp_path, monkeypatch, caplog):
+def test_server_killed_mid_stage_loses_nothing(
+    tracking_server, own_pipeline, brief_http, prepared_data, params, tmp_path, monkeypatch, caplog
+):
     tiny = fast_tiny(params, max_train_rows=12)  # 3 steps: 5 metric calls with the validation and the summary
     calls = MetricCalls(monkeypatch, before={2: tracking_server.kill})
     models = tmp_path / "models"
@@ -193,7 +216,9 @@ def test_server_killed_mid_stage_loses_nothing(tracking_server, own_pipeline, br
     assert calls.http_timeouts == {tracking.HTTP_DEFAULTS["MLFLOW_HTTP_REQUEST_TIMEOUT"]}  # short, not MLflow's 120 s
     tracker = calls.trackers[0]
     spool = tmp_path / "runs" / tracking.SPOOL_DIR / tracker.run_id
-    assert tracker.spool_dir == spool and json.loads((spool / tracking.SPOOL_FILE).read_text())["run_id"] == tracker.run_id
+    assert (
+        tracker.spool_dir == spool and json.loads((spool / tracking.SPOOL_FILE).read_text())["run_id"] == tracker.run_id
+    )
     warnings = [r.getMessage() for r in caplog.records]
     assert any(str(spool) in w and "stopped answering" in w for w in warnings), warnings
     assert any(str(spool) in w and "replay_pending" in w for w in warnings), warnings  # not sent at the end: said so
@@ -215,16 +240,20 @@ def test_server_killed_mid_stage_loses_nothing(tracking_server, own_pipeline, br
     assert json.loads((spool / tracking.SPOOL_FILE).read_text())["replayed_ms"]
 
 
-def test_database_restart_and_outage_mid_stage(tracking_server, own_pipeline, brief_http, prepared_data, params,
-                                               tmp_path, monkeypatch, caplog):
+def test_database_restart_and_outage_mid_stage(
+    tracking_server, own_pipeline, brief_http, prepared_data, params, tmp_path, monkeypatch, caplog
+):
     """PostgreSQL restarted between two metric logs: the server reconnects and the run goes on.
     PostgreSQL down for two logs: the server answers 500, the stage spools, and sends the rest when
     it ends (the database is back by then). The database holds every metric step once."""
     postgres = tracking_server.postgres
     tiny = fast_tiny(params, max_train_rows=12)
     spooling = []
-    calls = MetricCalls(monkeypatch, before={2: postgres.restart, 3: postgres.stop},
-                        after={2: lambda: spooling.append(calls.trackers[-1].spool is not None), 4: postgres.start})
+    calls = MetricCalls(
+        monkeypatch,
+        before={2: postgres.restart, 3: postgres.stop},
+        after={2: lambda: spooling.append(calls.trackers[-1].spool is not None), 4: postgres.start},
+    )
     models = tmp_path / "models"
     with caplog.at_level(logging.WARNING, logger="facectx.tracking"):
         train(tiny, 8, prepared_data, models)
@@ -236,6 +265,7 @@ def test_database_restart_and_outage_mid_stage(tracking_server, own_pipeline, br
     client = MlflowClient(tracking_server.url)
     run = client.get_run(tracker.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["facectx.tracking_spool"] == str(tracker.spool_dir)
-    rows = postgres.query("SELECT key, step, value FROM metrics WHERE run_uuid = %s AND key NOT LIKE 'system/%%'",
-                          (tracker.run_id,))
+    rows = postgres.query(
+        "SELECT key, step, value FROM metrics WHERE run_uuid = %s AND key NOT LIKE 'system/%%'", (tracker.run_id,)
+    )
     assert sorted(rows) == sorted(calls.logged[tracker.run_id])  # complete, and nothing twice

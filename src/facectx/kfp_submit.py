@@ -4,6 +4,7 @@
 and creates a run through kfp.Client (the KFP v2 REST API: healthz, experiments, runs). Failures
 become one-line errors that name the endpoint: unreachable, token refused, run rejected.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,9 +38,12 @@ class SubmittedRun:
     url: str
 
 
-def compile_training(params_file, out_path, image: str | None = None, gpus_per_stage: int = 1, parallelism: int = 0,
-                     caching: bool = True) -> Path:
-    return _compile_module().compile_pipeline(params_file, out_path, image, gpus_per_stage, parallelism, caching=caching)
+def compile_training(
+    params_file, out_path, image: str | None = None, gpus_per_stage: int = 1, parallelism: int = 0, caching: bool = True
+) -> Path:
+    return _compile_module().compile_pipeline(
+        params_file, out_path, image, gpus_per_stage, parallelism, caching=caching
+    )
 
 
 def _compile_module():
@@ -54,7 +58,9 @@ def _compile_module():
             raise
         root = Path.cwd()
         if not (root / "pipelines" / "compile.py").is_file():
-            raise SubmitError(f"pipelines/compile.py not found in {root}: run from the facectx repository root") from None
+            raise SubmitError(
+                f"pipelines/compile.py not found in {root}: run from the facectx repository root"
+            ) from None
         sys.path.insert(0, str(root))
         from pipelines import compile as module
     return module
@@ -70,20 +76,43 @@ def read_token(token_file: str | None) -> str | None:
     return os.environ.get(TOKEN_ENV, "").strip() or None
 
 
-def run_arguments(source: str, profile: str | None = None, compare: str | None = None, mlflow_uri: str | None = None,
-                  resume_uri: str | None = None) -> dict[str, str]:
+def run_arguments(
+    source: str,
+    profile: str | None = None,
+    compare: str | None = None,
+    mlflow_uri: str | None = None,
+    resume_uri: str | None = None,
+) -> dict[str, str]:
     """The run's parameters: source always, the others only when given, so the compiled defaults
     (one place: pipelines/training.py) stay the defaults."""
-    arguments = {"source": source, "profile": profile, "compare": compare, "mlflow_tracking_uri": mlflow_uri,
-                 "resume_uri": resume_uri}
+    arguments = {
+        "source": source,
+        "profile": profile,
+        "compare": compare,
+        "mlflow_tracking_uri": mlflow_uri,
+        "resume_uri": resume_uri,
+    }
     return {name: value for name, value in arguments.items() if value is not None}
 
 
-def submit(params_file, endpoint: str, source: str, *, namespace: str | None = None,
-           experiment: str = DEFAULT_EXPERIMENT, run_name: str | None = None, image: str | None = None,
-           profile: str | None = None, compare: str | None = None, caching: bool = False, parallelism: int = 2,
-           gpus_per_stage: int = 1, mlflow_uri: str | None = None, resume_uri: str | None = None,
-           token: str | None = None) -> SubmittedRun:
+def submit(
+    params_file,
+    endpoint: str,
+    source: str,
+    *,
+    namespace: str | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    run_name: str | None = None,
+    image: str | None = None,
+    profile: str | None = None,
+    compare: str | None = None,
+    caching: bool = False,
+    parallelism: int = 2,
+    gpus_per_stage: int = 1,
+    mlflow_uri: str | None = None,
+    resume_uri: str | None = None,
+    token: str | None = None,
+) -> SubmittedRun:
     """Compile the training pipeline and create one run of it at `endpoint`.
 
     caching=False (the default): every step runs again. caching=True keeps the pipeline's own
@@ -107,16 +136,25 @@ def submit(params_file, endpoint: str, source: str, *, namespace: str | None = N
         raise SubmitError(f"{endpoint} is a multi-user Kubeflow: give --namespace (your profile's namespace)")
 
     with tempfile.TemporaryDirectory(prefix="facectx-pipeline-") as tmp:
-        package = compile_training(params_file, Path(tmp) / "training.yaml", image, gpus_per_stage, parallelism, caching)
+        package = compile_training(
+            params_file, Path(tmp) / "training.yaml", image, gpus_per_stage, parallelism, caching
+        )
         with _explained_errors(endpoint, token):
             client = _client(endpoint, namespace, token)
             # kfp prints "Experiment details: ..." / "Run details: ..." itself; we print one summary.
             with contextlib.redirect_stdout(io.StringIO()):
                 result = client.create_run_from_pipeline_package(
-                    str(package), arguments=arguments, run_name=run_name, experiment_name=experiment,
-                    namespace=namespace, enable_caching=None if caching else False)
+                    str(package),
+                    arguments=arguments,
+                    run_name=run_name,
+                    experiment_name=experiment,
+                    namespace=namespace,
+                    enable_caching=None if caching else False,
+                )
     ui = os.environ.get("KF_PIPELINES_UI_ENDPOINT", endpoint).rstrip("/")  # as kfp.Client links runs
-    return SubmittedRun(run_id=result.run_id, name=run_name, experiment=experiment, url=f"{ui}/#/runs/details/{result.run_id}")
+    return SubmittedRun(
+        run_id=result.run_id, name=run_name, experiment=experiment, url=f"{ui}/#/runs/details/{result.run_id}"
+    )
 
 
 def _client(endpoint: str, namespace: str | None, token: str | None):
@@ -164,8 +202,10 @@ def _api_error_message(endpoint: str, err, token: str | None) -> str:
     message = _server_message(err)
     if status in (401, 403):
         if not token:
-            return (f"{endpoint} refused the request ({status} {err.reason}): it needs a token; give --token-file or "
-                    f"set {TOKEN_ENV}" + (f" ({message})" if message else ""))
+            return (
+                f"{endpoint} refused the request ({status} {err.reason}): it needs a token; give --token-file or "
+                f"set {TOKEN_ENV}" + (f" ({message})" if message else "")
+            )
         return f"{endpoint} refused the token ({status} {err.reason})" + (f": {message}" if message else "")
     if status == 404:
         return f"no Kubeflow Pipelines v2 API at {endpoint} (404 {err.reason}" + (f": {message})" if message else ")")

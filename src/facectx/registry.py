@@ -4,32 +4,21 @@ only when it beats the champion on every gate metric.
 Aliases, not stages (deprecated in MLflow 3). A version's evaluation metrics are stored as its
 tags `metric.<name>`, so the gate compares versions without reading their runs. Every promotion
 decision is logged as an MLflow run (tags + `promotion_decision.json`) in the facectx experiment.
+What MLflow is asked goes through facectx.tracking (its ModelRegistry and step runs).
 """
+
 from __future__ import annotations
 
 import json
 import math
 import time
-from pathlib import Path
+
+from facectx import tracking
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 METRIC_TAG = "metric."
 PROTOCOL_TAG = "protocol."
-
-
-def _client():
-    """A client of the tracking server; one that is down is a TrackingUnavailable error naming it,
-    before anything is registered or promoted (not minutes of retries, then a stack trace)."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from facectx.tracking import check_reachable, tracking_uri
-
-    uri = tracking_uri()
-    check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    return MlflowClient(uri)
 
 
 def parse_gates(gate_metrics) -> list[tuple[str, str]]:
@@ -46,33 +35,22 @@ def register(model_uri: str, name: str, metrics: dict, run_id: str | None = None
     """Register `model_uri` as a new version of `name`, alias it `challenger`, keep `metrics` as tags.
     protocol: how the metrics were measured (networks, test photos); kept as tags so the gate only
     compares versions measured the same way."""
-    import mlflow
-
-    client = _client()
+    models = tracking.ModelRegistry()
     tags = {f"{METRIC_TAG}{key}": repr(float(value)) for key, value in metrics.items()}
     tags.update({f"{PROTOCOL_TAG}{key}": str(value) for key, value in (protocol or {}).items()})
     if run_id:
         tags["facectx.run_id"] = run_id
-    version = mlflow.register_model(model_uri, name, tags=tags)
-    client.set_registered_model_alias(name, CHALLENGER, version.version)
-    return int(version.version)
+    version = models.register(model_uri, name, tags)
+    models.set_alias(name, CHALLENGER, version)
+    return version
 
 
 def version_metrics(version) -> dict[str, float]:
-    return {key[len(METRIC_TAG):]: float(value) for key, value in version.tags.items() if key.startswith(METRIC_TAG)}
+    return {key[len(METRIC_TAG) :]: float(value) for key, value in version.tags.items() if key.startswith(METRIC_TAG)}
 
 
 def version_protocol(version) -> dict[str, str]:
-    return {key[len(PROTOCOL_TAG):]: value for key, value in version.tags.items() if key.startswith(PROTOCOL_TAG)}
-
-
-def _by_alias(client, name: str, alias: str):
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+    return {key[len(PROTOCOL_TAG) :]: value for key, value in version.tags.items() if key.startswith(PROTOCOL_TAG)}
 
 
 def compare(challenger: dict[str, float], champion: dict[str, float], gates) -> list[dict]:
@@ -87,8 +65,16 @@ def compare(challenger: dict[str, float], champion: dict[str, float], gates) -> 
         else:
             better = new > old if direction == "higher" else new < old
             note = ""
-        rows.append({"metric": metric, "direction": direction, "challenger": new, "champion": old,
-                     "better": better, **({"note": note} if note else {})})
+        rows.append(
+            {
+                "metric": metric,
+                "direction": direction,
+                "challenger": new,
+                "champion": old,
+                "better": better,
+                **({"note": note} if note else {}),
+            }
+        )
     return rows
 
 
@@ -98,19 +84,23 @@ def promote(name: str, gate_metrics, expected_version: int | None = None, force:
     promotes the version it registered, not one another run registered in between.
     Metrics measured another way (other networks or test photos) are not comparable: no promotion
     unless `force` (a person's decision, logged as such)."""
-    client = _client()
-    challenger = _by_alias(client, name, CHALLENGER)
+    models = tracking.ModelRegistry()
+    challenger = models.by_alias(name, CHALLENGER)
     if challenger is None:
         raise ValueError(f"registered model {name!r} has no {CHALLENGER!r} version: run `facectx register` first")
     if expected_version is not None and int(challenger.version) != int(expected_version):
-        raise ValueError(f"registered model {name!r}: the challenger is version {challenger.version}, not "
-                         f"{expected_version}; another run registered since -- nothing was promoted")
-    champion = _by_alias(client, name, CHAMPION)
+        raise ValueError(
+            f"registered model {name!r}: the challenger is version {challenger.version}, not "
+            f"{expected_version}; another run registered since -- nothing was promoted"
+        )
+    champion = models.by_alias(name, CHAMPION)
     challenger_metrics = version_metrics(challenger)
     champion_metrics = version_metrics(champion) if champion is not None else None
     comparisons = compare(challenger_metrics, champion_metrics or {}, gate_metrics)
 
-    differences = [] if champion is None else _protocol_differences(version_protocol(challenger), version_protocol(champion))
+    differences = (
+        [] if champion is None else _protocol_differences(version_protocol(challenger), version_protocol(champion))
+    )
     if champion is not None and champion.version == challenger.version:
         promoted, reason = False, f"version {challenger.version} is already the champion"
     elif force:
@@ -118,26 +108,40 @@ def promote(name: str, gate_metrics, expected_version: int | None = None, force:
     elif champion is None:
         promoted, reason = True, "no champion yet: the challenger becomes champion"
     elif differences:
-        promoted, reason = False, (f"not comparable: measured differently ({'; '.join(differences)}); re-register the "
-                                   "champion's model with the same evaluation, or `facectx promote --force`")
+        promoted, reason = (
+            False,
+            (
+                f"not comparable: measured differently ({'; '.join(differences)}); re-register the "
+                "champion's model with the same evaluation, or `facectx promote --force`"
+            ),
+        )
     elif all(row["better"] for row in comparisons):
         promoted, reason = True, "the challenger is better on every gate metric"
     else:
         losing = [row["metric"] for row in comparisons if not row["better"]]
         promoted, reason = False, f"the challenger is not better on {', '.join(losing)}"
     if promoted:
-        client.set_registered_model_alias(name, CHAMPION, challenger.version)
+        models.set_alias(name, CHAMPION, challenger.version)
 
     decision = {
-        "model_name": name, "promoted": promoted, "reason": reason, "gate_metrics": list(gate_metrics), "forced": force,
+        "model_name": name,
+        "promoted": promoted,
+        "reason": reason,
+        "gate_metrics": list(gate_metrics),
+        "forced": force,
         "challenger": {"version": int(challenger.version), "metrics": challenger_metrics},
-        "champion_before": None if champion is None else {"version": int(champion.version), "metrics": champion_metrics},
-        "champion_after": int(challenger.version) if promoted else (None if champion is None else int(champion.version)),
-        "comparisons": comparisons, "protocol_differences": differences,
+        "champion_before": None
+        if champion is None
+        else {"version": int(champion.version), "metrics": champion_metrics},
+        "champion_after": int(challenger.version)
+        if promoted
+        else (None if champion is None else int(champion.version)),
+        "comparisons": comparisons,
+        "protocol_differences": differences,
         "decided_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    decision["run_id"] = _log_decision(client, decision)
-    client.set_model_version_tag(name, challenger.version, "facectx.promotion", _outcome(decision))
+    decision["run_id"] = _log_decision(decision)
+    models.set_tag(name, challenger.version, "facectx.promotion", _outcome(decision))
     return decision
 
 
@@ -148,38 +152,28 @@ def _outcome(decision: dict) -> str:
 
 
 def _protocol_differences(challenger: dict[str, str], champion: dict[str, str]) -> list[str]:
-    return [f"{key}: champion {champion.get(key, 'unrecorded')!r}, challenger {challenger.get(key, 'unrecorded')!r}"
-            for key in sorted(set(challenger) | set(champion)) if challenger.get(key) != champion.get(key)]
+    return [
+        f"{key}: champion {champion.get(key, 'unrecorded')!r}, challenger {challenger.get(key, 'unrecorded')!r}"
+        for key in sorted(set(challenger) | set(champion))
+        if challenger.get(key) != champion.get(key)
+    ]
 
 
-def experiment_id() -> str:
-    """The facectx experiment (created as `tracking` does: artifacts beside a local store)."""
-    import mlflow
-
-    from facectx.tracking import EXPERIMENT, tracking_uri
-
-    client = _client()
-    if client.get_experiment_by_name(EXPERIMENT) is None and tracking_uri().startswith("sqlite:"):
-        client.create_experiment(EXPERIMENT, artifact_location=Path("mlartifacts").resolve().as_uri())
-    return mlflow.set_experiment(EXPERIMENT).experiment_id
-
-
-def _log_decision(client, decision: dict) -> str:
-    import mlflow
-
+def _log_decision(decision: dict) -> str:
     champion = decision["champion_before"]
-    tags = {"facectx.stage": "promote", "facectx.registered_model": decision["model_name"],
-            "facectx.decision": _outcome(decision),
-            "facectx.reason": decision["reason"],
-            "facectx.challenger_version": str(decision["challenger"]["version"]),
-            "facectx.champion_version_before": str(champion["version"]) if champion else "none",
-            "facectx.champion_version_after": str(decision["champion_after"])}
-    with mlflow.start_run(experiment_id=experiment_id(), nested=mlflow.active_run() is not None,
-                          run_name=f"promote-{decision['model_name']}-v{decision['challenger']['version']}") as run:
-        mlflow.set_tags(tags)
+    tags = {
+        "facectx.stage": "promote",
+        "facectx.registered_model": decision["model_name"],
+        "facectx.decision": _outcome(decision),
+        "facectx.reason": decision["reason"],
+        "facectx.challenger_version": str(decision["challenger"]["version"]),
+        "facectx.champion_version_before": str(champion["version"]) if champion else "none",
+        "facectx.champion_version_after": str(decision["champion_after"]),
+    }
+    with tracking.step_run(f"promote-{decision['model_name']}-v{decision['challenger']['version']}", tags) as run_id:
         metrics = {f"challenger.{k}": v for k, v in decision["challenger"]["metrics"].items()}
         if champion:
             metrics.update({f"champion.{k}": v for k, v in champion["metrics"].items()})
-        mlflow.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)})
-        mlflow.log_dict(json.loads(json.dumps(decision)), "promotion_decision.json")
-        return run.info.run_id
+        tracking.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)})
+        tracking.log_dict(json.loads(json.dumps(decision)), "promotion_decision.json")
+        return run_id

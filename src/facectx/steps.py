@@ -277,9 +277,7 @@ def register_step(
     import json
     from pathlib import Path
 
-    import mlflow
-
-    from facectx import registry
+    from facectx import registry, tracking
     from facectx.serving import log_pyfunc_model
 
     metrics_file = Path(metrics_file)
@@ -293,19 +291,13 @@ def register_step(
         k: float(v) for k, v in methods[method].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
     }
     name = params.registry.model_name
-    with (
-        _under_pipeline_run(pipeline_run),
-        mlflow.start_run(
-            experiment_id=registry.experiment_id(), run_name=f"register-{name}", nested=bool(pipeline_run)
-        ) as run,
-    ):
-        mlflow.set_tags(
-            {
-                "facectx.stage": "register",
-                "facectx.checkpoint": str(Path(checkpoint_dir).resolve()),
-                "facectx.metrics_file": str(metrics_file.resolve()),
-            }
-        )
+    tags = {
+        "facectx.stage": "register",
+        "facectx.checkpoint": str(Path(checkpoint_dir).resolve()),
+        "facectx.metrics_file": str(metrics_file.resolve()),
+    }
+    # Nested under the pipeline run when there is one (pipeline_parent makes it the active run).
+    with _under_pipeline_run(pipeline_run), tracking.step_run(f"register-{name}", tags) as run_id:
         info = log_pyfunc_model(
             checkpoint_dir, params, metrics, example_photo=example_photo, prepared_dir=prepared_dir, raw_dir=raw_dir
         )
@@ -315,12 +307,12 @@ def register_step(
             for key in ("matcher", "fd_network", "perceptual_network", "photos", "test_set")
             if key in evaluation
         }
-        version = registry.register(info.model_uri, name, metrics, run.info.run_id, protocol)
+        version = registry.register(info.model_uri, name, metrics, run_id, protocol)
     return {
         "model_name": name,
         "version": version,
         "model_uri": info.model_uri,
-        "run_id": run.info.run_id,
+        "run_id": run_id,
         "metrics": metrics,
     }
 

@@ -1,4 +1,5 @@
-"""The one module that logs to MLflow (or, without it, to a run folder).
+"""The one module that talks to MLflow (or, without it, logs to a run folder): tracking runs,
+the model registry (`ModelRegistry`, for registry.py) and logged pyfunc models (for serving.py).
 
 One MLflow run per pipeline run; under it a run per model (the cascade, each compared variant)
 holding a run per training stage, and a run each for evaluation, registration and promotion.
@@ -30,6 +31,7 @@ A tracking server that fails (an http(s) tracking URI):
   back-off, 120 s per request) would stall a training step for minutes on every call, and with
   the spool nothing is lost by giving up early.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,8 +48,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -84,10 +86,10 @@ class Tracker:
     failing the training; close() sends the spool to the same run once the server answers again,
     or says where it is kept."""
 
-    def __init__(self, run_id: str, spool_dir: str | os.PathLike | None = None, name: str = ""):
+    def __init__(self, run_id: str, spool_dir: str | os.PathLike, name: str):
         self.run_id = run_id
         self.name = name
-        self.spool_dir = Path(spool_dir) if spool_dir else Path("runs", SPOOL_DIR, run_id).resolve()
+        self.spool_dir = Path(spool_dir)
         self.spool: FolderTracker | None = None
         self._mlflow = None
 
@@ -96,9 +98,6 @@ class Tracker:
 
     def log_image(self, image: np.ndarray, artifact_file: str) -> None:
         self._record("log_image", image, artifact_file)
-
-    def log_dict(self, data: dict, artifact_file: str) -> None:
-        self._record("log_dict", data, artifact_file)
 
     def log_artifacts(self, folder) -> None:
         self._record("log_artifacts", folder)
@@ -127,11 +126,25 @@ class Tracker:
 
     def _start_spool(self, err: BaseException) -> None:
         self.spool = FolderTracker(self.spool_dir, self.name, {}, {})
-        write_json(self.spool_dir / SPOOL_FILE, {"tracking_uri": redacted(tracking_uri()), "run_id": self.run_id,
-                                                 "stage": self.name, "since_ms": _now_ms(), "error": _one_line(err)})
-        log.warning("MLflow at %s stopped answering (%s): stage %s goes on, and what it logs from now on is kept in %s "
-                    "and sent to MLflow run %s when the server answers again", redacted(tracking_uri()),
-                    _one_line(err), self.name, self.spool_dir, self.run_id)
+        write_json(
+            self.spool_dir / SPOOL_FILE,
+            {
+                "tracking_uri": redacted(tracking_uri()),
+                "run_id": self.run_id,
+                "stage": self.name,
+                "since_ms": _now_ms(),
+                "error": _one_line(err),
+            },
+        )
+        log.warning(
+            "MLflow at %s stopped answering (%s): stage %s goes on, and what it logs from now on is kept in %s "
+            "and sent to MLflow run %s when the server answers again",
+            redacted(tracking_uri()),
+            _one_line(err),
+            self.name,
+            self.spool_dir,
+            self.run_id,
+        )
 
     def _client(self):
         if self._mlflow is None:
@@ -149,9 +162,6 @@ class Tracker:
     def _mlflow_log_image(self, image: np.ndarray, artifact_file: str) -> None:
         self._client().log_image(self.run_id, image, artifact_file=artifact_file)
 
-    def _mlflow_log_dict(self, data: dict, artifact_file: str) -> None:
-        self._client().log_dict(self.run_id, data, artifact_file)
-
     def _mlflow_log_artifacts(self, folder) -> None:
         self._client().log_artifacts(self.run_id, str(folder))
 
@@ -167,18 +177,26 @@ RUN_FILE, METRICS_FILE, ARTIFACTS = "run.json", "metrics.csv", "artifacts"
 class FolderTracker:
     """What training and evaluation report, into a folder (no MLflow needed):
 
-        run.json      name, params (flattened), tags, status, start/end times, system information
-        metrics.csv   step,timestamp_ms,key,value — one line per value, appended as it is logged
-        artifacts/    images, dicts and copied folders, at their MLflow artifact paths
+    run.json      name, params (flattened), tags, status, start/end times, system information
+    metrics.csv   step,timestamp_ms,key,value — one line per value, appended as it is logged
+    artifacts/    images and copied folders, at their MLflow artifact paths
     """
 
     def __init__(self, folder: Path, name: str, params: dict[str, str], tags: dict[str, str]):
         self.folder = Path(folder)
         (self.folder / ARTIFACTS).mkdir(parents=True, exist_ok=True)
-        self.run = {"name": name, "params": {k: str(v) for k, v in params.items()}, "tags": dict(tags),
-                    "status": "RUNNING", "start_time_ms": _now_ms(), "end_time_ms": None, "system": system_info()}
+        self.run = {
+            "name": name,
+            "params": {k: str(v) for k, v in params.items()},
+            "tags": dict(tags),
+            "status": "RUNNING",
+            "start_time_ms": _now_ms(),
+            "end_time_ms": None,
+            "system": system_info(),
+        }
         self._write_run()
-        self._metrics = open(self.folder / METRICS_FILE, "a", buffering=1)  # line-buffered: a kill loses at most a line
+        # Open for the stage's life (closed by close()), line-buffered: a kill loses at most a line.
+        self._metrics = open(self.folder / METRICS_FILE, "a", buffering=1)  # noqa: SIM115
         if self._metrics.tell() == 0:
             self._metrics.write("step,timestamp_ms,key,value\n")
 
@@ -192,9 +210,6 @@ class FolderTracker:
 
     def log_image(self, image: np.ndarray, artifact_file: str) -> None:
         write_png(self._artifact(artifact_file), image)
-
-    def log_dict(self, data: dict, artifact_file: str) -> None:
-        write_json(self._artifact(artifact_file), data)
 
     def log_artifacts(self, folder) -> None:
         shutil.copytree(folder, self.folder / ARTIFACTS, dirs_exist_ok=True)
@@ -232,11 +247,20 @@ def system_info() -> dict:
     """Where a run ran: what MLflow's system tags and metrics would tell, as a snapshot."""
     import torch
 
-    info = {"host": platform.node(), "python": platform.python_version(), "platform": platform.platform(),
-            "torch": torch.__version__, "cpu_count": os.cpu_count()}
+    info = {
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+    }
     if torch.cuda.is_available():
-        info.update(gpu=torch.cuda.get_device_name(0), gpu_count=torch.cuda.device_count(), cuda=torch.version.cuda,
-                    gpu_memory_gib=round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1))
+        info.update(
+            gpu=torch.cuda.get_device_name(0),
+            gpu_count=torch.cuda.device_count(),
+            cuda=torch.version.cuda,
+            gpu_memory_gib=round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1),
+        )
     return info
 
 
@@ -248,11 +272,12 @@ def mlflow_installed() -> bool:
 
 
 def backend(config: TrackingConfig | None) -> str:
-    """"mlflow" or "folder": the configured backend, or folder where MLflow is not installed."""
+    """ "mlflow" or "folder": the configured backend, or folder where MLflow is not installed."""
     wanted = config.backend if config else "mlflow"
     if wanted == "mlflow" and not mlflow_installed():
-        log.warning("mlflow is not installed: tracking into the run folder %s instead",
-                    config.folder if config else "runs")
+        log.warning(
+            "mlflow is not installed: tracking into the run folder %s instead", config.folder if config else "runs"
+        )
         return "folder"
     return wanted
 
@@ -276,8 +301,9 @@ def folder_stage_path(root: str | os.PathLike, key: str, stage_name: str) -> Pat
 
 
 @contextlib.contextmanager
-def stage_run(key: str, stage_name: str, params: dict, tags: dict[str, str] | None = None,
-              config: TrackingConfig | None = None) -> Iterator[Tracker | FolderTracker]:
+def stage_run(
+    key: str, stage_name: str, params: dict, tags: dict[str, str] | None = None, config: TrackingConfig | None = None
+) -> Iterator[Tracker | FolderTracker]:
     """Open (or reopen) the pipeline run for `key` and a nested run for this stage (MLflow), or a
     stage folder under the pipeline run's folder (the folder backend)."""
     root = Path(config.folder if config else "runs")
@@ -294,8 +320,14 @@ def _folder_stage_run(root: Path, key: str, stage_name: str, params: dict, tags:
     pipeline = root / _safe_name(key) / "pipeline.json"
     if not pipeline.is_file():
         write_json(pipeline, {"key": key, "experiment": EXPERIMENT, "created_ms": _now_ms()})
-    with _closed_at_exit(FolderTracker(folder_stage_path(root, key, stage_name), stage_name, flatten("", params),
-                                       {"facectx.stage": stage_name, **(tags or {})})) as tracker:
+    with _closed_at_exit(
+        FolderTracker(
+            folder_stage_path(root, key, stage_name),
+            stage_name,
+            flatten("", params),
+            {"facectx.stage": stage_name, **(tags or {})},
+        )
+    ) as tracker:
         yield tracker
 
 
@@ -332,12 +364,9 @@ def pipeline_parent(key: str, model: str = ""):
     (or cannot reach its database) is a TrackingUnavailable error here, before anything runs."""
     import mlflow
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
     uri = tracking_uri()
-    check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient()
+    client = _connect(uri)
     try:
         experiment_id = _experiment_id(client)
         mlflow.set_experiment(experiment_id=experiment_id)
@@ -346,8 +375,10 @@ def pipeline_parent(key: str, model: str = ""):
     except MlflowException as err:
         if not server_unavailable(err):
             raise
-        raise TrackingUnavailable(f"MLflow tracking server {redacted(uri)} answers but cannot serve requests "
-                                  f"(is its database up?): {_one_line(err)}; nothing was run") from err
+        raise TrackingUnavailable(
+            f"MLflow tracking server {redacted(uri)} answers but cannot serve requests "
+            f"(is its database up?): {_one_line(err)}; nothing was run"
+        ) from err
     with _run(run_id=parent_id):
         if not model_id:
             yield client, experiment_id
@@ -356,15 +387,33 @@ def pipeline_parent(key: str, model: str = ""):
             yield client, experiment_id
 
 
+def _connect(uri: str | None = None):
+    """A client of the tracking server at `uri` (default: tracking_uri()), which MLflow's fluent
+    calls (start_run, register_model) then use too. A server that is down is a TrackingUnavailable
+    error naming it, here, before anything runs (not minutes of retries, then a stack trace)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = uri or tracking_uri()
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
+
+
 def _model_run(client, experiment_id: str, parent_id: str, model: str) -> str:
     """The run of one model under the pipeline run (its stages run one after another, so one
     step at a time looks it up or creates it)."""
-    found = client.search_runs([experiment_id], max_results=1, order_by=["attributes.start_time ASC"],
-                               filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`facectx.model_run` = '{model}'")
+    found = client.search_runs(
+        [experiment_id],
+        max_results=1,
+        order_by=["attributes.start_time ASC"],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`facectx.model_run` = '{model}'",
+    )
     if found:
         return found[0].info.run_id
-    return client.create_run(experiment_id, run_name=model,
-                             tags={"mlflow.parentRunId": parent_id, "facectx.model_run": model}).info.run_id
+    return client.create_run(
+        experiment_id, run_name=model, tags={"mlflow.parentRunId": parent_id, "facectx.model_run": model}
+    ).info.run_id
 
 
 def _experiment_id(client) -> str:
@@ -381,9 +430,14 @@ def _pipeline_run(client, experiment_id: str, key: str) -> str:
     """The parent run for `key`: the earliest one. Steps that start at the same moment (Kubeflow
     runs the cascade's and the variants' first stages in parallel) may each create one; both
     then settle on the earliest, and the other creator deletes its empty duplicate."""
+
     def earliest():
-        found = client.search_runs([experiment_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1,
-                                   order_by=["attributes.start_time ASC", "attributes.run_id ASC"])
+        found = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{KEY_TAG}` = '{key}'",
+            max_results=1,
+            order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
+        )
         return found[0].info.run_id if found else None
 
     existing = earliest()
@@ -396,13 +450,120 @@ def _pipeline_run(client, experiment_id: str, key: str) -> str:
     return parent
 
 
+# --------------------------------------------------------------------------- runs of other steps, the registry, models
+
+
+def use_experiment() -> str:
+    """Make the facectx experiment (created as the stage runs create it) the active one; its id."""
+    import mlflow
+
+    experiment_id = _experiment_id(_connect())
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+@contextlib.contextmanager
+def step_run(run_name: str, tags: dict[str, str]) -> Iterator[str]:
+    """An MLflow run in the facectx experiment for a step that is not training (registration, a
+    promotion decision), nested under the active run when there is one (the pipeline run of
+    pipeline_parent); yields its run id. log_metrics, log_dict and log_python_model log into it."""
+    import mlflow
+
+    experiment_id = use_experiment()
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=run_name, nested=mlflow.active_run() is not None
+    ) as run:
+        mlflow.set_tags(tags)
+        yield run.info.run_id
+
+
+def log_metrics(metrics: dict[str, float]) -> None:
+    """Metrics of the active run (step_run's)."""
+    import mlflow
+
+    mlflow.log_metrics({key: float(value) for key, value in metrics.items()})
+
+
+def log_dict(data: dict, artifact_file: str) -> None:
+    """A JSON artifact of the active run (step_run's)."""
+    import mlflow
+
+    mlflow.log_dict(data, artifact_file)
+
+
+class ModelRegistry:
+    """MLflow's model registry at the tracking URI: what registry.py's gate needs of it. A server
+    that is down is a TrackingUnavailable error naming it when this is made, before anything is
+    registered or promoted."""
+
+    def __init__(self):
+        self.client = _connect()
+
+    def register(self, model_uri: str, name: str, tags: dict[str, str]) -> int:
+        """A new version of registered model `name` (created if new) for `model_uri`; its number."""
+        import mlflow
+
+        return int(mlflow.register_model(model_uri, name, tags=tags).version)
+
+    def by_alias(self, name: str, alias: str):
+        """The version (an mlflow ModelVersion: .version, .tags, .run_id) of `name` that `alias`
+        names, or None when there is none (no such alias, or no such model)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            return None
+
+    def set_alias(self, name: str, alias: str, version: int | str) -> None:
+        self.client.set_registered_model_alias(name, alias, str(version))
+
+    def set_tag(self, name: str, version: int | str, key: str, value: str) -> None:
+        self.client.set_model_version_tag(name, str(version), key, value)
+
+
+def python_model_base() -> type:
+    """mlflow.pyfunc.PythonModel, the base class of a model MLflow serves (serving.FaceContextModel)."""
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.PythonModel
+
+
+def invalid_input(message: str) -> Exception:
+    """What a served model raises for a bad request: MLflow's scoring server answers 400 with `message`."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def log_python_model(name: str, python_model, input_example, output_example, **options):
+    """Log `python_model` (a python_model_base subclass) as an MLflow pyfunc model in the active run
+    (one is started if none is), its signature inferred from an example input and the model's output
+    for it; options go to mlflow.pyfunc.log_model (artifacts, pip_requirements, code_paths, metadata).
+    Returns mlflow's ModelInfo (.model_uri)."""
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
+
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=python_model,
+        input_example=input_example,
+        signature=infer_signature(input_example, output_example),
+        **options,
+    )
+
+
 # --------------------------------------------------------------------------- a tracking server that fails
 
 SPOOL_DIR, SPOOL_FILE = "mlflow-spool", "spool.json"
 # MLflow's HTTP client while a stage runs, unless the environment says otherwise: ~6 s of retries
 # (back-off 0, 2, 4 s) ride out a blip; a longer outage is spooled, so waiting longer gains nothing.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 PROBE_TIMEOUT_S = 5.0
 
 
@@ -445,8 +606,10 @@ def check_reachable(uri: str | None = None, timeout: float = PROBE_TIMEOUT_S) ->
     uri = uri or tracking_uri()
     reason = unreachable_reason(uri, timeout)
     if reason:
-        raise TrackingUnavailable(f"MLflow tracking server {redacted(uri)} is not reachable ({reason}): start it, or "
-                                  "point MLFLOW_TRACKING_URI at a running one; nothing was run")
+        raise TrackingUnavailable(
+            f"MLflow tracking server {redacted(uri)} is not reachable ({reason}): start it, or "
+            "point MLFLOW_TRACKING_URI at a running one; nothing was run"
+        )
 
 
 def server_unavailable(err: BaseException) -> bool:
@@ -455,8 +618,11 @@ def server_unavailable(err: BaseException) -> bool:
     out? Other errors (a bad request) are real, and are raised where they happen."""
     import requests
 
-    kinds: tuple[type, ...] = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                               requests.exceptions.RetryError)
+    kinds: tuple[type, ...] = (
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+        requests.exceptions.RetryError,
+    )
     try:
         from botocore.exceptions import ConnectionError as BotoConnectionError  # artifacts sent to S3 directly
 
@@ -523,8 +689,13 @@ def _end_run(run_id: str, status: str) -> None:
     except MlflowException as err:
         if not server_unavailable(err):
             raise
-        log.warning("MLflow run %s could not be marked %s: %s does not answer (%s); it shows RUNNING there",
-                    run_id, status, redacted(uri), down or _one_line(err))
+        log.warning(
+            "MLflow run %s could not be marked %s: %s does not answer (%s); it shows RUNNING there",
+            run_id,
+            status,
+            redacted(uri),
+            down or _one_line(err),
+        )
         # end_run stops the run's system-metrics thread only after the server call that failed.
         from mlflow.tracking import fluent
 
@@ -554,12 +725,14 @@ def replay_spool(folder: str | os.PathLike) -> bool:
         client, run_id = MlflowClient(uri), spool["run_id"]
         metrics = _read_metrics(folder / METRICS_FILE)
         for start in range(0, len(metrics), 1000):
-            client.log_batch(run_id, metrics=[Metric(k, v, t, s) for s, t, k, v in metrics[start:start + 1000]])
+            client.log_batch(run_id, metrics=[Metric(k, v, t, s) for s, t, k, v in metrics[start : start + 1000]])
         since = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(spool["since_ms"] / 1000))
-        outage = {"facectx.tracking_spool": str(folder.resolve()),
-                  "facectx.tracking_outage": f"{spool['tracking_uri']} did not answer from {since} "
-                                             f"({spool['error'][:200]}); {len(metrics)} metric values were spooled "
-                                             "and sent later"}
+        outage = {
+            "facectx.tracking_spool": str(folder.resolve()),
+            "facectx.tracking_outage": f"{spool['tracking_uri']} did not answer from {since} "
+            f"({spool['error'][:200]}); {len(metrics)} metric values were spooled "
+            "and sent later",
+        }
         client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in {**run["tags"], **outage}.items()])
         artifacts = folder / ARTIFACTS
         if artifacts.is_dir() and any(artifacts.iterdir()):
@@ -567,10 +740,17 @@ def replay_spool(folder: str | os.PathLike) -> bool:
         if run["status"] != "RUNNING":
             client.set_terminated(run_id, run["status"], run.get("end_time_ms"))
     except Exception as err:  # the training is done and its records are safe on disk: say where, do not fail
-        log.warning("MLflow run %s (stage %s) is missing what was logged after %s stopped answering: it is kept in "
-                    "%s and is sent by the next stage that tracks to %s, or by tracking.replay_pending(%r) (%s)",
-                    spool["run_id"], spool.get("stage"), spool["tracking_uri"], folder, spool["tracking_uri"],
-                    str(folder.parent.parent), _one_line(err))
+        log.warning(
+            "MLflow run %s (stage %s) is missing what was logged after %s stopped answering: it is kept in "
+            "%s and is sent by the next stage that tracks to %s, or by tracking.replay_pending(%r) (%s)",
+            spool["run_id"],
+            spool.get("stage"),
+            spool["tracking_uri"],
+            folder,
+            spool["tracking_uri"],
+            str(folder.parent.parent),
+            _one_line(err),
+        )
         return False
     spool["replayed_ms"] = _now_ms()
     write_json(folder / SPOOL_FILE, spool)
@@ -601,18 +781,16 @@ def import_folder_runs(root: str | os.PathLike, key: str, tags: dict[str, str]) 
     `key`, a nested run per model holding a nested run per stage (`model/stage_N`), and a nested
     run per other stage (evaluation) — params, tags, every metric with its step and time, artifacts,
     status and times as recorded. Returns {"parent": run id, "runs": {stage name: run id}}."""
-    import mlflow
     from mlflow.entities import Metric, Param, RunTag
-    from mlflow.tracking import MlflowClient
 
     folder = Path(root) / _safe_name(key)
-    check_reachable()
-    mlflow.set_tracking_uri(tracking_uri())
-    client = MlflowClient()
+    client = _connect()
     experiment_id = _experiment_id(client)
     parent = _pipeline_run(client, experiment_id, key)
     if client.get_run(parent).data.tags.get("facectx.source") == "airgap":
-        raise ValueError(f"the far run {key} is already in MLflow as run {parent} (experiment {EXPERIMENT}): not importing it twice")
+        raise ValueError(
+            f"the far run {key} is already in MLflow as run {parent} (experiment {EXPERIMENT}): not importing it twice"
+        )
     client.set_tag(parent, "facectx.source", "airgap")
     for name, value in tags.items():
         client.set_tag(parent, name, value)
@@ -624,19 +802,27 @@ def import_folder_runs(root: str | os.PathLike, key: str, tags: dict[str, str]) 
         under = parent
         if group:  # model/stage_N: the stage runs sit under one run per model
             if group not in groups:
-                groups[group] = client.create_run(experiment_id, run_name=group, start_time=run["start_time_ms"],
-                                                  tags={"mlflow.parentRunId": parent, "facectx.model_run": group}).info.run_id
+                groups[group] = client.create_run(
+                    experiment_id,
+                    run_name=group,
+                    start_time=run["start_time_ms"],
+                    tags={"mlflow.parentRunId": parent, "facectx.model_run": group},
+                ).info.run_id
             under = groups[group]
-        run_id = client.create_run(experiment_id, run_name=run["name"], start_time=run["start_time_ms"],
-                                   tags={"mlflow.parentRunId": under, **run["tags"]}).info.run_id
+        run_id = client.create_run(
+            experiment_id,
+            run_name=run["name"],
+            start_time=run["start_time_ms"],
+            tags={"mlflow.parentRunId": under, **run["tags"]},
+        ).info.run_id
         system = {f"facectx.system.{k}": str(v) for k, v in run.get("system", {}).items()}
         params = [Param(k, v[:6000]) for k, v in run["params"].items()]
         client.log_batch(run_id, params=params[:100], tags=[RunTag(k, v) for k, v in system.items()])
         for start in range(100, len(params), 100):
-            client.log_batch(run_id, params=params[start:start + 100])
+            client.log_batch(run_id, params=params[start : start + 100])
         metrics = _read_metrics(run_file.parent / METRICS_FILE)
         for start in range(0, len(metrics), 1000):
-            client.log_batch(run_id, metrics=[Metric(k, v, t, s) for s, t, k, v in metrics[start:start + 1000]])
+            client.log_batch(run_id, metrics=[Metric(k, v, t, s) for s, t, k, v in metrics[start : start + 1000]])
         artifacts = run_file.parent / ARTIFACTS
         if artifacts.is_dir() and any(artifacts.iterdir()):
             client.log_artifacts(run_id, str(artifacts))
