@@ -2,7 +2,7 @@
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test benchmark
+.PHONY: run test lint format benchmark
 
 run: $(STAMP)
 	. $(VENV)/bin/activate && dvc repro && dvc push
@@ -10,6 +10,15 @@ run: $(STAMP)
 test: $(STAMP)
 	bash scripts/install-test-deps.sh
 	$(VENV)/bin/python -m pytest
+
+# ruff's linter and formatter, configured in pyproject.toml; .ci/run runs `make lint` before the tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 benchmark: $(STAMP)
 	$(VENV)/bin/python benchmarks/prepare_throughput.py --photos 2000

@@ -1,4 +1,5 @@
 """Shared fixtures: real LFW photos from ../shared, a real S3 server (SeaweedFS) on loopback."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,7 +19,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _find_lfw() -> Path:
-    candidates = [os.environ.get("FACECTX_LFW_DIR"), REPO.parent / "shared" / "datasets" / "lfw", "/work/shared/datasets/lfw"]
+    candidates = [
+        os.environ.get("FACECTX_LFW_DIR"),
+        REPO.parent / "shared" / "datasets" / "lfw",
+        "/work/shared/datasets/lfw",
+    ]
     for candidate in candidates:
         if candidate and (Path(candidate) / "images").is_dir():
             return Path(candidate)
@@ -59,7 +64,7 @@ def params():
     return load_params(REPO / "params.yaml")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def quick_params(params):
     """Repo params with one worker process (tests are small; forks cost more than they save)."""
     return dataclasses.replace(
@@ -94,8 +99,11 @@ class WeedServer:
     """
 
     SERVICES = ("s3", "master", "volume", "filer", "webdav", "admin")
-    CREDENTIALS = {"AWS_ACCESS_KEY_ID": "facectx-test", "AWS_SECRET_ACCESS_KEY": "facectx-test-secret",
-                   "AWS_DEFAULT_REGION": "us-east-1"}
+    CREDENTIALS = {
+        "AWS_ACCESS_KEY_ID": "facectx-test",
+        "AWS_SECRET_ACCESS_KEY": "facectx-test-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
 
     def __init__(self, data_dir: Path):
         self.data_dir = Path(data_dir)
@@ -115,9 +123,21 @@ class WeedServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.data_dir / "weed.log", "ab") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(
-                [weed, "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false",
-                 "-master.telemetry=false", *flags],
-                env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    weed,
+                    "mini",
+                    f"-dir={self.data_dir}",
+                    "-ip=127.0.0.1",
+                    "-ip.bind=127.0.0.1",
+                    "-admin.ui=false",
+                    "-master.telemetry=false",
+                    *flags,
+                ],
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.time() + 60
         while not _port_open(self.s3_port):
             if self.process.poll() is not None or time.time() > deadline:
@@ -151,17 +171,31 @@ def s3_env(s3_server, monkeypatch):
     return s3_server
 
 
-def prepare_sample(lfw: Path, root: Path, params, train_people: int, test_people: int, max_photos: int,
-                   val_fraction: float, mirror: bool = True) -> Path:
+def prepare_sample(
+    lfw: Path,
+    root: Path,
+    params,
+    train_people: int,
+    test_people: int,
+    max_photos: int,
+    val_fraction: float,
+    mirror: bool = True,
+) -> Path:
     """Real LFW photos through ingest, validate and prepare (one worker); returns the prepared folder."""
     from facectx import steps
 
-    source = make_source(lfw, root / "source", train_people=train_people, test_people=test_people, max_photos=max_photos)
+    source = make_source(
+        lfw, root / "source", train_people=train_people, test_people=test_people, max_photos=max_photos
+    )
     quick = dataclasses.replace(
         params,
         validate=dataclasses.replace(params.validate, workers=1, min_valid_fraction=0.5),
-        prepare=dataclasses.replace(params.prepare, workers=1, mirror=mirror,
-                                    split=dataclasses.replace(params.prepare.split, val_fraction=val_fraction)),
+        prepare=dataclasses.replace(
+            params.prepare,
+            workers=1,
+            mirror=mirror,
+            split=dataclasses.replace(params.prepare.split, val_fraction=val_fraction),
+        ),
     )
     steps.ingest_step(quick, root / "raw", str(source))
     steps.validate_step(quick, root / "raw", root / "validated")
@@ -172,31 +206,98 @@ def prepare_sample(lfw: Path, root: Path, params, train_people: int, test_people
 @pytest.fixture(scope="session")
 def prepared_data(lfw_dir, tmp_path_factory, params):
     """A small prepared data set (real LFW photos through ingest, validate and prepare)."""
-    return prepare_sample(lfw_dir, tmp_path_factory.mktemp("prepared"), params, train_people=14, test_people=4,
-                          max_photos=2, val_fraction=0.25)
+    return prepare_sample(
+        lfw_dir,
+        tmp_path_factory.mktemp("prepared"),
+        params,
+        train_people=14,
+        test_people=4,
+        max_photos=2,
+        val_fraction=0.25,
+    )
 
 
 def tiny_training_params(params, **train_changes):
     """Minute-sized models and runs for CPU tests (deterministic)."""
     model = dataclasses.replace(params.model, width=4, max_width=8, disc_width=4, disc_max_layers=2)
-    settings = dict(epochs=(1, 1, 1, 1, 1), batch_size=(4, 4, 4, 4, 4), max_train_rows=12, val_rows=4, grid_rows=2, log_every_steps=1,
-                    checkpoint_every_steps=2, device="cpu", deterministic=True, compile=False)
+    settings = dict(
+        epochs=(1, 1, 1, 1, 1),
+        batch_size=(4, 4, 4, 4, 4),
+        max_train_rows=12,
+        val_rows=4,
+        grid_rows=2,
+        log_every_steps=1,
+        checkpoint_every_steps=2,
+        device="cpu",
+        deterministic=True,
+        compile=False,
+    )
     train = dataclasses.replace(params.train, **{**settings, **train_changes})
     return dataclasses.replace(params, model=model, train=train)
+
+
+def fast_tiny_params(params):
+    """tiny_training_params with fewer rows and without the identity and perceptual networks: for
+    tests where only the plumbing around a trained model matters, not its quality."""
+    tiny = tiny_training_params(params, max_train_rows=4, val_rows=2, grid_rows=1)
+    return dataclasses.replace(tiny, losses=dataclasses.replace(tiny.losses, identity=False, perceptual=False))
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyCascade:
+    """A trained tiny cascade shared by the session: read it, never write into its folders."""
+
+    params: object  # facectx.config.Params (fast_tiny_params of quick_params)
+    root: Path
+    models_dir: Path  # models_dir/stage_<N>/checkpoint for every stage N
+    params_file: Path  # its params, as a params.yaml the CLI reads
+
+    @property
+    def checkpoint(self) -> Path:
+        """The last stage's checkpoint (the whole cascade)."""
+        return self.models_dir / f"stage_{max(self.params.train.stages)}" / "checkpoint"
+
+
+@pytest.fixture(scope="session")
+def tiny_cascade(prepared_data, quick_params, tmp_path_factory) -> TinyCascade:
+    """The one trained tiny model of the test session: every stage of fast_tiny_params(quick_params)
+    trained on `prepared_data`, tracked in an MLflow store of its own (sqlite, under its root)."""
+    from facectx import steps
+    from facectx.config import dump_params
+
+    root = tmp_path_factory.mktemp("tiny_cascade")
+    tiny = fast_tiny_params(quick_params)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        patch.chdir(root)  # artifacts (mlartifacts/) land beside the store
+        for stage in tiny.train.stages:
+            steps.train_stage_step(tiny, stage, prepared_data, **steps.stage_dirs(tiny, stage, root / "models"))
+    params_file = root / "params.yaml"
+    params_file.write_text(dump_params(tiny))
+    return TinyCascade(params=tiny, root=root, models_dir=root / "models", params_file=params_file)
 
 
 def with_stage_256(params):
     """params with a 256 px stage added after 128 (frames, pyramid, stages and per-stage lists):
     what a user changes in params.yaml alone to train one resolution further."""
+
     def extend(values):
         return (*values, values[-1])
 
     crop = dataclasses.replace(params.crop, size_px=256)
     prepare = dataclasses.replace(params.prepare, resolutions=(*params.prepare.resolutions, 256))
-    train = dataclasses.replace(params.train, stages=(*params.train.stages, 256), epochs=extend(params.train.epochs),
-                                batch_size=extend(params.train.batch_size))
-    losses = dataclasses.replace(params.losses, lambda_adv=extend(params.losses.lambda_adv),
-                                 lambda_id=extend(params.losses.lambda_id), lambda_pc=extend(params.losses.lambda_pc))
+    train = dataclasses.replace(
+        params.train,
+        stages=(*params.train.stages, 256),
+        epochs=extend(params.train.epochs),
+        batch_size=extend(params.train.batch_size),
+    )
+    losses = dataclasses.replace(
+        params.losses,
+        lambda_adv=extend(params.losses.lambda_adv),
+        lambda_id=extend(params.losses.lambda_id),
+        lambda_pc=extend(params.losses.lambda_pc),
+    )
     return dataclasses.replace(params, crop=crop, prepare=prepare, train=train, losses=losses)
 
 
@@ -227,8 +328,13 @@ def tracking_server_handle(postgres_server, s3_server, tmp_path_factory):
 
     from servers import MlflowServer
 
-    s3 = boto3.client("s3", endpoint_url=s3_server["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                      aws_access_key_id=s3_server["AWS_ACCESS_KEY_ID"], aws_secret_access_key=s3_server["AWS_SECRET_ACCESS_KEY"])
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_server["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id=s3_server["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=s3_server["AWS_SECRET_ACCESS_KEY"],
+    )
     if TRACKING_BUCKET not in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
         s3.create_bucket(Bucket=TRACKING_BUCKET)
     env = {**s3_server, "MLFLOW_S3_ENDPOINT_URL": s3_server["AWS_ENDPOINT_URL"], "PGPASSWORD": postgres_server.password}

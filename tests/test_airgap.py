@@ -1,6 +1,7 @@
 """The air-gapped GPU trip rehearsed on the CPU: pack real LFW rows here, run in a Python that
 cannot import mlflow, dvc, kfp, great_expectations, dlib or boto3 (two tiny models at once, under
 a wall-clock cap that triggers), import the results into MLflow, and the errors a person meets."""
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,16 @@ def tiny_params_file(folder: Path) -> Path:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["profiles"]["tiny"] = {
         "model": {"width": 4, "max_width": 8, "disc_width": 4, "disc_max_layers": 2},
-        "train": {"epochs": [2, 2, 2, 2, 2], "batch_size": [4, 4, 4, 4, 4], "max_train_rows": 12, "val_rows": 4,
-                  "grid_rows": 2, "log_every_steps": 1, "checkpoint_every_steps": 2, "device": "cpu"},
+        "train": {
+            "epochs": [2, 2, 2, 2, 2],
+            "batch_size": [4, 4, 4, 4, 4],
+            "max_train_rows": 12,
+            "val_rows": 4,
+            "grid_rows": 2,
+            "log_every_steps": 1,
+            "checkpoint_every_steps": 2,
+            "device": "cpu",
+        },
         "evaluate": {"max_photos": 6, "batch_size": 8, "calibration_pairs": 0, "grid_photos": 2, "device": "cpu"},
     }
     raw["profile"] = "tiny"
@@ -65,7 +74,9 @@ def calibration_raw_dir(prepared: Path, folder: Path) -> Path:
     diff = [f"{a} {index(people[a][0])} {b} {index(people[b][0])}" for a, b in zip(names, names[1:])]
     count = min(len(same), len(diff))
     (folder / "split_lists").mkdir(parents=True)
-    (folder / "split_lists" / "pairsDevTrain.txt").write_text("\n".join([str(count), *same[:count], *diff[:count]]) + "\n")
+    (folder / "split_lists" / "pairsDevTrain.txt").write_text(
+        "\n".join([str(count), *same[:count], *diff[:count]]) + "\n"
+    )
     (folder / "images").symlink_to(images.resolve(), target_is_directory=True)
     return folder
 
@@ -76,8 +87,14 @@ def pack(prepared_data, lfw_dir, tmp_path_factory):
     params_file = tiny_params_file(root)
     extra = make_source(lfw_dir, root / "extra-source", train_people=0, test_people=2, max_photos=2)
     out = root / "pack"
-    manifest = build_pack(params_file, out, prepared_data, prepared_data.parent / "validated",
-                          calibration_raw_dir(prepared_data, root / "calibration-raw"), test_sources=[str(extra)])
+    manifest = build_pack(
+        params_file,
+        out,
+        prepared_data,
+        prepared_data.parent / "validated",
+        calibration_raw_dir(prepared_data, root / "calibration-raw"),
+        test_sources=[str(extra)],
+    )
     return out, manifest
 
 
@@ -97,7 +114,10 @@ def test_pack_holds_frames_landmarks_weights_and_calibration(pack, prepared_data
         home, far = np.load(prepared_data / split / "target_8.npy"), np.load(rebuilt / split / "target_8.npy")
         assert home.shape == far.shape and np.abs(home.astype(int) - far.astype(int)).mean() < 2
     meta = json.loads((rebuilt / "meta.json").read_text())
-    assert meta["derived"]["from_pack"] == manifest["id"] and meta["rows"] == json.loads((prepared_data / "meta.json").read_text())["rows"]
+    assert (
+        meta["derived"]["from_pack"] == manifest["id"]
+        and meta["rows"] == json.loads((prepared_data / "meta.json").read_text())["rows"]
+    )
 
 
 def _far_environment(tmp_path: Path) -> dict:
@@ -107,8 +127,13 @@ def _far_environment(tmp_path: Path) -> dict:
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     (site / "npm").write_text("#!/bin/sh\necho 'npm: no network here (air-gap rehearsal)' >&2\nexit 1\n")
     (site / "npm").chmod(0o755)
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO / "src")]), "MLFLOW_TRACKING_URI": "",
-            "PATH": os.pathsep.join([str(site), os.environ["PATH"]]), "FACECTX_CACHE_DIR": str(tmp_path / "empty-cache")}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), str(REPO / "src")]),
+        "MLFLOW_TRACKING_URI": "",
+        "PATH": os.pathsep.join([str(site), os.environ["PATH"]]),
+        "FACECTX_CACHE_DIR": str(tmp_path / "empty-cache"),
+    }
 
 
 def test_the_whole_trip_on_the_cpu(pack, tmp_path, monkeypatch):
@@ -118,9 +143,29 @@ def test_the_whole_trip_on_the_cpu(pack, tmp_path, monkeypatch):
     assert probe.returncode != 0 and "air-gap rehearsal" in probe.stderr  # the rehearsal really forbids them
 
     results = tmp_path / "results"
-    far = subprocess.run([sys.executable, "-m", "facectx.cli", "airgap", "run", str(out), "--models", "cascade,progan",
-                          "--parallel", "2", "--cap-minutes", "0.02", "--out", str(results)],
-                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    far = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facectx.cli",
+            "airgap",
+            "run",
+            str(out),
+            "--models",
+            "cascade,progan",
+            "--parallel",
+            "2",
+            "--cap-minutes",
+            "0.02",
+            "--out",
+            str(results),
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert far.returncode == 0, far.stdout[-3000:] + far.stderr[-3000:]
     assert sorted(p.name for p in results.iterdir()) == ["progress.log", "report.html", "results.tar.gz", "summary.txt"]
     summary = (results / "summary.txt").read_text()
@@ -140,8 +185,10 @@ def test_the_whole_trip_on_the_cpu(pack, tmp_path, monkeypatch):
     runs = {r.info.run_id: r for r in client.search_runs([experiment])}
     parent = runs[imported["mlflow_parent_run"]]
     assert parent.data.tags["facectx.source"] == "airgap" and parent.data.tags["facectx.airgap.pack"] == manifest["id"]
-    children = lambda run_id: {r.info.run_name: r for r in runs.values()  # noqa: E731
-                               if r.data.tags.get("mlflow.parentRunId") == run_id}
+
+    def children(run_id):
+        return {r.info.run_name: r for r in runs.values() if r.data.tags.get("mlflow.parentRunId") == run_id}
+
     top = children(parent.info.run_id)
     assert set(top) == {"cascade", "progan", "evaluate-lfw", "evaluate-images"}
     for model in ("cascade", "progan"):
@@ -169,7 +216,14 @@ def test_the_whole_trip_on_the_cpu(pack, tmp_path, monkeypatch):
 def test_bad_packs_and_archives_are_refused_by_name(pack, prepared_data, tmp_path):
     out, manifest = pack
     with pytest.raises(PackError, match="over the 1 MiB budget"):
-        build_pack(out / "params.yaml", tmp_path / "small", prepared_data, prepared_data.parent / "validated", tmp_path, max_mib=1)
+        build_pack(
+            out / "params.yaml",
+            tmp_path / "small",
+            prepared_data,
+            prepared_data.parent / "validated",
+            tmp_path,
+            max_mib=1,
+        )
     assert not (tmp_path / "small").exists() and not list(tmp_path.glob(".small*"))  # nothing half-written left
 
     other = tmp_path / "other-version"
@@ -187,8 +241,19 @@ def test_bad_packs_and_archives_are_refused_by_name(pack, prepared_data, tmp_pat
     archive = tmp_path / "results.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         status = tmp_path / "results.json"
-        status.write_text(json.dumps({"pack_id": "another-pack", "run_id": "r", "pipeline_key": "k", "models": {},
-                                      "evaluations": {}, "complete": True, "profile": "tiny"}))
+        status.write_text(
+            json.dumps(
+                {
+                    "pack_id": "another-pack",
+                    "run_id": "r",
+                    "pipeline_key": "k",
+                    "models": {},
+                    "evaluations": {},
+                    "complete": True,
+                    "profile": "tiny",
+                }
+            )
+        )
         tar.add(status, arcname="results.json")
     with pytest.raises(PackError, match="comes from pack another-pack"):
         import_results(archive, out, tmp_path / "reports")
@@ -196,7 +261,6 @@ def test_bad_packs_and_archives_are_refused_by_name(pack, prepared_data, tmp_pat
     truncated.write_bytes(archive.read_bytes()[:-40])
     with pytest.raises(PackError, match="truncated or damaged"):
         import_results(truncated, out, tmp_path / "reports")
-
 
 
 def test_tracking_switched_off_records_the_run_in_a_folder(prepared_data, params, tmp_path, monkeypatch):
@@ -210,8 +274,9 @@ def test_tracking_switched_off_records_the_run_in_a_folder(prepared_data, params
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    tiny = dataclasses.replace(tiny_training_params(params, grad_norm_every_steps=2),
-                               tracking=TrackingConfig(backend="folder", folder="runs"))
+    tiny = dataclasses.replace(
+        tiny_training_params(params, grad_norm_every_steps=2), tracking=TrackingConfig(backend="folder", folder="runs")
+    )
     steps.train_stage_step(tiny, 8, prepared_data, run_name="cascade", **steps.stage_dirs(tiny, 8, tmp_path / "models"))
 
     [stage] = list((tmp_path / "runs").glob("*/cascade/stage_8"))
@@ -223,7 +288,13 @@ def test_tracking_switched_off_records_the_run_in_a_folder(prepared_data, params
     keys = [line.split(",")[2] for line in metrics[1:]]
     assert keys.count("loss_rec") == 3 and "val_ssim" in keys  # 12 rows / batch 4, logged every step
     # Each term's gradient on the generator, at step 2: identity is off at 8 px.
-    assert {k for k in keys if k.startswith(("grad_", "share_"))} == {"grad_rec", "grad_adv", "grad_pc", "share_adv", "share_pc"}
+    assert {k for k in keys if k.startswith(("grad_", "share_"))} == {
+        "grad_rec",
+        "grad_adv",
+        "grad_pc",
+        "share_adv",
+        "share_pc",
+    }
     curve = (tmp_path / "models" / "stage_8" / "losses.csv").read_text().splitlines()
     header, rows = curve[0].split(","), [dict(zip(curve[0].split(","), line.split(","))) for line in curve[1:]]
     assert "share_pc" in header and "loss_id" not in header

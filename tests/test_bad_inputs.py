@@ -1,5 +1,6 @@
 """Every kind of bad input ends in the quarantine table with a clear reason; nothing crashes;
 photos in = prepared + quarantined."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,9 +26,9 @@ def _png_with_declared_size(width: int, height: int) -> bytes:
     Image.new("RGB", (8, 8)).save(buffer, format="PNG")
     data = bytearray(buffer.getvalue())
     ihdr = data.index(b"IHDR")
-    data[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
-    crc = zlib.crc32(bytes(data[ihdr:ihdr + 17])) & 0xFFFFFFFF
-    data[ihdr + 17:ihdr + 21] = struct.pack(">I", crc)
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr : ihdr + 17])) & 0xFFFFFFFF
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", crc)
     return bytes(data)
 
 
@@ -115,8 +116,13 @@ def test_every_bad_input_is_quarantined_with_its_reason(sample_source, tmp_path,
     config = dataclasses.replace(quick_params.ingest, source=str(sample_source))
 
     summary = ingest(config, raw)
-    metrics = validate(raw, validated, dataclasses.replace(quick_params.validate, min_valid_fraction=0.3),
-                       quick_params.crop, quick_params.landmarks)
+    metrics = validate(
+        raw,
+        validated,
+        dataclasses.replace(quick_params.validate, min_valid_fraction=0.3),
+        quick_params.crop,
+        quick_params.landmarks,
+    )
     result = prepare(raw, validated, prepared, quick_params.prepare, quick_params.crop, quick_params.validate)
 
     quarantine = pd.read_parquet(prepared / "quarantine.parquet")
@@ -128,7 +134,10 @@ def test_every_bad_input_is_quarantined_with_its_reason(sample_source, tmp_path,
         assert ("duplicate content" in reasons[path]) == (path == "Bad_Inputs/copy.jpg"), reasons[path]
     checks = dict(zip(quarantine.relative_path, quarantine.check))
     assert checks["Bad_Inputs/no_face.jpg"] == "face_found" and checks["Bad_Inputs/tiny.jpg"] == "min_size"
-    assert checks["Bad_Inputs/cmyk.jpg"] == "decodes_to_8bit_rgb" and checks["Bad_Inputs/link_outside.jpg"] == "source_entry"
+    assert (
+        checks["Bad_Inputs/cmyk.jpg"] == "decodes_to_8bit_rgb"
+        and checks["Bad_Inputs/link_outside.jpg"] == "source_entry"
+    )
     assert summary["photos_found"] == len(good) + len(expected)
     assert metrics["valid"] == len(good)
     assert result["prepared"] == len(good)

@@ -1,12 +1,12 @@
 """params.yaml is read strictly: typos and bad values are errors that name the key."""
+
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from facectx.config import load_params
-
 from conftest import REPO
+from facectx.config import load_params
 
 
 def _write(tmp_path, change):
@@ -22,14 +22,17 @@ def test_repo_params_load(params):
     assert params.landmarks.backend == "dlib"
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda r: r["prepare"].update(mirorr=True), "prepare: unknown key"),
-    (lambda r: r["validate"].pop("max_pixels"), "validate: missing key"),
-    (lambda r: r["landmarks"].update(backend="mediapipe"), "landmarks.backend"),
-    (lambda r: r["prepare"].update(resolutions=[8, 32, 128]), "prepare.resolutions"),
-    (lambda r: r["validate"].update(min_side_px="big"), "validate.min_side_px"),
-    (lambda r: r["evaluate"].update(lpips_backbone_weights="alexnet.pth"), "evaluate.lpips_linear_weights"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: r["prepare"].update(mirorr=True), "prepare: unknown key"),
+        (lambda r: r["validate"].pop("max_pixels"), "validate: missing key"),
+        (lambda r: r["landmarks"].update(backend="mediapipe"), "landmarks.backend"),
+        (lambda r: r["prepare"].update(resolutions=[8, 32, 128]), "prepare.resolutions"),
+        (lambda r: r["validate"].update(min_side_px="big"), "validate.min_side_px"),
+        (lambda r: r["evaluate"].update(lpips_backbone_weights="alexnet.pth"), "evaluate.lpips_linear_weights"),
+    ],
+)
 def test_bad_params_name_the_key(tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
         load_params(_write(tmp_path, change))
@@ -49,12 +52,19 @@ def test_a_variant_overrides_on_top_of_the_profile():
     assert set(cascade.compare) <= set(cascade.variants)
 
 
-@pytest.mark.parametrize("change, variant, message", [
-    (lambda r: None, "progam", "variant 'progam' is not among variants"),
-    (lambda r: r.update(compare=["progan", "l3_loss"]), None, r"compare names \['l3_loss'\]"),
-    (lambda r: r["variants"].update(odd={"prepare": {"mirror": False}}), None, "variants.odd may only override model"),
-    (lambda r: r["variants"].update(typo={"losses": {"identty": False}}), None, "variants.typo.losses.identty"),
-])
+@pytest.mark.parametrize(
+    "change, variant, message",
+    [
+        (lambda r: None, "progam", "variant 'progam' is not among variants"),
+        (lambda r: r.update(compare=["progan", "l3_loss"]), None, r"compare names \['l3_loss'\]"),
+        (
+            lambda r: r["variants"].update(odd={"prepare": {"mirror": False}}),
+            None,
+            "variants.odd may only override model",
+        ),
+        (lambda r: r["variants"].update(typo={"losses": {"identty": False}}), None, "variants.typo.losses.identty"),
+    ],
+)
 def test_bad_variants_name_the_key(tmp_path, change, variant, message):
     with pytest.raises(ValueError, match=message):
         load_params(_write(tmp_path, change), variant=variant)

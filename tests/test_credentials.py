@@ -9,6 +9,7 @@ MLflow server's log file), any MLflow param, tag or artifact of the runs and the
 model, the DVC config files, or the compiled Kubeflow pipeline. One exception, by MLflow's design:
 the runs' `mlflow.user` tag is the MLflow user name (who made the run; not a secret), and must be.
 """
+
 from __future__ import annotations
 
 import base64
@@ -32,16 +33,21 @@ BUCKET, PREFIX = "sentinel-photos", "lfw"
 @pytest.fixture
 def sentinels() -> dict[str, str]:
     tag = uuid.uuid4().hex
-    return {"AWS_ACCESS_KEY_ID": f"SENTINELKEY{tag[:12].upper()}", "AWS_SECRET_ACCESS_KEY": f"sentinel-secret-{tag}",
-            "MLFLOW_TRACKING_USERNAME": f"sentinel-user-{tag[:12]}", "MLFLOW_TRACKING_PASSWORD": f"sentinel-password-{tag}"}
+    return {
+        "AWS_ACCESS_KEY_ID": f"SENTINELKEY{tag[:12].upper()}",
+        "AWS_SECRET_ACCESS_KEY": f"sentinel-secret-{tag}",
+        "MLFLOW_TRACKING_USERNAME": f"sentinel-user-{tag[:12]}",
+        "MLFLOW_TRACKING_PASSWORD": f"sentinel-password-{tag}",
+    }
 
 
 @pytest.fixture
 def sentinel_s3(sentinels, tmp_path):
     """A second S3 server (its own ports) whose only identity is the sentinel key pair."""
     server = WeedServer(tmp_path / "weed")
-    server.env.update(AWS_ACCESS_KEY_ID=sentinels["AWS_ACCESS_KEY_ID"],
-                      AWS_SECRET_ACCESS_KEY=sentinels["AWS_SECRET_ACCESS_KEY"])
+    server.env.update(
+        AWS_ACCESS_KEY_ID=sentinels["AWS_ACCESS_KEY_ID"], AWS_SECRET_ACCESS_KEY=sentinels["AWS_SECRET_ACCESS_KEY"]
+    )
     server.start()
     try:
         yield server
@@ -59,12 +65,16 @@ def without_user(tags: dict[str, str], user: str) -> dict[str, str]:
 
 
 def _texts_of_files(folder: Path, where: str) -> list[tuple[str, bytes]]:
-    return [(f"{where}/{path.relative_to(folder)}", path.read_bytes())
-            for path in sorted(folder.rglob("*")) if path.is_file()]
+    return [
+        (f"{where}/{path.relative_to(folder)}", path.read_bytes())
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    ]
 
 
-def test_credentials_only_from_the_environment(sentinels, sentinel_s3, tracking_server, lfw_dir, params, tmp_path,
-                                               monkeypatch, capfd, caplog):
+def test_credentials_only_from_the_environment(
+    sentinels, sentinel_s3, tracking_server, lfw_dir, params, tmp_path, monkeypatch, capfd, caplog
+):
     for name, value in {**sentinel_s3.env, **sentinels}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("FACECTX_PIPELINE_RUN", f"credentials-{uuid.uuid4().hex[:12]}")
@@ -89,11 +99,14 @@ def test_credentials_only_from_the_environment(sentinels, sentinel_s3, tracking_
     name = f"facectx-credentials-{uuid.uuid4().hex[:8]}"
     tiny = tiny_training_params(params, max_train_rows=4, val_rows=2, grid_rows=1)
     tiny = dataclasses.replace(
-        tiny, losses=dataclasses.replace(tiny.losses, identity=False, perceptual=False),
+        tiny,
+        losses=dataclasses.replace(tiny.losses, identity=False, perceptual=False),
         validate=dataclasses.replace(tiny.validate, workers=1, min_valid_fraction=0.5),
-        prepare=dataclasses.replace(tiny.prepare, workers=1,
-                                    split=dataclasses.replace(tiny.prepare.split, val_fraction=0.25)),
-        registry=dataclasses.replace(tiny.registry, model_name=name))
+        prepare=dataclasses.replace(
+            tiny.prepare, workers=1, split=dataclasses.replace(tiny.prepare.split, val_fraction=0.25)
+        ),
+        registry=dataclasses.replace(tiny.registry, model_name=name),
+    )
     raw, validated, prepared, models = (tmp_path / d for d in ("raw", "validated", "prepared", "models"))
     assert steps.ingest_step(tiny, raw, f"s3://{BUCKET}/{PREFIX}/images")["new"] > 0
     steps.validate_step(tiny, raw, validated)
@@ -101,8 +114,9 @@ def test_credentials_only_from_the_environment(sentinels, sentinel_s3, tracking_
     steps.train_stage_step(tiny, 8, prepared, **steps.stage_dirs(tiny, 8, models))
     metrics_file = tmp_path / "metrics.json"
     metrics_file.write_text(json.dumps({"methods": {"cascade": {"fd": 1.0, "identity_match": 0.5}}}))
-    registered = steps.register_step(tiny, models / "stage_8" / "checkpoint", metrics_file,
-                                     prepared_dir=prepared, raw_dir=raw)
+    registered = steps.register_step(
+        tiny, models / "stage_8" / "checkpoint", metrics_file, prepared_dir=prepared, raw_dir=raw
+    )
     pipeline_yaml = tmp_path / "pipeline.yaml"
     from pipelines.compile import compile_pipeline
 
@@ -122,7 +136,9 @@ def test_credentials_only_from_the_environment(sentinels, sentinel_s3, tracking_
 
     client = MlflowClient(tracking_server.url)
     experiment = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
-    [parent] = client.search_runs([experiment], filter_string=f"tags.`{tracking.KEY_TAG}` = '{tracking.pipeline_key('')}'")
+    [parent] = client.search_runs(
+        [experiment], filter_string=f"tags.`{tracking.KEY_TAG}` = '{tracking.pipeline_key('')}'"
+    )
     runs, frontier = [parent, client.get_run(registered["run_id"])], [parent.info.run_id]
     while frontier:  # the pipeline run's whole tree: model run, stage run
         children = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{frontier.pop()}'")

@@ -1,6 +1,7 @@
 """Scale-out of a training stage (DDP, gloo on CPU): two processes, each taking half of every
 step's batch, train what one process trains at the same global batch; rank 0 alone writes and
 tracks; bad batch sizes and the wall-clock cap are handled the same on every rank."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,15 +24,25 @@ def _train_stages(params, stages, prepared, models, deadline_on_rank_0=None):
         torch.set_num_threads(1)  # two processes share the CPU cores (the result does not depend on it)
     rank = int(os.environ.get("RANK", "0"))
     deadline = deadline_on_rank_0 if rank == 0 else None  # rank 0's clock decides the cap for all
-    return [steps.train_stage_step(params, stage, prepared, run_name="ddp", deadline=deadline,
-                                   **steps.stage_dirs(params, stage, models)) for stage in stages]
+    return [
+        steps.train_stage_step(
+            params, stage, prepared, run_name="ddp", deadline=deadline, **steps.stage_dirs(params, stage, models)
+        )
+        for stage in stages
+    ]
 
 
 def _all_terms_params(params, runs, batch_size=8):
     """Tiny models, every loss term on at stages 8 and 16 (L_id too: off there by default),
     gradient norms measured and resume state saved every step, the folder tracking backend."""
-    tiny = tiny_training_params(params, epochs=(2, 1, 1, 1, 1), batch_size=(batch_size,) * 5, max_train_rows=16,
-                                grad_norm_every_steps=1, checkpoint_every_steps=1)
+    tiny = tiny_training_params(
+        params,
+        epochs=(2, 1, 1, 1, 1),
+        batch_size=(batch_size,) * 5,
+        max_train_rows=16,
+        grad_norm_every_steps=1,
+        checkpoint_every_steps=1,
+    )
     losses = dataclasses.replace(tiny.losses, lambda_id=(6.0, 6.0, 6.0, 7.0, 7.0))
     tracking = dataclasses.replace(tiny.tracking, backend="folder", folder=str(runs))
     return dataclasses.replace(tiny, losses=losses, tracking=tracking)
@@ -44,8 +55,9 @@ def _curve(path):
 
 def test_two_processes_train_what_one_process_trains(prepared_data, tmp_path, params):
     one = _train_stages(_all_terms_params(params, tmp_path / "runs_one"), (8, 16), prepared_data, tmp_path / "one")
-    two = run_processes(2, _train_stages, _all_terms_params(params, tmp_path / "runs_two"), (8, 16), prepared_data,
-                        tmp_path / "two")
+    two = run_processes(
+        2, _train_stages, _all_terms_params(params, tmp_path / "runs_two"), (8, 16), prepared_data, tmp_path / "two"
+    )
 
     for a, b in zip(one, two):
         assert a["stage"] == b["stage"] and a["steps"] == b["steps"] == (4 if a["stage"] == 8 else 2)
@@ -90,7 +102,9 @@ def test_two_processes_train_what_one_process_trains(prepared_data, tmp_path, pa
 
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(prepared_data, tmp_path, params):
     assert rank_batch_size(8, 2, 8) == 4
-    with pytest.raises(ValueError, match=r"train.batch_size 5 \(stage 8\) is not divisible by the 2 training processes"):
+    with pytest.raises(
+        ValueError, match=r"train.batch_size 5 \(stage 8\) is not divisible by the 2 training processes"
+    ):
         rank_batch_size(5, 2, 8)
     config = _all_terms_params(params, tmp_path / "runs", batch_size=5)
     with pytest.raises(ValueError, match=r"train.batch_size 5 \(stage 8\) is not divisible by the 2"):

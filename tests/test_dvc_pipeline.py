@@ -1,5 +1,6 @@
 """`dvc repro` runs the whole pipeline through the CLI on real photos — with a 256 px stage added
 in params.yaml alone — and a second run (and `dvc status`) finds nothing to do."""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,16 @@ def _project_copy(tmp_path: Path) -> Path:
 
 TINY_PROFILE = {
     "model": {"width": 4, "max_width": 8, "disc_width": 4, "disc_max_layers": 2},
-    "train": {"epochs": [1] * 6, "batch_size": [4] * 6, "max_train_rows": 8, "val_rows": 2, "grid_rows": 2,
-              "log_every_steps": 1, "checkpoint_every_steps": 2, "device": "cpu"},
+    "train": {
+        "epochs": [1] * 6,
+        "batch_size": [4] * 6,
+        "max_train_rows": 8,
+        "val_rows": 2,
+        "grid_rows": 2,
+        "log_every_steps": 1,
+        "checkpoint_every_steps": 2,
+        "device": "cpu",
+    },
 }
 
 
@@ -49,8 +58,13 @@ def add_stage_256(params: dict) -> None:
     params["crop"]["size_px"] = 256
     params["prepare"]["resolutions"].append(256)
     params["train"]["stages"].append(256)
-    for section, key in (("train", "epochs"), ("train", "batch_size"), ("losses", "lambda_adv"), ("losses", "lambda_id"),
-                         ("losses", "lambda_pc")):
+    for section, key in (
+        ("train", "epochs"),
+        ("train", "batch_size"),
+        ("losses", "lambda_adv"),
+        ("losses", "lambda_id"),
+        ("losses", "lambda_pc"),
+    ):
         params[section][key].append(params[section][key][-1])
 
 
@@ -77,7 +91,9 @@ def test_dvc_repro_runs_the_pipeline_then_has_nothing_to_do(sample_source, tmp_p
     assert metrics["photos_found"] == photos == metrics["prepared"] + metrics["quarantined"]
     # LFW's lists: DevTest people are the test split, DevTrain people train or val.
     test_people = set(pd.read_parquet(prepared / "test" / "index.parquet").identity)
-    dev_test = {line.split("\t")[0] for line in (sample_source.parent / "peopleDevTest.txt").read_text().splitlines()[1:]}
+    dev_test = {
+        line.split("\t")[0] for line in (sample_source.parent / "peopleDevTest.txt").read_text().splitlines()[1:]
+    }
     assert test_people and test_people <= dev_test
     train = pd.read_parquet(prepared / "train" / "index.parquet")
     assert train.mirrored.sum() == (~train.mirrored).sum()  # one mirrored copy per training photo
@@ -94,7 +110,9 @@ def test_dvc_repro_runs_the_pipeline_then_has_nothing_to_do(sample_source, tmp_p
     assert not any("seconds" in key for stage in summary.values() for key in stage)  # metrics, not timings
     assert (project / "mlflow.db").is_file()  # the embedded MLflow store
     # params `compare` names the ProGAN variant: trained beside the cascade, scored in the same report
-    variant = json.loads((project / "models" / "variants" / "progan" / "stage_256" / "checkpoint" / "meta.json").read_text())
+    variant = json.loads(
+        (project / "models" / "variants" / "progan" / "stage_256" / "checkpoint" / "meta.json").read_text()
+    )
     assert variant["model_args"]["kind"] == "progan" and variant["stage"] == 256
     evaluation = json.loads((project / "reports" / "evaluation" / "metrics.json").read_text())
     assert {"cascade", "progan"} <= set(evaluation["methods"])

@@ -1,6 +1,7 @@
 """DVC with an S3 remote on a real S3 server (SeaweedFS): `dvc push` of raw and prepared data and a
 trained cascade, then a fresh clone pulls them and `dvc repro` finds nothing to do. Credentials
 come from the environment only; the endpoint from .dvc/config.local (never committed)."""
+
 from __future__ import annotations
 
 import copy
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import boto3
 import yaml
-
 from test_dvc_pipeline import TINY_PROFILE, _project_copy, _run
 
 GIT = ["git", "-c", "user.name=facectx-test", "-c", "user.email=facectx-test@example.org"]
@@ -27,8 +27,13 @@ def _tiny_params(project: Path, source: Path) -> None:
     params["prepare"]["split"]["val_fraction"] = 0.4  # six training people: keep some for validation
     stages = 2
     params["train"]["stages"] = params["train"]["stages"][:stages]
-    for section, key in (("train", "epochs"), ("train", "batch_size"), ("losses", "lambda_adv"), ("losses", "lambda_id"),
-                         ("losses", "lambda_pc")):
+    for section, key in (
+        ("train", "epochs"),
+        ("train", "batch_size"),
+        ("losses", "lambda_adv"),
+        ("losses", "lambda_id"),
+        ("losses", "lambda_pc"),
+    ):
         params[section][key] = params[section][key][:stages]
     tiny = copy.deepcopy(TINY_PROFILE)
     tiny["train"]["epochs"], tiny["train"]["batch_size"] = [1] * stages, [4] * stages
@@ -38,14 +43,23 @@ def _tiny_params(project: Path, source: Path) -> None:
 
 
 def _checksums(root: Path, outputs: list[str]) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for out in outputs for p in sorted((root / out).rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for out in outputs
+        for p in sorted((root / out).rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_dvc_push_to_s3_then_a_fresh_clone_pulls_and_has_nothing_to_reproduce(s3_server, sample_source, tmp_path):
     bucket, endpoint = "facectx-dvc-remote", s3_server["AWS_ENDPOINT_URL"]
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=s3_server["AWS_ACCESS_KEY_ID"],
-                 aws_secret_access_key=s3_server["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1").create_bucket(Bucket=bucket)
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=s3_server["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=s3_server["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    ).create_bucket(Bucket=bucket)
     project = _project_copy(tmp_path)
     _tiny_params(project, sample_source)
     bin_dir = Path(sys.executable).parent
@@ -68,7 +82,9 @@ def test_dvc_push_to_s3_then_a_fresh_clone_pulls_and_has_nothing_to_reproduce(s3
     _run([dvc, "push", "--with-deps", "train"], project, env)
     assert "in sync" in _run([dvc, "status", "--cloud", "--with-deps", "train"], project, env)
 
-    _run([*GIT, "add", "."], project)  # DVC's uncached metrics too: without them a clone would run validate and prepare again
+    _run(
+        [*GIT, "add", "."], project
+    )  # DVC's uncached metrics too: without them a clone would run validate and prepare again
     _run([*GIT, "commit", "-q", "-m", "tiny run"], project)
     clone = tmp_path / "clone"
     _run(["git", "clone", "-q", str(project), str(clone)], tmp_path)

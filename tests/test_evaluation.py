@@ -1,5 +1,6 @@
 """Evaluation on real prepared photos: baselines, a trained model, the metrics, the report
 (rendered in headless Chromium)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import tiny_training_params
-from facectx import steps
 from facectx.evaluation.baselines import BASELINES
 from facectx.evaluation.evaluate import REAL_VS_REAL, evaluate, load_split
 from facectx.evaluation.metrics import PER_PHOTO, frechet_distance
@@ -43,57 +42,183 @@ def test_metrics_behave():
     assert (PER_PHOTO["psnr"](noisy, target, mask, valid) < PER_PHOTO["psnr"](target, target, mask, valid)).all()
     context_only = target.copy()
     context_only[:, :4] = 0  # damage outside the face mask only
-    assert (PER_PHOTO["psnr_context"](context_only, target, mask, valid)
-            < PER_PHOTO["psnr"](context_only, target, mask, valid)).all()
+    assert (
+        PER_PHOTO["psnr_context"](context_only, target, mask, valid)
+        < PER_PHOTO["psnr"](context_only, target, mask, valid)
+    ).all()
     a = rng.normal(size=(400, 8))
     assert frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
     assert frechet_distance(a, a + 3) == pytest.approx(9 * 8, rel=0.05)
 
 
-@pytest.fixture
-def tiny_model(prepared_data, tmp_path, params, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.chdir(tmp_path)
-    tiny = tiny_training_params(params)
-    for stage in tiny.train.stages:
-        steps.train_stage_step(tiny, stage, prepared_data, **steps.stage_dirs(tiny, stage, tmp_path / "models"))
-    return tmp_path / "models" / "stage_128" / "checkpoint"
+def _perturbed(target: np.ndarray, mask: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The target with noise everywhere and its context brightened: a stand-in for a model's output."""
+    rng = np.random.default_rng(seed)
+    out = target.astype(float) + rng.normal(0, 12, target.shape)
+    out[mask < 128] += 25
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
-def test_evaluate_writes_metrics_and_a_report_chromium_renders(prepared_data, tiny_model, tmp_path, params):
+def _reference_ssim(output: np.ndarray, target: np.ndarray, region: np.ndarray) -> float:
+    """scikit-image's SSIM map (Gaussian window sigma 1.5, population covariances, data range 1),
+    channels averaged, over the pixels whose 11x11 window lies inside the frame, weighted by region."""
+    from skimage.metrics import structural_similarity
+
+    _, full = structural_similarity(
+        output / 255.0,
+        target / 255.0,
+        data_range=1.0,
+        channel_axis=-1,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        full=True,
+    )
+    inner = (slice(5, -5), slice(5, -5))
+    per_pixel, weight = full.mean(-1)[inner], region[inner]
+    return float((per_pixel * weight).sum() / weight.sum())
+
+
+def _reference_psnr(output: np.ndarray, target: np.ndarray, region: np.ndarray) -> float:
+    err = ((output / 255.0 - target / 255.0) ** 2).mean(-1)
+    return float(10 * np.log10(1 / ((err * region).sum() / region.sum())))
+
+
+def test_per_photo_metrics_match_independent_formulas_on_real_photos(prepared_data):
+    """Evaluation's per-photo scores (score_method, as evaluate runs it) on real prepared test
+    photos against scikit-image's SSIM, a numpy PSNR and a numpy cosine, inside the photo only."""
+    from facectx.evaluation.evaluate import score_method
+
+    test = load_split(prepared_data, "test", 4)
+    valid = test.valid.copy()
+    valid[0, :, :20] = 0  # the first frame's crop ran past its photo on the left
+    test = dataclasses.replace(test, valid=valid)
+    mask = test.mask[128]
+    output = _perturbed(test.target, mask)
+    output[0, :, :20] = 255  # outside the photo: no metric may see it
+    rng = np.random.default_rng(1)
+    target_features = rng.normal(size=(len(output), 16))
+    output_features = target_features + rng.normal(0, 0.8, target_features.shape)
+
+    class NoPerceptual:
+        def perceptual_distance(self, a, b):
+            return np.zeros(len(a))
+
+    scores = score_method(output, output_features, test, NoPerceptual(), 0.8, 2, target_features)
+
+    inside = valid / 255.0  # prepare's validity mask is soft along the photo's edge
+    # What the metrics see: the target where the frame left the photo, blended along its edge.
+    seen = np.round(inside[..., None] * output + (1 - inside[..., None]) * test.target).astype(np.uint8)
+    context = (mask < 128) * inside
+    assert 0.05 < context.mean() < 0.95 and (inside == 0).any()
+    expected = {
+        "ssim": [_reference_ssim(o, t, r) for o, t, r in zip(seen, test.target, inside)],
+        "ssim_context": [_reference_ssim(o, t, r) for o, t, r in zip(seen, test.target, context)],
+        "psnr": [_reference_psnr(o, t, r) for o, t, r in zip(seen, test.target, inside)],
+        "psnr_context": [_reference_psnr(o, t, r) for o, t, r in zip(seen, test.target, context)],
+    }
+    # Ours is float32, scikit-image float64; a window sigma of 1.4, K2 0.02 or a data range of 1.1
+    # would move these photos' SSIM by 0.01 to 0.05.
+    for name, values in expected.items():
+        assert np.allclose(scores[name], values, rtol=0, atol=1e-4), (name, scores[name].tolist(), values)
+    # Sanity of the references themselves: a noisy copy, the context worse than the whole frame.
+    assert all(0.3 < v < 0.95 for v in expected["ssim"]) and all(15 < v < 35 for v in expected["psnr"])
+    assert (np.array(expected["psnr_context"]) < np.array(expected["psnr"])).all()
+
+    cosines = (
+        (output_features * target_features).sum(1)
+        / np.linalg.norm(output_features, axis=1)
+        / np.linalg.norm(target_features, axis=1)
+    )
+    assert np.allclose(scores["identity_match"], cosines, atol=1e-6)
+    assert (scores["verified"] == (cosines >= 0.8)).all() and 0 < scores["verified"].sum() < len(cosines)
+    assert list(scores["relative_path"]) == list(test.index.relative_path)
+
+
+def test_frechet_distance_matches_the_closed_form():
+    """||mu_a - mu_b||^2 + tr(A) + tr(B) - 2 tr((A^1/2 B A^1/2)^1/2), through symmetric
+    eigendecompositions (no scipy.linalg.sqrtm), on small random feature sets."""
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(300, 6)) @ rng.normal(size=(6, 6))
+    b = rng.normal(size=(250, 6)) @ rng.normal(size=(6, 6)) + rng.normal(size=6)
+
+    def sqrt_psd(m):
+        values, vectors = np.linalg.eigh(m)
+        return (vectors * np.sqrt(values.clip(0))) @ vectors.T
+
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)  # unbiased (N - 1), as FID takes them
+    root_a = sqrt_psd(cov_a)
+    expected = (
+        ((a.mean(0) - b.mean(0)) ** 2).sum()
+        + np.trace(cov_a)
+        + np.trace(cov_b)
+        - 2 * np.trace(sqrt_psd(root_a @ cov_b @ root_a))
+    )
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-7)
+    assert frechet_distance(b, a) == pytest.approx(expected, rel=1e-7)
+    # One Gaussian, two samples of it: the distance falls to the sampling noise.
+    c = rng.normal(size=(4000, 6))
+    assert frechet_distance(c[:2000], c[2000:]) < 0.05 < expected
+
+
+def test_evaluate_writes_metrics_and_a_report_chromium_renders(prepared_data, tiny_cascade, tmp_path, params):
     config = dataclasses.replace(params.evaluate, max_photos=6, batch_size=4, grid_photos=3)
     calibration = {"threshold": 0.54, "auc": 0.997, "tpr_at_far": 0.96, "pairs": 2177}
     out = tmp_path / "evaluation"
-    result = evaluate(prepared_data, {"cascaded": tiny_model}, out, config, calibration=calibration)
+    result = evaluate(prepared_data, {"cascaded": tiny_cascade.checkpoint}, out, config, calibration=calibration)
 
     assert result["matcher_independent"] and "faceres" in result["matcher"]
     # Six photos are too few for a five-fold two-sample test: it is left out, not reported noisy.
-    assert result["two_sample_test"]["folds_grouped_by"] == "identity" and result["two_sample_test"]["n_per_side"] is None
+    assert (
+        result["two_sample_test"]["folds_grouped_by"] == "identity" and result["two_sample_test"]["n_per_side"] is None
+    )
     assert not any("c2st_auc" in values for values in result["methods"].values())
     methods = result["methods"]
     assert set(methods) == {*BASELINES, "cascaded", REAL_VS_REAL}
     for name in [*BASELINES, "cascaded"]:
         values = methods[name]
         assert -1 <= values["identity_match"] <= 1 and 0 <= values["verified"] <= 1
-        assert 0 < values["ssim"] <= 1 and values["psnr"] > 0 and values["fd"] >= 0 and values["perceptual"] >= 0
+        assert 0 < values["ssim"] < 1 and 5 < values["psnr"] < 60 and values["fd"] > 0 and values["perceptual"] > 0
+    # The summary is the mean of the per-photo scores written beside it, for every method.
+    import pandas as pd
+
+    per_photo = pd.read_parquet(out / "per_photo.parquet")
+    for name in [*BASELINES, "cascaded"]:
+        rows = per_photo[per_photo.method == name]
+        assert len(rows) == result["photos"], name
+        for metric in ("ssim", "psnr", "identity_match", "verified", "perceptual"):
+            assert rows[metric].mean() == pytest.approx(methods[name][metric], rel=1e-6), (name, metric)
     assert json.loads((out / "metrics.json").read_text())["methods"]["cascaded"]["fd"] == methods["cascaded"]["fd"]
     assert (out / "grid.png").stat().st_size > 0 and (out / "plots" / "metrics_by_method.csv").is_file()
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "headless Chromium is needed: bash scripts/install-test-deps.sh"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'chromium'}"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+    ]
     page = (out / "report.html").as_uri()
     shot = tmp_path / "report.png"
-    subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1400,1800", page],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [chromium, *flags, f"--screenshot={shot}", "--window-size=1400,1800", page],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     from PIL import Image
 
     image = np.asarray(Image.open(shot).convert("L"))
     assert image.shape == (1800, 1400) and image.std() > 10  # a rendered page, not a blank one
-    dom = subprocess.run([chromium, *flags, "--dump-dom", page], check=True, capture_output=True, text=True,
-                         timeout=120).stdout
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", page], check=True, capture_output=True, text=True, timeout=120
+    ).stdout
     assert '<table id="results">' in dom and "cascaded" in dom and "OpenCV Telea" in dom
     assert '<table id="paper">' in dom and "0.722" in dom  # the paper's figures beside ours
 
@@ -109,14 +234,23 @@ def test_standard_fid_and_lpips_load_configured_weights(prepared_data, tmp_path,
     weights = tmp_path / "inception.safetensors"  # randomly initialised: exercises the loading code
     save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
     monkeypatch.setenv("FACECTX_CACHE_DIR", str(tmp_path / "cache"))
-    config = dataclasses.replace(params.evaluate, max_photos=4, batch_size=4, grid_photos=2, baselines=True,
-                                 inception_weights=str(weights), matcher="dlib",
-                                 lpips_backbone_weights=str(tmp_path / "alexnet.pth"),
-                                 lpips_linear_weights=str(Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"))
+    config = dataclasses.replace(
+        params.evaluate,
+        max_photos=4,
+        batch_size=4,
+        grid_photos=2,
+        baselines=True,
+        inception_weights=str(weights),
+        matcher="dlib",
+        lpips_backbone_weights=str(tmp_path / "alexnet.pth"),
+        lpips_linear_weights=str(Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"),
+    )
     _random_alexnet(tmp_path / "alexnet.pth")
     result = evaluate(prepared_data, {}, tmp_path / "eval", config)
     assert result["fd_network"].startswith("standard FID: InceptionV3 (inception.safetensors sha256:")
-    assert result["perceptual_network"].startswith("LPIPS v0.1 AlexNet") and "alexnet.pth" in result["perceptual_network"]
+    assert (
+        result["perceptual_network"].startswith("LPIPS v0.1 AlexNet") and "alexnet.pth" in result["perceptual_network"]
+    )
     assert all(values["fd"] >= 0 for values in result["methods"].values())
     assert all(values["perceptual"] > 0 for name, values in result["methods"].items() if name != REAL_VS_REAL)
     assert "LPIPS v0.1 AlexNet" in (tmp_path / "eval" / "report.html").read_text()
@@ -127,8 +261,16 @@ def larger_test_split(lfw_dir, tmp_path_factory, params):
     """~20 test and ~20 validation photos of disjoint identities: enough for a Fréchet distance."""
     from conftest import prepare_sample
 
-    return prepare_sample(lfw_dir, tmp_path_factory.mktemp("fd"), params, train_people=60, test_people=14, max_photos=3,
-                          val_fraction=0.5, mirror=False)
+    return prepare_sample(
+        lfw_dir,
+        tmp_path_factory.mktemp("fd"),
+        params,
+        train_people=60,
+        test_people=14,
+        max_photos=3,
+        val_fraction=0.5,
+        mirror=False,
+    )
 
 
 def test_frechet_distance_tells_real_photos_from_every_baseline(larger_test_split, tmp_path, params, monkeypatch):
@@ -178,8 +320,14 @@ def test_lpips_agrees_with_the_reference_implementation(lfw_dir, tmp_path):
     frames = _lfw_frames(lfw_dir, 6)
     a, b = frames[:3], frames[3:]
     with torch.no_grad():
-        expected = reference(torch.from_numpy(a).permute(0, 3, 1, 2).float() / 127.5 - 1,
-                             torch.from_numpy(b).permute(0, 3, 1, 2).float() / 127.5 - 1).flatten().numpy()
+        expected = (
+            reference(
+                torch.from_numpy(a).permute(0, 3, 1, 2).float() / 127.5 - 1,
+                torch.from_numpy(b).permute(0, 3, 1, 2).float() / 127.5 - 1,
+            )
+            .flatten()
+            .numpy()
+        )
     got = ours.perceptual_distance(a, b)
     assert np.allclose(got, expected, rtol=1e-4, atol=1e-6) and (got > 0).all()
     assert np.allclose(ours.perceptual_distance(a, a), 0, atol=1e-6)

@@ -1,4 +1,5 @@
 """Frame, mask, mirroring, pyramid, streamed shards, identity-disjoint splits and row subsets."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,15 @@ import pytest
 import torch
 
 from facectx.config import CropConfig, SplitConfig
-from facectx.data.masks import MIRROR_ORDER, crop_to_frame, face_frame, hull_mask, mirror_points, outside_fraction, points_in_frame
+from facectx.data.masks import (
+    MIRROR_ORDER,
+    crop_to_frame,
+    face_frame,
+    hull_mask,
+    mirror_points,
+    outside_fraction,
+    points_in_frame,
+)
 from facectx.data.prepare import build_example
 from facectx.data.shards import NpyStreamWriter
 from facectx.data.splits import assign_splits
@@ -112,8 +121,15 @@ def _index(photos_per_person: dict[str, int], mirrored: bool = False) -> pd.Data
     rows = []
     for person in sorted(photos_per_person):
         for k in range(photos_per_person[person]):
-            for flip in ((False, True) if mirrored else (False,)):
-                rows.append({"row": len(rows), "relative_path": f"{person}/{person}_{k:04d}.jpg", "identity": person, "mirrored": flip})
+            for flip in (False, True) if mirrored else (False,):
+                rows.append(
+                    {
+                        "row": len(rows),
+                        "relative_path": f"{person}/{person}_{k:04d}.jpg",
+                        "identity": person,
+                        "mirrored": flip,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -154,10 +170,14 @@ def test_shards_and_evaluation_read_the_subset_rows(prepared_data):
     shards = ResidentShards(prepared_data, "train", (8,), torch.device("cpu"), max_rows=6, seed=3)
     assert shards.rows == 6 and (shards.landmarks.numpy() == landmarks[rows]).all()
     dataset = ShardDataset(prepared_data, "train", (8,), max_rows=6, seed=3)
-    assert len(dataset) == 6 and all((dataset[i]["landmarks"].numpy() == landmarks[r]).all() for i, r in enumerate(rows))
+    assert len(dataset) == 6 and all(
+        (dataset[i]["landmarks"].numpy() == landmarks[r]).all() for i, r in enumerate(rows)
+    )
 
     # evaluation: a fixed seed (0), so every method and every run scores the same photos
     photos = load_split(prepared_data, "train", 6)
     assert photos.index.identity.nunique() == 3  # the first 6 rows in path order hold 2 people
     assert (photos.landmarks == landmarks[subset_rows(index, 6, seed=0)]).all()
-    assert (photos.index.relative_path.to_numpy() == load_split(prepared_data, "train", 6).index.relative_path.to_numpy()).all()
+    assert (
+        photos.index.relative_path.to_numpy() == load_split(prepared_data, "train", 6).index.relative_path.to_numpy()
+    ).all()

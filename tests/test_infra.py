@@ -10,6 +10,7 @@ checked offline (no Docker, no Kubernetes API server here).
 - A slow test runs the MLflow server exactly as the manifest starts it, against a real PostgreSQL
   and S3 server on loopback.
 """
+
 from __future__ import annotations
 
 import base64
@@ -24,13 +25,13 @@ import socket
 import subprocess
 import sys
 import time
-import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
+import tomllib
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,8 +62,11 @@ def validate(obj: dict) -> None:
 def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
     joined = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
-            for line in joined.splitlines() if line.strip()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
+        for line in joined.splitlines()
+        if line.strip()
+    ]
 
 
 def stages(instructions):
@@ -84,36 +88,53 @@ DOCKERFILE = INFRA / "Dockerfile"
 
 
 def test_dockerfile_passes_hadolint_with_reasoned_ignores():
-    result = subprocess.run([tool("hadolint"), "--no-color", "--failure-threshold", "style", "-f", "json", str(DOCKERFILE)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [tool("hadolint"), "--no-color", "--failure-threshold", "style", "-f", "json", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     findings = json.loads(result.stdout or "[]")
     assert result.returncode == 0 and findings == [], f"hadolint: {findings or result.stderr}"
     lines = DOCKERFILE.read_text().splitlines()
     for number, line in enumerate(lines):
         if "hadolint ignore=" in line:
             reason = lines[number - 1].lstrip("# ").strip() if number else ""
-            assert reason and "hadolint ignore=" not in reason, f"Dockerfile line {number + 1}: an ignored rule needs a reason on the line above"
+            assert reason and "hadolint ignore=" not in reason, (
+                f"Dockerfile line {number + 1}: an ignored rule needs a reason on the line above"
+            )
 
 
 def test_dockerfile_bakes_weights_and_runs_as_non_root():
     text = DOCKERFILE.read_text()
     weights, runtime = stages(dockerfile_instructions(text))
     assert weights[0][1].endswith("AS weights")
-    assert any(kind == "RUN" and "-m facectx.assets" in args for kind, args in weights), "the weights stage fetches the weights"
+    assert any(kind == "RUN" and "-m facectx.assets" in args for kind, args in weights), (
+        "the weights stage fetches the weights"
+    )
     assert ("COPY", "--from=weights /opt/facectx-cache /opt/facectx-cache") in runtime
     env = " ".join(args for kind, args in runtime if kind == "ENV")
     assert "FACECTX_CACHE_DIR=/opt/facectx-cache" in env
     assert "FACECTX_GIT_COMMIT=${GIT_COMMIT}" in env
     assert any(kind == "ARG" and args.startswith("GIT_COMMIT") for kind, args in runtime)
-    assert any(kind == "LABEL" and 'org.opencontainers.image.revision="${GIT_COMMIT}"' in args for kind, args in runtime)
+    assert any(
+        kind == "LABEL" and 'org.opencontainers.image.revision="${GIT_COMMIT}"' in args for kind, args in runtime
+    )
     users = [args for kind, args in runtime if kind == "USER"]
-    assert users and users[-1].split(":")[0].isdigit() and int(users[-1].split(":")[0]) != 0, \
+    assert users and users[-1].split(":")[0].isdigit() and int(users[-1].split(":")[0]) != 0, (
         "a numeric non-root USER (so runAsNonRoot can verify it)"
+    )
     assert runtime[-2:] == [("ENTRYPOINT", '["facectx"]'), ("CMD", '["--help"]')]
     # The last RUN, as that user, proves the CLI, KFP's executor and the baked weights work without npm.
-    after_user = runtime[[i for i, (kind, _) in enumerate(runtime) if kind == "USER"][-1]:]
+    after_user = runtime[[i for i, (kind, _) in enumerate(runtime) if kind == "USER"][-1] :]
     checks = " ".join(args for kind, args in after_user if kind == "RUN")
-    for needed in ("facectx --help", "kfp.dsl.executor_main", "ensure_face_api_weights()", "ensure_human_models_faceres()", "psycopg2"):
+    for needed in (
+        "facectx --help",
+        "kfp.dsl.executor_main",
+        "ensure_face_api_weights()",
+        "ensure_human_models_faceres()",
+        "psycopg2",
+    ):
         assert needed in checks
 
 
@@ -126,7 +147,9 @@ def test_dockerfile_torch_pin_and_its_cuda_build_are_stated():
     stated_cuda = re.search(r"is the CUDA (\d+\.\d+) build", text).group(1)
     stated_driver = re.search(r"NVIDIA driver >= (\d+\.\d+\.\d+)", text).group(1)
     readme = (INFRA / "README.md").read_text()
-    assert f"CUDA {stated_cuda}" in readme and stated_driver in readme, "infra/README.md states the same CUDA build and driver"
+    assert f"CUDA {stated_cuda}" in readme and stated_driver in readme, (
+        "infra/README.md states the same CUDA build and driver"
+    )
     # Where this venv has the pinned torch, its own metadata must agree with the comment.
     from importlib import metadata
 
@@ -143,8 +166,11 @@ def test_image_build_check_script_mirrors_the_dockerfile():
     script = (REPO / "scripts" / "image-build-check.sh").read_text()
     weights, runtime = stages(dockerfile_instructions(DOCKERFILE.read_text()))
     constraints = re.search(r'CONSTRAINTS="([^"]+)"', script).group(1)
-    copied = [args.split()[:-1] for kind, args in runtime
-              if kind == "COPY" and not args.startswith("--from") and not args.startswith(constraints)]
+    copied = [
+        args.split()[:-1]
+        for kind, args in runtime
+        if kind == "COPY" and not args.startswith("--from") and not args.startswith(constraints)
+    ]
     assert " ".join(p for sources in copied for p in sources) == re.search(r'COPIED="([^"]+)"', script).group(1)
     weight_sources = [args.split()[:-1] for kind, args in weights if kind == "COPY"]
     assert " ".join(p for s in weight_sources for p in s) == re.search(r'WEIGHTS_SOURCES="([^"]+)"', script).group(1)
@@ -152,7 +178,7 @@ def test_image_build_check_script_mirrors_the_dockerfile():
     assert install.group(1) == constraints and ("COPY", f"{constraints} ./infra/") in runtime
     assert re.search(r'EXTRA_REQUIREMENTS="([^"]+)"', script).group(1) == install.group(2)
     spec = re.search(r'ARG TORCH_SPEC="([^"]+)"', DOCKERFILE.read_text()).group(1)
-    assert f'TORCH_SPEC:-{spec}' in script
+    assert f"TORCH_SPEC:-{spec}" in script
     ignored = (REPO / ".dockerignore").read_text().split()
     for kept_out in (".venv", "data", "models", "dvc-remote", "mlruns", "mlartifacts", "build", "**/*.env"):
         assert kept_out in ignored
@@ -177,15 +203,17 @@ def test_image_constraints_cover_the_dependencies():
         if torch_stack.match(name):
             continue
         assert name in pins, f"{name} is not in infra/constraints.txt: run scripts/image-constraints.sh"
-        assert requirement.specifier.contains(pins[name], prereleases=True), \
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
             f"infra/constraints.txt pins {name}=={pins[name]}, pyproject.toml asks {requirement}: run scripts/image-constraints.sh"
+        )
 
 
 def _make_image(tmp_path, docker: str | None) -> subprocess.CompletedProcess:
     env = {**os.environ, "DOCKER": docker or "/nonexistent/docker"}
     env.pop("IMAGE", None)
-    return subprocess.run(["make", "--no-print-directory", "image"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        ["make", "--no-print-directory", "image"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_make_image_fails_clearly_without_docker(tmp_path):
@@ -210,9 +238,14 @@ def test_make_image_tags_with_version_and_commit(tmp_path):
     build = [line for line in calls.read_text().splitlines() if line.startswith("build ")]
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    short = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    match = re.fullmatch(rf"build -f infra/Dockerfile --build-arg GIT_COMMIT={commit}(-dirty)? "
-                         rf"-t {re.escape(FACECTX_IMAGE)}:{re.escape(version)}-{short}(-dirty)? \.", build[0])
+    short = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    match = re.fullmatch(
+        rf"build -f infra/Dockerfile --build-arg GIT_COMMIT={commit}(-dirty)? "
+        rf"-t {re.escape(FACECTX_IMAGE)}:{re.escape(version)}-{short}(-dirty)? \.",
+        build[0],
+    )
     assert match and match.group(1) == match.group(2), build
 
 
@@ -237,8 +270,11 @@ def rendered(tmp_path_factory, dummy_secrets) -> dict[str, list[dict]]:
     copy = tmp_path_factory.mktemp("k8s") / "k8s"
     shutil.copytree(K8S, copy, ignore=shutil.ignore_patterns("*.env"))  # never a developer's real secrets
     for example in copy.glob("secrets/*/*.env.example"):
-        lines = [f"{line.split('=', 1)[0]}={dummy_secrets[line.split('=', 1)[0]]}"
-                 for line in example.read_text().splitlines() if line and not line.startswith("#")]
+        lines = [
+            f"{line.split('=', 1)[0]}={dummy_secrets[line.split('=', 1)[0]]}"
+            for line in example.read_text().splitlines()
+            if line and not line.startswith("#")
+        ]
         example.with_name(example.name.removesuffix(".example")).write_text("\n".join(lines) + "\n")
     out = {}
     for name, folder in (("base", copy), ("profile", copy / "profile")):
@@ -271,7 +307,9 @@ def test_namespace_comes_first_and_holds_everything(rendered):
         assert doc["metadata"].get("namespace") == NAMESPACE, f"{doc['kind']}/{doc['metadata']['name']}"
     # Secrets before anything that reads them, for a plain `kubectl apply` of the rendered list too.
     kinds = [doc["kind"] for doc in docs]
-    assert max(i for i, k in enumerate(kinds) if k == "Secret") < min(i for i, k in enumerate(kinds) if k in WORKLOAD_KINDS)
+    assert max(i for i, k in enumerate(kinds) if k == "Secret") < min(
+        i for i, k in enumerate(kinds) if k in WORKLOAD_KINDS
+    )
 
 
 def test_examples_are_not_in_the_default_kustomization(rendered):
@@ -317,7 +355,7 @@ def test_secret_references_resolve(rendered, dummy_secrets):
             for source in container.get("envFrom", []):
                 assert source["secretRef"]["name"] in secrets_
     # The secrets carry exactly the made-up values of the env files, and nothing else does.
-    for name, doc in by_kind(docs, "Secret").items():
+    for doc in by_kind(docs, "Secret").values():
         for key, value in doc["data"].items():
             assert base64.b64decode(value).decode() == dummy_secrets[key]
     others = yaml.safe_dump_all([doc for doc in docs if doc["kind"] != "Secret"])
@@ -368,15 +406,23 @@ def test_postgres_and_object_store(rendered):
 def test_profile_overlay_puts_the_s3_secret_where_kfp_pods_run(rendered):
     base = by_kind(rendered["base"], "Secret")["facectx-s3"]
     (secret,) = rendered["profile"]
-    assert (secret["kind"], secret["metadata"]["name"], secret["metadata"]["namespace"]) == \
-        ("Secret", "facectx-s3", PROFILE_NAMESPACE)
+    assert (secret["kind"], secret["metadata"]["name"], secret["metadata"]["namespace"]) == (
+        "Secret",
+        "facectx-s3",
+        PROFILE_NAMESPACE,
+    )
     assert secret["data"] == base["data"]
 
 
 def test_no_secret_value_in_infra():
     """Secrets reach the cluster only through the git-ignored env files."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "infra", ".dockerignore"],
-                           cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "infra", ".dockerignore"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert files
     for name in files:
         path = REPO / name
@@ -434,8 +480,14 @@ def test_pytorchjob_example():
     for role, spec in replicas.items():
         template = spec["template"]
         # training-operator's CRD is unknown to kubernetes-validate: validate the pod template itself.
-        validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": f"pytorchjob-{role.lower()}"},
-                  "template": template})
+        validate(
+            {
+                "apiVersion": "v1",
+                "kind": "PodTemplate",
+                "metadata": {"name": f"pytorchjob-{role.lower()}"},
+                "template": template,
+            }
+        )
         pod = template["spec"]
         (container,) = pod["containers"]
         assert container["name"] == "pytorch"
@@ -445,7 +497,10 @@ def test_pytorchjob_example():
         assert int(env["NNODES"]) == replicas["Master"]["replicas"] + replicas["Worker"]["replicas"]
         assert env["RUN_ID"] == job["metadata"]["name"]
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            assert next(e for e in container["env"] if e["name"] == key)["valueFrom"]["secretKeyRef"]["name"] == "facectx-s3"
+            assert (
+                next(e for e in container["env"] if e["name"] == key)["valueFrom"]["secretKeyRef"]["name"]
+                == "facectx-s3"
+            )
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.facectx.svc.cluster.local:5000"
         assert env["AWS_ENDPOINT_URL"] == "http://object-store.facectx.svc.cluster.local:8333"
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
@@ -473,7 +528,9 @@ def test_pytorchjob_example():
         assert cli.params == "/workspace/params.yaml" and cli.prepared_dir == "/data/prepared"
         assert cli.resume_uri == f"s3://facectx-runs/{env['RUN_ID']}/cascade/stage_{env['STAGE']}"
     # The operator's rendezvous port, named as it looks for it.
-    assert {"containerPort": 23456, "name": "pytorchjob-port"} in replicas["Master"]["template"]["spec"]["containers"][0]["ports"]
+    assert {"containerPort": 23456, "name": "pytorchjob-port"} in replicas["Master"]["template"]["spec"]["containers"][
+        0
+    ]["ports"]
 
 
 def test_example_data_volume_and_prepare_job():
@@ -535,18 +592,31 @@ def test_mlflow_server_as_deployed_with_postgres_and_s3(rendered, postgres, s3_s
     pg_port, password = postgres
     port = _free_port()
     (container,) = containers(by_kind(rendered["base"], "Deployment")["mlflow"])
-    args = [a.replace("@postgres:5432/", f"@127.0.0.1:{pg_port}/").replace("--port=5000", f"--port={port}")
-            .replace("--host=0.0.0.0", "--host=127.0.0.1") for a in container["args"]]
+    args = [
+        a.replace("@postgres:5432/", f"@127.0.0.1:{pg_port}/")
+        .replace("--port=5000", f"--port={port}")
+        .replace("--host=0.0.0.0", "--host=127.0.0.1")
+        for a in container["args"]
+    ]
     assert any(f"127.0.0.1:{pg_port}" in a for a in args) and f"--port={port}" in args
-    env = {**os.environ, **s3_server, "PGPASSWORD": password,
-           "MLFLOW_S3_ENDPOINT_URL": s3_server["AWS_ENDPOINT_URL"]}
+    env = {**os.environ, **s3_server, "PGPASSWORD": password, "MLFLOW_S3_ENDPOINT_URL": s3_server["AWS_ENDPOINT_URL"]}
     env.pop("MLFLOW_TRACKING_URI", None)
-    boto3.client("s3", endpoint_url=s3_server["AWS_ENDPOINT_URL"], aws_access_key_id=s3_server["AWS_ACCESS_KEY_ID"],
-                 aws_secret_access_key=s3_server["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1"
-                 ).create_bucket(Bucket="mlflow-artifacts")
-    log = open(tmp_path / "mlflow.log", "wb")
-    server = subprocess.Popen([str(BIN / container["command"][0]), *container["command"][1:], *args], env=env,
-                              cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    boto3.client(
+        "s3",
+        endpoint_url=s3_server["AWS_ENDPOINT_URL"],
+        aws_access_key_id=s3_server["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=s3_server["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    ).create_bucket(Bucket="mlflow-artifacts")
+    log = open(tmp_path / "mlflow.log", "wb")  # noqa: SIM115 (the server's log, open while it runs)
+    server = subprocess.Popen(
+        [str(BIN / container["command"][0]), *container["command"][1:], *args],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -570,16 +640,23 @@ def test_mlflow_server_as_deployed_with_postgres_and_s3(rendered, postgres, s3_s
         client.log_artifact(run_id, str(tmp_path / "note.txt"))  # through the server's artifact proxy
         client.set_terminated(run_id)
         assert client.get_run(run_id).data.params == {"stage": "128"}
-        s3 = boto3.client("s3", endpoint_url=s3_server["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                          aws_access_key_id=s3_server["AWS_ACCESS_KEY_ID"], aws_secret_access_key=s3_server["AWS_SECRET_ACCESS_KEY"])
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=s3_server["AWS_ENDPOINT_URL"],
+            region_name="us-east-1",
+            aws_access_key_id=s3_server["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=s3_server["AWS_SECRET_ACCESS_KEY"],
+        )
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow-artifacts").get("Contents", [])]
         assert any(k.endswith(f"{run_id}/artifacts/note.txt") for k in keys), keys
         import psycopg2
 
-        with psycopg2.connect(host="127.0.0.1", port=pg_port, user="mlflow", password=password, dbname="mlflow") as db:
-            with db.cursor() as cursor:
-                cursor.execute("SELECT count(*) FROM runs WHERE run_uuid = %s", (run_id,))
-                assert cursor.fetchone()[0] == 1
+        with (
+            psycopg2.connect(host="127.0.0.1", port=pg_port, user="mlflow", password=password, dbname="mlflow") as db,
+            db.cursor() as cursor,
+        ):
+            cursor.execute("SELECT count(*) FROM runs WHERE run_uuid = %s", (run_id,))
+            assert cursor.fetchone()[0] == 1
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:

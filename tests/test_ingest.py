@@ -1,4 +1,5 @@
 """ingest from a folder and from a real S3 server: manifest, checksums, incremental re-runs."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -83,8 +84,11 @@ def test_s3_ingest_matches_folder_ingest_and_skips_unchanged_objects(s3_env, sam
 
     # A re-run compares ETags and downloads nothing; a changed object is noticed.
     first = remote_manifest.relative_path.iloc[0]
-    client.put_object(Bucket="facectx-photos", Key=f"lfw-sample/images/{first}",
-                      Body=(sample_source / remote_manifest.relative_path.iloc[1]).read_bytes())
+    client.put_object(
+        Bucket="facectx-photos",
+        Key=f"lfw-sample/images/{first}",
+        Body=(sample_source / remote_manifest.relative_path.iloc[1]).read_bytes(),
+    )
     downloads = []
     original_read = __import__("facectx.data.sources", fromlist=["S3Source"]).S3Source.read
 

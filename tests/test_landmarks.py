@@ -1,4 +1,5 @@
 """Landmark backends on real LFW photos: dlib (offline default) and FAN's real loading code."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,7 +64,9 @@ def test_face_alignment_backend_loads_a_configured_file(lfw_dir, params, tmp_pat
 
 def test_face_alignment_backend_says_what_is_missing(params, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    missing_file = dataclasses.replace(params.landmarks, backend="face_alignment", fan_weights=str(tmp_path / "nope.pth"))
+    missing_file = dataclasses.replace(
+        params.landmarks, backend="face_alignment", fan_weights=str(tmp_path / "nope.pth")
+    )
     with pytest.raises(LandmarkWeightsMissing, match="nope.pth"):
         make_landmarker(missing_file)
     # An unreachable URL (port 9 on loopback: nothing listens) stands for an offline machine.

@@ -1,11 +1,18 @@
 """The loss functions and the configurable perceptual network."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from facectx.losses import (VGG19Features, feature_distance, identity_distance, lsgan_critic_loss, lsgan_generator_loss,
-                            reconstruction_loss)
+from facectx.losses import (
+    VGG19Features,
+    feature_distance,
+    identity_distance,
+    lsgan_critic_loss,
+    lsgan_generator_loss,
+    reconstruction_loss,
+)
 from facectx.weights import WeightsError
 
 
@@ -69,8 +76,14 @@ def test_one_dlib_pass_gives_the_same_identity_and_perceptual_losses_as_two(prep
     for shared in (True, False):
         passes.clear()
         output = fake.clone().requires_grad_(True)
-        loss = StageLoss(params.losses, stage_weights(params.losses, params.train.stages, 32), critic, face, face,
-                         share_face_pass=shared)
+        loss = StageLoss(
+            params.losses,
+            stage_weights(params.losses, params.train.stages, 32),
+            critic,
+            face,
+            face,
+            share_face_pass=shared,
+        )
         parts = loss.generator_loss(masked, target, output, landmarks)
         parts.total.backward()
         results[shared] = (parts.parts, output.grad, len(passes))
@@ -87,10 +100,18 @@ def test_one_dlib_pass_gives_the_same_identity_and_perceptual_losses_as_two(prep
 def _term_values(params, prepared, stage: int, output_of) -> dict[str, torch.Tensor]:
     """Per-photo values of the reconstruction, identity and perceptual terms on real validation
     rows, for the output `output_of(target, mask)` (all in [-1, 1])."""
-    from facectx.losses import FaceFeatures, feature_distance, identity_distance, perceptual_network, reconstruction_loss
+    from facectx.losses import (
+        FaceFeatures,
+        feature_distance,
+        identity_distance,
+        perceptual_network,
+        reconstruction_loss,
+    )
     from facectx.training.data import ResidentShards
 
-    data = ResidentShards(prepared, "val", tuple(r for r in params.prepare.resolutions if r <= stage), torch.device("cpu"))
+    data = ResidentShards(
+        prepared, "val", tuple(r for r in params.prepare.resolutions if r <= stage), torch.device("cpu")
+    )
     batch = data.batch(torch.arange(data.rows))
     target, mask = batch.target[stage], batch.mask[stage]
     output = output_of(target, mask)
@@ -99,7 +120,7 @@ def _term_values(params, prepared, stage: int, output_of) -> dict[str, torch.Ten
     values = {"rec": [], "id": [], "pc": []}
     with torch.no_grad():
         for i in range(data.rows):
-            o, t, lm = output[i:i + 1], target[i:i + 1], batch.landmarks[i:i + 1]
+            o, t, lm = output[i : i + 1], target[i : i + 1], batch.landmarks[i : i + 1]
             values["rec"].append(reconstruction_loss(o, t, "l1"))
             values["id"].append(identity_distance(face.embedding(o, lm), face.embedding(t, lm))[0])
             values["pc"].append(feature_distance(perceptual.features(o, lm), perceptual.features(t, lm)))
@@ -109,7 +130,9 @@ def _term_values(params, prepared, stage: int, output_of) -> dict[str, torch.Ten
 @pytest.mark.parametrize("stage", [32, 128])
 def test_each_term_is_zero_for_the_truth_and_clearly_larger_for_a_flat_grey_context(prepared_data, params, stage):
     truth = _term_values(params, prepared_data, stage, lambda target, mask: target)
-    grey = _term_values(params, prepared_data, stage, lambda target, mask: target * mask)  # 0 = mid-grey outside the face
+    grey = _term_values(
+        params, prepared_data, stage, lambda target, mask: target * mask
+    )  # 0 = mid-grey outside the face
     for name in ("rec", "id", "pc"):
         assert truth[name].abs().max() < 1e-5, (name, truth[name])
     # Margins below the smallest value measured on these rows (2026-11-26, the fixture's 4
@@ -120,8 +143,9 @@ def test_each_term_is_zero_for_the_truth_and_clearly_larger_for_a_flat_grey_cont
     assert grey["pc"].min() > 0.3
 
 
-@pytest.mark.parametrize("variant,term", [("without_identity", "id"), ("without_perceptual", "pc"),
-                                          ("without_adversarial", "adv")])
+@pytest.mark.parametrize(
+    "variant,term", [("without_identity", "id"), ("without_perceptual", "pc"), ("without_adversarial", "adv")]
+)
 def test_each_ablation_switches_its_term_off_and_leaves_the_others_shares(prepared_data, tmp_path, variant, term):
     """The paper's ablations differ for a reason only if each one removes exactly its own term:
     no value and no gradient from it, the other terms' shares of the update unchanged."""
@@ -132,8 +156,15 @@ def test_each_ablation_switches_its_term_off_and_leaves_the_others_shares(prepar
     stage = 32  # every term is on at 32 px by default
 
     def measure(params, name):
-        trainer = StageTrainer(params, stage, prepared_data, tmp_path / name / "out", None, tmp_path / name / "resume",
-                               require_previous=False)  # same seed, same initial weights for both
+        trainer = StageTrainer(
+            params,
+            stage,
+            prepared_data,
+            tmp_path / name / "out",
+            None,
+            tmp_path / name / "resume",
+            require_previous=False,
+        )  # same seed, same initial weights for both
         batch = trainer.train_data.batch(torch.arange(4))
         fake = trainer.generator(batch.masked, batch.mask)[stage]
         gen = trainer.loss.generator_loss(batch.masked[stage], batch.target[stage], fake, batch.landmarks)

@@ -3,6 +3,7 @@
 The interpreter is checked against TensorFlow.js itself (reference values below), the whole
 matcher on real LFW DevTrain pairs, and the asset's pinned checksums on corrupted copies.
 """
+
 from __future__ import annotations
 
 import io
@@ -54,14 +55,27 @@ def synthetic_input() -> torch.Tensor:
 def test_interpreter_reproduces_tfjs(matcher):
     graph, x = matcher.graph, synthetic_input()
     with torch.inference_mode():
-        shapes = {out: tuple(graph({"input_1": x}, out).shape) for out in
-                  ("conv1_relu/clip_by_value", "conv_pw_1_relu/clip_by_value", "conv_pw_13_relu/clip_by_value",
-                   "global_pooling/Mean", "feats/Relu", "age_pred/Softmax")}
+        shapes = {
+            out: tuple(graph({"input_1": x}, out).shape)
+            for out in (
+                "conv1_relu/clip_by_value",
+                "conv_pw_1_relu/clip_by_value",
+                "conv_pw_13_relu/clip_by_value",
+                "global_pooling/Mean",
+                "feats/Relu",
+                "age_pred/Softmax",
+            )
+        }
         descriptor = graph({"input_1": x}, "global_pooling/Mean").numpy()
         gender = graph({"input_1": x}, "gender_pred/Sigmoid").numpy().ravel()
-    assert shapes == {"conv1_relu/clip_by_value": (2, 112, 112, 32), "conv_pw_1_relu/clip_by_value": (2, 112, 112, 64),
-                      "conv_pw_13_relu/clip_by_value": (2, 7, 7, 1024), "global_pooling/Mean": (2, 1024),
-                      "feats/Relu": (2, 256), "age_pred/Softmax": (2, 100)}
+    assert shapes == {
+        "conv1_relu/clip_by_value": (2, 112, 112, 32),
+        "conv_pw_1_relu/clip_by_value": (2, 112, 112, 64),
+        "conv_pw_13_relu/clip_by_value": (2, 7, 7, 1024),
+        "global_pooling/Mean": (2, 1024),
+        "feats/Relu": (2, 256),
+        "age_pred/Softmax": (2, 100),
+    }
     for row, (values, norm) in zip(descriptor, TFJS_DESCRIPTOR):
         np.testing.assert_allclose([row[i] for i in values], list(values.values()), atol=2e-5)
         assert np.linalg.norm(row) == pytest.approx(norm, abs=2e-5)
@@ -100,8 +114,15 @@ def test_convolutions_pad_like_tensorflow(op):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 8, 6, 3))
     filt = rng.normal(size=(3, 3, 3, 2 if op == "DepthwiseConv2dNative" else 4))
-    node = Node("conv", op, ("x", "f"), {"padding": {"s": "U0FNRQ=="},  # base64("SAME")
-                                         "strides": {"list": {"i": ["1", "2", "2", "1"]}}})
+    node = Node(
+        "conv",
+        op,
+        ("x", "f"),
+        {
+            "padding": {"s": "U0FNRQ=="},  # base64("SAME")
+            "strides": {"list": {"i": ["1", "2", "2", "1"]}},
+        },
+    )
     got = OPS[op](node, torch.from_numpy(x), torch.from_numpy(filt)).numpy()
     np.testing.assert_allclose(got, _tf_same_conv_reference(x, filt, 2, op == "DepthwiseConv2dNative"), atol=1e-10)
 
@@ -120,7 +141,9 @@ def test_threshold_and_auc_on_known_scores():
     threshold = calibrate_threshold(same, diff, far=0.01)  # one impostor (0.99) may pass, 0.98 must not
     assert 0.98 < threshold <= 0.99 and (diff >= threshold).mean() <= 0.01
     assert roc_auc([1.0], [0.0, 1.0, 2.0]) == pytest.approx(0.5)  # one win, one tie, one loss
-    assert cosine(np.array([[1.0, 0.0], [1.0, 1.0]]), np.array([[2.0, 0.0], [-1.0, -1.0]])).tolist() == pytest.approx([1, -1])
+    assert cosine(np.array([[1.0, 0.0], [1.0, 1.0]]), np.array([[2.0, 0.0], [-1.0, -1.0]])).tolist() == pytest.approx(
+        [1, -1]
+    )
 
 
 def test_same_person_pairs_outscore_different_people(matcher, lfw_dir, tmp_path):
@@ -151,7 +174,7 @@ def test_embed_is_unit_length_and_batch_independent(matcher, lfw_dir):
     together = matcher.embed(np.stack(images), points)
     assert together.shape == (4, 1024) and together.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
-    one_by_one = np.concatenate([matcher.embed(images[i:i + 1], points[i:i + 1]) for i in range(4)])
+    one_by_one = np.concatenate([matcher.embed(images[i : i + 1], points[i : i + 1]) for i in range(4)])
     np.testing.assert_allclose(together, one_by_one, atol=1e-4)
     with pytest.raises(ValueError, match=r"\(B, 68, 2\)"):
         matcher.embed(np.stack(images), points[:, :5])

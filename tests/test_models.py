@@ -1,4 +1,5 @@
 """The generators' building blocks: the face paste-back and checkerboard-free upsampling at init."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,7 +59,11 @@ def test_transposed_convs_start_as_nearest_upsampling_plus_a_conv():
     """A 4x4 stride-2 kernel is "nearest upsampling, then a 3x3 conv" exactly when it is a 3x3
     kernel convolved with the 2x2 box, i.e. when its alternating sums along each axis are 0."""
     torch.manual_seed(0)
-    models = [UNet(4, 3, 32, 4, 8), CascadeGenerator(TINY, 32), ProgressiveGenerator(dataclasses.replace(TINY, kind="progan"), 32)]
+    models = [
+        UNet(4, 3, 32, 4, 8),
+        CascadeGenerator(TINY, 32),
+        ProgressiveGenerator(dataclasses.replace(TINY, kind="progan"), 32),
+    ]
     convs = [conv for model in models for conv in _transposed_convs(model)]
     assert len(convs) >= 8
     signs = torch.tensor([1.0, -1.0, 1.0, -1.0])

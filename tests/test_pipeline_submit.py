@@ -7,6 +7,7 @@ get_experiment -> run_pipeline), at the paths and with the JSON field names of k
 attribute_map). It keeps experiments and runs, records every request, and checks the bearer
 token like an authenticating gateway.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -80,8 +81,15 @@ class _Handler(BaseHTTPRequestHandler):
         server: FakeKfp = self.server
         url = urlsplit(self.path)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-        server.requests.append({"method": self.command, "path": url.path, "query": parse_qs(url.query),
-                                "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+        server.requests.append(
+            {
+                "method": self.command,
+                "path": url.path,
+                "query": parse_qs(url.query),
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "body": body,
+            }
+        )
         if server.token and self.headers.get("Authorization") != f"Bearer {server.token}":
             return self._reply(401, _status(16, "Unauthenticated: invalid bearer token"))
         if (self.command, url.path) in server.fail:
@@ -102,7 +110,9 @@ class _Handler(BaseHTTPRequestHandler):
             if run.get("experiment_id") not in server.experiments:
                 return self._reply(404, _status(5, f"experiment {run.get('experiment_id')} not found"))
             if not run.get("pipeline_spec") and not run.get("pipeline_version_reference"):
-                return self._reply(400, _status(3, "Invalid input error: a run needs a pipeline spec or a pipeline version"))
+                return self._reply(
+                    400, _status(3, "Invalid input error: a run needs a pipeline spec or a pipeline version")
+                )
             run.update(run_id=str(uuid.uuid4()), state="PENDING", created_at=_now(), storage_state="AVAILABLE")
             server.runs[run["run_id"]] = run
             return self._reply(200, run)
@@ -115,9 +125,12 @@ class _Handler(BaseHTTPRequestHandler):
         # kfp looks an experiment up by name: filter={"predicates": [{"operation": 1 (EQUALS),
         # "key": "display_name", "stringValue": NAME}]}, plus namespace= (empty when single-user).
         predicates = json.loads(query.get("filter", "{}")).get("predicates", [])
-        found = [e for e in self.server.experiments.values()
-                 if all(e.get(p["key"]) == p["stringValue"] for p in predicates)
-                 and e.get("namespace", "") == query.get("namespace", e.get("namespace", ""))]
+        found = [
+            e
+            for e in self.server.experiments.values()
+            if all(e.get(p["key"]) == p["stringValue"] for p in predicates)
+            and e.get("namespace", "") == query.get("namespace", e.get("namespace", ""))
+        ]
         return {"experiments": found, "total_size": len(found)} if found else {}
 
     do_GET = do_POST = do_DELETE = _handle
@@ -163,14 +176,16 @@ def test_compile_writes_the_image_into_every_step(tmp_path, monkeypatch):
     assert default_image() == "registry.example/facectx:override"
 
     out = tmp_path / "nested" / "training.yaml"
-    assert main(["pipeline", "compile", "--out", str(out), "--image", "registry.example/facectx:9",
-                 "--parallelism", "3"]) == 0
+    assert (
+        main(["pipeline", "compile", "--out", str(out), "--image", "registry.example/facectx:9", "--parallelism", "3"])
+        == 0
+    )
     text = out.read_text()
     assert text.startswith("# PIPELINE DEFINITION")  # kfp's header survives the rewrite
     spec = next(yaml.safe_load_all(text))
     images = [e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()]
     assert images and set(images) == {"registry.example/facectx:9"}
-    assert RUN_PARAMETERS <= set(spec["root"]["inputDefinitions"]["parameters"])
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) >= RUN_PARAMETERS
     loops = [t for _, t in _tasks(spec) if "iteratorPolicy" in t]
     assert [t["iteratorPolicy"]["parallelismLimit"] for t in loops] == [3]
     assert [p.name for p in out.parent.iterdir()] == ["training.yaml"]  # no temp file left behind
@@ -181,11 +196,38 @@ def test_submit_sends_the_compiled_pipeline_arguments_and_token(kfp_server, tmp_
     kfp_server.token = TOKEN
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    rc = main(["pipeline", "submit", "--endpoint", kfp_server.url + "/", "--namespace", "team-faces",
-               "--experiment", "context-gan", "--run-name", "paper-run-1", "--image", "registry.example/facectx:7",
-               "--profile", "quick", "--compare", "progan,l2_loss", "--source", "s3://photos/lfw",
-               "--parallelism", "1", "--gpus-per-stage", "2", "--mlflow-uri", "http://mlflow.test:5000",
-               "--resume-uri", "s3://resume-bucket", "--token-file", str(token_file)])
+    rc = main(
+        [
+            "pipeline",
+            "submit",
+            "--endpoint",
+            kfp_server.url + "/",
+            "--namespace",
+            "team-faces",
+            "--experiment",
+            "context-gan",
+            "--run-name",
+            "paper-run-1",
+            "--image",
+            "registry.example/facectx:7",
+            "--profile",
+            "quick",
+            "--compare",
+            "progan,l2_loss",
+            "--source",
+            "s3://photos/lfw",
+            "--parallelism",
+            "1",
+            "--gpus-per-stage",
+            "2",
+            "--mlflow-uri",
+            "http://mlflow.test:5000",
+            "--resume-uri",
+            "s3://resume-bucket",
+            "--token-file",
+            str(token_file),
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 0, err
     [run] = kfp_server.runs.values()
@@ -193,8 +235,12 @@ def test_submit_sends_the_compiled_pipeline_arguments_and_token(kfp_server, tmp_
     assert f"{kfp_server.url}/#/runs/details/{run['run_id']}" in out
 
     # A namespace given: kfp.Client skips its own healthz; ours checks the endpoint first.
-    assert kfp_server.calls() == [("GET", f"{API}/healthz"), ("GET", f"{API}/experiments"),
-                                  ("POST", f"{API}/experiments"), ("POST", f"{API}/runs")]
+    assert kfp_server.calls() == [
+        ("GET", f"{API}/healthz"),
+        ("GET", f"{API}/experiments"),
+        ("POST", f"{API}/experiments"),
+        ("POST", f"{API}/runs"),
+    ]
     lookup = kfp_server.requests[1]["query"]
     assert lookup["namespace"] == ["team-faces"]
     assert json.loads(lookup["filter"][0])["predicates"][0]["stringValue"] == "context-gan"
@@ -204,12 +250,16 @@ def test_submit_sends_the_compiled_pipeline_arguments_and_token(kfp_server, tmp_
     [body] = kfp_server.run_bodies()
     assert body["experiment_id"] == experiment["experiment_id"] and body["display_name"] == "paper-run-1"
     assert body["runtime_config"]["parameters"] == {
-        "source": "s3://photos/lfw", "profile": "quick", "compare": "progan,l2_loss",
-        "mlflow_tracking_uri": "http://mlflow.test:5000", "resume_uri": "s3://resume-bucket"}
+        "source": "s3://photos/lfw",
+        "profile": "quick",
+        "compare": "progan,l2_loss",
+        "mlflow_tracking_uri": "http://mlflow.test:5000",
+        "resume_uri": "s3://resume-bucket",
+    }
     # The compiled package, inline: pipeline spec + Kubernetes platform spec (secrets by name only).
     spec = body["pipeline_spec"]["pipeline_spec"]
     assert spec["pipelineInfo"]["name"] == "facectx-training"
-    assert RUN_PARAMETERS <= set(spec["root"]["inputDefinitions"]["parameters"])
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) >= RUN_PARAMETERS
     executors = spec["deploymentSpec"]["executors"].values()
     assert {e["container"]["image"] for e in executors} == {"registry.example/facectx:7"}
     assert {e["container"].get("resources", {}).get("accelerator", {}).get("resourceCount") for e in executors} >= {"2"}
@@ -232,8 +282,13 @@ def test_submit_defaults_and_caching_opt_in(kfp_server, monkeypatch, capsys):
     kfp_server.token = TOKEN
     assert main(["pipeline", "submit", "--endpoint", kfp_server.url, "--source", "s3://photos/lfw"]) == 0
     # No namespace: kfp.Client asks healthz itself too (multi-user or not), then looks the experiment up.
-    assert kfp_server.calls() == [("GET", f"{API}/healthz"), ("GET", f"{API}/healthz"), ("GET", f"{API}/experiments"),
-                                  ("POST", f"{API}/experiments"), ("POST", f"{API}/runs")]
+    assert kfp_server.calls() == [
+        ("GET", f"{API}/healthz"),
+        ("GET", f"{API}/healthz"),
+        ("GET", f"{API}/experiments"),
+        ("POST", f"{API}/experiments"),
+        ("POST", f"{API}/runs"),
+    ]
     [experiment] = kfp_server.experiments.values()
     assert experiment["display_name"] == "facectx"
     [body] = kfp_server.run_bodies()
@@ -241,7 +296,8 @@ def test_submit_defaults_and_caching_opt_in(kfp_server, monkeypatch, capsys):
     assert body["display_name"].startswith("facectx-training ")
     spec = body["pipeline_spec"]["pipeline_spec"]
     assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {
-        f"ghcr.io/facectx/facectx:{version('facectx')}"}
+        f"ghcr.io/facectx/facectx:{version('facectx')}"
+    }
     assert [t["iteratorPolicy"]["parallelismLimit"] for _, t in _tasks(spec) if "iteratorPolicy" in t] == [2]
     assert all(not task.get("cachingOptions", {}).get("enableCache", False) for _, task in _tasks(spec))
 
@@ -251,8 +307,10 @@ def test_submit_defaults_and_caching_opt_in(kfp_server, monkeypatch, capsys):
     assert ("POST", f"{API}/experiments") not in kfp_server.calls()  # the experiment is found by name, reused
     [body] = kfp_server.run_bodies()
     assert body["experiment_id"] == experiment["experiment_id"]
-    caching = {name: task.get("cachingOptions", {}).get("enableCache", False)
-               for name, task in _tasks(body["pipeline_spec"]["pipeline_spec"])}
+    caching = {
+        name: task.get("cachingOptions", {}).get("enableCache", False)
+        for name, task in _tasks(body["pipeline_spec"]["pipeline_spec"])
+    }
     assert caching["validate"] and caching["prepare"]
     assert not caching["ingest"] and not caching["register"] and not caching["promote"]
     assert len(kfp_server.runs) == 2
@@ -265,8 +323,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize("endpoint, detail", [(f"http://127.0.0.1:{_free_port()}", "Connection refused"),
-                                              ("http://facectx-no-such-host.invalid:8888", "Failed to resolve")])
+@pytest.mark.parametrize(
+    "endpoint, detail",
+    [
+        (f"http://127.0.0.1:{_free_port()}", "Connection refused"),
+        ("http://facectx-no-such-host.invalid:8888", "Failed to resolve"),
+    ],
+)
 def test_unreachable_endpoint_is_named(kfp_server, capsys, endpoint, detail):
     assert main(["pipeline", "submit", "--endpoint", endpoint, "--source", "s3://photos/lfw"]) == 1
     line = _error_line(capsys.readouterr().err)
@@ -290,10 +353,16 @@ def test_refused_token(kfp_server, monkeypatch, capsys):
 
 def test_forbidden_namespace(kfp_server, capsys):
     # Healthz passes but the API's authorization refuses the namespace (Kubeflow profiles' RBAC).
-    kfp_server.fail[("GET", f"{API}/experiments")] = (403, _status(7, "User 'me@example.com' is not authorized "
-                                                                      "to list experiments in namespace 'team-x'"))
-    assert main(["pipeline", "submit", "--endpoint", kfp_server.url, "--namespace", "team-x",
-                 "--source", "s3://photos/lfw"]) == 1
+    kfp_server.fail[("GET", f"{API}/experiments")] = (
+        403,
+        _status(7, "User 'me@example.com' is not authorized to list experiments in namespace 'team-x'"),
+    )
+    assert (
+        main(
+            ["pipeline", "submit", "--endpoint", kfp_server.url, "--namespace", "team-x", "--source", "s3://photos/lfw"]
+        )
+        == 1
+    )
     line = _error_line(capsys.readouterr().err)
     assert kfp_server.url in line and "403" in line and "not authorized to list experiments" in line
 
@@ -315,7 +384,20 @@ def test_multi_user_endpoint_needs_a_namespace(kfp_server, capsys):
 
 
 def test_misspelt_variant_fails_before_any_request(kfp_server, capsys):
-    assert main(["pipeline", "submit", "--endpoint", kfp_server.url, "--source", "s3://photos/lfw",
-                 "--compare", "progan,no_such_variant"]) == 1
+    assert (
+        main(
+            [
+                "pipeline",
+                "submit",
+                "--endpoint",
+                kfp_server.url,
+                "--source",
+                "s3://photos/lfw",
+                "--compare",
+                "progan,no_such_variant",
+            ]
+        )
+        == 1
+    )
     assert "no_such_variant" in _error_line(capsys.readouterr().err)
     assert kfp_server.requests == []

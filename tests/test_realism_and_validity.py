@@ -1,5 +1,6 @@
 """Realism judged fairly: the two-sample classifier test on real LFW photos, and pixels outside
 the photo (where the 2.2x crop ran past its edge) kept out of every loss and metric."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,16 @@ from facectx.evaluation.two_sample import identity_halves, roc_auc, two_sample_a
 @pytest.fixture(scope="module")
 def many_test_photos(lfw_dir, tmp_path_factory, params):
     """~220 test photos of 200 identities (and a few training photos for the mean frame)."""
-    return prepare_sample(lfw_dir, tmp_path_factory.mktemp("c2st"), params, train_people=6, test_people=200, max_photos=2,
-                          val_fraction=0.0, mirror=False)
+    return prepare_sample(
+        lfw_dir,
+        tmp_path_factory.mktemp("c2st"),
+        params,
+        train_people=6,
+        test_people=200,
+        max_photos=2,
+        val_fraction=0.0,
+        mirror=False,
+    )
 
 
 def test_roc_auc_counts_ties_half():
@@ -33,12 +42,16 @@ def test_two_sample_test_cannot_tell_real_from_real_but_tells_the_mean_context(m
     identities = test.index.identity.to_numpy()
     real = identity_halves(identities)
     nets = make_networks("faceres")
-    features = lambda images: np.concatenate([nets.frame_features(images[i:i + 32])["fd"]  # noqa: E731
-                                              for i in range(0, len(images), 32)])
+
+    def features(images):
+        return np.concatenate([nets.frame_features(images[i : i + 32])["fd"] for i in range(0, len(images), 32)])
+
     real_features = features(test.target)
     same = two_sample_auc(real_features[real], identities[real], real_features[~real], identities[~real])
     mean_context = BASELINES["mean training context"](mean_training_frame(many_test_photos))
-    outputs = within_photo(mean_context(test.masked[128], (test.mask[128] > 127).astype(np.uint8)), test.target, test.valid)
+    outputs = within_photo(
+        mean_context(test.masked[128], (test.mask[128] > 127).astype(np.uint8)), test.target, test.valid
+    )
     fake = two_sample_auc(real_features[real], identities[real], features(outputs)[~real], identities[~real])
     assert same["n_per_side"] >= 40 and same["folds"] == 5
     # Measured 2026-11-26 with 400 photos a side: real vs real 0.519 ± 0.062, mean context 1.000;
@@ -59,7 +72,9 @@ def test_pixels_outside_the_photo_pull_on_no_loss_and_move_no_metric(prepared_da
 
     stage = 32
     tiny = tiny_training_params(params, max_train_rows=0)  # every row: some frames run past their photo
-    trainer = StageTrainer(tiny, stage, prepared_data, tmp_path / "out", None, tmp_path / "resume", require_previous=False)
+    trainer = StageTrainer(
+        tiny, stage, prepared_data, tmp_path / "out", None, tmp_path / "resume", require_previous=False
+    )
     past_edge = (trainer.train_data.valid[stage] == 0).flatten(1).any(1)
     assert past_edge.any(), "the sample should hold a frame whose crop ran past its photo"
     batch = trainer.train_data.batch(torch.nonzero(past_edge)[:1, 0])
@@ -95,7 +110,7 @@ def test_pixels_outside_the_photo_pull_on_no_loss_and_move_no_metric(prepared_da
     # Evaluation: the pixel metrics leave those pixels out, and outputs carry the target's there.
     test = load_split(prepared_data, "train")
     i = _row_past_the_edge(prepared_data)
-    target, mask, valid = test.target[i:i + 1], test.mask[128][i:i + 1], test.valid[i:i + 1]
+    target, mask, valid = test.target[i : i + 1], test.mask[128][i : i + 1], test.valid[i : i + 1]
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, target.shape, dtype=np.uint8)
     b = a.copy()

@@ -1,4 +1,5 @@
 """What git may hold: no face photos, no weights; one LFW-derived picture, small (DEVELOPERS.md)."""
+
 import subprocess
 from pathlib import Path
 
@@ -7,8 +8,24 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 README_PICTURE = "docs/images/lfw-test-grid.jpg"
 PICTURE_LIMIT_BYTES = 300 * 1024
-BINARY_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".pt", ".pth", ".ckpt", ".safetensors", ".bin",
-                   ".dat", ".npy", ".npz", ".parquet", ".onnx"}
+BINARY_SUFFIXES = {
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".webp",
+    ".bmp",
+    ".gif",
+    ".pt",
+    ".pth",
+    ".ckpt",
+    ".safetensors",
+    ".bin",
+    ".dat",
+    ".npy",
+    ".npz",
+    ".parquet",
+    ".onnx",
+}
 
 
 def tracked_files() -> list[str]:

@@ -1,6 +1,7 @@
 """What happens when object storage fails: a real S3 server (SeaweedFS) behind a loopback proxy
 that answers chosen requests with S3 errors, drops its listener when the server is killed, or
 adds crafted keys to a listing. Nothing may be lost, and nothing written outside the data folder."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,11 +20,11 @@ import boto3
 import pandas as pd
 import pytest
 import yaml
+from test_dvc_pipeline import _project_copy, _run
 
 from conftest import WeedServer
 from facectx.data.ingest import ingest
 from facectx.data.sources import SourceUnavailable
-from test_dvc_pipeline import _project_copy, _run
 
 # Headers of one connection, not of the request (Content-Length is set anew for each hop).
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "expect", "content-length"}
@@ -32,6 +33,7 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "expect", "conte
 @dataclass
 class Fault:
     """Answer `times` requests whose method matches and whose decoded path contains `path_part`."""
+
     method: str
     path_part: str
     status: int  # 500 InternalError, 503 ServiceUnavailable or SlowDown
@@ -93,9 +95,11 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if fault := proxy.take_fault(self.command, path):
             proxy.record(self.command, path, fault.status)
             key = urllib.parse.urlsplit(path).path
-            error = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{fault.code}</Code>'
-                     f"<Message>injected by the test proxy</Message><Resource>{key}</Resource>"
-                     "<RequestId>proxy</RequestId></Error>").encode()
+            error = (
+                f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{fault.code}</Code>'
+                f"<Message>injected by the test proxy</Message><Resource>{key}</Resource>"
+                "<RequestId>proxy</RequestId></Error>"
+            ).encode()
             return self._reply(fault.status, [("Content-Type", "application/xml")], error)
         if proxy.before_forward:
             proxy.before_forward(self.command, path)
@@ -139,9 +143,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 def _add_listing_keys(xml: bytes, keys: list[str]) -> bytes:
     """Keys SeaweedFS refuses to store ('..', NUL) or normalises ('//'), but a listing from
     another S3 server may hold: URL-encoded, as the client asked (encoding-type=url)."""
-    entries = "".join(f"<Contents><Key>{urllib.parse.quote(key, safe='/')}</Key><ETag>&#34;{'0' * 32}&#34;</ETag>"
-                      "<Size>1</Size><StorageClass>STANDARD</StorageClass>"
-                      "<LastModified>2026-01-01T00:00:00Z</LastModified></Contents>" for key in keys)
+    entries = "".join(
+        f"<Contents><Key>{urllib.parse.quote(key, safe='/')}</Key><ETag>&#34;{'0' * 32}&#34;</ETag>"
+        "<Size>1</Size><StorageClass>STANDARD</StorageClass>"
+        "<LastModified>2026-01-01T00:00:00Z</LastModified></Contents>"
+        for key in keys
+    )
     assert b"<EncodingType>url</EncodingType>" in xml
     return xml.replace(b"</ListBucketResult>", entries.encode() + b"</ListBucketResult>")
 
@@ -180,10 +187,12 @@ def _assert_whole_copies(raw: Path, source: Path, photos: list[str]) -> None:
 
 def test_ingest_retries_server_errors_and_throttling(proxy, s3_env, sample_source, tmp_path, params):
     photos = _upload(s3_env, "facectx-retry", "faults", sample_source)
-    proxy.faults = [Fault("GET", "list-type=2", 503, "SlowDown", 1),
-                    Fault("GET", photos[0], 503, "ServiceUnavailable", 2),
-                    Fault("GET", photos[3], 500, "InternalError", 2),
-                    Fault("GET", photos[5], 503, "SlowDown", 2)]
+    proxy.faults = [
+        Fault("GET", "list-type=2", 503, "SlowDown", 1),
+        Fault("GET", photos[0], 503, "ServiceUnavailable", 2),
+        Fault("GET", photos[3], 500, "InternalError", 2),
+        Fault("GET", photos[5], 503, "SlowDown", 2),
+    ]
     summary = ingest(_config(params, "s3://facectx-retry/faults/images", max_attempts=3), tmp_path / "raw")
 
     assert summary["new"] == len(photos) and summary["quarantined"] == 0
@@ -193,8 +202,9 @@ def test_ingest_retries_server_errors_and_throttling(proxy, s3_env, sample_sourc
     assert [proxy.gets(photos[i]) for i in (0, 1, 3, 5)] == [3, 1, 3, 3]
 
 
-def test_ingest_past_the_retries_names_the_key_keeps_its_copies_and_a_rerun_continues(proxy, s3_env, sample_source,
-                                                                                      tmp_path, params):
+def test_ingest_past_the_retries_names_the_key_keeps_its_copies_and_a_rerun_continues(
+    proxy, s3_env, sample_source, tmp_path, params
+):
     photos = _upload(s3_env, "facectx-stop", "faults", sample_source)
     config = _config(params, "s3://facectx-stop/faults/images", max_attempts=2, download_workers=1)
     raw = tmp_path / "raw"
@@ -205,7 +215,9 @@ def test_ingest_past_the_retries_names_the_key_keeps_its_copies_and_a_rerun_cont
 
     failing = photos[6]
     proxy.faults = [Fault("GET", failing, 503, "SlowDown", 1000)]
-    with pytest.raises(SourceUnavailable, match=f"s3://facectx-stop/faults/images/{failing}.*after 2 attempts.*SlowDown"):
+    with pytest.raises(
+        SourceUnavailable, match=f"s3://facectx-stop/faults/images/{failing}.*after 2 attempts.*SlowDown"
+    ):
         ingest(config, raw)
     assert proxy.gets(failing) == 2, "\n".join(map(str, proxy.log))  # max_attempts, the first try included
 
@@ -219,25 +231,29 @@ def test_ingest_past_the_retries_names_the_key_keeps_its_copies_and_a_rerun_cont
     proxy.faults, proxy.log = [], []
     summary = ingest(config, raw)
     missing = [p for p in photos if p not in set(partial.relative_path)]
-    assert [path for method, path, _ in proxy.log if method == "GET" and "list-type" not in path
-            and path.endswith(".jpg")] == [f"/facectx-stop/faults/images/{p}" for p in missing]
+    assert [
+        path for method, path, _ in proxy.log if method == "GET" and "list-type" not in path and path.endswith(".jpg")
+    ] == [f"/facectx-stop/faults/images/{p}" for p in missing]
     assert (summary["new"], summary["unchanged"], summary["quarantined"]) == (len(missing), len(partial), 0)
     _assert_whole_copies(raw, sample_source, photos)
 
 
-def test_unsafe_keys_in_a_listing_are_rejected_and_nothing_is_written_outside(proxy, s3_env, sample_source, tmp_path,
-                                                                            params):
+def test_unsafe_keys_in_a_listing_are_rejected_and_nothing_is_written_outside(
+    proxy, s3_env, sample_source, tmp_path, params
+):
     photos = _upload(s3_env, "facectx-unsafe", "unsafe", sample_source)
     # SeaweedFS refuses keys with '..' or NUL and turns '//' into '/', so the proxy adds them to
     # the real listing, as another S3 server (AWS S3 itself stores any key) could list them.
     prefix = "unsafe/images/"
-    unsafe = {f"{prefix}../../../escape.jpg": "'..'",
-              f"{prefix}Some_Person/../../../../tmp/escape.jpg": "'..'",
-              f"{prefix}{tmp_path}/absolute.jpg": "absolute path",
-              f"{prefix}Some_Person/nul\x00.jpg": "control character",
-              f"{prefix}Some_Person/..\\..\\escape.jpg": "backslash",
-              f"{prefix}Some_Person/./dot.jpg": "'.'",
-              "unsafe/elsewhere/escape.jpg": "outside the listed prefix"}
+    unsafe = {
+        f"{prefix}../../../escape.jpg": "'..'",
+        f"{prefix}Some_Person/../../../../tmp/escape.jpg": "'..'",
+        f"{prefix}{tmp_path}/absolute.jpg": "absolute path",
+        f"{prefix}Some_Person/nul\x00.jpg": "control character",
+        f"{prefix}Some_Person/..\\..\\escape.jpg": "backslash",
+        f"{prefix}Some_Person/./dot.jpg": "'.'",
+        "unsafe/elsewhere/escape.jpg": "outside the listed prefix",
+    }
     proxy.extra_listing_keys = list(unsafe)
     work = tmp_path / "work"
     work.mkdir()
@@ -253,7 +269,9 @@ def test_unsafe_keys_in_a_listing_are_rejected_and_nothing_is_written_outside(pr
     assert proxy.gets("escape") == proxy.gets("absolute") == proxy.gets("dot.jpg") == proxy.gets("nul") == 0
     written = set(tmp_path.rglob("*")) - before
     assert all(path.is_relative_to(work / "raw") for path in written), sorted(written)
-    images = {p.relative_to(work / "raw" / "images").as_posix() for p in (work / "raw" / "images").rglob("*") if p.is_file()}
+    images = {
+        p.relative_to(work / "raw" / "images").as_posix() for p in (work / "raw" / "images").rglob("*") if p.is_file()
+    }
     assert images == set(photos)
 
 
@@ -296,11 +314,19 @@ def test_dvc_push_interrupted_by_a_killed_server_completes_after_a_restart(sampl
         proxy.before_forward = kill_at_the_12th_upload
         # Two attempts per request (AWS_MAX_ATTEMPTS, read by botocore under s3fs): the default
         # retries would only spend ~20 s waiting for a server that is gone.
-        failed = subprocess.run([dvc, "push", "--jobs", "4", "ingest"], cwd=project, env={**env, "AWS_MAX_ATTEMPTS": "2"},
-                                capture_output=True, text=True, timeout=300)
+        failed = subprocess.run(
+            [dvc, "push", "--jobs", "4", "ingest"],
+            cwd=project,
+            env={**env, "AWS_MAX_ATTEMPTS": "2"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         message = failed.stdout + failed.stderr
         assert failed.returncode != 0, message
-        assert "failed to push data to the cloud" in message and "Could not connect to the endpoint URL" in message, message
+        assert "failed to push data to the cloud" in message and "Could not connect to the endpoint URL" in message, (
+            message
+        )
         assert len(uploads) == 12
 
         # Four uploads at a time: the ones in flight at the kill were cut off, at least 8 completed.
@@ -319,7 +345,9 @@ def test_dvc_push_interrupted_by_a_killed_server_completes_after_a_restart(sampl
                 data = client.get_object(Bucket="facectx-dvc", Key=item["Key"])["Body"].read()
                 remote[item["Key"].removeprefix("facectx/")] = data
         cache = project / ".dvc" / "cache"
-        local = {p.relative_to(cache).as_posix() for p in cache.rglob("*") if p.is_file() and p.parent.parent.name == "md5"}
+        local = {
+            p.relative_to(cache).as_posix() for p in cache.rglob("*") if p.is_file() and p.parent.parent.name == "md5"
+        }
         assert set(remote) == local and len(local) > 12
         assert f"{len(local) - completed} files pushed" in pushed  # what was uploaded before the kill is kept
         for name, data in remote.items():
@@ -331,5 +359,9 @@ def test_dvc_push_interrupted_by_a_killed_server_completes_after_a_restart(sampl
 
 
 def _client_args(server: WeedServer) -> dict:
-    return dict(endpoint_url=server.env["AWS_ENDPOINT_URL"], aws_access_key_id=server.env["AWS_ACCESS_KEY_ID"],
-                aws_secret_access_key=server.env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+    return dict(
+        endpoint_url=server.env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=server.env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=server.env["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )

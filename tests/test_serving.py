@@ -4,7 +4,6 @@ out; bad requests get a 4xx naming the problem, and the server keeps answering."
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
 import os
 import sys
@@ -16,16 +15,10 @@ import requests
 from PIL import Image
 
 from benchmarks.serving_load import Server, bad_requests, request_mix, run_load
-from conftest import tiny_training_params
+from conftest import fast_tiny_params
 from facectx import registry, steps, tracking
 
 NAME = "facectx-serving-test"
-
-
-def fast_tiny_params(params):
-    """The tiny cascade with fewer rows and without the identity/perceptual networks (only speed matters here)."""
-    tiny = tiny_training_params(params, max_train_rows=4, val_rows=2, grid_rows=1)
-    return dataclasses.replace(tiny, losses=dataclasses.replace(tiny.losses, identity=False, perceptual=False))
 
 
 def _b64(data: bytes) -> str:

@@ -1,5 +1,6 @@
 """Stage-by-stage training on real prepared photos: all five stages, checkpoints, resume after a
 kill, the errors a person meets, the ProGAN variant, and what MLflow records."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,7 +62,9 @@ def test_tiny_cascade_trains_all_five_stages_and_is_tracked(prepared_data, tmp_p
     [model] = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert model.info.run_name == "cascade" and model.data.tags["facectx.model_run"] == "cascade"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == model.info.run_id]
-    assert sorted(r.data.tags["facectx.stage"] for r in children) == sorted(f"cascade/stage_{s}" for s in tiny.train.stages)
+    assert sorted(r.data.tags["facectx.stage"] for r in children) == sorted(
+        f"cascade/stage_{s}" for s in tiny.train.stages
+    )
     stage_128 = next(r for r in children if r.data.tags["facectx.stage"] == "cascade/stage_128")
     assert "val_ssim" in stage_128.data.metrics and "loss_id" in stage_128.data.metrics
     assert stage_128.data.params["losses.lambda_id"] == str(list(tiny.losses.lambda_id))
@@ -102,10 +105,29 @@ def test_non_finite_loss_stops_training(prepared_data, tmp_path, params, mlflow_
 def _train_in_subprocess(params, prepared, models, env, *options):
     params_file = models.parent / "params.yaml"
     params_file.write_text(dump_params(params))
-    return subprocess.Popen([sys.executable, "-m", "facectx.cli", "--params", str(params_file), "train-stage",
-                             "--stage", "8", "--prepared-dir", str(prepared), "--models-dir", str(models),
-                             "--resume-dir", str(models.parent / "resume"), *options],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "facectx.cli",
+            "--params",
+            str(params_file),
+            "train-stage",
+            "--stage",
+            "8",
+            "--prepared-dir",
+            str(prepared),
+            "--models-dir",
+            str(models),
+            "--resume-dir",
+            str(models.parent / "resume"),
+            *options,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _remote_step(client, bucket: str, prefix: str) -> int:
@@ -115,8 +137,9 @@ def _remote_step(client, bucket: str, prefix: str) -> int:
         return -1
 
 
-def test_preempted_training_resumes_from_object_storage_to_the_same_weights(prepared_data, tmp_path, params, mlflow_store,
-                                                                            s3_env):
+def test_preempted_training_resumes_from_object_storage_to_the_same_weights(
+    prepared_data, tmp_path, params, mlflow_store, s3_env
+):
     """A training pod killed mid-stage and started again on an empty disk (a new node) pulls its
     resume state from S3 and ends with the weights of an uninterrupted run."""
     import boto3
@@ -227,7 +250,9 @@ def _trainer(params, stage, prepared, models, **kwargs):
     return StageTrainer(params, stage, prepared, dirs["out_dir"], dirs["init_dir"], dirs["resume_dir"], **kwargs)
 
 
-def test_wall_clock_cap_stops_cleanly_and_the_next_stage_starts_from_it(prepared_data, tmp_path, params, monkeypatch, caplog):
+def test_wall_clock_cap_stops_cleanly_and_the_next_stage_starts_from_it(
+    prepared_data, tmp_path, params, monkeypatch, caplog
+):
     from types import SimpleNamespace
 
     from facectx.training import loop
@@ -266,8 +291,9 @@ def test_a_deadline_already_past_still_trains_one_step(prepared_data, tmp_path, 
     assert _trainer(tiny, 16, prepared_data, models).run().steps == 3  # chains from the one-step checkpoint
 
 
-def test_without_resume_checkpoints_no_resume_state_is_written_but_the_loss_curve_is(prepared_data, tmp_path, params,
-                                                                                       monkeypatch):
+def test_without_resume_checkpoints_no_resume_state_is_written_but_the_loss_curve_is(
+    prepared_data, tmp_path, params, monkeypatch
+):
     from facectx.training import loop
 
     on = tiny_training_params(params, epochs=(2, 1, 1, 1, 1), checkpoint_every_steps=1)
@@ -275,7 +301,9 @@ def test_without_resume_checkpoints_no_resume_state_is_written_but_the_loss_curv
     assert loop.training_settings(on) == loop.training_settings(off)  # runtime-only: same checkpoints
     saved = []
     original = loop.save_checkpoint
-    monkeypatch.setattr(loop, "save_checkpoint", lambda folder, *a, **k: saved.append(Path(folder)) or original(folder, *a, **k))
+    monkeypatch.setattr(
+        loop, "save_checkpoint", lambda folder, *a, **k: saved.append(Path(folder)) or original(folder, *a, **k)
+    )
     models = tmp_path / "models"
     (models / "stage_8").mkdir(parents=True)
     (models / "stage_8" / "losses.csv").write_text("step,loss_stale\n99,1\n")  # an earlier run's curve is replaced
@@ -315,20 +343,26 @@ def test_each_stage_trains_at_its_own_batch_size(prepared_data, tmp_path, params
     assert [stage_batch_size(tiny.train, s) for s in (8, 16)] == [4, 2]
     sizes = []
     original = StageTrainer._train_step
-    monkeypatch.setattr(StageTrainer, "_train_step", lambda self, batch: sizes.append((self.stage, len(batch.landmarks)))
-                        or original(self, batch))
+    monkeypatch.setattr(
+        StageTrainer,
+        "_train_step",
+        lambda self, batch: sizes.append((self.stage, len(batch.landmarks))) or original(self, batch),
+    )
     models = tmp_path / "models"
     assert _trainer(tiny, 8, prepared_data, models).run().steps == 3  # 12 rows / 4
     assert _trainer(tiny, 16, prepared_data, models).run().steps == 6  # 12 rows / 2
     assert sizes == [(8, 4)] * 3 + [(16, 2)] * 6
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda t: t.update(batch_size=[16, 16]), "train.batch_size must give one size"),
-    (lambda t: t.update(batch_size=[16, 16, 0, 16, 16]), "train.batch_size must give one size"),
-    (lambda t: t.update(batch_size=16), "train.batch_size: expected a list"),
-    (lambda t: t.update(compile_mode="fast"), "train.compile_mode"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda t: t.update(batch_size=[16, 16]), "train.batch_size must give one size"),
+        (lambda t: t.update(batch_size=[16, 16, 0, 16, 16]), "train.batch_size must give one size"),
+        (lambda t: t.update(batch_size=16), "train.batch_size: expected a list"),
+        (lambda t: t.update(compile_mode="fast"), "train.compile_mode"),
+    ],
+)
 def test_bad_train_settings_name_the_key(change, message):
     from facectx.config import parse_params
 
