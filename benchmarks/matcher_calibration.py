@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from facectx.config import DEFAULT_PARAMS_FILE, load_params
 from facectx.evaluation.matcher import FaceResMatcher, lfw_pair_calibration
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,13 +38,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cached", action="store_true", help="reuse a cached result instead of recomputing")
+    parser.add_argument("--params", default=str(REPO / DEFAULT_PARAMS_FILE), help="params file whose landmarks to use")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     began = time.perf_counter()
     matcher = FaceResMatcher(device=args.device)
-    result = lfw_pair_calibration(args.lfw, matcher, None, args.max_pairs, far=args.far, use_cache=args.cached)
+    landmarks = load_params(args.params).landmarks
+    result = lfw_pair_calibration(args.lfw, matcher, landmarks, args.max_pairs, far=args.far, use_cache=args.cached)
     result = {
         **result,
         "wall_s": time.perf_counter() - began,

@@ -31,10 +31,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 REPO = Path(__file__).resolve().parents[1]
 
+sys.path.insert(0, str(REPO))  # run as a script, benchmarks/ is importable from the repository root
+
 import yaml  # noqa: E402
 
+from benchmarks.plain_loader import ShardDataset, batch_from_items  # noqa: E402
 from facectx.config import parse_params  # noqa: E402
-from facectx.training.data import ShardDataset, batch_from_items  # noqa: E402
 from facectx.training.loop import StageTrainer, stage_batch_size  # noqa: E402
 
 

@@ -90,6 +90,19 @@ def _free_port_pair() -> int:
             return port
 
 
+def s3_client(env: dict):
+    """A boto3 S3 client for the server that `env` reaches (s3_server's dict, WeedServer.env)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
 class WeedServer:
     """A real S3 server: SeaweedFS `weed mini` on loopback.
 
@@ -324,17 +337,9 @@ def tracking_server_handle(postgres_server, s3_server, tmp_path_factory):
     """`mlflow server` as deployed: runs in PostgreSQL, artifacts proxied to an S3 bucket on the
     session's SeaweedFS. A handle (start/stop/kill; .postgres, .bucket, .s3_env) shared by the
     session: take it through `tracking_server`, which restarts what a fault test stopped."""
-    import boto3
-
     from servers import MlflowServer
 
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_server["AWS_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id=s3_server["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=s3_server["AWS_SECRET_ACCESS_KEY"],
-    )
+    s3 = s3_client(s3_server)
     if TRACKING_BUCKET not in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
         s3.create_bucket(Bucket=TRACKING_BUCKET)
     env = {**s3_server, "MLFLOW_S3_ENDPOINT_URL": s3_server["AWS_ENDPOINT_URL"], "PGPASSWORD": postgres_server.password}

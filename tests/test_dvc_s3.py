@@ -10,9 +10,10 @@ import os
 import sys
 from pathlib import Path
 
-import boto3
 import yaml
 from test_dvc_pipeline import TINY_PROFILE, _project_copy, _run
+
+from conftest import s3_client
 
 GIT = ["git", "-c", "user.name=facectx-test", "-c", "user.email=facectx-test@example.org"]
 
@@ -53,13 +54,7 @@ def _checksums(root: Path, outputs: list[str]) -> dict[str, str]:
 
 def test_dvc_push_to_s3_then_a_fresh_clone_pulls_and_has_nothing_to_reproduce(s3_server, sample_source, tmp_path):
     bucket, endpoint = "facectx-dvc-remote", s3_server["AWS_ENDPOINT_URL"]
-    boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=s3_server["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=s3_server["AWS_SECRET_ACCESS_KEY"],
-        region_name="us-east-1",
-    ).create_bucket(Bucket=bucket)
+    s3_client(s3_server).create_bucket(Bucket=bucket)
     project = _project_copy(tmp_path)
     _tiny_params(project, sample_source)
     bin_dir = Path(sys.executable).parent

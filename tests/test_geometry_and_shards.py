@@ -160,8 +160,9 @@ def test_a_training_subset_keeps_each_photo_with_its_mirrored_copy():
 
 
 def test_shards_and_evaluation_read_the_subset_rows(prepared_data):
+    from benchmarks.plain_loader import ShardDataset
     from facectx.evaluation.evaluate import load_split
-    from facectx.training.data import ResidentShards, ShardDataset
+    from facectx.training.data import ResidentShards
 
     index = pd.read_parquet(prepared_data / "train" / "index.parquet")
     landmarks = np.load(prepared_data / "train" / "landmarks.npy")

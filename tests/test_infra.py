@@ -34,6 +34,8 @@ import pytest
 import tomllib
 import yaml
 
+from conftest import s3_client
+
 REPO = Path(__file__).resolve().parents[1]
 INFRA = REPO / "infra"
 K8S = INFRA / "k8s"
@@ -586,7 +588,6 @@ def test_mlflow_server_as_deployed_with_postgres_and_s3(rendered, postgres, s3_s
     """The manifest's own command and arguments, only the addresses moved to loopback: MLflow creates
     its schema in PostgreSQL with the password from PGPASSWORD, keeps artifacts in the S3 bucket,
     answers /health to any Host (probes) and the API only to the allowed names."""
-    import boto3
     import mlflow
 
     pg_port, password = postgres
@@ -601,13 +602,7 @@ def test_mlflow_server_as_deployed_with_postgres_and_s3(rendered, postgres, s3_s
     assert any(f"127.0.0.1:{pg_port}" in a for a in args) and f"--port={port}" in args
     env = {**os.environ, **s3_server, "PGPASSWORD": password, "MLFLOW_S3_ENDPOINT_URL": s3_server["AWS_ENDPOINT_URL"]}
     env.pop("MLFLOW_TRACKING_URI", None)
-    boto3.client(
-        "s3",
-        endpoint_url=s3_server["AWS_ENDPOINT_URL"],
-        aws_access_key_id=s3_server["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=s3_server["AWS_SECRET_ACCESS_KEY"],
-        region_name="us-east-1",
-    ).create_bucket(Bucket="mlflow-artifacts")
+    s3_client(s3_server).create_bucket(Bucket="mlflow-artifacts")
     log = open(tmp_path / "mlflow.log", "wb")  # noqa: SIM115 (the server's log, open while it runs)
     server = subprocess.Popen(
         [str(BIN / container["command"][0]), *container["command"][1:], *args],
@@ -640,14 +635,7 @@ def test_mlflow_server_as_deployed_with_postgres_and_s3(rendered, postgres, s3_s
         client.log_artifact(run_id, str(tmp_path / "note.txt"))  # through the server's artifact proxy
         client.set_terminated(run_id)
         assert client.get_run(run_id).data.params == {"stage": "128"}
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=s3_server["AWS_ENDPOINT_URL"],
-            region_name="us-east-1",
-            aws_access_key_id=s3_server["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=s3_server["AWS_SECRET_ACCESS_KEY"],
-        )
-        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow-artifacts").get("Contents", [])]
+        keys = [o["Key"] for o in s3_client(s3_server).list_objects_v2(Bucket="mlflow-artifacts").get("Contents", [])]
         assert any(k.endswith(f"{run_id}/artifacts/note.txt") for k in keys), keys
         import psycopg2
 

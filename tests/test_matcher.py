@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from facectx import assets
+from facectx.data.landmarks import make_landmarker
 from facectx.evaluation.matcher import (
     FaceResMatcher,
     calibrate_threshold,
     cosine,
-    default_landmarker,
     lfw_pair_calibration,
     read_lfw_pairs,
     roc_auc,
@@ -146,8 +146,8 @@ def test_threshold_and_auc_on_known_scores():
     )
 
 
-def test_same_person_pairs_outscore_different_people(matcher, lfw_dir, tmp_path):
-    result = lfw_pair_calibration(lfw_dir, matcher, None, max_pairs=100, cache_dir=tmp_path)
+def test_same_person_pairs_outscore_different_people(matcher, lfw_dir, params, tmp_path):
+    result = lfw_pair_calibration(lfw_dir, matcher, params.landmarks, max_pairs=100, cache_dir=tmp_path)
     assert result["pairs_same"] >= 95 and result["pairs_diff"] >= 95, result
     assert result["auc"] >= MIN_AUC_200_PAIRS, result
     assert result["mean_score_same"] > result["mean_score_diff"] + 0.2, result
@@ -160,14 +160,14 @@ def test_same_person_pairs_outscore_different_people(matcher, lfw_dir, tmp_path)
         def embed(self, *args):
             raise AssertionError("the cached calibration should have been used")
 
-    assert lfw_pair_calibration(lfw_dir, Refuses(), None, max_pairs=100, cache_dir=tmp_path) == result
+    assert lfw_pair_calibration(lfw_dir, Refuses(), params.landmarks, max_pairs=100, cache_dir=tmp_path) == result
     assert len(list((tmp_path / "matcher_calibration").glob("*.json"))) == 1
 
 
-def test_embed_is_unit_length_and_batch_independent(matcher, lfw_dir):
+def test_embed_is_unit_length_and_batch_independent(matcher, lfw_dir, params):
     from PIL import Image
 
-    landmarker = default_landmarker()
+    landmarker = make_landmarker(params.landmarks)
     photos = [lfw_dir / p for pair in read_lfw_pairs(lfw_dir / "pairsDevTrain.txt")[:2] for p in pair[:2]]
     images = [np.asarray(Image.open(p).convert("RGB")) for p in photos]
     points = np.stack([landmarker(image).points for image in images])

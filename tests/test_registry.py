@@ -9,7 +9,6 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import tiny_training_params
 from facectx import registry, steps
 
 NAME = "facectx-test-cascade"
@@ -27,13 +26,9 @@ def store(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(store, prepared_data, params, tmp_path_factory):
-    tiny = tiny_training_params(params, max_train_rows=4, val_rows=2, grid_rows=1)
-    tiny = dataclasses.replace(tiny, losses=dataclasses.replace(tiny.losses, identity=False, perceptual=False))
-    models = tmp_path_factory.mktemp("registry_models")
-    for stage in tiny.train.stages:
-        steps.train_stage_step(tiny, stage, prepared_data, **steps.stage_dirs(tiny, stage, models))
-    return tiny, models / f"stage_{max(tiny.train.stages)}" / "checkpoint"
+def tiny_checkpoint(tiny_cascade):
+    """The session's trained tiny cascade: its params and its last stage's checkpoint."""
+    return tiny_cascade.params, tiny_cascade.checkpoint
 
 
 def _aliases(client, name):

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from test_dvc_pipeline import _project_copy, _run
 
-from conftest import WeedServer
+from conftest import WeedServer, s3_client
 from facectx.data.ingest import ingest
 from facectx.data.sources import SourceUnavailable
 
@@ -291,7 +291,7 @@ def test_dvc_push_interrupted_by_a_killed_server_completes_after_a_restart(sampl
     server.start()
     proxy = S3Proxy(server.s3_port)
     try:
-        boto3.client("s3", **_client_args(server)).create_bucket(Bucket="facectx-dvc")
+        s3_client(server.env).create_bucket(Bucket="facectx-dvc")
         project = _project_copy(tmp_path)
         params = yaml.safe_load((project / "params.yaml").read_text())
         params["ingest"]["source"] = str(sample_source)
@@ -338,7 +338,7 @@ def test_dvc_push_interrupted_by_a_killed_server_completes_after_a_restart(sampl
         assert "in sync" in _run([dvc, "status", "-c", "ingest"], project, env)
         # Every object whole: its content hashes to its key (DVC 3 keys objects by MD5), and the
         # remote holds exactly the cache's objects.
-        client = boto3.client("s3", **_client_args(server))
+        client = s3_client(server.env)
         remote = {}
         for page in client.get_paginator("list_objects_v2").paginate(Bucket="facectx-dvc", Prefix="facectx/"):
             for item in page.get("Contents", []):
@@ -356,12 +356,3 @@ def test_dvc_push_interrupted_by_a_killed_server_completes_after_a_restart(sampl
     finally:
         proxy.stop()
         server.kill()
-
-
-def _client_args(server: WeedServer) -> dict:
-    return dict(
-        endpoint_url=server.env["AWS_ENDPOINT_URL"],
-        aws_access_key_id=server.env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=server.env["AWS_SECRET_ACCESS_KEY"],
-        region_name="us-east-1",
-    )

@@ -15,8 +15,7 @@ import requests
 from PIL import Image
 
 from benchmarks.serving_load import Server, bad_requests, request_mix, run_load
-from conftest import fast_tiny_params
-from facectx import registry, steps, tracking
+from facectx import registry, tracking
 
 NAME = "facectx-serving-test"
 
@@ -32,23 +31,20 @@ def _png(image: np.ndarray) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def served(prepared_data, params, tmp_path_factory):
-    """Train a tiny cascade, register and promote it, serve models:/NAME@champion; yield its URL."""
+def served(prepared_data, tiny_cascade, tmp_path_factory):
+    """Register and promote the session's tiny cascade, serve models:/NAME@champion; yield its URL."""
     root = tmp_path_factory.mktemp("serving")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.chdir(root)
-        tiny = fast_tiny_params(params)
-        for stage in tiny.train.stages:
-            steps.train_stage_step(tiny, stage, prepared_data, **steps.stage_dirs(tiny, stage, root / "models"))
         metrics = {"fd": 1.0, "identity_match": 0.5, "perceptual": 0.5}
         from facectx.serving import log_pyfunc_model
 
         with tracking.step_run("serving-test", {}) as run_id:
             info = log_pyfunc_model(
-                root / "models" / "stage_128" / "checkpoint",
-                tiny,
+                tiny_cascade.checkpoint,
+                tiny_cascade.params,
                 metrics,
                 prepared_dir=prepared_data,
                 raw_dir=prepared_data.parent / "raw",

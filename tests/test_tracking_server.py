@@ -28,7 +28,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from conftest import tiny_training_params
+from conftest import s3_client, tiny_training_params
 from facectx import registry, steps, tracking
 from servers import free_port
 
@@ -127,16 +127,7 @@ def test_trained_model_is_tracked_registered_promoted_and_served_through_the_ser
     assert sorted(runs) == sorted(f"cascade/stage_{s}" for s in tiny.train.stages)
     assert {run.info.status for run in runs.values()} == {"FINISHED"}
     stage_128 = runs["cascade/stage_128"]
-    import boto3
-
-    env = tracking_server.s3_env
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
+    s3 = s3_client(tracking_server.s3_env)
     keys = [
         o["Key"]
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=tracking_server.bucket)

@@ -18,7 +18,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from conftest import REPO, tiny_training_params
+from conftest import REPO, fast_tiny_params, tiny_training_params
 from facectx import steps
 from facectx.config import dump_params
 from facectx.training.checkpoint import CheckpointError
@@ -334,6 +334,39 @@ def test_a_resumed_run_keeps_one_whole_loss_curve(prepared_data, tmp_path, param
     _trainer(tiny, 8, prepared_data, models).run()
     curve = (models / "stage_8" / "losses.csv").read_text().splitlines()
     assert [int(row.split(",")[0]) for row in curve[1:]] == [1, 2, 3, 4, 5, 6]  # step 5 once, not twice
+
+
+def test_the_trainer_leaves_torch_global_state_as_it_found_it(prepared_data, tmp_path, params):
+    """Deterministic algorithms and seeds are the trainer's only while it builds and trains: the
+    caller's flags and random generator come back, and the caller's randomness (its seed, what it
+    draws before and between) does not change the trained weights."""
+    tiny = fast_tiny_params(params)
+    assert tiny.train.deterministic
+
+    def trained_weights(models, caller_seed):
+        torch.manual_seed(caller_seed)
+        torch.rand(1000)
+        trainer = _trainer(tiny, 8, prepared_data, models)
+        torch.rand(1000)
+        trainer.run()
+        return load_file(models / "stage_8" / "checkpoint" / "model.safetensors")
+
+    for caller_deterministic, warn_only in ((False, False), (True, True)):
+        torch.use_deterministic_algorithms(caller_deterministic, warn_only=warn_only)
+        try:
+            torch.manual_seed(1234)
+            caller_rng = torch.random.get_rng_state()
+            _trainer(tiny, 8, prepared_data, tmp_path / f"models_{caller_deterministic}").run()
+            assert torch.are_deterministic_algorithms_enabled() == caller_deterministic
+            assert torch.is_deterministic_algorithms_warn_only_enabled() == warn_only
+            assert torch.equal(torch.random.get_rng_state(), caller_rng)
+        finally:
+            torch.use_deterministic_algorithms(False)
+
+    one = trained_weights(tmp_path / "models_seed_0", caller_seed=0)
+    other = trained_weights(tmp_path / "models_seed_1", caller_seed=1)
+    assert one.keys() == other.keys()
+    assert all(torch.equal(one[name], other[name]) for name in one)
 
 
 def test_each_stage_trains_at_its_own_batch_size(prepared_data, tmp_path, params, monkeypatch):

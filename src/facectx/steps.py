@@ -243,10 +243,9 @@ def matcher_calibration(params: Params, raw_dir: str | os.PathLike, nets) -> dic
     return lfw_pair_calibration(
         raw_dir,
         WholeFrameIdentity(nets, params.crop),
-        None,
+        params.landmarks,
         max_pairs=params.evaluate.calibration_pairs or None,
         pairs_file="split_lists/pairsDevTrain.txt",
-        landmarks=params.landmarks,
     )
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from facectx.assets import cache_root, weights_folder
-from facectx.config import LandmarkConfig, load_params
+from facectx.config import LandmarkConfig
 from facectx.evaluation.tfjs_graph import TfjsGraphModel
 from facectx.io_utils import write_json
 
@@ -201,14 +201,6 @@ def read_lfw_pairs(pairs_file: str | os.PathLike) -> list[Pair]:
     return matched + mismatched
 
 
-def default_landmarker(config: LandmarkConfig | None = None):
-    """The landmarker the data steps use: params' `landmarks` settings (`config`, else those of
-    params.yaml in the working directory)."""
-    from facectx.data.landmarks import make_landmarker
-
-    return make_landmarker(config if config is not None else load_params().landmarks)
-
-
 def _landmarker_name(config: LandmarkConfig) -> str:
     """How the calibration cache names a landmarker built from `config`: "dlib" for the data
     steps' usual settings (the name earlier caches carry), else the settings themselves."""
@@ -220,19 +212,18 @@ def _landmarker_name(config: LandmarkConfig) -> str:
 def lfw_pair_calibration(
     lfw_dir: str | os.PathLike,
     matcher: FaceResMatcher,
-    landmarker: Callable | None,
+    landmarker: Callable | LandmarkConfig,
     max_pairs: int | None = None,
     *,
     far: float = 0.01,
     use_cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
     pairs_file: str = "pairsDevTrain.txt",
-    landmarks: LandmarkConfig | None = None,
 ) -> dict:
     """Score LFW's same/different-person pairs with `matcher`; return the 1%-FAR threshold and ROC figures.
 
-    landmarker: photo -> FaceLandmarks | None (facectx.data.landmarks); None builds the data steps'
-    from `landmarks` (params' landmarks section; None: params.yaml's, see default_landmarker).
+    landmarker: photo -> FaceLandmarks | None (facectx.data.landmarks), or params' `landmarks`
+    settings, from which the data steps' landmarker is built only when the cache misses.
     max_pairs: use the first max_pairs pairs of each kind (None: all). Pairs whose photos are
     missing from this LFW copy, or in which no face is found, are skipped (and counted).
     The result is cached as JSON under <cache>/matcher_calibration/, keyed by a hash of the pairs
@@ -244,9 +235,8 @@ def lfw_pair_calibration(
     same = [p for p in pairs if p[2]][:max_pairs]
     diff = [p for p in pairs if not p[2]][:max_pairs]
     present = [p for p in same + diff if (lfw / p[0]).is_file() and (lfw / p[1]).is_file()]
-    if landmarker is None:
-        landmarks = landmarks if landmarks is not None else load_params().landmarks
-        landmarker_name = _landmarker_name(landmarks)
+    if isinstance(landmarker, LandmarkConfig):
+        landmarker_name = _landmarker_name(landmarker)
     else:
         landmarker_name = getattr(landmarker, "name", type(landmarker).__qualname__)
     key = hashlib.sha256(
@@ -264,7 +254,10 @@ def lfw_pair_calibration(
     if use_cache and cache_file.is_file():
         return json.loads(cache_file.read_text())
 
-    landmarker = default_landmarker(landmarks) if landmarker is None else landmarker
+    if isinstance(landmarker, LandmarkConfig):
+        from facectx.data.landmarks import make_landmarker
+
+        landmarker = make_landmarker(landmarker)
     photos = sorted({photo for pair in present for photo in pair[:2]})
     descriptors, timing = _describe_photos(lfw, photos, matcher, landmarker)
     scored = [p for p in present if p[0] in descriptors and p[1] in descriptors]

@@ -82,10 +82,6 @@ def init_from_env(device: torch.device | str | None = None) -> ProcessContext:
     return _context
 
 
-def is_main() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
-
-
 def cleanup() -> None:
     """Take the process group down (all processes call it; idempotent)."""
     global _context, _host_group
