@@ -53,18 +53,22 @@ TINY_PROFILE = {
 }
 
 
+# params.yaml's lists that hold one entry per train.stages entry: (section, key).
+PER_STAGE_LISTS = (
+    ("train", "epochs"),
+    ("train", "batch_size"),
+    ("losses", "lambda_adv"),
+    ("losses", "lambda_id"),
+    ("losses", "lambda_pc"),
+)
+
+
 def add_stage_256(params: dict) -> None:
     """What a user edits in params.yaml to train one resolution further: nothing else changes."""
     params["crop"]["size_px"] = 256
     params["prepare"]["resolutions"].append(256)
     params["train"]["stages"].append(256)
-    for section, key in (
-        ("train", "epochs"),
-        ("train", "batch_size"),
-        ("losses", "lambda_adv"),
-        ("losses", "lambda_id"),
-        ("losses", "lambda_pc"),
-    ):
+    for section, key in PER_STAGE_LISTS:
         params[section][key].append(params[section][key][-1])
 
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from test_dvc_pipeline import TINY_PROFILE, _project_copy, _run
+from test_dvc_pipeline import PER_STAGE_LISTS, TINY_PROFILE, _project_copy, _run
 
 from conftest import s3_client
 
@@ -28,13 +28,7 @@ def _tiny_params(project: Path, source: Path) -> None:
     params["prepare"]["split"]["val_fraction"] = 0.4  # six training people: keep some for validation
     stages = 2
     params["train"]["stages"] = params["train"]["stages"][:stages]
-    for section, key in (
-        ("train", "epochs"),
-        ("train", "batch_size"),
-        ("losses", "lambda_adv"),
-        ("losses", "lambda_id"),
-        ("losses", "lambda_pc"),
-    ):
+    for section, key in PER_STAGE_LISTS:
         params[section][key] = params[section][key][:stages]
     tiny = copy.deepcopy(TINY_PROFILE)
     tiny["train"]["epochs"], tiny["train"]["batch_size"] = [1] * stages, [4] * stages

@@ -214,7 +214,7 @@ def evaluate_step(
     from facectx.training.checkpoint import training_identity
 
     config = params.evaluate
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, "evaluate.device")
     nets = make_networks(config.matcher, device, params.assets)
     if calibration is None and raw_dir is not None:
         calibration = matcher_calibration(params, raw_dir, nets)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import torch
 
 
-def resolve_device(name: str) -> torch.device:
-    """A params device setting ("auto", "cpu", "cuda", ...) as a torch device."""
+def resolve_device(name: str, setting: str = "train.device") -> torch.device:
+    """A params device setting ("auto", "cpu", "cuda", ...) as a torch device; `setting` names it in errors."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is cuda but no CUDA device is available")
+        raise RuntimeError(f"{setting} is cuda but no CUDA device is available")
     return torch.device(name)
 
 

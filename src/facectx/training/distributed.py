@@ -24,6 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from facectx.tensors import resolve_device
+
 
 @dataclass(frozen=True)
 class ProcessContext:
@@ -52,9 +54,7 @@ def init_from_env(device: torch.device | str | None = None) -> ProcessContext:
     when WORLD_SIZE > 1. device: where training runs (None: CUDA if available); under several
     processes a CUDA device becomes cuda:LOCAL_RANK."""
     global _context, _host_group
-    device = (
-        torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    device = torch.device(device) if device is not None else resolve_device("auto")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 and not dist.is_initialized():
         return ProcessContext(0, 1, 0, device, None)
