@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # One visit to the borrowed GPU machine (issue 11), carrying build/airgap/pack:
 #
-#   benchmarks/gpu_visit.sh smoke             the quick profile end to end (train + evaluate), then the
-#                                             paper profile's training throughput at every stage
-#   benchmarks/gpu_visit.sh main LIMIT_S [MODELS]   the paper profile's models (default: cascade),
-#                                             capped so training and the whole-test-split evaluation
-#                                             fit in LIMIT_S seconds
+#   benchmarks/gpu_visit.sh smoke             does the CUDA-graph step train like the eager one
+#                                             (benchmarks/cuda_graph_check.py), then the paper
+#                                             profile's training throughput at every stage
+#                                             (trainer vs eager bf16 vs plain fp32, and the peak)
+#   benchmarks/gpu_visit.sh main LIMIT_S [MODELS]   the paper profile's models, capped so training and
+#                                             the whole-test-split evaluation fit in LIMIT_S seconds.
+#                                             MODELS=auto (default): a quick measure of the trainer's
+#                                             speed decides whether the ProGAN variant fits beside
+#                                             the cascade without capping it
 #
 # Everything lands in $OUT (at most 8 files come back); at home:
 #   facectx airgap import <files_at>/results.tar.gz --pack build/airgap/pack
@@ -25,31 +29,44 @@ export pack work  # the throughput function also runs in a child shell under `ti
 
 # The paper profile's training throughput at every stage (fast trainer vs plain fp32), with the
 # pack's params and weights (the repository's params fetch weights with npm, absent there).
-throughput() {
+far_params() {
   python -c "from pathlib import Path; from facectx.airgap.run import far_params; far_params(Path('$pack'), Path('$work'), 'paper', False)"
+}
+unpack() {
+  python -c "from facectx.airgap.pack import unpack_set, MAIN_SET; unpack_set('$pack', MAIN_SET, '$work/prepared')"
+}
+throughput() {  # steps warmup out [more options]
   python benchmarks/train_throughput.py --prepared $work/prepared --params $work/params.yaml --profile paper \
-    --steps "$1" --warmup "$2" --out "$OUT/train_throughput.json"
+    --steps "$1" --warmup "$2" --out "$3" "${@:4}"
 }
 
 case $mode in
 smoke)
-  python -m facectx.cli airgap run $pack --profile quick --models cascade --out "$OUT/quick" --work $work
-  throughput 20 5
+  unpack && far_params
+  python benchmarks/cuda_graph_check.py --prepared $work/prepared --params $work/params.yaml --profile paper \
+    --out "$OUT/cuda_graph_check.json" || echo "cuda_graph_check failed"
+  throughput 10 5 "$OUT/train_throughput.json" --max-rows 2048
   ;;
 main)
   limit=${2:?main needs LIMIT_S}
-  models=${3:-cascade}
-  if [[ ${THROUGHPUT:-0} == 1 ]]; then  # the throughput figures first, when the smoke call did not give them
-    python -c "from facectx.airgap.pack import unpack_set, MAIN_SET; unpack_set('$pack', MAIN_SET, '$work/prepared')" || true
-    timeout 150 bash -c "$(declare -f throughput); throughput 10 3" || echo "throughput benchmark failed (training goes on)"
+  models=${3:-auto}
+  if [[ $models == auto ]]; then  # both models when both fit uncapped, one after the other's time
+    unpack && far_params
+    timeout 90 bash -c "$(declare -f throughput); throughput 6 4 $OUT/speed_estimate.json --variants fast --max-rows 1024" \
+      || echo "speed estimate failed"
+    models=$(python benchmarks/schedule_estimate.py --params $work/params.yaml --prepared $work/prepared \
+      --throughput "$OUT/speed_estimate.json" --seconds-left $((limit - ($(date +%s) - start))) \
+      --eval-reserve "${EVAL_RESERVE_S:-150}") || models=cascade
     rm -rf $work
   fi
-  # Left for the data rebuild (~20 s), the evaluation of the whole test split and a margin.
-  reserve=${EVAL_RESERVE_S:-150}
+  # Left for the data rebuild (~20 s), the evaluation of the whole test split (more for two
+  # models) and a margin.
+  n_models=$(tr ',' '\n' <<<"$models" | wc -l)
+  reserve=$(( ${EVAL_RESERVE_S:-150} + (n_models - 1) * 70 ))
   cap=$(python -c "print(round(($limit - ($(date +%s) - $start) - 25 - $reserve) / 60, 2))")
   echo "training cap: $cap min for each of: $models"
   python -m facectx.cli airgap run $pack --profile paper --models "$models" --cap-minutes "$cap" \
-    --parallel "$(tr ',' '\n' <<<"$models" | wc -l)" --out "$OUT" --work $work
+    --parallel "$n_models" --out "$OUT" --work $work
   ;;
 *)
   echo "unknown mode $mode" >&2; exit 2 ;;

@@ -3,8 +3,11 @@
     python benchmarks/train_throughput.py --prepared data/prepared --profile paper [--compile]
     python benchmarks/train_throughput.py --prepared data/prepared --profile paper --count --batch-size 2
 
-For each stage, the same model and batch size run two ways:
-  fast:  shards resident on the GPU, bf16 autocast, channels_last (+ torch.compile with --compile)
+For each stage, the same model and batch size run three ways:
+  fast:  the trainer as the paper profile runs it on a GPU: shards resident on the GPU, bf16
+         autocast, channels_last, the whole step replayed as a CUDA graph (train.cuda_graphs;
+         torch.compile instead with --compile)
+  eager: the same without the CUDA graph (the trainer of the first GPU visit)
   plain: fp32, eager, a standard DataLoader reading the memory-mapped shards with worker processes
 Reported: images/s, achieved TFLOP/s (FLOPs of one full training step — critic and generator
 phases, identity and perceptual networks included — counted with torch's FlopCounterMode), and
@@ -37,6 +40,7 @@ import yaml  # noqa: E402
 
 from benchmarks.plain_loader import ShardDataset, batch_from_items  # noqa: E402
 from facectx.config import parse_params  # noqa: E402
+from facectx.training.graphed_step import GraphedStep  # noqa: E402
 from facectx.training.loop import StageTrainer, stage_batch_size  # noqa: E402
 
 
@@ -103,25 +107,36 @@ def count_step(trainer: StageTrainer, batch) -> dict:
     return result
 
 
-def measure(trainer: StageTrainer, batches, steps: int, warmup: int) -> float:
-    iterator = iter(batches())
+def measure(step, inputs, trainer: StageTrainer, steps: int, warmup: int) -> float:
+    """Images/s of `step` over `inputs` (a generator function), after `warmup` steps."""
+    iterator = iter(inputs())
     for _ in range(warmup):
-        trainer._train_step(next(iterator))
+        step(next(iterator))
     _sync(trainer.device)
     start = time.perf_counter()
     for _ in range(steps):
-        trainer._train_step(next(iterator))
+        step(next(iterator))
     _sync(trainer.device)
     return steps * trainer.batch_size / (time.perf_counter() - start)
 
 
-def resident_batches(trainer):
+def resident_rows(trainer):
+    """Batches of shuffled row indices on the device, as the trainer's loop hands them out."""
+
     def gen():
         rows, size = trainer.train_data.rows, trainer.batch_size
         while True:
-            order = torch.randperm(rows)
+            order = torch.randperm(rows).to(trainer.device)
             for b in range(rows // size):
-                yield trainer.train_data.batch(order[b * size : (b + 1) * size])
+                yield order[b * size : (b + 1) * size]
+
+    return gen
+
+
+def resident_batches(trainer):
+    def gen():
+        for rows in resident_rows(trainer)():
+            yield trainer.train_data.batch(rows)
 
     return gen
 
@@ -156,7 +171,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--workers", type=int, default=8, help="DataLoader workers of the plain version")
-    parser.add_argument("--compile", action="store_true")
+    parser.add_argument(
+        "--max-rows", type=int, default=4096, help="training rows made resident (0: all; speed does not depend on it)"
+    )
+    parser.add_argument("--variants", default="fast,eager,plain", help="which of fast, eager, plain to run")
+    parser.add_argument("--compile", action="store_true", help="fast: torch.compile instead of the CUDA graph")
     parser.add_argument("--compile-mode", default="default", choices=("default", "reduce-overhead", "max-autotune"))
     parser.add_argument(
         "--batch-size", type=int, default=None, help="one batch size for every stage (default: train.batch_size)"
@@ -174,6 +193,7 @@ def main() -> None:
         params = dataclasses.replace(
             params, train=dataclasses.replace(params.train, batch_size=(args.batch_size,) * len(params.train.stages))
         )
+    params = dataclasses.replace(params, train=dataclasses.replace(params.train, max_train_rows=args.max_rows))
     stages = [int(s) for s in args.stages.split(",")]
     default_out = "train_step_counts.json" if args.count else "train_throughput.json"
     out = Path(args.out or REPO / "benchmarks" / "out" / default_out)
@@ -186,10 +206,13 @@ def main() -> None:
     rows = []
     for stage in stages:
         result = {"stage": stage, "batch_size": stage_batch_size(params.train, stage)}
-        for name, precision, channels_last, compiled in (
-            ("fast", "bf16", True, args.compile),
-            ("plain", "fp32", False, False),
+        for name, precision, channels_last, compiled, graphs in (
+            ("fast", "bf16", True, args.compile, not args.compile),
+            ("eager", "bf16", True, False, False),
+            ("plain", "fp32", False, False, False),
         ):
+            if name not in args.variants.split(","):
+                continue
             variant = dataclasses.replace(
                 params,
                 train=dataclasses.replace(
@@ -198,6 +221,7 @@ def main() -> None:
                     channels_last=channels_last,
                     compile=compiled,
                     compile_mode=args.compile_mode,
+                    cuda_graphs=graphs,
                     device=device.type,
                     earlier_blocks="finetune",
                 ),
@@ -206,23 +230,35 @@ def main() -> None:
             trainer = StageTrainer(
                 variant, stage, Path(args.prepared), work / name, None, work / name / "resume", require_previous=False
             )
-            batches = (
-                resident_batches(trainer)
-                if name == "fast"
-                else loader_batches(trainer, Path(args.prepared), args.workers)
-            )
-            images_per_s = measure(trainer, batches, args.steps, args.warmup)
+            if name == "plain":
+                images_per_s = measure(
+                    trainer._train_step,
+                    loader_batches(trainer, Path(args.prepared), args.workers),
+                    trainer,
+                    args.steps,
+                    args.warmup,
+                )
+            else:  # the trainer's own step: the CUDA graph (when on) is recorded during the warm-up
+                warmup = max(args.warmup, GraphedStep.WARMUP_STEPS + 1)  # the graph is recorded before timing
+                images_per_s = measure(trainer.train_step, resident_rows(trainer), trainer, args.steps, warmup)
             flops = step_flops(trainer, next(iter(resident_batches(trainer)())))
             tflops = flops / trainer.batch_size * images_per_s / 1e12
             result[name] = {
                 "images_per_s": round(images_per_s, 1),
+                "ms_per_step": round(1000 * trainer.batch_size / images_per_s, 2),
                 "tflops": round(tflops, 2),
                 "mfu_of_matmul_peak": round(tflops / peak, 4),
+                **(
+                    {"cuda_graphs": trainer.graphed is not None and trainer.graphed.graph is not None} if graphs else {}
+                ),
+                **({"cuda_graph_failure": trainer.graph_failure} if trainer.graph_failure else {}),
             }
             del trainer
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-        result["speedup"] = round(result["fast"]["images_per_s"] / result["plain"]["images_per_s"], 2)
+        for a, b in (("fast", "plain"), ("fast", "eager"), ("eager", "plain")):
+            if a in result and b in result:
+                result[f"speedup_{a}_vs_{b}"] = round(result[a]["images_per_s"] / result[b]["images_per_s"], 2)
         rows.append(result)
         print(json.dumps(result), flush=True)
     report = {

@@ -379,7 +379,7 @@ def test_each_stage_trains_at_its_own_batch_size(prepared_data, tmp_path, params
     monkeypatch.setattr(
         StageTrainer,
         "_train_step",
-        lambda self, batch: sizes.append((self.stage, len(batch.landmarks))) or original(self, batch),
+        lambda self, batch, *rest: sizes.append((self.stage, len(batch.landmarks))) or original(self, batch, *rest),
     )
     models = tmp_path / "models"
     assert _trainer(tiny, 8, prepared_data, models).run().steps == 3  # 12 rows / 4
@@ -394,6 +394,7 @@ def test_each_stage_trains_at_its_own_batch_size(prepared_data, tmp_path, params
         (lambda t: t.update(batch_size=[16, 16, 0, 16, 16]), "train.batch_size must give one size"),
         (lambda t: t.update(batch_size=16), "train.batch_size: expected a list"),
         (lambda t: t.update(compile_mode="fast"), "train.compile_mode"),
+        (lambda t: t.update(compile=True, cuda_graphs=True), "train.compile and train.cuda_graphs"),
     ],
 )
 def test_bad_train_settings_name_the_key(change, message):

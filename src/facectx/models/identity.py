@@ -21,6 +21,7 @@ size=150, padding=0.25) (dlib/image_transforms/interpolation.h, get_face_chip_de
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -366,6 +367,14 @@ def face_chip_template(size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> 
     return torch.stack([xs, ys], dim=1).add(padding).div(2 * padding + 1).mul(size)
 
 
+@functools.lru_cache(maxsize=16)
+def _alignment_constants(device: torch.device, size: int, padding: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The indices of _ALIGN_POINTS and the chip template, on `device`, made once: copying them
+    from the host at every call would be a host-to-device copy per training step, which a CUDA
+    graph cannot record."""
+    return torch.tensor(_ALIGN_POINTS, device=device), face_chip_template(size, padding).to(device)
+
+
 def similarity_fit(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Least-squares similarity dst ~ [[a, -b], [b, a]] @ src + t, batched: returns a, b, t (B,2).
 
@@ -396,8 +405,9 @@ def chip_affine(
     if landmarks.ndim != 3 or tuple(landmarks.shape[1:]) != (68, 2):
         raise ValueError(f"expected landmarks of shape (B, 68, 2), got {tuple(landmarks.shape)}")
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    points = landmarks[:, list(_ALIGN_POINTS)].to(torch.float64)
-    template = face_chip_template(size, padding).to(points.device).expand(points.shape[0], -1, -1)
+    align_index, template = _alignment_constants(landmarks.device, size, float(padding))
+    points = landmarks.index_select(1, align_index).to(torch.float64)
+    template = template.expand(points.shape[0], -1, -1)
     a, b, t = similarity_fit(template, points)
     scale = torch.sqrt(a**2 + b**2)
     cos, sin = a / scale, b / scale

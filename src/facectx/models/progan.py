@@ -49,11 +49,18 @@ class ProgressiveGenerator(nn.Module):
                 nn.Conv2d(2 * high, high, 3, 1, 1, bias=False), nn.BatchNorm2d(high), nn.ReLU(True)
             )
         self.register_buffer("alpha", torch.ones(()))  # fade-in of the newest level, set by the trainer
+        # Whether alpha < 1, told by the trainer with alpha (`set_alpha`), so that a training step never
+        # reads the tensor back (a sync, which a CUDA graph cannot record); None: read it.
+        self.fading: bool | None = None
+
+    def set_alpha(self, value: float) -> None:
+        self.alpha.fill_(value)
+        self.fading = value < 1.0
 
     def forward(self, masked: dict[int, torch.Tensor], mask: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         top = self.stage
         inputs = {r: torch.cat([masked[r], mask[r]], dim=1) for r in self.sizes}
-        fading = top != self.sizes[0] and float(self.alpha) < 1.0
+        fading = top != self.sizes[0] and (float(self.alpha) < 1.0 if self.fading is None else self.fading)
         x = self.from_rgb[str(top)](inputs[top])
         skips = {}
         for r in reversed(self.sizes[1:]):

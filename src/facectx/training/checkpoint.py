@@ -33,6 +33,7 @@ _RUNTIME_ONLY = (
     "channels_last",
     "compile",
     "compile_mode",
+    "cuda_graphs",
     "log_every_steps",
     "grad_norm_every_steps",
     "checkpoint_every_steps",

@@ -62,6 +62,7 @@ from facectx.training.checkpoint import (
     training_settings,
 )
 from facectx.training.data import Batch, DataError, ResidentShards
+from facectx.training.graphed_step import GraphedStep
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,10 @@ class StageTrainer:
         self.rank_batch = rank_batch_size(self.batch_size, self.dist.world, stage)  # refused before any loading
         self.device = self.dist.device
         self.autocast = t.precision == "bf16" and self.device.type == "cuda"
+        # One process on a CUDA device: DDP's gradient hooks would need recording too (not done).
+        self.cuda_graphs = t.cuda_graphs and self.device.type == "cuda" and not self.dist.distributed
+        if t.cuda_graphs and self.device.type == "cuda" and self.dist.distributed:
+            log.info("train.cuda_graphs is not used with %d processes: the step runs eagerly", self.dist.world)
         self.args = model_args(params)
         self.identity = self._checked_identity(identity, prepared_dir)
         self._rng_states = None  # the trainer's generators between its torch scopes (None: not seeded yet)
@@ -248,8 +253,10 @@ class StageTrainer:
 
     def _build_optimizers(self) -> None:
         t = self.params.train
-        self.opt_g = torch.optim.Adam(self._generator_groups(), betas=(t.beta1, t.beta2))
-        self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
+        # capturable: the step count stays on the device, so a CUDA graph can record the update.
+        betas, capturable = (t.beta1, t.beta2), self.cuda_graphs
+        self.opt_g = torch.optim.Adam(self._generator_groups(), betas=betas, capturable=capturable)
+        self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=t.lr, betas=betas, capturable=capturable)
         if t.channels_last and self.device.type == "cuda":
             self.generator.to(memory_format=torch.channels_last)
             self.critic.to(memory_format=torch.channels_last)
@@ -333,6 +340,9 @@ class StageTrainer:
             self.g_forward = torch.compile(self.g_forward, mode=t.compile_mode)
             critic = torch.compile(critic, mode=t.compile_mode)
         self.loss.critic = critic
+        step = lambda rows: self._train_step(self.train_data.batch(rows))  # noqa: E731
+        self.graphed = GraphedStep(step, self.rank_batch, self.device) if self.cuda_graphs else None
+        self.graph_failure: str | None = None
 
     def _ddp(self, module: torch.nn.Module) -> torch.nn.Module:
         """DDP averages the ranks' gradients: with equal shards, the gradient of the global batch's
@@ -409,7 +419,25 @@ class StageTrainer:
         fade_steps = max(1, int(self.params.train.fade_in_fraction * self.total_steps))
         return min(1.0, self.step / fade_steps)
 
-    def _train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def train_step(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One training step on the training rows `rows` (indices on the device); returns the
+        detached losses. A replay of the recorded CUDA graph when train.cuda_graphs applies,
+        except on steps that measure each term's gradient norm (eager: extra backward passes)."""
+        if self.args.kind == "progan":
+            self.generator.set_alpha(self._alpha())
+        every = self.params.train.grad_norm_every_steps
+        measure_gradients = bool(every) and (self.step + 1) % every == 0
+        if self.graphed is None or measure_gradients:
+            return self._train_step(self.train_data.batch(rows), measure_gradients)
+        try:
+            return self.graphed(rows, key=getattr(self.generator, "fading", None))
+        except RuntimeError as error:  # e.g. an op that cannot be recorded: train on, eagerly, and say so
+            self.graph_failure = f"{type(error).__name__}: {error}".splitlines()[0]
+            log.warning("stage %d: the CUDA graph failed (%s); the step runs eagerly", self.stage, self.graph_failure)
+            self.graphed = None
+            return self._train_step(self.train_data.batch(rows))
+
+    def _train_step(self, batch: Batch, measure_gradients: bool = False) -> dict[str, torch.Tensor]:
         """Critic phase, then generator phase against the updated critic (pix2pix order).
         Forward passes run under autocast, backward passes outside it."""
         s = self.stage
@@ -417,10 +445,10 @@ class StageTrainer:
             # CUDA graphs (compile_mode reduce-overhead) may reuse the previous step's output
             # memory from here on: nothing of it is kept across steps.
             torch.compiler.cudagraph_mark_step_begin()
-        if self.args.kind == "progan":
-            self.generator.alpha.fill_(self._alpha())
+        # Autocast's cache of cast weights would outlive a CUDA graph's recording: off with graphs.
+        autocast = dict(dtype=torch.bfloat16, enabled=self.autocast, cache_enabled=not self.cuda_graphs)
         parts = {}
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        with torch.autocast(self.device.type, **autocast):
             fake = within_photo(self.g_forward(batch.masked, batch.mask)[s], batch.target[s], batch.valid[s])
             critic = self.loss.critic_loss(batch.masked[s], batch.target[s], fake) if "adv" in self.weights else None
         if critic is not None:
@@ -428,10 +456,9 @@ class StageTrainer:
             critic.total.backward()
             self.opt_d.step()
             parts.update(critic.parts)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        with torch.autocast(self.device.type, **autocast):
             gen = self.loss.generator_loss(batch.masked[s], batch.target[s], fake, batch.landmarks)
-        every = self.params.train.grad_norm_every_steps
-        if every and (self.step + 1) % every == 0:
+        if measure_gradients:
             self.grad_norms = self._term_gradient_norms(gen.weighted)
         self.opt_g.zero_grad(set_to_none=True)
         gen.total.backward()
@@ -509,7 +536,7 @@ class StageTrainer:
             order = _epoch_order(self.train_data.rows, t.seed, self.stage, self.epoch).to(self.device)
             started = time.perf_counter()
             while self.batch_in_epoch < self.steps_per_epoch and not capped:
-                parts = self._train_step(self.train_data.batch(self._rank_rows(order, self.batch_in_epoch)))
+                parts = self.train_step(self._rank_rows(order, self.batch_in_epoch))
                 for name, value in parts.items():
                     running[name] = running.get(name, 0) + value.float()
                     finite &= torch.isfinite(value)
@@ -657,6 +684,8 @@ class StageTrainer:
             "capped": capped,
             "train_seconds": round(train_seconds, 2),
             "images_per_second": round(rate, 1),
+            "cuda_graphs": self.graphed is not None and self.graphed.graph is not None,  # replayed at the end
+            **({"cuda_graph_failure": self.graph_failure} if self.graph_failure else {}),
             **val,
         }
         write_json(self.out_dir / "metrics.json", metrics)
