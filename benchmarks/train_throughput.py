@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -193,6 +194,7 @@ def main() -> None:
         params = dataclasses.replace(
             params, train=dataclasses.replace(params.train, batch_size=(args.batch_size,) * len(params.train.stages))
         )
+    schedule_rows = params.train.max_train_rows  # the profile's (0: all), before the benchmark's own
     params = dataclasses.replace(params, train=dataclasses.replace(params.train, max_train_rows=args.max_rows))
     stages = [int(s) for s in args.stages.split(",")]
     default_out = "train_step_counts.json" if args.count else "train_throughput.json"
@@ -203,9 +205,14 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     peak = matmul_peak_tflops(device)
     work = Path("/tmp/facectx-bench-train")
+    # The schedule's steps on the profile's training rows (the benchmark itself may load fewer).
+    all_rows = len(pd.read_parquet(Path(args.prepared) / "train" / "index.parquet", columns=["identity"]))
+    all_rows = min(all_rows, schedule_rows) if schedule_rows > 0 else all_rows
     rows = []
     for stage in stages:
-        result = {"stage": stage, "batch_size": stage_batch_size(params.train, stage)}
+        batch_size = stage_batch_size(params.train, stage)
+        planned_steps = params.train.epochs[params.train.stages.index(stage)] * (all_rows // batch_size)
+        result = {"stage": stage, "batch_size": batch_size, "planned_steps": planned_steps}
         for name, precision, channels_last, compiled, graphs in (
             ("fast", "bf16", True, args.compile, not args.compile),
             ("eager", "bf16", True, False, False),
@@ -246,6 +253,7 @@ def main() -> None:
             result[name] = {
                 "images_per_s": round(images_per_s, 1),
                 "ms_per_step": round(1000 * trainer.batch_size / images_per_s, 2),
+                "stage_seconds": round(planned_steps * trainer.batch_size / images_per_s, 1),
                 "tflops": round(tflops, 2),
                 "mfu_of_matmul_peak": round(tflops / peak, 4),
                 **(
