@@ -47,7 +47,7 @@ smoke)
   unpack && far_params
   python benchmarks/cuda_graph_check.py --prepared $work/prepared --params $work/params.yaml --profile paper \
     --out "$OUT/cuda_graph_check.json" || echo "cuda_graph_check failed"
-  throughput 10 5 "$OUT/train_throughput.json" --max-rows 2048
+  throughput 20 5 "$OUT/train_throughput.json" --max-rows 2048
   mkdir -p $kept && cp "$OUT/train_throughput.json" $kept/
   ;;
 main)
