@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 Parts = dict[str, torch.Tensor]
 
 
+class GraphRecordingError(RuntimeError):
+    """The step could not be recorded as a CUDA graph (an op that syncs with the host, a copy
+    from host memory, ...): the trainer goes on eagerly and reports it."""
+
+
 class GraphedStep:
     """step(rows) -> losses, recorded as a CUDA graph after a few eager steps and replayed.
 
@@ -68,7 +73,10 @@ class GraphedStep:
     def _record(self) -> None:
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):  # recorded, not run: the replay that follows runs it
-            self.parts = self.step(self.rows)
+        try:
+            with torch.cuda.graph(graph):  # recorded, not run: the replay that follows runs it
+                self.parts = self.step(self.rows)
+        except RuntimeError as error:
+            raise GraphRecordingError(f"{type(error).__name__}: {str(error).splitlines()[0]}") from error
         self.graph = graph
         log.info("training step recorded as a CUDA graph (structure %r)", self.key)

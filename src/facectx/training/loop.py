@@ -62,7 +62,7 @@ from facectx.training.checkpoint import (
     training_settings,
 )
 from facectx.training.data import Batch, DataError, ResidentShards
-from facectx.training.graphed_step import GraphedStep
+from facectx.training.graphed_step import GraphedStep, GraphRecordingError
 
 log = logging.getLogger(__name__)
 
@@ -431,8 +431,8 @@ class StageTrainer:
             return self._train_step(self.train_data.batch(rows), measure_gradients)
         try:
             return self.graphed(rows, key=getattr(self.generator, "fading", None))
-        except RuntimeError as error:  # e.g. an op that cannot be recorded: train on, eagerly, and say so
-            self.graph_failure = f"{type(error).__name__}: {error}".splitlines()[0]
+        except GraphRecordingError as error:  # train on, eagerly, and say so (metrics.json)
+            self.graph_failure = str(error)
             log.warning("stage %d: the CUDA graph failed (%s); the step runs eagerly", self.stage, self.graph_failure)
             self.graphed = None
             return self._train_step(self.train_data.batch(rows))
