@@ -2,9 +2,10 @@
 # One visit to the borrowed GPU machine (issue 11), carrying build/airgap/pack:
 #
 #   benchmarks/gpu_visit.sh smoke             does the CUDA-graph step train like the eager one
-#                                             (benchmarks/cuda_graph_check.py), then the paper
-#                                             profile's training throughput at every stage
-#                                             (trainer vs eager bf16 vs plain fp32, and the peak)
+#                                             (benchmarks/cuda_graph_check.py, bf16 and fp32), then
+#                                             the paper profile's training throughput at every stage
+#                                             (trainer vs eager bf16 vs plain fp32, and the peak;
+#                                             THROUGHPUT=0 skips it)
 #   benchmarks/gpu_visit.sh main LIMIT_S [MODELS]   the paper profile's models, capped so training and
 #                                             the whole-test-split evaluation fit in LIMIT_S seconds.
 #                                             MODELS=auto (default): the trainer's speed (the smoke
@@ -45,10 +46,14 @@ throughput() {  # steps warmup out [more options]
 case $mode in
 smoke)
   unpack && far_params
-  python benchmarks/cuda_graph_check.py --prepared $work/prepared --params $work/params.yaml --profile paper \
-    --out "$OUT/cuda_graph_check.json" || echo "cuda_graph_check failed"
-  throughput 20 5 "$OUT/train_throughput.json" --max-rows 2048
-  mkdir -p $kept && cp "$OUT/train_throughput.json" $kept/
+  for precision in bf16 fp32; do
+    python benchmarks/cuda_graph_check.py --prepared $work/prepared --params $work/params.yaml --profile paper \
+      --precision $precision --eager-runs 3 --out "$OUT/cuda_graph_check_$precision.json" || echo "cuda_graph_check failed"
+  done
+  if [[ ${THROUGHPUT:-1} == 1 ]]; then  # THROUGHPUT=0: the speeds are known, keep the call short
+    throughput 20 5 "$OUT/train_throughput.json" --max-rows 2048
+    mkdir -p $kept && cp "$OUT/train_throughput.json" $kept/
+  fi
   ;;
 main)
   limit=${2:?main needs LIMIT_S}
