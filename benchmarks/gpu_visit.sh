@@ -2,8 +2,9 @@
 # One visit to the borrowed GPU machine (issue 11), carrying build/airgap/pack:
 #
 #   benchmarks/gpu_visit.sh smoke             does the CUDA-graph step train like the eager one
-#                                             (benchmarks/cuda_graph_check.py, bf16 and fp32), then
-#                                             the paper profile's training throughput at every stage
+#                                             (benchmarks/cuda_graph_check.py, bf16 and fp32), where
+#                                             the 128-px step's device time goes (step_profile.py),
+#                                             then the paper profile's training throughput at every stage
 #                                             (trainer vs eager bf16 vs plain fp32, and the peak;
 #                                             THROUGHPUT=0 skips it)
 #   benchmarks/gpu_visit.sh main LIMIT_S [MODELS]   the paper profile's models, capped so training and
@@ -50,6 +51,8 @@ smoke)
     python benchmarks/cuda_graph_check.py --prepared $work/prepared --params $work/params.yaml --profile paper \
       --precision $precision --eager-runs 3 --out "$OUT/cuda_graph_check_$precision.json" || echo "cuda_graph_check failed"
   done
+  python benchmarks/step_profile.py --prepared $work/prepared --params $work/params.yaml --profile paper \
+    --stage 128 --out "$OUT/step_profile.json" || echo "step_profile failed"
   if [[ ${THROUGHPUT:-1} == 1 ]]; then  # THROUGHPUT=0: the speeds are known, keep the call short
     throughput 20 5 "$OUT/train_throughput.json" --max-rows 2048
     mkdir -p $kept && cp "$OUT/train_throughput.json" $kept/

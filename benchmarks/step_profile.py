@@ -1,0 +1,119 @@
+"""Where one training step's device time goes, op by op (issue 11's speed work).
+
+    python benchmarks/step_profile.py --prepared data/prepared --params params.yaml --profile paper --stage 128
+
+Builds the stage's trainer (the profile's widths and batch; earlier blocks untrained, which does
+not change the work), takes eager warm-up steps, then profiles `--steps` eager steps with
+torch.profiler. The CUDA graph replays exactly these kernels, but shows to the profiler as one
+launch, so the eager step is what is profiled. Written to `--out` (JSON) and printed:
+- the aten ops with the most device time (self time: the op's own kernels, not its callees'),
+  per step and as a share of the step's kernel time;
+- the kernels with the most device time.
+On a CPU the same runs with CPU times (for trying the script).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import yaml  # noqa: E402
+
+from facectx.config import parse_params  # noqa: E402
+from facectx.training.loop import StageTrainer  # noqa: E402
+
+
+def device_time(event, cuda: bool) -> float:
+    """Self time on the device (CUDA) or the host (CPU) in microseconds, across torch versions."""
+    if not cuda:
+        return event.self_cpu_time_total
+    return getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prepared", default="data/prepared")
+    parser.add_argument("--params", default=str(REPO / "params.yaml"))
+    parser.add_argument("--profile", default="paper")
+    parser.add_argument("--stage", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "step_profile.json"))
+    args = parser.parse_args()
+    raw = yaml.safe_load(Path(args.params).read_text())
+    raw["profile"] = args.profile
+    params = parse_params(yaml.safe_dump(raw), args.params)
+    cuda = torch.cuda.is_available()
+    params = dataclasses.replace(
+        params,
+        train=dataclasses.replace(
+            params.train,
+            max_train_rows=1024,
+            cuda_graphs=False,
+            device="cuda" if cuda else "cpu",
+            earlier_blocks="finetune",
+        ),
+    )
+    work = Path("/tmp/facectx-step-profile")
+    trainer = StageTrainer(params, args.stage, Path(args.prepared), work, None, work / "resume", require_previous=False)
+    rows = torch.arange(trainer.batch_size, device=trainer.device)
+    with trainer.torch_scope():
+        trainer._set_train_mode()
+        for _ in range(args.warmup):
+            trainer.train_step(rows)
+        if cuda:
+            torch.cuda.synchronize()
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as profiler:
+            for _ in range(args.steps):
+                trainer.train_step(rows)
+            if cuda:
+                torch.cuda.synchronize()
+    events = profiler.key_averages()
+    ops = [e for e in events if e.key.startswith("aten::") and device_time(e, cuda) > 0]
+    kernels = [e for e in events if cuda and not e.key.startswith(("aten::", "cuda", "Memcpy", "Memset"))]
+    step_total = sum(device_time(e, cuda) for e in (kernels if cuda else ops)) / args.steps
+
+    def rows_of(selected):
+        selected = sorted(selected, key=lambda e: device_time(e, cuda), reverse=True)[: args.top]
+        return [
+            {
+                "name": e.key[:120],
+                "ms_per_step": round(device_time(e, cuda) / args.steps / 1000, 3),
+                "share": round(device_time(e, cuda) / args.steps / step_total, 4),
+                "calls_per_step": e.count // args.steps,
+            }
+            for e in selected
+        ]
+
+    report = {
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "torch": torch.__version__,
+        "stage": args.stage,
+        "batch_size": trainer.batch_size,
+        "precision": params.train.precision,
+        "device_ms_per_step": round(step_total / 1000, 3),
+        "kernels_per_step": sum(e.count for e in kernels) // args.steps if cuda else None,
+        "top_ops": rows_of(ops),
+        "top_kernels": rows_of(kernels) if cuda else [],
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k not in ("top_ops", "top_kernels")}))
+    for row in report["top_ops"][:15] + report["top_kernels"][:15]:
+        print(f"{row['ms_per_step']:9.3f} ms {row['share']:7.1%} x{row['calls_per_step']:<5} {row['name']}")
+
+
+if __name__ == "__main__":
+    main()
