@@ -31,8 +31,8 @@ export pack work  # the throughput function also runs in a child shell under `ti
   echo "cpus $(nproc)"; free -g | head -2
 } > "$OUT/system-$mode.txt" 2>&1 || true
 
-# The paper profile's training throughput at every stage (fast trainer vs plain fp32), with the
-# pack's params and weights (the repository's params fetch weights with npm, absent there).
+# The pack's params with this machine's paths (the repository's params fetch weights with npm,
+# absent there), the pack's data rebuilt, and the throughput benchmark on them.
 far_params() {
   python -c "from pathlib import Path; from facectx.airgap.run import far_params; far_params(Path('$pack'), Path('$work'), 'paper', False)"
 }
