@@ -394,7 +394,10 @@ def test_each_stage_trains_at_its_own_batch_size(prepared_data, tmp_path, params
         (lambda t: t.update(batch_size=[16, 16, 0, 16, 16]), "train.batch_size must give one size"),
         (lambda t: t.update(batch_size=16), "train.batch_size: expected a list"),
         (lambda t: t.update(compile_mode="fast"), "train.compile_mode"),
-        (lambda t: t.update(compile=True, cuda_graphs=True), "train.compile and train.cuda_graphs"),
+        (
+            lambda t: t.update(compile=True, compile_mode="reduce-overhead", cuda_graphs=True),
+            "train.compile_mode reduce-overhead and train.cuda_graphs",
+        ),
     ],
 )
 def test_bad_train_settings_name_the_key(change, message):

@@ -441,8 +441,8 @@ class StageTrainer:
         """Critic phase, then generator phase against the updated critic (pix2pix order).
         Forward passes run under autocast, backward passes outside it."""
         s = self.stage
-        if self.params.train.compile:
-            # CUDA graphs (compile_mode reduce-overhead) may reuse the previous step's output
+        if self.params.train.compile and self.params.train.compile_mode == "reduce-overhead":
+            # Its CUDA graphs may reuse the previous step's output
             # memory from here on: nothing of it is kept across steps.
             torch.compiler.cudagraph_mark_step_begin()
         # Autocast's cache of cast weights would outlive a CUDA graph's recording: off with graphs.
