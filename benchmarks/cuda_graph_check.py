@@ -29,9 +29,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import yaml  # noqa: E402
-
-from facectx.config import parse_params  # noqa: E402
+from facectx.config import parse_params, resolve_params_text  # noqa: E402
 from facectx.training.loop import StageTrainer  # noqa: E402
 
 
@@ -83,9 +81,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="cpu only tries the script: no graph there")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "cuda_graph_check.json"))
     args = parser.parse_args()
-    raw = yaml.safe_load(Path(args.params).read_text())
-    raw["profile"] = args.profile
-    base = parse_params(yaml.safe_dump(raw), args.params)
+    base = parse_params(
+        resolve_params_text(Path(args.params).read_text(), args.profile, where=args.params), args.params
+    )
     base = dataclasses.replace(
         base,
         train=dataclasses.replace(base.train, max_train_rows=1024, precision=args.precision or base.train.precision),

@@ -26,9 +26,7 @@ from torch.profiler import ProfilerActivity, profile
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import yaml  # noqa: E402
-
-from facectx.config import parse_params  # noqa: E402
+from facectx.config import parse_params, resolve_params_text  # noqa: E402
 from facectx.training.loop import StageTrainer  # noqa: E402
 
 
@@ -50,9 +48,9 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "step_profile.json"))
     args = parser.parse_args()
-    raw = yaml.safe_load(Path(args.params).read_text())
-    raw["profile"] = args.profile
-    params = parse_params(yaml.safe_dump(raw), args.params)
+    params = parse_params(
+        resolve_params_text(Path(args.params).read_text(), args.profile, where=args.params), args.params
+    )
     cuda = torch.cuda.is_available()
     params = dataclasses.replace(
         params,

@@ -38,10 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 sys.path.insert(0, str(REPO))  # run as a script, benchmarks/ is importable from the repository root
 
-import yaml  # noqa: E402
-
 from benchmarks.plain_loader import ShardDataset, batch_from_items  # noqa: E402
-from facectx.config import parse_params  # noqa: E402
+from facectx.config import parse_params, resolve_params_text  # noqa: E402
 from facectx.training.graphed_step import GraphedStep  # noqa: E402
 from facectx.training.loop import StageTrainer, stage_batch_size  # noqa: E402
 
@@ -191,9 +189,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    raw = yaml.safe_load(Path(args.params).read_text())
-    raw["profile"] = args.profile
-    params = parse_params(yaml.safe_dump(raw), args.params)
+    params = parse_params(
+        resolve_params_text(Path(args.params).read_text(), args.profile, where=args.params), args.params
+    )
     if args.batch_size:
         params = dataclasses.replace(
             params, train=dataclasses.replace(params.train, batch_size=(args.batch_size,) * len(params.train.stages))

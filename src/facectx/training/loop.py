@@ -340,8 +340,7 @@ class StageTrainer:
             self.g_forward = torch.compile(self.g_forward, mode=t.compile_mode)
             critic = torch.compile(critic, mode=t.compile_mode)
         self.loss.critic = critic
-        step = lambda rows: self._train_step(self.train_data.batch(rows))  # noqa: E731
-        self.graphed = GraphedStep(step, self.rank_batch, self.device) if self.cuda_graphs else None
+        self.graphed = GraphedStep(self._step_on_rows, self.rank_batch, self.device) if self.cuda_graphs else None
         self.graph_failure: str | None = None
 
     def _ddp(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -428,14 +427,18 @@ class StageTrainer:
         every = self.params.train.grad_norm_every_steps
         measure_gradients = bool(every) and (self.step + 1) % every == 0
         if self.graphed is None or measure_gradients:
-            return self._train_step(self.train_data.batch(rows), measure_gradients)
+            return self._step_on_rows(rows, measure_gradients)
         try:
             return self.graphed(rows, key=getattr(self.generator, "fading", None))
         except GraphRecordingError as error:  # train on, eagerly, and say so (metrics.json)
             self.graph_failure = str(error)
             log.warning("stage %d: the CUDA graph failed (%s); the step runs eagerly", self.stage, self.graph_failure)
             self.graphed = None
-            return self._train_step(self.train_data.batch(rows))
+            return self._step_on_rows(rows)
+
+    def _step_on_rows(self, rows: torch.Tensor, measure_gradients: bool = False) -> dict[str, torch.Tensor]:
+        """The eager step on the batch of these training rows (what the CUDA graph records)."""
+        return self._train_step(self.train_data.batch(rows), measure_gradients)
 
     def _train_step(self, batch: Batch, measure_gradients: bool = False) -> dict[str, torch.Tensor]:
         """Critic phase, then generator phase against the updated critic (pix2pix order).
