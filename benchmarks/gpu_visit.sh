@@ -13,7 +13,8 @@
 #                                             MODELS=auto (default): the trainer's speed (the smoke
 #                                             call's, when the machine is still the same; else a quick
 #                                             measure) decides whether the ProGAN variant fits beside
-#                                             the cascade without capping it
+#                                             the cascade without capping it; SEED=N trains
+#                                             them with train.seed N (a second seed of a model)
 #
 # Everything lands in $OUT (at most 8 files come back); at home:
 #   facectx airgap import <files_at>/results.tar.gz --pack build/airgap/pack
@@ -84,7 +85,7 @@ main)
   cap=$(python -c "print(round(($limit - ($(date +%s) - $start) - 25 - $reserve) / 60, 2))")
   echo "training cap: $cap min for each of: $models"
   python -m facectx.cli airgap run $pack --profile paper --models "$models" --cap-minutes "$cap" \
-    --parallel "$n_models" --out "$OUT" --work $work
+    --parallel "$n_models" --out "$OUT" --work $work ${SEED:+--seed "$SEED"}
   ;;
 *)
   echo "unknown mode $mode" >&2; exit 2 ;;

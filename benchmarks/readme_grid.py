@@ -3,6 +3,15 @@ of column names on top, as a JPEG under the repository's size limit for it.
 
     python benchmarks/readme_grid.py reports/gpu/<visit>/evaluation/grid.png docs/images/lfw-test-grid.jpg \
         --columns "masked input,Telea,Navier-Stokes,biharmonic,mean context,cascade,original"
+
+Models trained on different visits are scored in separate evaluations of the same test photos,
+each grid holding one model. `--model-grid PATH --model-column K` puts that grid's column K (its
+model) beside the first grid's column K; the two grids must agree everywhere else (the same
+photos and baselines), else it refuses:
+
+    python benchmarks/readme_grid.py reports/gpu/<cascade visit>/evaluation/grid.png docs/images/lfw-test-grid.jpg \
+        --model-grid reports/gpu/<progan visit>/evaluation/grid.png --model-column 5 \
+        --columns "masked input,Telea,Navier-Stokes,biharmonic,mean context,ProGAN variant,cascade,original"
 """
 
 from __future__ import annotations
@@ -39,6 +48,25 @@ def labelled(grid: Image.Image, columns: list[str]) -> Image.Image:
     return out
 
 
+def with_model_column(grid: Image.Image, other: Image.Image, column: int, columns: int) -> Image.Image:
+    """`grid` with `other`'s column `column` inserted before its own column `column`."""
+    if grid.size != other.size:
+        raise ValueError(f"the grids differ in size ({grid.size} vs {other.size}): not the same photos")
+    width = grid.width // columns
+    if not 0 <= column < columns or width * columns != grid.width:
+        raise ValueError(f"column {column} of a grid {grid.width} px wide with {columns} columns")
+    a, b = grid.convert("RGB"), other.convert("RGB")
+    for i in range(columns):
+        box = (i * width, 0, (i + 1) * width, grid.height)
+        if i != column and a.crop(box).tobytes() != b.crop(box).tobytes():
+            raise ValueError(f"the grids differ in column {i}, not only in the model's ({column}): not the same photos")
+    out = Image.new("RGB", (grid.width + width, grid.height))
+    out.paste(a.crop((0, 0, (column + 1) * width, grid.height)), (0, 0))
+    out.paste(b.crop((column * width, 0, (column + 1) * width, grid.height)), (column * width, 0))
+    out.paste(a.crop((column * width, 0, grid.width, grid.height)), ((column + 1) * width, 0))
+    return out
+
+
 def as_jpeg(image: Image.Image) -> bytes:
     for quality in (90, 85, 80, 75, 70, 60):
         buffer = io.BytesIO()
@@ -53,8 +81,16 @@ def main() -> None:
     parser.add_argument("grid")
     parser.add_argument("out")
     parser.add_argument("--columns", required=True, help="comma-separated column names, left to right")
+    parser.add_argument("--model-grid", help="a grid of the same photos whose model column goes in too")
+    parser.add_argument("--model-column", type=int, help="the model's column (from 0) in both grids")
     args = parser.parse_args()
-    data = as_jpeg(labelled(Image.open(args.grid), args.columns.split(",")))
+    columns = args.columns.split(",")
+    grid = Image.open(args.grid)
+    if args.model_grid:
+        if args.model_column is None:
+            parser.error("--model-grid needs --model-column")
+        grid = with_model_column(grid, Image.open(args.model_grid), args.model_column, len(columns) - 1)
+    data = as_jpeg(labelled(grid, columns))
     out = Path(args.out)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(data)

@@ -157,6 +157,8 @@ def test_the_whole_trip_on_the_cpu(pack, tmp_path, monkeypatch):
             "2",
             "--cap-minutes",
             "0.02",
+            "--seed",
+            "7",
             "--out",
             str(results),
         ],
@@ -170,6 +172,7 @@ def test_the_whole_trip_on_the_cpu(pack, tmp_path, monkeypatch):
     assert sorted(p.name for p in results.iterdir()) == ["progress.log", "report.html", "results.tar.gz", "summary.txt"]
     summary = (results / "summary.txt").read_text()
     assert "cascade" in summary and "progan" in summary and "OpenCV Telea" in summary
+    assert "seed 7" in summary.splitlines()[0]
     log = (results / "progress.log").read_text()
     assert "capped at" in log  # the cap triggered and said so
 
@@ -196,6 +199,7 @@ def test_the_whole_trip_on_the_cpu(pack, tmp_path, monkeypatch):
         assert set(stages) == {f"{model}/stage_{r}" for r in (8, 16, 32, 64, 128)}
         stage = stages[f"{model}/stage_128"]
         assert stage.data.params["model.kind"] == model and stage.data.tags["facectx.system.torch"]
+        assert stage.data.params["train.seed"] == "7"  # --seed reached the training
         assert stage.data.tags.get("facectx.capped") == "true"
         first = stages[f"{model}/stage_8"]
         history = client.get_metric_history(first.info.run_id, "loss_rec")

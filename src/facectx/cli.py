@@ -160,7 +160,15 @@ def _airgap_run(args, params):
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     return run(
-        args.pack, models, args.out, args.work, args.profile, args.cap_minutes, args.parallel, args.resume_checkpoints
+        args.pack,
+        models,
+        args.out,
+        args.work,
+        args.profile,
+        args.cap_minutes,
+        args.parallel,
+        args.resume_checkpoints,
+        args.seed,
     )
 
 
@@ -378,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument(
         "--resume-checkpoints", action="store_true", help="write resumable checkpoints during training (off: faster)"
     )
+    step.add_argument("--seed", type=int, help="train.seed for every model (default: the pack's params')")
     step.set_defaults(run=_airgap_run, needs_params=False)  # the pack's params, not the working directory's
 
     step = airgap_steps.add_parser("import", help="a far run's results.tar.gz into MLflow and reports/")

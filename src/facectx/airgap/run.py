@@ -60,11 +60,14 @@ class Progress:
             handle.write(line + "\n")
 
 
-def far_params(pack: Path, work: Path, profile: str | None, resume_checkpoints: bool) -> Path:
-    """The pack's params with this machine's paths: tracking into run folders, the packed weights."""
+def far_params(pack: Path, work: Path, profile: str | None, resume_checkpoints: bool, seed: int | None = None) -> Path:
+    """The pack's params with this machine's paths: tracking into run folders, the packed weights;
+    `seed` replaces train.seed (a second run of the same model, to read differences against)."""
     raw = yaml.safe_load((pack / "params.yaml").read_text())
     if profile:
         raw["profile"] = profile
+    if seed is not None:
+        raw["train"]["seed"] = seed
     raw["tracking"] = {"backend": "folder", "folder": str(work / "runs")}
     raw["assets"] = {
         "identity_weights": str((pack / "weights" / "face-api").resolve()),
@@ -168,7 +171,8 @@ def train_models(
 def summary_table(status: dict) -> str:
     """Per model: how far it trained; per test set and method: the headline metrics."""
     lines = [
-        f"facectx airgap run {status['run_id']} (pack {status['pack_id']}, profile {status['profile']})",
+        f"facectx airgap run {status['run_id']} (pack {status['pack_id']}, profile {status['profile']}"
+        + (f", seed {status['seed']})" if "seed" in status else ")"),  # results from before --seed have none
         "",
         f"{'model':<22} {'state':<18} {'stages':<16} {'steps':>7} {'train s':>8} {'img/s':>8}  capped",
     ]
@@ -203,6 +207,7 @@ def run(
     cap_minutes: float | None = None,
     parallel: int = 1,
     resume_checkpoints: bool = False,
+    seed: int | None = None,
 ) -> dict:
     from facectx import steps
 
@@ -212,7 +217,7 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     progress = Progress(out / PROGRESS)
-    params_file = far_params(pack, work, profile, resume_checkpoints)
+    params_file = far_params(pack, work, profile, resume_checkpoints, seed)
     check_models(params_file, models)
     params = load_params(params_file)
     run_id = f"{manifest['id']}-{time.strftime('%H%M%S')}"
@@ -223,6 +228,7 @@ def run(
         "pack_id": manifest["id"],
         "pipeline_key": os.environ["FACECTX_PIPELINE_RUN"],
         "profile": profile or yaml.safe_load((pack / "params.yaml").read_text()).get("profile"),
+        "seed": params.train.seed,
         "models": {},
         "evaluations": {},
         "complete": False,
