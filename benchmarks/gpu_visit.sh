@@ -6,7 +6,8 @@
 #                                             the 128-px step's device time goes (step_profile.py),
 #                                             then the paper profile's training throughput at every stage
 #                                             (trainer vs eager bf16 vs plain fp32, and the peak;
-#                                             THROUGHPUT=0 skips it; COMPILE=1 adds the trainer with
+#                                             THROUGHPUT=0 skips it; SPEED128=1 adds the 128-px stage
+#                                             alone, trainer vs plain; COMPILE=1 adds the trainer with
 #                                             torch.compile at 8 and 128 px, compile time included)
 #   benchmarks/gpu_visit.sh main LIMIT_S [MODELS]   the paper profile's models, capped so training and
 #                                             the whole-test-split evaluation fit in LIMIT_S seconds.
@@ -57,6 +58,9 @@ smoke)
     --stage 128 --out "$OUT/step_profile.json" || echo "step_profile failed"
   if [[ ${COMPILE:-0} == 1 ]]; then  # torch.compile's fused kernels inside the graph: worth their compile time?
     throughput 20 5 "$OUT/train_throughput_compiled.json" --max-rows 2048 --variants fast --compile --stages 8,128
+  fi
+  if [[ ${SPEED128:-0} == 1 ]]; then  # the 128-px stage only, trainer vs plain fp32: ~1 minute
+    throughput 20 5 "$OUT/train_throughput_128.json" --max-rows 2048 --variants fast,plain --stages 128
   fi
   if [[ ${THROUGHPUT:-1} == 1 ]]; then  # THROUGHPUT=0: the speeds are known, keep the call short
     throughput 20 5 "$OUT/train_throughput.json" --max-rows 2048
