@@ -28,13 +28,7 @@ def test_the_model_column_of_the_second_grid_goes_before_the_first_grids():
     progan = grid_of([10, 20, 99, 40])
     merged = np.asarray(readme_grid.with_model_column(cascade, progan, column=2, columns=4))
     assert merged.shape == (CELL, 5 * CELL, 3)
-    assert [int(merged[0, i * CELL, 0]) for i in range(5)] == [
-        10,
-        20,
-        99,
-        30,
-        40,
-    ]
+    assert [int(merged[0, i * CELL, 0]) for i in range(5)] == [10, 20, 99, 30, 40]
 
 
 def test_grids_of_other_photos_are_refused_naming_the_column():
