@@ -6,7 +6,8 @@ Raw area layout (one DVC output, kept between runs so re-runs are incremental):
                                  format, source URI (+ S3 ETag)
     quarantine.parquet           entries the source had but ingest could not take, with a reason
     split_lists/                 LFW's identity lists when the source has them
-    summary.json                 counts: found, new, changed, unchanged, removed, quarantined
+    summary.json                 source, photos found, ingested, quarantined (what the source
+                                 holds: a fresh copy and a re-run write the same file)
 Re-running copies only new photos and photos whose content changed (sha256; for S3 the ETag
 first, so unchanged objects are not downloaded), and drops photos gone from the source.
 When the source itself fails past its retries (S3 server errors, throttling, lost connection),
@@ -171,12 +172,13 @@ def ingest(config: IngestConfig, raw_dir: str | os.PathLike) -> dict:
         "photos_found": len(photos) + len(rejected),
         "ingested": len(manifest),
         "quarantined": len(rejected),
-        "removed": removed,
-        **counts,
     }
+    # The DVC output holds only what the source determines; this run's work (new, changed,
+    # unchanged, removed) would give every clone its own data/raw hash, so it is logged and returned.
     write_json(raw_dir / "summary.json", summary)
-    log.info("ingest: %s", summary)
-    return summary
+    run_counts = {**summary, "removed": removed, **counts}
+    log.info("ingest: %s", run_counts)
+    return run_counts
 
 
 def _confined(images_dir: Path, photos: list[SourcePhoto]) -> tuple[list[SourcePhoto], list[Rejected]]:
