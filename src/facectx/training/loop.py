@@ -257,7 +257,8 @@ class StageTrainer:
         # fused on CUDA: one kernel over each parameter list instead of a dozen foreach passes
         # (visit 3's profile: the two updates' foreach kernels took >= 1.4 ms of the 128-px step).
         betas, capturable = (t.beta1, t.beta2), self.cuda_graphs
-        adam = dict(betas=betas, capturable=capturable, fused=self.device.type == "cuda" or None)
+        fused = True if self.device.type == "cuda" else None  # None: torch's own choice (foreach) elsewhere
+        adam = dict(betas=betas, capturable=capturable, fused=fused)
         self.opt_g = torch.optim.Adam(self._generator_groups(), **adam)
         self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=t.lr, **adam)
         if t.channels_last and self.device.type == "cuda":
