@@ -47,6 +47,29 @@ def training_steps(
     return previous
 
 
+def data_steps(settings, source):
+    """ingest -> validate -> prepare; returns (the raw photos, the prepared data) outputs."""
+    raw = with_services(
+        ingest(params_yaml=settings, source=source).set_display_name("ingest").set_caching_options(False)
+    )
+    checked = validate(params_yaml=settings, raw=raw.outputs["raw"]).set_display_name("validate")
+    prepared = prepare(params_yaml=settings, raw=raw.outputs["raw"], validated=checked.outputs["validated"])
+    prepared.set_display_name("prepare").set_cpu_request("4").set_memory_request("8G")
+    return raw.outputs["raw"], prepared.outputs["prepared"]
+
+
+def scoring_steps(tracked: dict, prepared, raw, model, variants) -> None:
+    """evaluate (the cascade `model`, the compared `variants`, the baselines) -> register -> promote.
+    tracked: the inputs every tracked step takes (params_yaml, pipeline_run_id, mlflow_tracking_uri)."""
+    scored = evaluate(**tracked, prepared=prepared, raw=raw, model=model, variants=variants)
+    with_services(
+        scored.set_display_name("evaluate").set_caching_options(False).set_cpu_request("8").set_memory_request("16G")
+    )
+    registered = register(**tracked, model=model, evaluation=scored.outputs["evaluation"], prepared=prepared, raw=raw)
+    with_services(registered.set_display_name("register").set_caching_options(False))
+    with_services(promote(**tracked, version=registered.output).set_display_name("promote").set_caching_options(False))
+
+
 def build_training_pipeline(params_file=DEFAULT_PARAMS_FILE, gpus_per_stage: int = 1, parallelism: int = 0):
     """The pipeline for a params file: its stage list, and the file as the default params_yaml.
     gpus_per_stage: GPUs (DDP processes) per training step; parallelism: how many compared models
@@ -70,66 +93,18 @@ def build_training_pipeline(params_file=DEFAULT_PARAMS_FILE, gpus_per_stage: int
         resolved = resolve_params(params_yaml=params_yaml, profile=profile, compare=compare, compiled_stages=stages)
         resolved.set_display_name("params").set_caching_options(False)
         settings = resolved.output
-        raw = with_services(
-            ingest(params_yaml=settings, source=source).set_display_name("ingest").set_caching_options(False)
-        )
-        checked = validate(params_yaml=settings, raw=raw.outputs["raw"]).set_display_name("validate")
-        prepared = prepare(params_yaml=settings, raw=raw.outputs["raw"], validated=checked.outputs["validated"])
-        prepared.set_display_name("prepare").set_cpu_request("4").set_memory_request("8G")
+        raw, prepared = data_steps(settings, source)
         run_inputs = {"params_yaml": params_yaml, "profile": profile, "compare": compare}
-        last = training_steps(
-            stages, run_inputs, prepared.outputs["prepared"], run_id, mlflow_tracking_uri, resume_uri, gpus_per_stage
-        )
+        trained = dict(stages=stages, run_inputs=run_inputs, prepared=prepared, run_id=run_id, gpus=gpus_per_stage)
+        trained.update(mlflow_tracking_uri=mlflow_tracking_uri, resume_uri=resume_uri)
+        last = training_steps(**trained)
         # The comparison models train in parallel, each its own chain, at most `parallelism` at once.
         compared = (
             compared_variants(params_yaml=settings).set_display_name("compared models").set_caching_options(False)
         )
         with dsl.ParallelFor(items=compared.output, parallelism=parallelism) as variant:
-            variant_last = training_steps(
-                stages,
-                run_inputs,
-                prepared.outputs["prepared"],
-                run_id,
-                mlflow_tracking_uri,
-                resume_uri,
-                gpus_per_stage,
-                variant=variant,
-                label="variant",
-            )
-        scored = evaluate(
-            params_yaml=settings,
-            pipeline_run_id=run_id,
-            mlflow_tracking_uri=mlflow_tracking_uri,
-            prepared=prepared.outputs["prepared"],
-            raw=raw.outputs["raw"],
-            model=last.outputs["model"],
-            variants=dsl.Collected(variant_last.outputs["model"]),
-        )
-        with_services(
-            scored.set_display_name("evaluate")
-            .set_caching_options(False)
-            .set_cpu_request("8")
-            .set_memory_request("16G")
-        )
-        registered = register(
-            params_yaml=settings,
-            pipeline_run_id=run_id,
-            mlflow_tracking_uri=mlflow_tracking_uri,
-            model=last.outputs["model"],
-            evaluation=scored.outputs["evaluation"],
-            prepared=prepared.outputs["prepared"],
-            raw=raw.outputs["raw"],
-        )
-        with_services(registered.set_display_name("register").set_caching_options(False))
-        with_services(
-            promote(
-                params_yaml=settings,
-                pipeline_run_id=run_id,
-                mlflow_tracking_uri=mlflow_tracking_uri,
-                version=registered.output,
-            )
-            .set_display_name("promote")
-            .set_caching_options(False)
-        )
+            variant_last = training_steps(**trained, variant=variant, label="variant")
+        tracked = {"params_yaml": settings, "pipeline_run_id": run_id, "mlflow_tracking_uri": mlflow_tracking_uri}
+        scoring_steps(tracked, prepared, raw, last.outputs["model"], dsl.Collected(variant_last.outputs["model"]))
 
     return training_pipeline
