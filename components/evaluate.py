@@ -22,13 +22,15 @@ def evaluate(
     import os
     import shutil
 
+    from facectx import layout
     from facectx.config import parse_params
     from facectx.steps import evaluate_step
 
     if mlflow_tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
-    models = {"cascade": os.path.join(model.path, "checkpoint")}
-    models.update({variant.metadata["variant"]: os.path.join(variant.path, "checkpoint") for variant in variants})
+    # Each model's last stage: the cascade's, then each compared variant's (named by its metadata).
+    names = layout.evaluated_models(variant.metadata["variant"] for variant in variants)
+    models = {name: str(layout.checkpoint_dir(m.path)) for name, m in zip(names, [model, *variants])}
     result = evaluate_step(
         parse_params(params_yaml), prepared.path, raw.path, models, evaluation.path, pipeline_run=pipeline_run_id
     )
@@ -36,4 +38,4 @@ def evaluate(
     for method, values in result["methods"].items():
         for name, value in values.items():
             metrics.log_metric(f"{method}/{name}".replace(" ", "_"), float(value))
-    return result["methods"]["cascade"]["fd"]
+    return result["methods"][layout.CASCADE]["fd"]

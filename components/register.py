@@ -21,12 +21,13 @@ def register(
     if mlflow_tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
 
+    from facectx import layout
     from facectx.config import parse_params
     from facectx.steps import register_step
 
     result = register_step(
         parse_params(params_yaml),
-        os.path.join(model.path, "checkpoint"),
+        str(layout.checkpoint_dir(model.path)),
         os.path.join(evaluation.path, "metrics.json"),
         prepared_dir=prepared.path,
         raw_dir=raw.path,

@@ -34,21 +34,24 @@ def train_stage(
     if mlflow_tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
 
+    from facectx import layout
     from facectx.config import parse_params, resolve_params_text
     from facectx.steps import train_stage_step
 
-    name = variant or "cascade"
+    name = variant or layout.CASCADE
     params = parse_params(resolve_params_text(params_yaml, profile, compare), variant=variant or None)
     arguments = dict(
         params=params,
         stage=stage,
         prepared_dir=prepared.path,
         out_dir=model.path,
-        init_dir=os.path.join(previous.path, "checkpoint") if previous is not None else None,
-        resume_dir=os.path.join(tempfile.gettempdir(), "facectx-resume", name, f"stage_{stage}"),
+        init_dir=str(layout.checkpoint_dir(previous.path)) if previous is not None else None,
+        resume_dir=str(layout.resume_dir(os.path.join(tempfile.gettempdir(), "facectx-resume", name), stage)),
         run_name=name,
         pipeline_run=pipeline_run_id,
-        resume_uri=f"{resume_uri.rstrip('/')}/{pipeline_run_id}/{name}/stage_{stage}" if resume_uri else None,
+        resume_uri=f"{resume_uri.rstrip('/')}/{pipeline_run_id}/{name}/{layout.stage_folder(stage)}"
+        if resume_uri
+        else None,
     )
     if gpus > 1:
         from facectx.training.distributed import run_processes

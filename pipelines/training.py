@@ -21,11 +21,12 @@ from components.register import promote, register
 from components.train_stage import compared_variants, resolve_params, train_stage
 from components.validate import validate
 from facectx.config import DEFAULT_PARAMS_FILE, load_params, pipeline_params_text
+from facectx.layout import CASCADE
 from pipelines.gpu import MLFLOW_URI, RESUME_URI, on_gpu, with_services
 
 
 def training_steps(
-    stages, run_inputs: dict, prepared, run_id, mlflow_tracking_uri, resume_uri, gpus, variant="", label="cascade"
+    stages, run_inputs: dict, prepared, run_id, mlflow_tracking_uri, resume_uri, gpus, variant="", label=CASCADE
 ):
     """train@first ... train@last chained through their models; returns the last task.
     run_inputs: the run's params_yaml, profile and compare as submitted."""

@@ -14,21 +14,12 @@ import math
 import time
 
 from facectx import tracking
+from facectx.config import parse_gates  # the one parser of registry.gate_metrics (also checked when params load)
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 METRIC_TAG = "metric."
 PROTOCOL_TAG = "protocol."
-
-
-def parse_gates(gate_metrics) -> list[tuple[str, str]]:
-    gates = []
-    for gate in gate_metrics:
-        metric, _, direction = gate.rpartition(":")
-        if not metric or direction not in ("higher", "lower"):
-            raise ValueError(f"gate metric {gate!r}: expected 'metric:higher' or 'metric:lower'")
-        gates.append((metric, direction))
-    return gates
 
 
 def register(model_uri: str, name: str, metrics: dict, run_id: str | None = None, protocol: dict | None = None) -> int:

@@ -7,6 +7,7 @@ import dataclasses
 import os
 from typing import TYPE_CHECKING
 
+from facectx import layout
 from facectx.config import Params
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ def train_stages_step(
     params: Params,
     prepared_dir: str | os.PathLike,
     models_dir: str | os.PathLike,
-    run_name: str = "cascade",
+    run_name: str = layout.CASCADE,
     cap_seconds: float | None = None,
     resume_root: str | os.PathLike | None = None,
     resume_uri: str | None = None,
@@ -171,25 +172,15 @@ def write_stage_metrics(results: dict, path: str | os.PathLike) -> None:
 def stage_dirs(
     params: Params, stage: int, models_dir: str | os.PathLike, resume_root: str | os.PathLike | None = None
 ) -> dict:
-    """One model's layout (what dvc.yaml declares): models_dir/stage_N holds stage N's outputs and
-    starts from models_dir/stage_<previous>; resume state in resume_root/stage_N (default:
-    models_dir/resume)."""
-    from pathlib import Path
-
+    """One model's stage folders (layout.stage_dirs), starting from the previous stage of train.stages."""
     from facectx.models.factory import previous_stage
 
-    models_dir = Path(models_dir)
-    previous = previous_stage(params, stage)
-    return {
-        "out_dir": models_dir / f"stage_{stage}",
-        "init_dir": models_dir / f"stage_{previous}" / "checkpoint" if previous else None,
-        "resume_dir": Path(resume_root or models_dir / "resume") / f"stage_{stage}",
-    }
+    return layout.stage_dirs(models_dir, stage, previous_stage(params, stage), resume_root)
 
 
 def final_checkpoint(params: Params, models_dir: str | os.PathLike):
     """The last stage's checkpoint folder under models_dir: the finished model."""
-    return stage_dirs(params, max(params.train.stages), models_dir)["out_dir"] / "checkpoint"
+    return layout.final_checkpoint(models_dir, params.train.stages)
 
 
 def evaluate_step(

@@ -31,8 +31,8 @@ import yaml
 from facectx.airgap.pack import MAIN_SET, PackError, read_manifest, unpack_set
 from facectx.config import load_params
 from facectx.io_utils import atomic_path, write_json
+from facectx.layout import CASCADE, MODELS_ROOT, ModelLayout, stage_folder
 
-CASCADE = "cascade"
 ARCHIVE, REPORT, SUMMARY, PROGRESS = "results.tar.gz", "report.html", "summary.txt", "progress.log"
 SNAPSHOT_EVERY_S = 30
 # What the archive keeps of the work folder: everything but checkpoints and the rebuilt shards.
@@ -40,8 +40,8 @@ _ARCHIVED = (
     "runs",
     "reports",
     "logs",
-    "models/*/stage_*/metrics.json",
-    "models/*/stage_*/losses.csv",
+    f"{MODELS_ROOT}/*/{stage_folder('*')}/metrics.json",
+    f"{MODELS_ROOT}/*/{stage_folder('*')}/losses.csv",
     "results.json",
     "params.yaml",
 )
@@ -101,7 +101,7 @@ def snapshot(work: Path, out: Path, status: dict) -> None:
 
 def _stage_metrics(models_dir: Path) -> dict[int, dict]:
     found = {}
-    for path in models_dir.glob("stage_*/metrics.json"):
+    for path in models_dir.glob(f"{stage_folder('*')}/metrics.json"):
         metrics = json.loads(path.read_text())
         found[int(metrics["stage"])] = metrics
     return dict(sorted(found.items()))
@@ -119,6 +119,7 @@ def train_models(
 ) -> None:
     """Each model in its own `facectx train` process, `parallel` at a time on the one GPU."""
     waiting, running = list(models), {}
+    layout = ModelLayout.work_folder(work)
     (work / "logs").mkdir(parents=True, exist_ok=True)
     last_snapshot = time.monotonic()
     while waiting or running:
@@ -135,9 +136,9 @@ def train_models(
                 "--prepared-dir",
                 str(work / "prepared"),
                 "--models-dir",
-                str(work / "models" / name),
+                str(layout.model_dir(name)),
                 "--resume-dir",
-                str(work / "resume" / name),
+                str(layout.resume_root(name)),
                 "--run-name",
                 name,
                 *(["--cap-minutes", str(cap_minutes)] if cap_minutes else []),
@@ -148,7 +149,7 @@ def train_models(
             progress(f"training {name}" + (f" (cap {cap_minutes:g} min)" if cap_minutes else ""))
         time.sleep(1)
         for name, (process, log) in list(running.items()):
-            stages = _stage_metrics(work / "models" / name)
+            stages = _stage_metrics(layout.model_dir(name))
             status["models"][name]["stages"] = stages
             if process.poll() is None:
                 continue
@@ -242,11 +243,9 @@ def run(
     progress(f"data rebuilt: {', '.join(sets)}")
 
     train_models(models, params_file, work, out, cap_minutes, parallel, status, progress)
-    trained = {
-        name: str(steps.final_checkpoint(params, work / "models" / name))
-        for name, m in status["models"].items()
-        if m["state"] == "trained"
-    }
+    trained = ModelLayout.work_folder(work).final_checkpoints(
+        [name for name, m in status["models"].items() if m["state"] == "trained"], params.train.stages
+    )
     calibration_file = pack / "calibration.json"
     calibration = json.loads(calibration_file.read_text()) if calibration_file.is_file() else None
     for set_name, prepared in sets.items():

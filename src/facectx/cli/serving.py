@@ -1,0 +1,48 @@
+"""facectx serve, hallucinate: a registered model over HTTP, or one photo through a checkpoint.
+
+facectx.serving and facectx.registry are imported by the handlers: they load pandas and MLflow,
+which the other commands' start does not need."""
+
+from __future__ import annotations
+
+from facectx import steps
+from facectx.cli.options import folders, last_checkpoint
+from facectx.config import load_params
+
+
+def add_parser(commands) -> None:
+    step = commands.add_parser(
+        "serve", help="serve a registered model over HTTP (MLflow's scoring server), from any shell"
+    )
+    step.add_argument(
+        "--model-uri",
+        help="default: models:/NAME@champion, NAME being params' registry.model_name (the --params file's)",
+    )
+    step.add_argument("-p", "--port", type=int, default=5001, help="default: %(default)s")
+    step.add_argument("--host", default="127.0.0.1", help="default: %(default)s (0.0.0.0 to listen on every interface)")
+    step.add_argument("-w", "--workers", type=int, default=1, help="server processes (default: %(default)s)")
+    step.set_defaults(func=serve, needs_params=False)  # params only for the default --model-uri
+
+    step = commands.add_parser(
+        "hallucinate", parents=folders("--models-dir"), help="hallucinate the context of the face in one photo"
+    )
+    step.add_argument("photo", help="a JPEG or PNG photo with a face")
+    step.add_argument("-o", "--out", required=True, help="output PNG")
+    step.add_argument("--checkpoint", help="checkpoint folder (default: the last stage's, under --models-dir)")
+    step.set_defaults(func=hallucinate)
+
+
+def serve(args, params):
+    from facectx.registry import CHAMPION
+    from facectx.serving import serve
+
+    model_uri = args.model_uri
+    if model_uri is None:
+        model_uri = f"models:/{load_params(args.params, args.variant).registry.model_name}@{CHAMPION}"
+    serve(model_uri, args.port, args.host, args.workers)
+
+
+def hallucinate(args, params):
+    result = steps.hallucinate_step(params, args.photo, args.out, args.checkpoint or last_checkpoint(args, params))
+    print(f"wrote {result['out']}")
+    return result
