@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from facectx import steps
+from facectx.airgap.format import DEFAULT_MAX_MIB
 from facectx.config import DEFAULT_PARAMS_FILE, load_params
 
 log = logging.getLogger("facectx")
@@ -363,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--without", action="append", choices=("train", "val", "test"), help="leave a split out (repeatable)"
     )
     step.add_argument(
-        "--max-mib", type=float, default=60.0, help="refuse a pack larger than this (default: %(default)s)"
+        "--max-mib", type=float, default=DEFAULT_MAX_MIB, help="refuse a pack larger than this (default: %(default)s)"
     )
     step.set_defaults(run=_airgap_pack)
 
