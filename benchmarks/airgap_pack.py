@@ -18,7 +18,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-from facectx.airgap.pack import DEFAULT_MAX_MIB, MAIN_SET, PackError, build_pack, folder_bytes, unpack_set  # noqa: E402
+from facectx.airgap.format import DEFAULT_MAX_MIB, MAIN_SET, PackError, folder_bytes  # noqa: E402
+from facectx.airgap.pack import build_pack  # noqa: E402
+from facectx.airgap.unpack import unpack_set  # noqa: E402
 
 
 def main() -> int:

@@ -40,7 +40,7 @@ far_params() {
   python -c "from pathlib import Path; from facectx.airgap.run import far_params; far_params(Path('$pack'), Path('$work'), 'paper', False)"
 }
 unpack() {
-  python -c "from facectx.airgap.pack import unpack_set, MAIN_SET; unpack_set('$pack', MAIN_SET, '$work/prepared')"
+  python -c "from facectx.airgap.format import MAIN_SET; from facectx.airgap.unpack import unpack_set; unpack_set('$pack', MAIN_SET, '$work/prepared')"
 }
 throughput() {  # steps warmup out [more options]
   python benchmarks/train_throughput.py --prepared $work/prepared --params $work/params.yaml --profile paper \

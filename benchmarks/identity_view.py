@@ -16,12 +16,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 
+from facectx.data.shards import SplitShards  # noqa: E402
 from facectx.models.identity import CHIP_SIZE, chip_affine, extract_chips, load_identity_network  # noqa: E402
 
 
@@ -69,19 +69,16 @@ def main() -> None:
     parser.add_argument("--paddings", default="0.25,0.5,0.75,1.0")
     args = parser.parse_args()
 
-    folder = Path(args.prepared) / "test"
-    index = pd.read_parquet(folder / "index.parquet")
+    shards = SplitShards(args.prepared, "test")
+    index = shards.index()
     # Photos of people with at least two, so that there are same-person pairs.
     counts = index.identity.map(index.identity.value_counts())
     rows = np.flatnonzero(counts.to_numpy() >= 2)[: args.photos]
-    size = max(json.loads((Path(args.prepared) / "meta.json").read_text())["resolutions"])
-    frames = (
-        torch.from_numpy(np.load(folder / f"target_{size}.npy", mmap_mode="r")[rows].copy()).permute(0, 3, 1, 2).float()
-        / 255
-    )
-    masks = torch.from_numpy(np.load(folder / f"mask_{size}.npy", mmap_mode="r")[rows].copy()).float() / 255
+    size = shards.frame_size
+    frames = torch.from_numpy(shards.array("target", size)[rows].copy()).permute(0, 3, 1, 2).float() / 255
+    masks = torch.from_numpy(shards.array("mask", size)[rows].copy()).float() / 255
     inside = frames.sum(1) > 0  # exactly-black pixels are where the crop ran past the photo
-    landmarks = torch.from_numpy(np.load(folder / "landmarks.npy", mmap_mode="r")[rows].copy())
+    landmarks = torch.from_numpy(shards.array("landmarks")[rows].copy())
     same, diff = pairs(index.identity.to_numpy()[rows])
     net = load_identity_network()
     results = {}

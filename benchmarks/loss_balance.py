@@ -25,8 +25,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
+from facectx.checkpoint import load_checkpoint  # noqa: E402
 from facectx.config import parse_params  # noqa: E402
-from facectx.training.checkpoint import load_checkpoint  # noqa: E402
 from facectx.training.loop import StageTrainer  # noqa: E402
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facectx.data.shards import IMAGE_ARRAYS, SplitShards, split_folder
 from facectx.tensors import image_tensor, mask_tensor
-from facectx.training.data import Batch, split_folder, split_rows
+from facectx.training.data import Batch
 
 
 class ShardDataset(torch.utils.data.Dataset):
@@ -20,24 +21,17 @@ class ShardDataset(torch.utils.data.Dataset):
     def __init__(
         self, prepared_dir: str | Path, split: str, resolutions: tuple[int, ...], max_rows: int = 0, seed: int = 0
     ):
-        self.folder = split_folder(prepared_dir, split)
+        split_folder(prepared_dir, split)  # DataError when the split was never prepared
+        self.shards = SplitShards(prepared_dir, split)
         self.resolutions = tuple(resolutions)
-        self.source_rows = split_rows(self.folder, max_rows, seed)  # the same rows ResidentShards would hold
+        self.source_rows = self.shards.subset(max_rows, seed)  # the same rows ResidentShards would hold
         self.rows = len(self.source_rows)
         self._arrays = None  # opened lazily in each worker process
 
     def _open(self):
         if self._arrays is None:
-
-            def load(name: str) -> np.ndarray:
-                return np.load(self.folder / name, mmap_mode="r")
-
-            self._arrays = {
-                (kind, r): load(f"{kind}_{r}.npy")
-                for kind in ("target", "masked", "mask", "valid")
-                for r in self.resolutions
-            }
-            self._arrays[("landmarks", 0)] = load("landmarks.npy")
+            self._arrays = {(kind, r): self.shards.array(kind, r) for kind in IMAGE_ARRAYS for r in self.resolutions}
+            self._arrays[("landmarks", 0)] = self.shards.array("landmarks")
         return self._arrays
 
     def __len__(self) -> int:

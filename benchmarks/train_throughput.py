@@ -30,7 +30,6 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -40,6 +39,7 @@ sys.path.insert(0, str(REPO))  # run as a script, benchmarks/ is importable from
 
 from benchmarks.plain_loader import ShardDataset, batch_from_items  # noqa: E402
 from facectx.config import parse_params, resolve_params_text  # noqa: E402
+from facectx.data.shards import SplitShards  # noqa: E402
 from facectx.training.graphed_step import GraphedStep  # noqa: E402
 from facectx.training.loop import StageTrainer, stage_batch_size  # noqa: E402
 
@@ -208,7 +208,7 @@ def main() -> None:
     peak = matmul_peak_tflops(device)
     work = Path("/tmp/facectx-bench-train")
     # The schedule's steps on the profile's training rows (the benchmark itself may load fewer).
-    all_rows = len(pd.read_parquet(Path(args.prepared) / "train" / "index.parquet", columns=["identity"]))
+    all_rows = len(SplitShards(args.prepared, "train").index(columns=["identity"]))
     all_rows = min(all_rows, schedule_rows) if schedule_rows > 0 else all_rows
     rows = []
     for stage in stages:

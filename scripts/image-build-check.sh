@@ -92,7 +92,7 @@ if [ "$(id -u)" = 0 ]; then as_user=(/usr/bin/setpriv --reuid="$USER_ID" --regid
     python3 -c "import facectx.steps, kfp.dsl.executor_main, mlflow, psycopg2, dlib, face_recognition_models, components.train_stage, pipelines.training; \
 from facectx.assets import ensure_face_api_weights, ensure_human_models_faceres; \
 print(ensure_face_api_weights()); print(ensure_human_models_faceres())"
-    python3 -c "import torch, kfp, mlflow; from facectx.training.checkpoint import git_commit; \
+    python3 -c "import torch, kfp, mlflow; from facectx.checkpoint import git_commit; \
 print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"kfp\", kfp.__version__, \"mlflow\", mlflow.__version__, \"commit\", git_commit())"
     mlflow server --help > /dev/null
     python3 "$KFP_CHECK"

@@ -17,8 +17,10 @@ import pytest
 import yaml
 
 from conftest import REPO, make_source
-from facectx.airgap.pack import MAIN_SET, PackError, build_pack, read_manifest, unpack_set
+from facectx.airgap.format import DEFAULT_MAX_MIB, MAIN_SET, PackError, read_manifest
+from facectx.airgap.pack import build_pack
 from facectx.airgap.results import import_results
+from facectx.airgap.unpack import unpack_set
 
 BLOCKED = ("mlflow", "dvc", "kfp", "great_expectations", "dlib", "boto3")
 # Installed first in every Python the far run starts (its training subprocesses too), like a
@@ -101,7 +103,7 @@ def pack(prepared_data, lfw_dir, tmp_path_factory):
 def test_pack_holds_frames_landmarks_weights_and_calibration(pack, prepared_data, tmp_path):
     out, manifest = pack
     assert set(manifest["sets"]) == {MAIN_SET, "images"}
-    assert manifest["bytes"] < 60 * 2**20 and manifest["calibration"] == "calibration.json"
+    assert manifest["bytes"] < DEFAULT_MAX_MIB * 2**20 and manifest["calibration"] == "calibration.json"
     assert 0 < json.loads((out / "calibration.json").read_text())["threshold"] < 1
     for split, part in manifest["sets"][MAIN_SET].items():
         assert part["psnr_db"] > 30, (split, part)  # WebP q90 of the 128 px frame

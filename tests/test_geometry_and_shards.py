@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from facectx.config import CropConfig, SplitConfig
+from facectx.data.examples import build_example
 from facectx.data.masks import (
     MIRROR_ORDER,
     crop_to_frame,
@@ -17,10 +18,8 @@ from facectx.data.masks import (
     outside_fraction,
     points_in_frame,
 )
-from facectx.data.prepare import build_example
-from facectx.data.shards import NpyStreamWriter
+from facectx.data.shards import NpyStreamWriter, subset_rows
 from facectx.data.splits import assign_splits
-from facectx.training.data import subset_rows
 
 CROP = CropConfig(size_px=128, box_scale=2.2, box_shift_up=0.1)
 

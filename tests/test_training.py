@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 
 from conftest import REPO, fast_tiny_params, tiny_training_params
 from facectx import steps
+from facectx.checkpoint import CheckpointError
 from facectx.config import dump_params
-from facectx.training.checkpoint import CheckpointError
 from facectx.training.loop import NonFiniteLoss
 
 

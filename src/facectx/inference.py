@@ -9,10 +9,12 @@ import os
 import numpy as np
 import torch
 
+from facectx.checkpoint import load_checkpoint
 from facectx.config import CropConfig, LandmarkConfig
+from facectx.data.examples import build_example
+from facectx.data.landmarks import make_landmarker
 from facectx.models.factory import build_generator, model_args_from_meta
 from facectx.tensors import image_tensor, mask_tensor
-from facectx.training.checkpoint import load_checkpoint
 
 
 class NoFaceFound(ValueError):
@@ -51,8 +53,6 @@ class Hallucinator:
 
 def masked_from_photo(rgb: np.ndarray, landmarker, crop: CropConfig, resolutions: tuple[int, ...]):
     """Crop, mask and pyramid for one RGB photo, as `prepare` makes them."""
-    from facectx.data.prepare import build_example
-
     found = landmarker(rgb)
     if found is None:
         raise NoFaceFound("no face found in the photo: facectx needs a visible, roughly frontal face")
@@ -63,8 +63,6 @@ class PhotoHallucinator:
     """From a raw RGB photo: find the face, crop and mask it, hallucinate its context."""
 
     def __init__(self, checkpoint_dir: str | os.PathLike, crop: CropConfig, landmarks: LandmarkConfig, device="cpu"):
-        from facectx.data.landmarks import make_landmarker
-
         self.model = Hallucinator(checkpoint_dir, device)
         self.crop = crop
         self.landmarker = make_landmarker(landmarks)

@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from facectx.checkpoint import META, WEIGHTS
 from facectx.config import CropConfig, LandmarkConfig, Params
+from facectx.data.shards import read_index
 from facectx.io_utils import png_bytes
 from facectx.tracking import invalid_input, log_metrics, log_python_model, python_model_base, tracking_uri
 
@@ -137,7 +139,7 @@ class FaceContextModel(python_model_base()):  # mlflow.pyfunc.PythonModel, impor
 
 def example_photo_from_prepared(prepared_dir: str | os.PathLike, raw_dir: str | os.PathLike) -> Path:
     """The first test-split photo of the prepared data (its raw file), for the input example."""
-    index = pd.read_parquet(Path(prepared_dir) / "test" / "index.parquet")
+    index = read_index(Path(prepared_dir) / "test")
     for relative in index.loc[~index.mirrored, "relative_path"]:
         path = Path(raw_dir) / "images" / relative
         if path.is_file():
@@ -172,7 +174,7 @@ def log_pyfunc_model(
     `prepared_dir` (read from `raw_dir`). Returns mlflow's ModelInfo.
     """
     checkpoint_dir = Path(checkpoint_dir)
-    for required in ("model.safetensors", "meta.json"):
+    for required in (WEIGHTS, META):
         if not (checkpoint_dir / required).is_file():
             raise FileNotFoundError(f"{checkpoint_dir} is not a checkpoint folder: {required} is missing")
     if example_photo is None:
@@ -201,7 +203,7 @@ def log_pyfunc_model(
             code_paths=[str(Path(__file__).resolve().parent)],
             metadata={
                 "facectx_metrics": {k: float(v) for k, v in (metrics or {}).items()},
-                "checkpoint_stage": json.loads((checkpoint_dir / "meta.json").read_text()).get("stage"),
+                "checkpoint_stage": json.loads((checkpoint_dir / META).read_text()).get("stage"),
             },
         )
 

@@ -11,7 +11,7 @@ from facectx import layout
 from facectx.config import Params
 
 if TYPE_CHECKING:
-    from facectx.training.checkpoint import TrainingIdentity
+    from facectx.checkpoint import TrainingIdentity
 
 
 def ingest_step(params: Params, raw_dir: str | os.PathLike, source: str | None = None) -> dict:
@@ -67,9 +67,9 @@ def train_stage_step(
     from pathlib import Path
 
     from facectx import tracking
+    from facectx.checkpoint import training_identity
     from facectx.tensors import resolve_device
     from facectx.training import distributed
-    from facectx.training.checkpoint import training_identity
     from facectx.training.loop import StageTrainer
 
     process = distributed.init_from_env(resolve_device(params.train.device))  # one process: no group
@@ -138,7 +138,7 @@ def train_stages_step(
     resume_uri: s3://bucket/prefix; each stage keeps its resume state under PREFIX/stage_N."""
     import time
 
-    from facectx.training.checkpoint import training_identity
+    from facectx.checkpoint import training_identity
 
     results, stages = {}, list(params.train.stages)
     identity = training_identity(params, prepared_dir)  # one data fingerprint for every stage
@@ -199,10 +199,10 @@ def evaluate_step(
     The verification threshold is calibrated on LFW's DevTrain pairs under raw_dir (needs the
     photos and the landmark detector), unless a calibration made elsewhere is given."""
     from facectx import tracking
+    from facectx.checkpoint import training_identity
     from facectx.evaluation.evaluate import evaluate
     from facectx.evaluation.networks import make_networks
     from facectx.tensors import resolve_device
-    from facectx.training.checkpoint import training_identity
 
     config = params.evaluate
     device = resolve_device(config.device, "evaluate.device")

@@ -1,6 +1,6 @@
 """Loading weight files safely: safetensors, or torch files with weights_only=True (no pickled
 code runs). Errors name the file. Every weights file facectx reads (except its own checkpoints,
-facectx.training.checkpoint) goes through load_state_dict or load_weights_into."""
+facectx.checkpoint) goes through load_state_dict or load_weights_into."""
 
 from __future__ import annotations
 

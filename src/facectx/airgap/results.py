@@ -17,7 +17,7 @@ import tempfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from facectx.airgap.pack import MAIN_SET, PackError
+from facectx.airgap.format import MAIN_SET, PackError
 from facectx.airgap.run import summary_table
 
 log = logging.getLogger(__name__)

@@ -28,8 +28,10 @@ from pathlib import Path
 
 import yaml
 
-from facectx.airgap.pack import MAIN_SET, PackError, read_manifest, unpack_set
-from facectx.config import load_params
+from facectx import steps
+from facectx.airgap.format import MAIN_SET, PackError, read_manifest
+from facectx.airgap.unpack import unpack_set
+from facectx.config import Params, load_params
 from facectx.io_utils import atomic_path, write_json
 from facectx.layout import CASCADE, MODELS_ROOT, ModelLayout, stage_folder
 
@@ -199,6 +201,44 @@ def summary_table(status: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rebuild_sets(pack: Path, manifest: dict, work: Path, progress: Progress) -> dict[str, Path]:
+    """Every packed set's prepared data under work/ (extra test sets borrow the main set's other splits)."""
+    progress(f"pack {manifest['id']}: rebuilding the prepared data")
+    unpack_set(pack, MAIN_SET, work / "prepared")
+    sets = {MAIN_SET: work / "prepared"}
+    for name in manifest["sets"]:
+        if name != MAIN_SET:
+            sets[name] = unpack_set(pack, name, work / f"prepared-{name}", share_from=work / "prepared")
+    progress(f"data rebuilt: {', '.join(sets)}")
+    return sets
+
+
+def evaluate_sets(
+    params: Params, pack: Path, sets: dict[str, Path], work: Path, out: Path, status: dict, progress: Progress
+) -> None:
+    """Every trained model and the baselines on every set, with the pack's calibration; each
+    result into `status` and a snapshot as it comes."""
+    trained = ModelLayout.work_folder(work).final_checkpoints(
+        [name for name, m in status["models"].items() if m["state"] == "trained"], params.train.stages
+    )
+    calibration_file = pack / "calibration.json"
+    calibration = json.loads(calibration_file.read_text()) if calibration_file.is_file() else None
+    for set_name, prepared in sets.items():
+        progress(f"evaluating {', '.join(trained) or 'the baselines only'} on {set_name}")
+        result = steps.evaluate_step(
+            params,
+            prepared,
+            None,
+            trained,
+            work / "reports" / set_name,
+            calibration=calibration,
+            run_name="airgap",
+            stage_name=f"evaluate-{set_name}",
+        )
+        status["evaluations"][set_name] = result
+        snapshot(work, out, status)
+
+
 def run(
     pack: str | os.PathLike,
     models: list[str],
@@ -210,8 +250,6 @@ def run(
     resume_checkpoints: bool = False,
     seed: int | None = None,
 ) -> dict:
-    from facectx import steps
-
     pack, out = Path(pack), Path(out)
     work = Path(work) if work else out.with_name(out.name + ".work")
     manifest = read_manifest(pack)
@@ -234,34 +272,9 @@ def run(
         "evaluations": {},
         "complete": False,
     }
-    progress(f"pack {manifest['id']}: rebuilding the prepared data")
-    unpack_set(pack, MAIN_SET, work / "prepared")
-    sets = {MAIN_SET: work / "prepared"}
-    for name in manifest["sets"]:
-        if name != MAIN_SET:
-            sets[name] = unpack_set(pack, name, work / f"prepared-{name}", share_from=work / "prepared")
-    progress(f"data rebuilt: {', '.join(sets)}")
-
+    sets = rebuild_sets(pack, manifest, work, progress)
     train_models(models, params_file, work, out, cap_minutes, parallel, status, progress)
-    trained = ModelLayout.work_folder(work).final_checkpoints(
-        [name for name, m in status["models"].items() if m["state"] == "trained"], params.train.stages
-    )
-    calibration_file = pack / "calibration.json"
-    calibration = json.loads(calibration_file.read_text()) if calibration_file.is_file() else None
-    for set_name, prepared in sets.items():
-        progress(f"evaluating {', '.join(trained) or 'the baselines only'} on {set_name}")
-        result = steps.evaluate_step(
-            params,
-            prepared,
-            None,
-            trained,
-            work / "reports" / set_name,
-            calibration=calibration,
-            run_name="airgap",
-            stage_name=f"evaluate-{set_name}",
-        )
-        status["evaluations"][set_name] = result
-        snapshot(work, out, status)
+    evaluate_sets(params, pack, sets, work, out, status, progress)
     status["complete"] = True
     table = summary_table(status)
     with atomic_path(out / SUMMARY) as tmp:

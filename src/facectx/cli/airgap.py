@@ -5,6 +5,7 @@ other commands' start does not need."""
 
 from __future__ import annotations
 
+from facectx.airgap.format import DEFAULT_MAX_MIB
 from facectx.cli.options import folders
 from facectx.layout import CASCADE
 
@@ -41,7 +42,7 @@ def _add_pack(airgap_steps) -> None:
         "--without", action="append", choices=("train", "val", "test"), help="leave a split out (repeatable)"
     )
     step.add_argument(
-        "--max-mib", type=float, default=60.0, help="refuse a pack larger than this (default: %(default)s)"
+        "--max-mib", type=float, default=DEFAULT_MAX_MIB, help="refuse a pack larger than this (default: %(default)s)"
     )
     step.set_defaults(func=pack)
 

@@ -28,6 +28,7 @@ import pandas as pd
 from PIL import Image
 
 from facectx.config import IngestConfig
+from facectx.data.quarantine import quarantine_table
 from facectx.data.sources import (
     Rejected,
     SourcePhoto,
@@ -52,7 +53,6 @@ MANIFEST_COLUMNS = [
     "source_uri",
     "source_etag",
 ]
-QUARANTINE_COLUMNS = ["relative_path", "stage", "check", "reason", "source_uri"]
 
 
 def probe_header(data: bytes) -> tuple[int | None, int | None, str | None]:
@@ -77,7 +77,7 @@ def quarantine_frame(rejected: list[Rejected], stage: str) -> pd.DataFrame:
         }
         for r in rejected
     ]
-    return pd.DataFrame(rows, columns=QUARANTINE_COLUMNS)
+    return quarantine_table(rows)
 
 
 def read_manifest(raw_dir: str | os.PathLike) -> pd.DataFrame:

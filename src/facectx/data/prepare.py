@@ -24,66 +24,14 @@ import pandas as pd
 from PIL import Image
 
 from facectx.config import CropConfig, PrepareConfig, ValidateConfig
-from facectx.data.ingest import QUARANTINE_COLUMNS
-from facectx.data.masks import (
-    crop_to_frame,
-    downsample,
-    face_frame,
-    frame_validity,
-    hull_mask,
-    mirror_points,
-    points_in_frame,
-)
+from facectx.data.examples import build_example
 from facectx.data.photos import decode_photo
-from facectx.data.shards import NpyStreamWriter
+from facectx.data.quarantine import quarantine_table
+from facectx.data.shards import SplitShards, SplitWriter, write_meta
 from facectx.data.splits import SPLITS, assign_splits
 from facectx.io_utils import atomic_path, write_json, write_parquet
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Example:
-    """One prepared photo: arrays keyed by resolution."""
-
-    target: dict[int, np.ndarray]
-    masked: dict[int, np.ndarray]
-    mask: dict[int, np.ndarray]
-    valid: dict[int, np.ndarray]  # 255 where the frame lies inside the photo (frame_validity)
-    landmarks: np.ndarray  # (68, 2) in the largest frame
-
-    def mirrored(self) -> Example:
-        flip = lambda arrays: {r: np.ascontiguousarray(a[:, ::-1]) for r, a in arrays.items()}  # noqa: E731
-        size = max(self.target)
-        return Example(
-            flip(self.target), flip(self.masked), flip(self.mask), flip(self.valid), mirror_points(self.landmarks, size)
-        )
-
-
-def build_example(rgb: np.ndarray, points: np.ndarray, crop: CropConfig, resolutions: tuple[int, ...]) -> Example:
-    frame = face_frame(points, crop)
-    target = crop_to_frame(rgb, frame, crop.size_px)
-    valid = frame_validity(frame, rgb.shape[1], rgb.shape[0], crop.size_px)
-    return example_from_frame(target, points_in_frame(points, frame, crop.size_px), resolutions, valid)
-
-
-def example_from_frame(
-    target: np.ndarray, frame_points: np.ndarray, resolutions: tuple[int, ...], valid: np.ndarray
-) -> Example:
-    """Mask, masked face and pyramid from the full-size frame, its landmarks and its validity
-    (also how an air-gapped machine rebuilds the shards from a pack of frames)."""
-    size = target.shape[0]
-    mask = hull_mask(frame_points, size)
-    masked = target * mask[:, :, None]
-    mask255 = mask * 255
-    example = Example({size: target}, {size: masked}, {size: mask255}, {size: valid}, frame_points)
-    for r in resolutions:
-        if r != size:
-            example.target[r] = downsample(target, r)
-            example.masked[r] = downsample(masked, r)
-            example.mask[r] = downsample(mask255, r)
-            example.valid[r] = downsample(valid, r)
-    return example
 
 
 @dataclass(frozen=True)
@@ -108,37 +56,6 @@ def _prepare_one(args):
         return relative_path, None, f"prepare failed: {type(err).__name__}: {err}"
 
 
-class SplitWriter:
-    """Streams the examples of one split into its shard files."""
-
-    def __init__(self, folder: Path, resolutions: tuple[int, ...], max_rows: int):
-        self.folder = folder
-        self.writers = {}
-        for r in resolutions:
-            self.writers[("target", r)] = NpyStreamWriter(folder / f"target_{r}.npy", (r, r, 3), np.uint8, max_rows)
-            self.writers[("masked", r)] = NpyStreamWriter(folder / f"masked_{r}.npy", (r, r, 3), np.uint8, max_rows)
-            self.writers[("mask", r)] = NpyStreamWriter(folder / f"mask_{r}.npy", (r, r), np.uint8, max_rows)
-            self.writers[("valid", r)] = NpyStreamWriter(folder / f"valid_{r}.npy", (r, r), np.uint8, max_rows)
-        self.writers[("landmarks", 0)] = NpyStreamWriter(folder / "landmarks.npy", (68, 2), np.float32, max_rows)
-        self.index = []
-
-    def add(self, example: Example, relative_path: str, identity: str, mirrored: bool) -> None:
-        for (kind, r), writer in self.writers.items():
-            writer.append(example.landmarks if kind == "landmarks" else getattr(example, kind)[r])
-        self.index.append(
-            {"row": len(self.index), "relative_path": relative_path, "identity": identity, "mirrored": mirrored}
-        )
-
-    def close(self) -> int:
-        for writer in self.writers.values():
-            writer.close()
-        write_parquet(
-            self.folder / "index.parquet",
-            pd.DataFrame(self.index, columns=["row", "relative_path", "identity", "mirrored"]),
-        )
-        return len(self.index)
-
-
 def prepare(
     raw_dir: str | os.PathLike,
     validated_dir: str | os.PathLike,
@@ -154,12 +71,40 @@ def prepare(
     split_of = assign_splits(list(records.identity), config.split, raw_dir / "split_lists")
     records["split"] = records.identity.map(split_of)
 
+    job = _Job(str(raw_dir / "images"), crop, config.resolutions, validate_config.max_pixels, validate_config.formats)
+    rows, failures = _write_splits(records, split_of, job, out_dir, config)
+    quarantine = pd.concat([quarantine, quarantine_table(failures)], ignore_index=True)
+    write_parquet(out_dir / "quarantine.parquet", quarantine)
+    prepared = len(records) - len(failures)
+    write_preview(out_dir, config.preview_count)
+    metrics = {
+        "photos_found": photos_found,
+        "prepared": prepared,
+        "quarantined": int(len(quarantine)),
+        "accounted_for": prepared + int(len(quarantine)) == photos_found,
+        **{f"rows_{split}": n for split, n in rows.items()},
+        **{f"identities_{split}": int(records[records.split == split].identity.nunique()) for split in SPLITS},
+    }
+    write_json(out_dir / "metrics.json", metrics)
+    write_meta(out_dir, config.resolutions, asdict(crop), config.mirror, rows)
+    log.info("prepare: %s", metrics)
+    if not metrics["accounted_for"]:
+        raise RuntimeError(
+            f"photos do not add up: {photos_found} found != {prepared} prepared + {len(quarantine)} quarantined"
+        )
+    return metrics
+
+
+def _write_splits(
+    records: pd.DataFrame, split_of: dict[str, str], job: _Job, out_dir: Path, config: PrepareConfig
+) -> tuple[dict[str, int], list[dict]]:
+    """Every record's example into its split's shards (train: with its mirrored copy when
+    config.mirror); returns the rows per split and a quarantine row per photo that failed."""
     writers = {}
     for split in SPLITS:
         rows = int((records.split == split).sum()) * (2 if config.mirror and split == "train" else 1)
         writers[split] = SplitWriter(out_dir / split, config.resolutions, max(rows, 1))
 
-    job = _Job(str(raw_dir / "images"), crop, config.resolutions, validate_config.max_pixels, validate_config.formats)
     tasks = [(r.relative_path, r.points, job) for r in records.itertuples()]
     identity_of = dict(zip(records.relative_path, records.identity))
     failures = []
@@ -180,37 +125,7 @@ def prepare(
             writers[split].add(example, relative_path, identity_of[relative_path], mirrored=False)
             if config.mirror and split == "train":
                 writers[split].add(example.mirrored(), relative_path, identity_of[relative_path], mirrored=True)
-
-    rows = {split: writer.close() for split, writer in writers.items()}
-    quarantine = pd.concat([quarantine, pd.DataFrame(failures, columns=QUARANTINE_COLUMNS)], ignore_index=True)
-    write_parquet(out_dir / "quarantine.parquet", quarantine)
-    prepared = len(records) - len(failures)
-    write_preview(out_dir, config.preview_count)
-    metrics = {
-        "photos_found": photos_found,
-        "prepared": prepared,
-        "quarantined": int(len(quarantine)),
-        "accounted_for": prepared + int(len(quarantine)) == photos_found,
-        **{f"rows_{split}": n for split, n in rows.items()},
-        **{f"identities_{split}": int(records[records.split == split].identity.nunique()) for split in SPLITS},
-    }
-    write_json(out_dir / "metrics.json", metrics)
-    write_json(
-        out_dir / "meta.json",
-        {
-            "resolutions": list(config.resolutions),
-            "crop": asdict(crop),
-            "mirror": config.mirror,
-            "rows": rows,
-            "arrays": ["target", "masked", "mask", "valid", "landmarks"],
-        },
-    )
-    log.info("prepare: %s", metrics)
-    if not metrics["accounted_for"]:
-        raise RuntimeError(
-            f"photos do not add up: {photos_found} found != {prepared} prepared + {len(quarantine)} quarantined"
-        )
-    return metrics
+    return {split: writer.close() for split, writer in writers.items()}, failures
 
 
 def _pool(workers: int):
@@ -233,10 +148,11 @@ class _InlinePool:
 def write_preview(out_dir: Path, count: int) -> None:
     """A grid of masked | full pairs from the test split (or whichever split has rows)."""
     for split in ("test", "val", "train"):
-        target_file = out_dir / split / f"target_{_largest(out_dir / split)}.npy"
-        target = np.load(target_file, mmap_mode="r")
+        shards = SplitShards(out_dir, split)  # meta.json is not written yet: the files tell the frame size
+        size = max(shards.stored_resolutions("target"))
+        target = shards.array("target", size)
         if len(target):
-            masked = np.load(out_dir / split / target_file.name.replace("target", "masked"), mmap_mode="r")
+            masked = shards.array("masked", size)
             break
     else:
         return
@@ -251,7 +167,3 @@ def write_preview(out_dir: Path, count: int) -> None:
     )
     with atomic_path(out_dir / "preview.png") as tmp:
         Image.fromarray(grid).save(tmp, format="PNG")
-
-
-def _largest(folder: Path) -> int:
-    return max(int(p.stem.split("_")[1]) for p in folder.glob("target_*.npy"))

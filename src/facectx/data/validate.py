@@ -23,10 +23,11 @@ import cv2
 import pandas as pd
 
 from facectx.config import CropConfig, LandmarkConfig, ValidateConfig
-from facectx.data.ingest import QUARANTINE_COLUMNS, read_manifest
+from facectx.data.ingest import read_manifest
 from facectx.data.landmarks import make_landmarker
 from facectx.data.masks import face_frame, hull_mask, outside_fraction, points_in_frame
 from facectx.data.photos import PhotoRejected, decode_photo
+from facectx.data.quarantine import quarantine_table
 from facectx.io_utils import atomic_path, sha256_bytes, write_json, write_parquet
 
 log = logging.getLogger(__name__)
@@ -255,7 +256,7 @@ def validate(
     records = records[
         ["relative_path", "identity", "sha256", "width", "height", "face_count", "subject_box", "other_boxes", "points"]
     ]
-    rejected = pd.DataFrame(
+    rejected = quarantine_table(
         [
             {
                 "relative_path": p,
@@ -265,8 +266,7 @@ def validate(
                 "source_uri": manifest.loc[manifest.relative_path == p, "source_uri"].iloc[0],
             }
             for p, r in sorted(reasons.items())
-        ],
-        columns=QUARANTINE_COLUMNS,
+        ]
     )
     quarantine = pd.concat([ingest_quarantine, rejected], ignore_index=True)
 

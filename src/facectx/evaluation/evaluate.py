@@ -12,8 +12,8 @@ against real test photos.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
+import multiprocessing
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +23,15 @@ import pandas as pd
 
 from facectx.assets import cache_root
 from facectx.config import EvaluateConfig
+from facectx.data.shards import SplitShards
 from facectx.evaluation.baselines import BASELINES
+from facectx.evaluation.lpips import LpipsDistance
 from facectx.evaluation.metrics import PER_PHOTO, frechet_distance, within_photo
+from facectx.evaluation.networks import InceptionFeatures, make_networks
+from facectx.evaluation.report import write_report
 from facectx.evaluation.two_sample import FOLDS, L2, identity_halves, two_sample_auc
+from facectx.inference import Hallucinator
 from facectx.io_utils import write_json, write_parquet
-from facectx.training.data import split_rows
 
 log = logging.getLogger(__name__)
 REAL_VS_REAL = "real photos (val vs test)"
@@ -46,26 +50,24 @@ class TestSet:
 def load_split(prepared_dir: str | os.PathLike, split: str, max_rows: int = 0, seed: int = 0) -> TestSet:
     """A split's photos: every one, or `max_rows` spread over identities (`subset_rows`). The seed
     is fixed so that every method, every run and the registry gate score the same photos."""
-    folder = Path(prepared_dir) / split
-    meta = json.loads((Path(prepared_dir) / "meta.json").read_text())
-    rows = split_rows(folder, max_rows, seed)  # fancy indexing already copies: np.asarray adds no second copy
-    load = lambda name: np.asarray(np.load(folder / name, mmap_mode="r")[rows])  # noqa: E731
-    size = max(meta["resolutions"])
+    shards = SplitShards(prepared_dir, split)
+    rows = shards.subset(max_rows, seed)  # fancy indexing already copies: np.asarray adds no second copy
+    load = lambda kind, r=None: np.asarray(shards.array(kind, r)[rows])  # noqa: E731
+    size = shards.frame_size
     return TestSet(
-        target=load(f"target_{size}.npy"),
-        masked={r: load(f"masked_{r}.npy") for r in meta["resolutions"]},
-        mask={r: load(f"mask_{r}.npy") for r in meta["resolutions"]},
-        landmarks=load("landmarks.npy"),
-        index=pd.read_parquet(folder / "index.parquet").iloc[rows],
-        valid=load(f"valid_{size}.npy"),
+        target=load("target", size),
+        masked={r: load("masked", r) for r in shards.resolutions},
+        mask={r: load("mask", r) for r in shards.resolutions},
+        landmarks=load("landmarks"),
+        index=shards.index().iloc[rows],
+        valid=load("valid", size),
     )
 
 
 def mean_training_frame(prepared_dir: str | os.PathLike, rows: int = 2000) -> np.ndarray:
     """The mean of a sample of training frames spread over identities (not the first rows: a few surnames)."""
-    meta = json.loads((Path(prepared_dir) / "meta.json").read_text())
-    folder = Path(prepared_dir) / "train"
-    frames = np.load(folder / f"target_{max(meta['resolutions'])}.npy", mmap_mode="r")[split_rows(folder, rows, seed=0)]
+    shards = SplitShards(prepared_dir, "train")
+    frames = shards.array("target", shards.frame_size)[shards.subset(rows, seed=0)]
     return np.asarray(frames, dtype=np.float64).mean(0).round().astype(np.uint8)
 
 
@@ -85,10 +87,6 @@ def method_outputs(methods: dict, test: TestSet, batch: int) -> dict[str, np.nda
     """Every method's uint8 outputs. The classical baselines run on the CPU, one photo at a time
     (biharmonic ~0.15 s a photo), so they are spread over every core: on a 16-core GPU machine the
     whole LFW test split's baselines take seconds, not minutes."""
-    import multiprocessing
-
-    from facectx.inference import Hallucinator
-
     global _BASELINE_JOB
     size, n = test.target.shape[1], len(test.target)
     hard_mask = (test.mask[size] > 127).astype(np.uint8)
@@ -197,11 +195,6 @@ def evaluate(
 ) -> dict:
     """calibration: the matcher's LFW-pair calibration (threshold, auc, ...); without it no
     verification score is reported."""
-    from facectx.evaluation.lpips import LpipsDistance
-    from facectx.evaluation.networks import InceptionFeatures, make_networks
-    from facectx.evaluation.report import write_report
-    from facectx.inference import Hallucinator
-
     out_dir = Path(out_dir)
     threshold = calibration["threshold"] if calibration else None
     test = load_split(prepared_dir, "test", config.max_photos)

@@ -10,11 +10,16 @@ The identity matcher must not be the network of the identity loss: the default i
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facectx.data.masks import crop_to_frame, face_frame
+from facectx.evaluation.matcher import FACERES_DESCRIPTOR, FACERES_INPUT, FaceResMatcher, faceres_input
 from facectx.evaluation.metrics import unit_images
+from facectx.models.identity import CHIP_SIZE, extract_chips, load_identity_network
+from facectx.weights import load_weights_into, weights_label
 
 
 class DlibNetworks:
@@ -26,15 +31,11 @@ class DlibNetworks:
     independent = False
 
     def __init__(self, device="cpu", weights_dir=None):
-        from facectx.models.identity import load_identity_network
-
         self.net = load_identity_network(weights_dir, device=device)
         self.device = device
 
     @torch.no_grad()
     def embed(self, images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        from facectx.models.identity import extract_chips
-
         chips = extract_chips(
             unit_images(images).to(self.device), torch.as_tensor(landmarks, dtype=torch.float32, device=self.device)
         )
@@ -42,7 +43,9 @@ class DlibNetworks:
 
     @torch.no_grad()
     def _maps(self, images: np.ndarray) -> list[torch.Tensor]:
-        x = F.interpolate(unit_images(images).to(self.device), size=(150, 150), mode="bilinear", align_corners=False)
+        x = F.interpolate(
+            unit_images(images).to(self.device), size=(CHIP_SIZE, CHIP_SIZE), mode="bilinear", align_corners=False
+        )
         return self.net.features(x)
 
     def frame_features(self, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -95,8 +98,6 @@ class FaceResNetworks:
     independent = True
 
     def __init__(self, device="cpu", weights_dir=None):
-        from facectx.evaluation.matcher import FaceResMatcher
-
         self.matcher = FaceResMatcher(weights_dir, device=device)
         self.name = self.matcher.name
         self.fd_name = f"{self.name}: mean {self.FD_NODE.split('_relu')[0]} activations (non-standard FD)"
@@ -106,18 +107,12 @@ class FaceResNetworks:
         return self.matcher.embed(images, landmarks)
 
     def _frames(self, images: np.ndarray) -> torch.Tensor:
-        import cv2
-
-        from facectx.evaluation.matcher import faceres_input
-
         resized = np.stack([cv2.resize(im, (224, 224), interpolation=cv2.INTER_CUBIC) for im in images])
         return faceres_input(resized).to(self.matcher.device)
 
     @torch.no_grad()
     def frame_features(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Over the whole frame, in one pass: the identity descriptor and the Fréchet features."""
-        from facectx.evaluation.matcher import FACERES_DESCRIPTOR, FACERES_INPUT
-
         maps = self.matcher.graph({FACERES_INPUT: self._frames(images)}, FACERES_DESCRIPTOR, also=(self.FD_NODE,))
         return {
             "identity": maps[FACERES_DESCRIPTOR].cpu().numpy(),
@@ -127,8 +122,6 @@ class FaceResNetworks:
     @torch.no_grad()
     def perceptual_distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """LPIPS-style without learned weights: channel-normalised activations at four depths."""
-        from facectx.evaluation.matcher import FACERES_INPUT
-
         deepest, *others = reversed(self.PERCEPTUAL_NODES)
         maps_a = self.matcher.graph({FACERES_INPUT: self._frames(a)}, deepest, also=tuple(others))
         maps_b = self.matcher.graph({FACERES_INPUT: self._frames(b)}, deepest, also=tuple(others))
@@ -147,8 +140,6 @@ class WholeFrameIdentity:
         self.name = f"{nets.name}, whole frame"
 
     def embed(self, images, landmarks) -> np.ndarray:
-        from facectx.data.masks import crop_to_frame, face_frame
-
         frames = np.stack(
             [
                 crop_to_frame(im, face_frame(np.asarray(pts, np.float32), self.crop), self.crop.size_px)
@@ -165,9 +156,7 @@ class InceptionFeatures:
     in reports)."""
 
     def __init__(self, weights_path: str, device="cpu"):
-        import torchvision
-
-        from facectx.weights import load_weights_into, weights_label
+        import torchvision  # lazy: only with evaluate.inception_weights set, and slow to import
 
         model = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
         load_weights_into(model, weights_path, "a torchvision InceptionV3 state dict")

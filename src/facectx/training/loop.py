@@ -35,6 +35,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facectx.checkpoint import (
+    META,
+    CheckpointError,
+    TrainingIdentity,
+    git_commit,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+    training_identity,
+    training_settings,
+)
 from facectx.config import Params, TrainConfig
 from facectx.io_utils import write_json
 from facectx.losses import (
@@ -51,16 +62,6 @@ from facectx.models.factory import build_generator, model_args, previous_stage
 from facectx.ssim import ssim
 from facectx.tensors import resolve_device
 from facectx.training import distributed
-from facectx.training.checkpoint import (
-    CheckpointError,
-    TrainingIdentity,
-    git_commit,
-    load_checkpoint,
-    read_meta,
-    save_checkpoint,
-    training_identity,
-    training_settings,
-)
 from facectx.training.data import Batch, DataError, ResidentShards
 from facectx.training.graphed_step import GraphedStep, GraphRecordingError
 
@@ -301,7 +302,7 @@ class StageTrainer:
     def _load_previous_stage(self, init_dir: Path | None) -> None:
         if self.previous is None:
             return
-        if init_dir is None or not (Path(init_dir) / "meta.json").is_file():
+        if init_dir is None or not (Path(init_dir) / META).is_file():
             raise CheckpointError(
                 f"stage {self.stage} starts from stage {self.previous}'s checkpoint, but there is none at "
                 f"{init_dir}: train stage {self.previous} first (facectx train-stage --stage {self.previous})"
@@ -371,7 +372,7 @@ class StageTrainer:
                     block.eval()  # frozen means frozen batch-norm statistics too
 
     def _resume(self) -> None:
-        if not (self.resume_dir / "meta.json").is_file():
+        if not (self.resume_dir / META).is_file():
             return
         meta = read_meta(self.resume_dir)
         identity = self.identity
@@ -619,7 +620,7 @@ class StageTrainer:
     def _check_finite(self, finite: torch.Tensor) -> None:
         # Every rank raises or none does (a rank left alone would wait in its next collective).
         if not distributed.all_true(bool(finite)):
-            resumable = self.params.train.resume_checkpoints and (self.resume_dir / "meta.json").is_file()
+            resumable = self.params.train.resume_checkpoints and (self.resume_dir / META).is_file()
             kept = read_meta(self.resume_dir).get("step") if resumable else None
             raise NonFiniteLoss(
                 f"stage {self.stage}: a loss became NaN or infinite by step {self.step}; training stopped. "

@@ -15,6 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
+from facectx.checkpoint import META
 from facectx.io_utils import atomic_path
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class RemoteResumeState:
         pointer = self._pointer()
         if pointer is None:
             return None
-        local_meta = self.local_dir / "meta.json"
+        local_meta = self.local_dir / META
         if local_meta.is_file() and json.loads(local_meta.read_text()).get("step", -1) >= pointer["step"]:
             return None
         staging = self.local_dir.with_name(self.local_dir.name + ".pulling")
@@ -80,11 +81,11 @@ class RemoteResumeState:
     def push(self, folder: str | os.PathLike) -> None:
         """Upload a complete resume folder (meta.json written), then point latest.json at it."""
         folder = Path(folder)
-        meta = json.loads((folder / "meta.json").read_text())
+        meta = json.loads((folder / META).read_text())
         names = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
         target = f"step_{meta['step']:09d}"
         previous = self._pointer()
-        for name in sorted(names, key=lambda n: n == "meta.json"):  # meta.json last
+        for name in sorted(names, key=lambda n: n == META):  # meta.json last
             self.client.upload_file(str(folder / name), self.bucket, f"{self.prefix}{target}/{name}")
         pointer = {"folder": target, "step": meta["step"], "files": names}
         self.client.put_object(Bucket=self.bucket, Key=self.prefix + POINTER, Body=json.dumps(pointer).encode())

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import load_file, save_file
 
+from facectx.data.shards import data_version
 from facectx.io_utils import atomic_path, sha256_file, write_json
 
 if TYPE_CHECKING:
@@ -75,8 +76,6 @@ class TrainingIdentity:
 
 
 def training_identity(params: Params, prepared_dir: str | os.PathLike) -> TrainingIdentity:
-    from facectx.training.data import data_version
-
     settings = training_settings(params)
     return TrainingIdentity(settings, config_hash(settings), data_version(prepared_dir))
 
