@@ -36,15 +36,8 @@ from facectx.config import LossConfig, TrainConfig
 from facectx.models.cascade import ModelArgs
 from facectx.models.factory import previous_stage
 from facectx.tensors import resolve_device
-from facectx.training import distributed
-from facectx.training.batches import (
-    epoch_order,
-    load_stage_data,
-    rank_batch_size,
-    rank_rows,
-    stage_batch_size,
-    steps_per_epoch,
-)
+from facectx.training import batches, distributed
+from facectx.training.batches import rank_batch_size, stage_batch_size
 from facectx.training.build import build_loss, build_models, build_optimizers, forward_modules, use_cuda_graphs
 from facectx.training.checkpoint import TrainingIdentity
 from facectx.training.data import Batch
@@ -92,7 +85,7 @@ class StageTrainer:
         deadline: float | None = None,  # time.monotonic() value of the wall-clock cap (see run)
         on_resume_saved=None,  # called with resume_dir after each resume save (e.g. a copy to S3)
     ):
-        self.stage, self.train, self.deadline, self.on_resume_saved = stage, train, deadline, on_resume_saved
+        self.stage, self.train, self.deadline = stage, train, deadline
         self.out_dir, self.resume_dir, self.frame_size = Path(out_dir), Path(resume_dir), frame_size
         # One process, or this process's rank of several (torchrun / run_processes): only rank 0 logs.
         self.dist = distributed.init_from_env(resolve_device(train.device))
@@ -117,11 +110,11 @@ class StageTrainer:
             )
             self.weights = self.loss.weights  # the loss terms on at this stage
             self.grad_norms: dict[str, torch.Tensor] = {}  # the last measured per-term gradient norms, until reported
-            models, optimizers = (
-                {"generator": self.generator, "critic": self.critic},
-                {"generator": self.opt_g, "critic": self.opt_d},
+            models = {"generator": self.generator, "critic": self.critic}
+            opts = {"generator": self.opt_g, "critic": self.opt_d}
+            self.state = StageState(
+                stage, model, identity, models, opts, self.resume_dir, self.dist.main, on_resume_saved
             )
-            self.state = StageState(stage, model, identity, models, optimizers)
             self._resume_or_start(tracker)
             self._set_up_forward()
 
@@ -129,10 +122,10 @@ class StageTrainer:
 
     def _load_data(self, prepared_dir: Path, resolutions: tuple[int, ...]) -> None:
         t = self.train
-        self.train_data, self.val_data = load_stage_data(
+        self.train_data, self.val_data = batches.load_stage_data(
             prepared_dir, resolutions, self.stage, t, self.frame_size, self.device
         )
-        self.steps_per_epoch = steps_per_epoch(self.train_data.rows, self.batch_size, self.stage)
+        self.steps_per_epoch = batches.steps_per_epoch(self.train_data.rows, self.batch_size, self.stage)
         self.epochs = t.epochs[list(t.stages).index(self.stage)]
         self.total_steps = self.epochs * self.steps_per_epoch
 
@@ -144,9 +137,8 @@ class StageTrainer:
         # resume state it is written straight into out_dir.
         curve = (self.resume_dir if resumable else self.out_dir) / "losses.csv"
         columns = curve_columns(self.weights, self.loss.uses_critic)
-        main = self.dist.main
-        self.report = StageReport(self.stage, curve, columns, tracker if main else None, main)
-        at = self.state.resume(self.resume_dir) if resumable else Position()
+        self.report = StageReport(self.stage, curve, columns, tracker if self.dist.main else None, self.dist.main)
+        at = self.state.resume() if resumable else Position()
         self.epoch, self.batch_in_epoch, self.step = at.epoch, at.batch_in_epoch, at.step
         self.report.trim(self.step)
 
@@ -237,10 +229,10 @@ class StageTrainer:
         train_seconds, images, capped = 0.0, 0, False
         while self.epoch < self.epochs and not capped:
             # Moved to the device once per epoch: slicing a host tensor would copy (and sync) every step.
-            order = epoch_order(self.train_data.rows, t.seed, self.stage, self.epoch).to(self.device)
+            order = batches.epoch_order(self.train_data.rows, t.seed, self.stage, self.epoch).to(self.device)
             started = time.perf_counter()
             while self.batch_in_epoch < self.steps_per_epoch and not capped:
-                rows = rank_rows(order, self.batch_in_epoch, self.batch_size, self.dist.rank, self.rank_batch)
+                rows = batches.rank_rows(order, self.batch_in_epoch, self.batch_size, self.dist.rank, self.rank_batch)
                 parts = self.train_step(rows)
                 for name, value in parts.items():
                     running[name] = running.get(name, 0) + value.float()
@@ -255,7 +247,7 @@ class StageTrainer:
                     running = {}
                 if t.resume_checkpoints and self.step % t.checkpoint_every_steps == 0:
                     self._check_finite(finite)
-                    self._save_resume_state()
+                    self.state.save_resume_state(self._position())
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             train_seconds += time.perf_counter() - started
@@ -266,7 +258,7 @@ class StageTrainer:
                 self.epoch += 1
                 self.batch_in_epoch = 0
             if t.resume_checkpoints and not capped:  # a capped stage finishes now: nothing to resume
-                self._save_resume_state()
+                self.state.save_resume_state(self._position())
         if capped and self.dist.main:
             log.warning("stage %d capped at step %d of %d (wall-clock cap)", self.stage, self.step, self.total_steps)
         return self._finish(val, train_seconds, images, capped)
@@ -310,13 +302,6 @@ class StageTrainer:
 
     def _position(self) -> Position:
         return Position(self.epoch, self.batch_in_epoch, self.step)
-
-    def _save_resume_state(self) -> None:
-        if not self.dist.main:
-            return
-        self.state.save_resume_state(self.resume_dir, self._position())
-        if self.on_resume_saved is not None:
-            self.on_resume_saved(self.resume_dir)
 
     def _finish(self, val: dict[str, float], train_seconds: float, images: int, capped: bool) -> StageResult:
         rate = images / train_seconds if train_seconds > 0 else math.nan

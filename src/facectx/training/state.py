@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,13 +115,17 @@ class Position:
 
 @dataclass
 class StageState:
-    """A stage's models and optimizers as checkpoints hold them, and what the checkpoints record."""
+    """A stage's models and optimizers as checkpoints hold them, what the checkpoints record, and
+    where the resume state lives (written by rank 0 alone: `main`)."""
 
     stage: int
     args: ModelArgs
     identity: TrainingIdentity
     models: dict[str, torch.nn.Module]  # "generator", "critic"
     optimizers: dict[str, torch.optim.Optimizer]  # the same keys
+    resume_dir: Path
+    main: bool
+    on_resume_saved: Callable[[Path], None] | None = None  # after each resume save (e.g. a copy to S3)
 
     def meta(self, at: Position, **extra) -> dict:
         return {
@@ -136,12 +141,13 @@ class StageState:
             **extra,
         }
 
-    def resume(self, folder: Path) -> Position:
-        """The resume state in `folder` loaded, when there is one of these settings and data;
-        where to go on from (the start when there is none)."""
+    def resume(self) -> Position:
+        """The resume state loaded, when there is one of these settings and data; where to go on
+        from (the start when there is none)."""
+        folder, identity = self.resume_dir, self.identity
         if not (folder / "meta.json").is_file():
             return Position()
-        meta, identity = read_meta(folder), self.identity
+        meta = read_meta(folder)
         if (
             meta.get("config_hash") != identity.config_hash
             or meta.get("stage") != self.stage
@@ -158,8 +164,12 @@ class StageState:
         log.info("stage %d: resuming at epoch %d, batch %d (step %d)", self.stage, at.epoch, at.batch_in_epoch, at.step)
         return at
 
-    def save_resume_state(self, folder: Path, at: Position) -> None:
-        save_checkpoint(folder, self.models, self.optimizers, self.meta(at))
+    def save_resume_state(self, at: Position) -> None:
+        if not self.main:
+            return
+        save_checkpoint(self.resume_dir, self.models, self.optimizers, self.meta(at))
+        if self.on_resume_saved is not None:
+            self.on_resume_saved(self.resume_dir)
 
     def save_final(self, folder: Path, at: Position, **extra) -> None:
         """The stage's checkpoint (weights and meta, no optimizer state), replacing any earlier one."""
