@@ -75,7 +75,7 @@ def stage_weights(config: LossConfig, stages: tuple[int, ...], stage: int) -> di
     weights = {}
     for term in TERMS.values():
         weight = getattr(config, term.weight)
-        if isinstance(weight, tuple):
+        if isinstance(weight, (tuple, list)):  # one weight per train.stages entry
             weight = weight[i]
         switched_on = term.switch is None or getattr(config, term.switch)
         if term.reference or (switched_on and weight > 0):
