@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from facectx.config import parse_params, resolve_params_text  # noqa: E402
+from facectx.steps import stage_trainer  # noqa: E402
 from facectx.training.loop import StageTrainer  # noqa: E402
 
 
@@ -44,7 +45,7 @@ def trained(params, stage: int, prepared: Path, graphs: bool, steps: int, work: 
         params,
         train=dataclasses.replace(params.train, cuda_graphs=graphs, device=device, grad_norm_every_steps=0),
     )
-    trainer = StageTrainer(variant, stage, prepared, work, None, work / "resume", require_previous=False)
+    trainer = stage_trainer(variant, stage, prepared, work, None, work / "resume", require_previous=False)
     initial = flat_weights(trainer)
     rows_generator = torch.Generator().manual_seed(1)
     losses = []

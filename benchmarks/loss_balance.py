@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 from facectx.checkpoint import load_checkpoint  # noqa: E402
 from facectx.config import parse_params  # noqa: E402
-from facectx.training.loop import StageTrainer  # noqa: E402
+from facectx.steps import stage_trainer  # noqa: E402
 
 
 def with_overrides(params_text: str, overrides: list[str]) -> str:
@@ -44,7 +44,7 @@ def with_overrides(params_text: str, overrides: list[str]) -> str:
 
 def measure(params, stage: int, models: Path, prepared: Path, batches: int) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
-        trainer = StageTrainer(
+        trainer = stage_trainer(
             params, stage, prepared, Path(scratch) / "out", None, Path(scratch) / "resume", require_previous=False
         )
     _, states, _ = load_checkpoint(models / f"stage_{stage}" / "checkpoint")

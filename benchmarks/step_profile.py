@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from facectx.config import parse_params, resolve_params_text  # noqa: E402
-from facectx.training.loop import StageTrainer  # noqa: E402
+from facectx.steps import stage_trainer  # noqa: E402
 
 
 def device_time(event, cuda: bool) -> float:
@@ -63,7 +63,9 @@ def main() -> None:
         ),
     )
     work = Path("/tmp/facectx-step-profile")
-    trainer = StageTrainer(params, args.stage, Path(args.prepared), work, None, work / "resume", require_previous=False)
+    trainer = stage_trainer(
+        params, args.stage, Path(args.prepared), work, None, work / "resume", require_previous=False
+    )
     rows = torch.arange(trainer.batch_size, device=trainer.device)
     with trainer.torch_scope():
         trainer._set_train_mode()

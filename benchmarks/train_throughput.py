@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))  # run as a script, benchmarks/ is importable from
 from benchmarks.plain_loader import ShardDataset, batch_from_items  # noqa: E402
 from facectx.config import parse_params, resolve_params_text  # noqa: E402
 from facectx.data.shards import SplitShards  # noqa: E402
+from facectx.steps import stage_trainer  # noqa: E402
 from facectx.training.graphed_step import GraphedStep  # noqa: E402
 from facectx.training.loop import StageTrainer, stage_batch_size  # noqa: E402
 
@@ -146,7 +147,7 @@ def resident_batches(trainer):
 
 def loader_batches(trainer, prepared: Path, workers: int):
     needed = trainer.train_data.resolutions
-    dataset = ShardDataset(prepared, "train", needed, trainer.params.train.max_train_rows, trainer.params.train.seed)
+    dataset = ShardDataset(prepared, "train", needed, trainer.train.max_train_rows, trainer.train.seed)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=trainer.batch_size,
@@ -236,7 +237,7 @@ def main() -> None:
                 ),
             )
             # Earlier blocks start untrained here: throughput does not depend on their weights.
-            trainer = StageTrainer(
+            trainer = stage_trainer(
                 variant, stage, Path(args.prepared), work / name, None, work / name / "resume", require_previous=False
             )
             if name == "plain":
@@ -290,7 +291,7 @@ def count(params, stages: list[int], prepared: Path, out: Path) -> None:
         variant = dataclasses.replace(
             params, train=dataclasses.replace(params.train, device="cpu", earlier_blocks="finetune")
         )
-        trainer = StageTrainer(variant, stage, prepared, work, None, work / "resume", require_previous=False)
+        trainer = stage_trainer(variant, stage, prepared, work, None, work / "resume", require_previous=False)
         batch = trainer.train_data.batch(torch.arange(trainer.batch_size))
         result = {"stage": stage, "batch_size": trainer.batch_size, **count_step(trainer, batch)}
         rows.append(result)

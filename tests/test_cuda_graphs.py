@@ -17,12 +17,12 @@ from safetensors.torch import load_file
 from conftest import fast_tiny_params, tiny_training_params
 from facectx.models.cascade import ModelArgs
 from facectx.models.progan import ProgressiveGenerator
+from facectx.steps import stage_trainer
 from facectx.training.data import ResidentShards
-from facectx.training.loop import StageTrainer
 
 
 def _train_stage_8(params, prepared, models):
-    StageTrainer(params, 8, prepared, models / "stage_8", None, models / "resume", require_previous=False).run()
+    stage_trainer(params, 8, prepared, models / "stage_8", None, models / "resume", require_previous=False).run()
     return load_file(models / "stage_8" / "checkpoint" / "model.safetensors"), json.loads(
         (models / "stage_8" / "metrics.json").read_text()
     )
@@ -73,7 +73,9 @@ def test_the_recorded_step_trains_like_the_eager_one(prepared_data, tmp_path, pa
     losses = {}
     for graphs in (True, False):
         variant = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, cuda_graphs=graphs))
-        trainer = StageTrainer(variant, 16, prepared_data, tmp_path / str(graphs), None, tmp_path / "resume", False)
+        trainer = stage_trainer(
+            variant, 16, prepared_data, tmp_path / str(graphs), None, tmp_path / "resume", require_previous=False
+        )
         steps = []
         with trainer.torch_scope():
             trainer._set_train_mode()

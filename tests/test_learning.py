@@ -10,7 +10,7 @@ from conftest import tiny_training_params
 
 
 def test_a_few_hundred_steps_beat_the_untrained_model(prepared_data, quick_params, tmp_path):
-    from facectx.training.loop import StageTrainer
+    from facectx.steps import stage_trainer
 
     stage = 8
     epochs = tuple(40 if s == stage else 1 for s in quick_params.train.stages)  # 28 rows / batch 4: 280 steps
@@ -26,7 +26,7 @@ def test_a_few_hundred_steps_beat_the_untrained_model(prepared_data, quick_param
     # The reconstruction loss alone: the adversarial term makes a few hundred steps noisy, and the
     # identity term is off at 8 px anyway.
     tiny = dataclasses.replace(tiny, losses=dataclasses.replace(tiny.losses, adversarial=False, perceptual=False))
-    trainer = StageTrainer(
+    trainer = stage_trainer(
         tiny, stage, prepared_data, tmp_path / "out", None, tmp_path / "resume", require_previous=False
     )
     assert trainer.val_data.rows >= 4

@@ -68,11 +68,11 @@ def _row_past_the_edge(prepared, split="train"):
 
 
 def test_pixels_outside_the_photo_pull_on_no_loss_and_move_no_metric(prepared_data, params, tmp_path):
-    from facectx.training.loop import StageTrainer
+    from facectx.steps import stage_trainer
 
     stage = 32
     tiny = tiny_training_params(params, max_train_rows=0)  # every row: some frames run past their photo
-    trainer = StageTrainer(
+    trainer = stage_trainer(
         tiny, stage, prepared_data, tmp_path / "out", None, tmp_path / "resume", require_previous=False
     )
     past_edge = (trainer.train_data.valid[stage] == 0).flatten(1).any(1)

@@ -244,10 +244,8 @@ class RecordingTracker:
 
 
 def _trainer(params, stage, prepared, models, **kwargs):
-    from facectx.training.loop import StageTrainer
-
     dirs = steps.stage_dirs(params, stage, models)
-    return StageTrainer(params, stage, prepared, dirs["out_dir"], dirs["init_dir"], dirs["resume_dir"], **kwargs)
+    return steps.stage_trainer(params, stage, prepared, dirs["out_dir"], dirs["init_dir"], dirs["resume_dir"], **kwargs)
 
 
 def test_wall_clock_cap_stops_cleanly_and_the_next_stage_starts_from_it(
@@ -294,15 +292,16 @@ def test_a_deadline_already_past_still_trains_one_step(prepared_data, tmp_path, 
 def test_without_resume_checkpoints_no_resume_state_is_written_but_the_loss_curve_is(
     prepared_data, tmp_path, params, monkeypatch
 ):
-    from facectx.training import loop
+    from facectx.checkpoint import training_settings
+    from facectx.training import state
 
     on = tiny_training_params(params, epochs=(2, 1, 1, 1, 1), checkpoint_every_steps=1)
     off = dataclasses.replace(on, train=dataclasses.replace(on.train, resume_checkpoints=False))
-    assert loop.training_settings(on) == loop.training_settings(off)  # runtime-only: same checkpoints
+    assert training_settings(on) == training_settings(off)  # runtime-only: same checkpoints
     saved = []
-    original = loop.save_checkpoint
+    original = state.save_checkpoint
     monkeypatch.setattr(
-        loop, "save_checkpoint", lambda folder, *a, **k: saved.append(Path(folder)) or original(folder, *a, **k)
+        state, "save_checkpoint", lambda folder, *a, **k: saved.append(Path(folder)) or original(folder, *a, **k)
     )
     models = tmp_path / "models"
     (models / "stage_8").mkdir(parents=True)

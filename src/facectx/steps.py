@@ -64,13 +64,11 @@ def train_stage_step(
     alone opens the tracked run and pushes resume state to resume_uri (the first process on each
     machine pulls it), and every rank returns rank 0's result once the stage is written."""
     import contextlib
-    from pathlib import Path
 
     from facectx import tracking
     from facectx.checkpoint import training_identity
     from facectx.tensors import resolve_device
     from facectx.training import distributed
-    from facectx.training.loop import StageTrainer
 
     process = distributed.init_from_env(resolve_device(params.train.device))  # one process: no group
     identity = identity or training_identity(params, prepared_dir)
@@ -96,17 +94,17 @@ def train_stage_step(
             remote = RemoteResumeState(resume_uri, resume_dir, params.ingest.max_attempts)
             remote.pull()
         distributed.barrier()  # the other ranks read the resume state once it is pulled
-        trainer = StageTrainer(
+        trainer = stage_trainer(
             params,
             stage,
-            Path(prepared_dir),
-            Path(out_dir),
-            Path(init_dir) if init_dir else None,
-            Path(resume_dir),
-            tracker,
+            prepared_dir,
+            out_dir,
+            init_dir,
+            resume_dir,
+            identity,
+            tracker=tracker,
             deadline=deadline,
             on_resume_saved=remote and remote.push,
-            identity=identity,
         )
         result = trainer.run()
         if remote is not None and process.main:
@@ -119,6 +117,46 @@ def train_stage_step(
         "capped": result.capped,
         **result.val,
     }
+
+
+def stage_trainer(
+    params: Params,
+    stage: int,
+    prepared_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    init_dir: str | os.PathLike | None,
+    resume_dir: str | os.PathLike,
+    identity: TrainingIdentity | None = None,
+    **options,
+):
+    """The StageTrainer of one stage, handed the sections of params it uses. identity: the run's
+    settings, config hash and data version when the caller has worked them out (they must be of
+    these params); None works them out here. options: StageTrainer's tracker, require_previous,
+    deadline, on_resume_saved."""
+    from pathlib import Path
+
+    from facectx.checkpoint import training_identity, training_settings
+    from facectx.models.factory import model_args
+    from facectx.training.loop import StageTrainer
+
+    if identity is None:
+        identity = training_identity(params, prepared_dir)
+    elif identity.settings != training_settings(params):  # checkpoints would record the wrong settings
+        raise ValueError("the training identity handed to the trainer was worked out from other settings")
+    return StageTrainer(
+        stage,
+        Path(prepared_dir),
+        Path(out_dir),
+        Path(init_dir) if init_dir else None,
+        Path(resume_dir),
+        train=params.train,
+        losses=params.losses,
+        model=model_args(params),
+        frame_size=params.crop.size_px,
+        identity_weights=params.assets.identity_weights,
+        identity=identity,
+        **options,
+    )
 
 
 def train_stages_step(
@@ -175,7 +213,7 @@ def stage_dirs(
     """One model's stage folders (layout.stage_dirs), starting from the previous stage of train.stages."""
     from facectx.models.factory import previous_stage
 
-    return layout.stage_dirs(models_dir, stage, previous_stage(params, stage), resume_root)
+    return layout.stage_dirs(models_dir, stage, previous_stage(params.train.stages, stage), resume_root)
 
 
 def final_checkpoint(params: Params, models_dir: str | os.PathLike):

@@ -154,6 +154,42 @@ class CascadeGenerator(nn.Module):
         sizes = [r for r in args.resolutions if r <= stage]
         self.blocks = nn.ModuleDict({str(r): CascadeBlock(r, args, has_guide=i > 0) for i, r in enumerate(sizes)})
 
+    # Every parameter takes part in every forward pass: DDP need not look for unused ones.
+    find_unused_parameters = False
+
+    def earlier_blocks(self) -> list[nn.Module]:
+        """The blocks of the stages before this one (trained already)."""
+        return [block for key, block in self.blocks.items() if int(key) < self.stage]
+
+    def optimizer_groups(self, lr: float, earlier_blocks: str, finetune_lr_scale: float, grows: bool) -> list[dict]:
+        """The parameter groups to train: the new block at lr, the earlier ones frozen
+        (earlier_blocks "frozen": their requires_grad turned off here) or fine-tuned at
+        lr * finetune_lr_scale. grows: the stage starts from a previous stage's checkpoint (else
+        every block is new and trains at lr)."""
+        if not grows:
+            return [{"params": list(self.parameters()), "lr": lr}]
+        groups = [{"params": list(self.blocks[str(self.stage)].parameters()), "lr": lr}]
+        if earlier_blocks == "frozen":
+            for block in self.earlier_blocks():
+                block.requires_grad_(False)
+        else:
+            earlier = [p for block in self.earlier_blocks() for p in block.parameters()]
+            groups.append({"params": earlier, "lr": lr * finetune_lr_scale})
+        return groups
+
+    def frozen_modules(self, earlier_blocks: str) -> list[nn.Module]:
+        """The modules kept in eval mode while training: frozen blocks keep their batch-norm
+        statistics too."""
+        return self.earlier_blocks() if earlier_blocks == "frozen" else []
+
+    def set_step(self, step: int, total_steps: int, fade_in_fraction: float, grows: bool) -> None:
+        """Told before each training step; the cascade has nothing that depends on it."""
+
+    @property
+    def step_variant(self) -> None:
+        """What tells one recorded CUDA graph of the step from another: one graph serves all."""
+        return None
+
     def forward(self, masked: dict[int, torch.Tensor], mask: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         outputs, previous = {}, None
         for key, block in self.blocks.items():

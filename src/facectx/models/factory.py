@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
 
 from facectx.models.cascade import CascadeGenerator, ModelArgs
 from facectx.models.progan import ProgressiveGenerator
@@ -31,13 +30,16 @@ def model_args_from_meta(recorded: dict) -> ModelArgs:
     return ModelArgs(**{**recorded, "resolutions": tuple(recorded["resolutions"])})
 
 
-def build_generator(args: ModelArgs, stage: int) -> torch.nn.Module:
-    return ProgressiveGenerator(args, stage) if args.kind == "progan" else CascadeGenerator(args, stage)
+GENERATORS = {"cascade": CascadeGenerator, "progan": ProgressiveGenerator}
 
 
-def previous_stage(params: Params, stage: int) -> int | None:
+def build_generator(args: ModelArgs, stage: int) -> CascadeGenerator | ProgressiveGenerator:
+    return GENERATORS.get(args.kind, CascadeGenerator)(args, stage)
+
+
+def previous_stage(stages: tuple[int, ...], stage: int) -> int | None:
     """The stage of train.stages that `stage` starts from; None for the first."""
-    stages = list(params.train.stages)
+    stages = list(stages)
     if stage not in stages:
         raise ValueError(f"stage {stage} is not among train.stages {stages}")
     i = stages.index(stage)

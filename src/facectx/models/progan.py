@@ -53,9 +53,37 @@ class ProgressiveGenerator(nn.Module):
         # reads the tensor back (a sync, which a CUDA graph cannot record); None: read it.
         self.fading: bool | None = None
 
+    # The previous level's RGB paths are computed once the new level has faded in, but unused:
+    # DDP must look for unused parameters.
+    find_unused_parameters = True
+
     def set_alpha(self, value: float) -> None:
         self.alpha.fill_(value)
         self.fading = value < 1.0
+
+    def optimizer_groups(self, lr: float, earlier_blocks: str, finetune_lr_scale: float, grows: bool) -> list[dict]:
+        """One generator, one group at lr: its levels are not trained separately (earlier_blocks
+        and finetune_lr_scale concern the cascade's blocks)."""
+        return [{"params": list(self.parameters()), "lr": lr}]
+
+    def frozen_modules(self, earlier_blocks: str) -> list[nn.Module]:
+        """Nothing is frozen: every level trains at every stage."""
+        return []
+
+    def set_step(self, step: int, total_steps: int, fade_in_fraction: float, grows: bool) -> None:
+        """The fade-in of the newest level at this step: alpha rises linearly from 0 to 1 over the
+        first fade_in_fraction of the stage's steps; 1 throughout when the stage does not grow
+        from a previous one."""
+        if not grows:
+            self.set_alpha(1.0)
+            return
+        fade_steps = max(1, int(fade_in_fraction * total_steps))
+        self.set_alpha(min(1.0, step / fade_steps))
+
+    @property
+    def step_variant(self) -> bool | None:
+        """What tells one recorded CUDA graph of the step from another: fading or not."""
+        return self.fading
 
     def forward(self, masked: dict[int, torch.Tensor], mask: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         top = self.stage
