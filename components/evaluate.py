@@ -25,12 +25,16 @@ def evaluate(
     from facectx.config import parse_params
     from facectx.steps import evaluate_step
 
-    if mlflow_tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
     models = {"cascade": os.path.join(model.path, "checkpoint")}
     models.update({variant.metadata["variant"]: os.path.join(variant.path, "checkpoint") for variant in variants})
     result = evaluate_step(
-        parse_params(params_yaml), prepared.path, raw.path, models, evaluation.path, pipeline_run=pipeline_run_id
+        parse_params(params_yaml),
+        prepared.path,
+        raw.path,
+        models,
+        evaluation.path,
+        pipeline_run=pipeline_run_id,
+        tracking_uri=mlflow_tracking_uri or None,
     )
     shutil.copy(os.path.join(evaluation.path, "report.html"), report.path)
     for method, values in result["methods"].items():
