@@ -25,6 +25,7 @@ from facectx.tracking.models import (
     invalid_input,
     log_python_model,
     python_model_base,
+    set_served_model,
 )
 from facectx.tracking.protocol import StageSpec, StageTracker, TrackingBackend, closed_at_exit
 from facectx.tracking.server import (
@@ -80,6 +81,7 @@ __all__ = [
     "replay_pending",
     "replay_spool",
     "server_unavailable",
+    "set_served_model",
     "stage_run",
     "step_run",
     "system_info",

@@ -3,6 +3,8 @@ logged pyfunc models (python_model_base, invalid_input, log_python_model, for se
 
 from __future__ import annotations
 
+import os
+
 from facectx.tracking import settings
 from facectx.tracking.mlflow_runs import connect
 
@@ -56,17 +58,25 @@ def invalid_input(message: str) -> Exception:
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
-def log_python_model(name: str, python_model, input_example, output_example, **options):
-    """Log `python_model` (a python_model_base subclass) as an MLflow pyfunc model in the active run
-    (one is started if none is), its signature inferred from an example input and the model's output
-    for it; options go to mlflow.pyfunc.log_model (artifacts, pip_requirements, code_paths, metadata).
+def set_served_model(model) -> None:
+    """Name `model` as the model a models-from-code file defines (what log_python_model's file calls)."""
+    import mlflow.models
+
+    mlflow.models.set_model(model)
+
+
+def log_python_model(name: str, model_code: str | os.PathLike, input_example, output_example, **options):
+    """Log the model that the Python file `model_code` defines (MLflow's models from code: the file
+    calls set_served_model; nothing is pickled) as an MLflow pyfunc model in the active run (one is
+    started if none is), its signature inferred from an example input and the model's output for
+    it; options go to mlflow.pyfunc.log_model (artifacts, pip_requirements, code_paths, metadata).
     Returns mlflow's ModelInfo (.model_uri)."""
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
     return mlflow.pyfunc.log_model(
         name=name,
-        python_model=python_model,
+        python_model=os.fspath(model_code),
         input_example=input_example,
         signature=infer_signature(input_example, output_example),
         **options,
