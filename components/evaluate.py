@@ -26,13 +26,17 @@ def evaluate(
     from facectx.config import parse_params
     from facectx.steps import evaluate_step
 
-    if mlflow_tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
     # Each model's last stage: the cascade's, then each compared variant's (named by its metadata).
     names = layout.evaluated_models(variant.metadata["variant"] for variant in variants)
     models = {name: str(layout.checkpoint_dir(m.path)) for name, m in zip(names, [model, *variants])}
     result = evaluate_step(
-        parse_params(params_yaml), prepared.path, raw.path, models, evaluation.path, pipeline_run=pipeline_run_id
+        parse_params(params_yaml),
+        prepared.path,
+        raw.path,
+        models,
+        evaluation.path,
+        pipeline_run=pipeline_run_id,
+        tracking_uri=mlflow_tracking_uri or None,
     )
     shutil.copy(os.path.join(evaluation.path, "report.html"), report.path)
     for method, values in result["methods"].items():

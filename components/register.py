@@ -18,9 +18,6 @@ def register(
     evaluation's cascade metrics for the promotion gate; returns the new version."""
     import os
 
-    if mlflow_tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
-
     from facectx import layout
     from facectx.config import parse_params
     from facectx.steps import register_step
@@ -32,6 +29,7 @@ def register(
         prepared_dir=prepared.path,
         raw_dir=raw.path,
         pipeline_run=pipeline_run_id,
+        tracking_uri=mlflow_tracking_uri or None,
     )
     return result["version"]
 
@@ -40,14 +38,13 @@ def register(
 def promote(params_yaml: str, pipeline_run_id: str, mlflow_tracking_uri: str, version: int) -> bool:
     """Move `champion` to the challenger only if it wins on every registry.gate_metrics entry
     (no champion yet: promote); returns whether `version` is now the champion."""
-    import os
-
-    if mlflow_tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
-
     from facectx.config import parse_params
     from facectx.steps import promote_step
 
-    return bool(
-        promote_step(parse_params(params_yaml), expected_version=version, pipeline_run=pipeline_run_id)["promoted"]
+    decision = promote_step(
+        parse_params(params_yaml),
+        expected_version=version,
+        pipeline_run=pipeline_run_id,
+        tracking_uri=mlflow_tracking_uri or None,
     )
+    return bool(decision["promoted"])

@@ -31,9 +31,6 @@ def train_stage(
     import os
     import tempfile
 
-    if mlflow_tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
-
     from facectx import layout
     from facectx.config import parse_params, resolve_params_text
     from facectx.steps import train_stage_step
@@ -52,6 +49,7 @@ def train_stage(
         resume_uri=f"{resume_uri.rstrip('/')}/{pipeline_run_id}/{name}/{layout.stage_folder(stage)}"
         if resume_uri
         else None,
+        tracking_uri=mlflow_tracking_uri or None,
     )
     if gpus > 1:
         from facectx.training.distributed import run_processes

@@ -22,11 +22,18 @@ METRIC_TAG = "metric."
 PROTOCOL_TAG = "protocol."
 
 
-def register(model_uri: str, name: str, metrics: dict, run_id: str | None = None, protocol: dict | None = None) -> int:
+def register(
+    model_uri: str,
+    name: str,
+    metrics: dict,
+    run_id: str | None = None,
+    protocol: dict | None = None,
+    tracking_uri: str | None = None,
+) -> int:
     """Register `model_uri` as a new version of `name`, alias it `challenger`, keep `metrics` as tags.
     protocol: how the metrics were measured (networks, test photos); kept as tags so the gate only
-    compares versions measured the same way."""
-    models = tracking.ModelRegistry()
+    compares versions measured the same way. tracking_uri: the registry's (default: facectx.tracking's)."""
+    models = tracking.ModelRegistry(tracking_uri)
     tags = {f"{METRIC_TAG}{key}": repr(float(value)) for key, value in metrics.items()}
     tags.update({f"{PROTOCOL_TAG}{key}": str(value) for key, value in (protocol or {}).items()})
     if run_id:
@@ -69,51 +76,32 @@ def compare(challenger: dict[str, float], champion: dict[str, float], gates) -> 
     return rows
 
 
-def promote(name: str, gate_metrics, expected_version: int | None = None, force: bool = False) -> dict:
+def promote(
+    name: str,
+    gate_metrics,
+    expected_version: int | None = None,
+    force: bool = False,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+) -> dict:
     """Make the challenger champion if there is none, or if it wins on every gate metric; log the decision.
     expected_version: refuse (change nothing) unless the challenger is that version -- a pipeline
     promotes the version it registered, not one another run registered in between.
     Metrics measured another way (other networks or test photos) are not comparable: no promotion
-    unless `force` (a person's decision, logged as such)."""
-    models = tracking.ModelRegistry()
-    challenger = models.by_alias(name, CHALLENGER)
-    if challenger is None:
-        raise ValueError(f"registered model {name!r} has no {CHALLENGER!r} version: run `facectx register` first")
-    if expected_version is not None and int(challenger.version) != int(expected_version):
-        raise ValueError(
-            f"registered model {name!r}: the challenger is version {challenger.version}, not "
-            f"{expected_version}; another run registered since -- nothing was promoted"
-        )
+    unless `force` (a person's decision, logged as such).
+    tracking_uri, experiment: the registry's and the decision run's (default: facectx.tracking's)."""
+    models = tracking.ModelRegistry(tracking_uri)
+    challenger = _challenger(models, name, expected_version)
     champion = models.by_alias(name, CHAMPION)
     challenger_metrics = version_metrics(challenger)
     champion_metrics = version_metrics(champion) if champion is not None else None
     comparisons = compare(challenger_metrics, champion_metrics or {}, gate_metrics)
-
     differences = (
         [] if champion is None else _protocol_differences(version_protocol(challenger), version_protocol(champion))
     )
-    if champion is not None and champion.version == challenger.version:
-        promoted, reason = False, f"version {challenger.version} is already the champion"
-    elif force:
-        promoted, reason = True, "forced by hand: the gate was not applied"
-    elif champion is None:
-        promoted, reason = True, "no champion yet: the challenger becomes champion"
-    elif differences:
-        promoted, reason = (
-            False,
-            (
-                f"not comparable: measured differently ({'; '.join(differences)}); re-register the "
-                "champion's model with the same evaluation, or `facectx promote --force`"
-            ),
-        )
-    elif all(row["better"] for row in comparisons):
-        promoted, reason = True, "the challenger is better on every gate metric"
-    else:
-        losing = [row["metric"] for row in comparisons if not row["better"]]
-        promoted, reason = False, f"the challenger is not better on {', '.join(losing)}"
+    promoted, reason = _verdict(challenger, champion, comparisons, differences, force)
     if promoted:
         models.set_alias(name, CHAMPION, challenger.version)
-
     decision = {
         "model_name": name,
         "promoted": promoted,
@@ -131,9 +119,41 @@ def promote(name: str, gate_metrics, expected_version: int | None = None, force:
         "protocol_differences": differences,
         "decided_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    decision["run_id"] = _log_decision(decision)
+    decision["run_id"] = _log_decision(decision, tracking_uri, experiment)
     models.set_tag(name, challenger.version, "facectx.promotion", _outcome(decision))
     return decision
+
+
+def _challenger(models, name: str, expected_version: int | None):
+    """The `challenger` version of `name`; an error when there is none, or it is not expected_version."""
+    challenger = models.by_alias(name, CHALLENGER)
+    if challenger is None:
+        raise ValueError(f"registered model {name!r} has no {CHALLENGER!r} version: run `facectx register` first")
+    if expected_version is not None and int(challenger.version) != int(expected_version):
+        raise ValueError(
+            f"registered model {name!r}: the challenger is version {challenger.version}, not "
+            f"{expected_version}; another run registered since -- nothing was promoted"
+        )
+    return challenger
+
+
+def _verdict(challenger, champion, comparisons: list[dict], differences: list[str], force: bool) -> tuple[bool, str]:
+    """(promoted, reason), the first rule that applies deciding."""
+    if champion is not None and champion.version == challenger.version:
+        return False, f"version {challenger.version} is already the champion"
+    if force:
+        return True, "forced by hand: the gate was not applied"
+    if champion is None:
+        return True, "no champion yet: the challenger becomes champion"
+    if differences:
+        return False, (
+            f"not comparable: measured differently ({'; '.join(differences)}); re-register the "
+            "champion's model with the same evaluation, or `facectx promote --force`"
+        )
+    losing = [row["metric"] for row in comparisons if not row["better"]]
+    if not losing:
+        return True, "the challenger is better on every gate metric"
+    return False, f"the challenger is not better on {', '.join(losing)}"
 
 
 def _outcome(decision: dict) -> str:
@@ -150,7 +170,7 @@ def _protocol_differences(challenger: dict[str, str], champion: dict[str, str]) 
     ]
 
 
-def _log_decision(decision: dict) -> str:
+def _log_decision(decision: dict, tracking_uri: str | None = None, experiment: str | None = None) -> str:
     champion = decision["champion_before"]
     tags = {
         "facectx.stage": "promote",
@@ -161,7 +181,8 @@ def _log_decision(decision: dict) -> str:
         "facectx.champion_version_before": str(champion["version"]) if champion else "none",
         "facectx.champion_version_after": str(decision["champion_after"]),
     }
-    with tracking.step_run(f"promote-{decision['model_name']}-v{decision['challenger']['version']}", tags) as run_id:
+    run_name = f"promote-{decision['model_name']}-v{decision['challenger']['version']}"
+    with tracking.step_run(run_name, tags, tracking_uri, experiment) as run_id:
         metrics = {f"challenger.{k}": v for k, v in decision["challenger"]["metrics"].items()}
         if champion:
             metrics.update({f"champion.{k}": v for k, v in champion["metrics"].items()})

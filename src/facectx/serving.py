@@ -17,21 +17,27 @@ import binascii
 import dataclasses
 import json
 import os
+import sys
 import tempfile
 import threading
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from facectx.checkpoint import META, WEIGHTS
 from facectx.config import CropConfig, LandmarkConfig, Params
+from facectx.data.photos import PhotoRejected, decode_photo
 from facectx.data.shards import read_index
 from facectx.io_utils import png_bytes
 from facectx.tracking import invalid_input, log_metrics, log_python_model, python_model_base, tracking_uri
 
 COLUMN = "image"
 SETTINGS_FILE = "settings.json"
+# What MLflow runs to load the model (models from code): it makes a FaceContextModel.
+MODEL_CODE = Path(__file__).with_name("served_model.py")
 # What the served model imports at run time (facectx itself travels as code_paths).
 RUNTIME_PACKAGES = (
     "torch",
@@ -86,6 +92,7 @@ class FaceContextModel(python_model_base()):  # mlflow.pyfunc.PythonModel, impor
         self.load(context.artifacts)
 
     def load(self, artifacts: dict[str, str]) -> None:
+        # torch and the generator load with a model, not with `facectx serve` (which execs MLflow's server).
         from facectx.inference import PhotoHallucinator
 
         settings = json.loads(Path(artifacts["settings"]).read_text())
@@ -102,8 +109,6 @@ class FaceContextModel(python_model_base()):  # mlflow.pyfunc.PythonModel, impor
         self.lock = threading.Lock()
 
     def photo(self, index: int, value) -> np.ndarray:
-        from facectx.data.photos import PhotoRejected, decode_photo
-
         if isinstance(value, str):
             try:
                 data = base64.b64decode(value.strip(), validate=True)
@@ -122,7 +127,9 @@ class FaceContextModel(python_model_base()):  # mlflow.pyfunc.PythonModel, impor
         except PhotoRejected as err:
             raise invalid_input(f"row {index}: not a usable photo: {err}") from None
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """One base64 PNG frame per photo of column `image` (MLflow hands the model a DataFrame, as
+        the signature asks; a dict or list of base64 strings, called directly, works too)."""
         from facectx.inference import NoFaceFound
 
         outputs = []
@@ -148,8 +155,6 @@ def example_photo_from_prepared(prepared_dir: str | os.PathLike, raw_dir: str | 
 
 
 def pip_requirements() -> list[str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     pins = []
     for name in RUNTIME_PACKAGES:
         try:
@@ -195,7 +200,7 @@ def log_pyfunc_model(
             log_metrics(metrics)
         return log_python_model(
             name,
-            FaceContextModel(),
+            MODEL_CODE,
             example,
             model.predict(None, example),
             artifacts=artifacts,
@@ -213,8 +218,6 @@ def serve(model_uri: str, port: int, host: str = "127.0.0.1", workers: int = 1) 
     starts its server (uvicorn) by name, which is found only when this Python's bin folder is on
     PATH (an activated virtualenv), so it is put first; the registry is facectx's tracking store
     (MLFLOW_TRACKING_URI, else ./mlflow.db)."""
-    import sys
-
     bin_dir = str(Path(sys.executable).parent)
     env = {
         **os.environ,

@@ -51,6 +51,7 @@ def train_stage_step(
     resume_uri: str | None = None,
     pipeline_run: str | None = None,
     identity: TrainingIdentity | None = None,
+    tracking_uri: str | None = None,
 ) -> dict:
     """Train one stage, starting from init_dir (the previous stage's checkpoint folder); writes
     out_dir/checkpoint and out_dir/metrics.json; tracked in MLflow under the pipeline run.
@@ -60,6 +61,7 @@ def train_stage_step(
     pipeline_run: the MLflow pipeline run's key (Kubeflow's run id); default: settings + data.
     identity: the run's settings, config hash and data version (`training_identity`), when the
     caller has worked them out already (train_stages_step, once for every stage).
+    tracking_uri: the MLflow tracking server (default: MLFLOW_TRACKING_URI, else ./mlflow.db).
     Under torchrun (or distributed.run_processes) every rank calls this and trains with DDP; rank 0
     alone opens the tracked run and pushes resume state to resume_uri (the first process on each
     machine pulls it), and every rank returns rank 0's result once the stage is written."""
@@ -80,6 +82,7 @@ def train_stage_step(
             identity.settings,
             tags={"facectx.model": params.model.kind},
             config=params.tracking,
+            tracking_uri=tracking_uri,
         )
         if process.main
         else contextlib.nullcontext(None)
@@ -231,6 +234,7 @@ def evaluate_step(
     run_name: str = "cascade",
     stage_name: str = "evaluate",
     pipeline_run: str | None = None,
+    tracking_uri: str | None = None,
 ) -> dict:
     """Score baselines and models on the test split, write the report, log it to MLflow.
 
@@ -249,7 +253,11 @@ def evaluate_step(
         calibration = matcher_calibration(params, raw_dir, nets)
     key = pipeline_run or _pipeline_key(run_name, training_identity(params, prepared_dir))
     with tracking.stage_run(
-        key, stage_name, {"evaluate": dataclasses.asdict(config), "models": models}, config=params.tracking
+        key,
+        stage_name,
+        {"evaluate": dataclasses.asdict(config), "models": models},
+        config=params.tracking,
+        tracking_uri=tracking_uri,
     ) as tracker:
         result = evaluate(prepared_dir, models, out_dir, config, calibration=calibration, nets=nets, device=device)
         for method, values in result["methods"].items():
@@ -298,6 +306,7 @@ def register_step(
     raw_dir: str | os.PathLike | None = None,
     method: str = "cascade",
     pipeline_run: str | None = None,
+    tracking_uri: str | None = None,
 ) -> dict:
     """Log the checkpoint as a pyfunc model in an MLflow run and register it as the `challenger`;
     its gate metrics are the evaluation's metrics.json["methods"][method]. The run nests under the
@@ -325,7 +334,10 @@ def register_step(
         "facectx.metrics_file": str(metrics_file.resolve()),
     }
     # Nested under the pipeline run when there is one (pipeline_parent makes it the active run).
-    with _under_pipeline_run(pipeline_run), tracking.step_run(f"register-{name}", tags) as run_id:
+    with (
+        _under_pipeline_run(pipeline_run, tracking_uri),
+        tracking.step_run(f"register-{name}", tags, tracking_uri) as run_id,
+    ):
         info = log_pyfunc_model(
             checkpoint_dir, params, metrics, example_photo=example_photo, prepared_dir=prepared_dir, raw_dir=raw_dir
         )
@@ -335,7 +347,7 @@ def register_step(
             for key in ("matcher", "fd_network", "perceptual_network", "photos", "test_set")
             if key in evaluation
         }
-        version = registry.register(info.model_uri, name, metrics, run_id, protocol)
+        version = registry.register(info.model_uri, name, metrics, run_id, protocol, tracking_uri)
     return {
         "model_name": name,
         "version": version,
@@ -346,24 +358,32 @@ def register_step(
 
 
 def promote_step(
-    params: Params, expected_version: int | None = None, force: bool = False, pipeline_run: str | None = None
+    params: Params,
+    expected_version: int | None = None,
+    force: bool = False,
+    pipeline_run: str | None = None,
+    tracking_uri: str | None = None,
 ) -> dict:
     """Champion <- challenger if there is no champion or it wins on every registry.gate_metrics entry
     (measured the same way); `force` skips the gate. The decision's run nests under the pipeline
     run `pipeline_run` when given."""
     from facectx import registry
 
-    with _under_pipeline_run(pipeline_run):
-        return registry.promote(params.registry.model_name, params.registry.gate_metrics, expected_version, force)
+    with _under_pipeline_run(pipeline_run, tracking_uri):
+        return registry.promote(
+            params.registry.model_name, params.registry.gate_metrics, expected_version, force, tracking_uri
+        )
 
 
-def _under_pipeline_run(pipeline_run: str | None):
+def _under_pipeline_run(pipeline_run: str | None, tracking_uri: str | None = None):
     """The pipeline run as the active MLflow run (runs started inside nest under it), or nothing."""
     import contextlib
 
     from facectx import tracking
 
-    return tracking.pipeline_parent(pipeline_run) if pipeline_run else contextlib.nullcontext()
+    return (
+        tracking.pipeline_parent(pipeline_run, tracking_uri=tracking_uri) if pipeline_run else contextlib.nullcontext()
+    )
 
 
 def hallucinate_step(
