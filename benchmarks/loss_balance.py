@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 from facectx.checkpoint import load_checkpoint  # noqa: E402
 from facectx.config import parse_params  # noqa: E402
-from facectx.steps import stage_trainer  # noqa: E402
+from facectx.steps.train import stage_trainer  # noqa: E402
 
 
 def with_overrides(params_text: str, overrides: list[str]) -> str:

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from facectx.config import parse_params, resolve_params_text  # noqa: E402
-from facectx.steps import stage_trainer  # noqa: E402
+from facectx.steps.train import stage_trainer  # noqa: E402
 
 
 def device_time(event, cuda: bool) -> float:

@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))  # run as a script, benchmarks/ is importable from
 from benchmarks.plain_loader import ShardDataset, batch_from_items  # noqa: E402
 from facectx.config import parse_params, resolve_params_text  # noqa: E402
 from facectx.data.shards import SplitShards  # noqa: E402
-from facectx.steps import stage_trainer  # noqa: E402
+from facectx.steps.train import stage_trainer  # noqa: E402
 from facectx.training.graphed_step import GraphedStep  # noqa: E402
 from facectx.training.loop import StageTrainer, stage_batch_size  # noqa: E402
 

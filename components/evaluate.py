@@ -24,7 +24,7 @@ def evaluate(
 
     from facectx import layout
     from facectx.config import parse_params
-    from facectx.steps import evaluate_step
+    from facectx.steps.evaluate import evaluate_step
 
     # Each model's last stage: the cascade's, then each compared variant's (named by its metadata).
     names = layout.evaluated_models(variant.metadata["variant"] for variant in variants)

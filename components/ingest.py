@@ -8,7 +8,7 @@ from components.image import FACECTX_IMAGE
 def ingest(params_yaml: str, source: str, raw: Output[Dataset]) -> int:
     """Copy photos from `source` (folder or s3://) into the raw area; returns photos found."""
     from facectx.config import parse_params
-    from facectx.steps import ingest_step
+    from facectx.steps.ingest import ingest_step
 
     summary = ingest_step(parse_params(params_yaml), raw.path, source or None)
     raw.metadata.update({k: v for k, v in summary.items() if isinstance(v, int)})

@@ -14,7 +14,7 @@ def prepare(
 ) -> int:
     """Crops, masks, pyramid, identity-disjoint splits and shards; returns photos prepared."""
     from facectx.config import parse_params
-    from facectx.steps import prepare_step
+    from facectx.steps.prepare import prepare_step
 
     result = prepare_step(parse_params(params_yaml), raw.path, validated.path, prepared.path)
     for name, value in result.items():

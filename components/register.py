@@ -20,7 +20,7 @@ def register(
 
     from facectx import layout
     from facectx.config import parse_params
-    from facectx.steps import register_step
+    from facectx.steps.register import register_step
 
     result = register_step(
         parse_params(params_yaml),
@@ -39,7 +39,7 @@ def promote(params_yaml: str, pipeline_run_id: str, mlflow_tracking_uri: str, ve
     """Move `champion` to the challenger only if it wins on every registry.gate_metrics entry
     (no champion yet: promote); returns whether `version` is now the champion."""
     from facectx.config import parse_params
-    from facectx.steps import promote_step
+    from facectx.steps.register import promote_step
 
     decision = promote_step(
         parse_params(params_yaml),

@@ -33,7 +33,7 @@ def train_stage(
 
     from facectx import layout
     from facectx.config import parse_params, resolve_params_text
-    from facectx.steps import train_stage_step
+    from facectx.steps.train import train_stage_step
 
     name = variant or layout.CASCADE
     params = parse_params(resolve_params_text(params_yaml, profile, compare), variant=variant or None)

@@ -8,7 +8,7 @@ from components.image import FACECTX_IMAGE
 def validate(params_yaml: str, raw: Input[Dataset], validated: Output[Dataset], metrics: Output[Metrics]) -> float:
     """The great-expectations suite and per-photo checks; returns the valid fraction."""
     from facectx.config import parse_params
-    from facectx.steps import validate_step
+    from facectx.steps.validate import validate_step
 
     result = validate_step(parse_params(params_yaml), raw.path, validated.path)
     for name, value in result.items():

@@ -5,8 +5,7 @@ code dependencies are the modules its step really imports."""
 from __future__ import annotations
 
 import pytest
-import yaml
-from architecture import REPO, closure, cycles, import_graph, module_files
+from architecture import cycles, import_graph, module_files
 
 # Each unit (a top-level module or package) and its layer: a module imports only units of lower
 # layers, or modules of its own unit. Equal numbers are siblings that must not import each other.

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from facectx import steps
 from facectx.airgap.format import (
     DEFAULT_MAX_MIB,
     MAIN_SET,
@@ -36,6 +35,10 @@ from facectx.data.shards import SplitShards, data_version, has_meta, read_meta
 from facectx.data.splits import SPLITS
 from facectx.evaluation.networks import make_networks
 from facectx.io_utils import write_json, write_parquet
+from facectx.steps.evaluate import matcher_calibration
+from facectx.steps.ingest import ingest_step
+from facectx.steps.prepare import prepare_step
+from facectx.steps.validate import validate_step
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +109,7 @@ def _write_manifest(params: Params, prepared_dir: Path, raw_dir, sets: dict, wit
     """The weights, the matcher's calibration and pack.json, into the staging folder."""
     weights = _copy_weights(params, staging)
     nets = make_networks(params.evaluate.matcher, "cpu", params.assets)
-    calibration = steps.matcher_calibration(params, raw_dir, nets)
+    calibration = matcher_calibration(params, raw_dir, nets)
     if calibration is not None:
         write_json(staging / "calibration.json", calibration)
     prepared_meta = read_meta(prepared_dir)
@@ -199,9 +202,9 @@ def _prepare_test_source(params: Params, source: Path, work: Path) -> tuple[Path
     the pipeline's data, every identity in the test split."""
     split = dataclasses.replace(params.prepare.split, method="hash", val_fraction=0.0, test_fraction=1.0)
     as_test = dataclasses.replace(params, prepare=dataclasses.replace(params.prepare, split=split, mirror=False))
-    steps.ingest_step(as_test, work / "raw", str(source))
-    steps.validate_step(as_test, work / "raw", work / "validated")
-    steps.prepare_step(as_test, work / "raw", work / "validated", work / "prepared")
+    ingest_step(as_test, work / "raw", str(source))
+    validate_step(as_test, work / "raw", work / "validated")
+    prepare_step(as_test, work / "raw", work / "validated", work / "prepared")
     return work / "prepared", work / "validated"
 
 

@@ -28,12 +28,12 @@ from pathlib import Path
 
 import yaml
 
-from facectx import steps
 from facectx.airgap.format import MAIN_SET, PackError, read_manifest
 from facectx.airgap.unpack import unpack_set
 from facectx.config import Params, load_params
 from facectx.io_utils import atomic_path, write_json
 from facectx.layout import CASCADE, MODELS_ROOT, ModelLayout, stage_folder
+from facectx.steps.evaluate import evaluate_step
 
 ARCHIVE, REPORT, SUMMARY, PROGRESS = "results.tar.gz", "report.html", "summary.txt", "progress.log"
 SNAPSHOT_EVERY_S = 30
@@ -143,6 +143,8 @@ def train_models(
                 str(layout.resume_root(name)),
                 "--run-name",
                 name,
+                "--pipeline-run",
+                status["pipeline_key"],
                 *(["--cap-minutes", str(cap_minutes)] if cap_minutes else []),
             ]
             log = open(work / "logs" / f"train-{name}.log", "w")  # noqa: SIM115 (open while the process runs; closed when it ends)
@@ -225,7 +227,7 @@ def evaluate_sets(
     calibration = json.loads(calibration_file.read_text()) if calibration_file.is_file() else None
     for set_name, prepared in sets.items():
         progress(f"evaluating {', '.join(trained) or 'the baselines only'} on {set_name}")
-        result = steps.evaluate_step(
+        result = evaluate_step(
             params,
             prepared,
             None,
@@ -234,6 +236,7 @@ def evaluate_sets(
             calibration=calibration,
             run_name="airgap",
             stage_name=f"evaluate-{set_name}",
+            pipeline_run=status["pipeline_key"],
         )
         status["evaluations"][set_name] = result
         snapshot(work, out, status)
@@ -260,12 +263,11 @@ def run(
     check_models(params_file, models)
     params = load_params(params_file)
     run_id = f"{manifest['id']}-{time.strftime('%H%M%S')}"
-    # Every model and evaluation of this visit is one pipeline run (one MLflow parent at home).
-    os.environ["FACECTX_PIPELINE_RUN"] = f"airgap-{run_id}"
     status = {
         "run_id": run_id,
         "pack_id": manifest["id"],
-        "pipeline_key": os.environ["FACECTX_PIPELINE_RUN"],
+        # Every model and evaluation of this visit is one pipeline run (one MLflow parent at home).
+        "pipeline_key": f"airgap-{run_id}",
         "profile": profile or yaml.safe_load((pack / "params.yaml").read_text()).get("profile"),
         "seed": params.train.seed,
         "models": {},

@@ -1,8 +1,10 @@
-"""facectx ingest, validate, prepare: the data steps."""
+"""facectx ingest, validate, prepare: the data steps.
+
+Each handler imports its step module itself: a step loads torch, great-expectations or MLflow
+(seconds each), which `facectx --help` and the other commands do not need."""
 
 from __future__ import annotations
 
-from facectx import steps
 from facectx.cli.options import folders
 from facectx.layout import PREPARED_DIR, VALIDATED_DIR
 
@@ -30,12 +32,18 @@ def add_parser(commands) -> None:
 
 
 def ingest(args, params):
-    return steps.ingest_step(params, args.raw_dir, args.source)
+    from facectx.steps.ingest import ingest_step
+
+    return ingest_step(params, args.raw_dir, args.source)
 
 
 def validate(args, params):
-    return steps.validate_step(params, args.raw_dir, args.out_dir)
+    from facectx.steps.validate import validate_step
+
+    return validate_step(params, args.raw_dir, args.out_dir)
 
 
 def prepare(args, params):
-    return steps.prepare_step(params, args.raw_dir, args.validated_dir, args.out_dir)
+    from facectx.steps.prepare import prepare_step
+
+    return prepare_step(params, args.raw_dir, args.validated_dir, args.out_dir)

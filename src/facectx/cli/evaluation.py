@@ -1,11 +1,13 @@
-"""facectx evaluate, register, promote: score the models, register the cascade, gate its promotion."""
+"""facectx evaluate, register, promote: score the models, register the cascade, gate its promotion.
+
+Each handler imports its step module itself: a step loads torch, great-expectations or MLflow
+(seconds each), which `facectx --help` and the other commands do not need."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
-from facectx import steps
 from facectx.cli.options import folders, last_checkpoint
 from facectx.layout import EVAL_DIR, PROJECT, evaluated_models
 
@@ -41,10 +43,12 @@ def _add_evaluate(commands) -> None:
 
 
 def evaluate(args, params):
+    from facectx.steps.evaluate import evaluate_step
+
     models = dict(item.split("=", 1) for item in args.model) if args.model else {}
     if not models and not args.baselines_only:
         models = _compared_models(args, params)
-    return steps.evaluate_step(params, args.prepared_dir, args.raw_dir, models, args.out_dir)
+    return evaluate_step(params, args.prepared_dir, args.raw_dir, models, args.out_dir)
 
 
 def _compared_models(args, params) -> dict[str, str]:
@@ -75,7 +79,9 @@ def _add_register(commands) -> None:
 
 
 def register(args, params):
-    result = steps.register_step(
+    from facectx.steps.register import register_step
+
+    result = register_step(
         params,
         args.checkpoint or last_checkpoint(args, params),
         args.metrics,
@@ -88,7 +94,9 @@ def register(args, params):
 
 
 def promote(args, params):
-    decision = steps.promote_step(params, force=args.force)
+    from facectx.steps.register import promote_step
+
+    decision = promote_step(params, force=args.force)
     print(
         f"{params.registry.model_name}: {'promoted' if decision['promoted'] else 'not promoted'} "
         f"version {decision['challenger']['version']}: {decision['reason']}"

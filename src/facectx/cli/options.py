@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from facectx import steps
+from facectx import layout
 from facectx.layout import CASCADE, PREPARED_DIR, PROJECT, RAW_DIR, VALIDATED_DIR
 
 FOLDER_OPTIONS = {
@@ -51,4 +51,4 @@ def training_folders() -> argparse.ArgumentParser:
 
 def last_checkpoint(args, params) -> str:
     """The finished checkpoint under --models-dir (the cascade's, by default)."""
-    return str(steps.final_checkpoint(params, args.models_dir))
+    return str(layout.final_checkpoint(args.models_dir, params.train.stages))

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from facectx import kfp_submit
-from facectx.kfp_submit import DEFAULT_EXPERIMENT, DEFAULT_OUT, TOKEN_ENV
+from pipelines import DEFAULT_EXPERIMENT, DEFAULT_OUT, TOKEN_ENV
 
 
 def add_parser(commands) -> None:
@@ -72,14 +71,18 @@ def _no_variant(args) -> None:
 def compile_pipeline(args, params):
     _no_variant(args)
     # params (loaded by main) checked the file; the pipeline builder reads it by path.
-    path = kfp_submit.compile_training(args.params, args.out, args.image, args.gpus_per_stage, args.parallelism)
+    from pipelines import submit as kubeflow  # kfp and every component: only these commands need them
+
+    path = kubeflow.compile_training(args.params, args.out, args.image, args.gpus_per_stage, args.parallelism)
     print(f"wrote {path}")
     return path
 
 
 def submit(args, params):
     _no_variant(args)
-    run = kfp_submit.submit(
+    from pipelines import submit as kubeflow  # kfp and every component: only these commands need them
+
+    run = kubeflow.submit(
         args.params,
         args.endpoint,
         args.source,
@@ -94,7 +97,7 @@ def submit(args, params):
         gpus_per_stage=args.gpus_per_stage,
         mlflow_uri=args.mlflow_uri,
         resume_uri=args.resume_uri,
-        token=kfp_submit.read_token(args.token_file),
+        token=kubeflow.read_token(args.token_file),
     )
     print(f"submitted run {run.run_id} ({run.name}, experiment {run.experiment})")
     print(run.url)

@@ -1,11 +1,10 @@
 """facectx serve, hallucinate: a registered model over HTTP, or one photo through a checkpoint.
 
-facectx.serving and facectx.registry are imported by the handlers: they load pandas and MLflow,
-which the other commands' start does not need."""
+facectx.serving, facectx.registry and the hallucinate step are imported by the handlers: they load
+pandas, torch and MLflow, which the other commands' start does not need."""
 
 from __future__ import annotations
 
-from facectx import steps
 from facectx.cli.options import folders, last_checkpoint
 from facectx.config import load_params
 
@@ -43,6 +42,8 @@ def serve(args, params):
 
 
 def hallucinate(args, params):
-    result = steps.hallucinate_step(params, args.photo, args.out, args.checkpoint or last_checkpoint(args, params))
+    from facectx.steps.hallucinate import hallucinate_step
+
+    result = hallucinate_step(params, args.photo, args.out, args.checkpoint or last_checkpoint(args, params))
     print(f"wrote {result['out']}")
     return result

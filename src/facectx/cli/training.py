@@ -1,8 +1,10 @@
-"""facectx train-stage, train: one stage of a model, or all of them in order."""
+"""facectx train-stage, train: one stage of a model, or all of them in order.
+
+Each handler imports its step module itself: a step loads torch, great-expectations or MLflow
+(seconds each), which `facectx --help` and the other commands do not need."""
 
 from __future__ import annotations
 
-from facectx import steps
 from facectx.cli.options import training_folders
 from facectx.layout import CASCADE, PROJECT
 
@@ -29,6 +31,10 @@ def add_parser(commands) -> None:
         help="wall-clock budget for all stages; a stage past its share stops "
         "cleanly, keeps its checkpoint and is marked capped",
     )
+    step.add_argument(
+        "--pipeline-run",
+        help="the MLflow pipeline run to track under (its key); default: one per model, settings and data",
+    )
     step.set_defaults(func=train)
 
 
@@ -43,17 +49,21 @@ def _model_dirs(args) -> tuple[str, str]:
 
 
 def train_stage(args, params):
+    from facectx.steps.train import stage_dirs, train_stage_step
+
     models_dir, resume_root = _model_dirs(args)
-    dirs = steps.stage_dirs(params, args.stage, models_dir, resume_root)
-    return steps.train_stage_step(
+    dirs = stage_dirs(params, args.stage, models_dir, resume_root)
+    return train_stage_step(
         params, args.stage, args.prepared_dir, run_name=_run_name(args), resume_uri=args.resume_uri, **dirs
     )
 
 
 def train(args, params):
+    from facectx.steps.train import train_stages_step, write_stage_metrics
+
     cap = args.cap_minutes * 60 if args.cap_minutes else None
     models_dir, resume_root = _model_dirs(args)
-    results = steps.train_stages_step(
+    results = train_stages_step(
         params,
         args.prepared_dir,
         models_dir,
@@ -61,7 +71,8 @@ def train(args, params):
         cap_seconds=cap,
         resume_root=resume_root,
         resume_uri=args.resume_uri,
+        pipeline_run=args.pipeline_run,
     )
     if args.metrics_file:
-        steps.write_stage_metrics(results, args.metrics_file)
+        write_stage_metrics(results, args.metrics_file)
     return results

@@ -37,7 +37,7 @@ from facectx.tracking.server import (
     server_unavailable,
     unreachable_reason,
 )
-from facectx.tracking.settings import DEFAULT_EXPERIMENT, KEY_TAG, experiment_name, pipeline_key, tracking_uri
+from facectx.tracking.settings import DEFAULT_EXPERIMENT, KEY_TAG, experiment_name, tracking_uri
 from facectx.tracking.spool import SPOOL_DIR, SPOOL_FILE, replay_pending, replay_spool
 from facectx.tracking.stage import BACKENDS, backend, mlflow_installed, stage_run
 from facectx.tracking.util import flatten
@@ -74,7 +74,6 @@ __all__ = [
     "log_metrics",
     "log_python_model",
     "mlflow_installed",
-    "pipeline_key",
     "pipeline_parent",
     "python_model_base",
     "redacted",

@@ -2,8 +2,8 @@
 each compared variant) holding a run per training stage, and a run each for evaluation,
 registration and promotion. The pipeline run is found by its key (a tag), so steps that run as
 separate processes — DVC stages, Kubeflow pods — attach to the same parent. Kubeflow passes its
-run id as the key (a component input); elsewhere the key is the settings hash + data version, or
-FACECTX_PIPELINE_RUN (set by `facectx airgap run`).
+run id as the key (a component input), `facectx airgap run` its visit's id (`train --pipeline-run`);
+elsewhere the key is the model, settings hash and data version.
 
 Every function takes the tracking URI and the experiment as arguments (None: settings.py's default).
 """

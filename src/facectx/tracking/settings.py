@@ -1,4 +1,4 @@
-"""Where tracking goes: the tracking URI, the experiment and the pipeline run's key. Each is an
+"""Where tracking goes: the tracking URI and the experiment. Each is an
 argument of the functions that need it; when none is given, the user's environment decides, read
 here and only here, when it is needed (never at import)."""
 
@@ -20,8 +20,3 @@ def tracking_uri(uri: str | None = None) -> str:
 def experiment_name(name: str | None = None) -> str:
     """`name`, else FACECTX_EXPERIMENT, else "facectx": the MLflow experiment runs go to."""
     return name or os.environ.get("FACECTX_EXPERIMENT") or DEFAULT_EXPERIMENT
-
-
-def pipeline_key(default: str) -> str:
-    """FACECTX_PIPELINE_RUN (set by `facectx airgap run`), else `default` (settings hash + data version)."""
-    return os.environ.get("FACECTX_PIPELINE_RUN") or default

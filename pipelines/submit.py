@@ -12,17 +12,15 @@ import datetime
 import io
 import json
 import os
-import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from facectx.config import pipeline_params_text, resolve_params_text
+from pipelines import DEFAULT_EXPERIMENT, TOKEN_ENV
+from pipelines.compile import compile_pipeline
 
-DEFAULT_OUT = "build/pipelines/training.yaml"
-DEFAULT_EXPERIMENT = "facectx"
-TOKEN_ENV = "KF_PIPELINES_TOKEN"
 HEALTHZ_TIMEOUT_S = 15
 
 
@@ -41,29 +39,7 @@ class SubmittedRun:
 def compile_training(
     params_file, out_path, image: str | None = None, gpus_per_stage: int = 1, parallelism: int = 0, caching: bool = True
 ) -> Path:
-    return _compile_module().compile_pipeline(
-        params_file, out_path, image, gpus_per_stage, parallelism, caching=caching
-    )
-
-
-def _compile_module():
-    """pipelines/ and components/ sit beside src/ in the repository, not in the installed package
-    (the image puts them on PYTHONPATH). The `facectx` console script does not have the working
-    directory on sys.path, so add the repository root it is run from, as every step's relative
-    paths (params.yaml, data/) already assume."""
-    try:
-        from pipelines import compile as module
-    except ModuleNotFoundError as err:
-        if err.name != "pipelines":
-            raise
-        root = Path.cwd()
-        if not (root / "pipelines" / "compile.py").is_file():
-            raise SubmitError(
-                f"pipelines/compile.py not found in {root}: run from the facectx repository root"
-            ) from None
-        sys.path.insert(0, str(root))
-        from pipelines import compile as module
-    return module
+    return compile_pipeline(params_file, out_path, image, gpus_per_stage, parallelism, caching=caching)
 
 
 def read_token(token_file: str | None) -> str | None:

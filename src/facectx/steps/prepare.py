@@ -1,0 +1,14 @@
+"""prepare: the validated photos -> frames, masks and pyramids in shards, split by identity."""
+
+from __future__ import annotations
+
+import os
+
+from facectx.config import Params
+from facectx.data.prepare import prepare
+
+
+def prepare_step(
+    params: Params, raw_dir: str | os.PathLike, validated_dir: str | os.PathLike, out_dir: str | os.PathLike
+) -> dict:
+    return prepare(raw_dir, validated_dir, out_dir, params.prepare, params.crop, params.validate)
