@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from facectx.data.landmarks import LandmarkWeightsMissing, default_fan_weights_path, make_landmarker
+from servers import refusing_port
 
 
 def _photo(lfw_dir, person="Aaron_Eckhart"):
@@ -69,10 +70,12 @@ def test_face_alignment_backend_says_what_is_missing(params, tmp_path, monkeypat
     )
     with pytest.raises(LandmarkWeightsMissing, match="nope.pth"):
         make_landmarker(missing_file)
-    # An unreachable URL (port 9 on loopback: nothing listens) stands for an offline machine.
-    unreachable = dataclasses.replace(missing_file, fan_weights="http://127.0.0.1:9/2DFAN4.pth.tar")
-    with pytest.raises(LandmarkWeightsMissing, match="landmarks.fan_weights"):
-        make_landmarker(unreachable)
+    # An unreachable URL stands for an offline machine: a loopback port that refuses connections
+    # while it is used (servers.refusing_port; not a fixed port, which some server might hold).
+    with refusing_port() as port:
+        unreachable = dataclasses.replace(missing_file, fan_weights=f"http://127.0.0.1:{port}/2DFAN4.pth.tar")
+        with pytest.raises(LandmarkWeightsMissing, match="landmarks.fan_weights"):
+            make_landmarker(unreachable)
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"not a weights file")
     with pytest.raises(LandmarkWeightsMissing, match="corrupt.pth"):

@@ -30,7 +30,7 @@ from PIL import Image
 
 from conftest import s3_client, tiny_training_params
 from facectx import registry, steps, tracking
-from servers import free_port
+from servers import refusing_port
 
 GATES = ("fd:lower", "identity_match:higher")
 
@@ -155,19 +155,24 @@ def test_trained_model_is_tracked_registered_promoted_and_served_through_the_ser
 def test_stage_with_the_server_down_stops_before_training(prepared_data, params, tmp_path, monkeypatch, own_pipeline):
     """A server that is down looks like a port nobody answers on: a clear error at once, naming
     the URI (without the password in it), and no checkpoint; the registry says the same."""
-    uri = f"http://127.0.0.1:{free_port()}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri.replace("http://", "http://someone:hunter2@"))
-    models = tmp_path / "models"
-    started = time.monotonic()
-    with pytest.raises(tracking.TrackingUnavailable) as caught:
-        train(fast_tiny(params), 8, prepared_data, models)
-    assert time.monotonic() - started < 20  # not MLflow's minutes of retries
-    message = str(caught.value)
-    assert f"MLflow tracking server {uri} is not reachable" in message and "\n" not in message
-    assert "hunter2" not in message and "nothing was run" in message
-    assert not models.exists()
-    with pytest.raises(tracking.TrackingUnavailable, match=f"{uri} is not reachable"):
-        registry.promote("facectx-unreachable", GATES)
+    # The port refuses for as long as the block runs (servers.refusing_port): no server that another
+    # test starts meanwhile can answer on it.
+    with refusing_port() as port:
+        uri = f"http://127.0.0.1:{port}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri.replace("http://", "http://someone:hunter2@"))
+        models = tmp_path / "models"
+        slept = []  # every back-off asked for, instead of waiting it out (no clock in the assertion)
+        monkeypatch.setattr(time, "sleep", slept.append)
+        with pytest.raises(tracking.TrackingUnavailable) as caught:
+            train(fast_tiny(params), 8, prepared_data, models)
+        assert sum(slept) < 20, slept  # not MLflow's minutes of retries
+        message = str(caught.value)
+        assert f"MLflow tracking server {uri} is not reachable" in message and "\n" not in message
+        assert "hunter2" not in message and "nothing was run" in message
+        assert not models.exists()
+        with pytest.raises(tracking.TrackingUnavailable, match=f"{uri} is not reachable"):
+            registry.promote("facectx-unreachable", GATES)
+        assert sum(slept) < 20, slept
 
 
 class MetricCalls:
