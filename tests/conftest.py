@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from facectx.config import load_params
+from servers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,16 +81,6 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _free_port_pair() -> int:
-    """A free loopback port whose neighbour 10000 above is free too (weed's gRPC port for it)."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port + 10000 < 65536 and not _port_open(port + 10000):
-            return port
-
-
 def s3_client(env: dict):
     """A boto3 S3 client for the server that `env` reaches (s3_server's dict, WeedServer.env)."""
     import boto3
@@ -107,8 +98,9 @@ class WeedServer:
     """A real S3 server: SeaweedFS `weed server -s3` (master, volume, filer, S3 gateway) on loopback.
 
     Every service gets a free port (weed's defaults, S3 on 8333, would clash with another test
-    session's server or a test's own); a server keeps its ports and data folder across kill() and
-    start(), as a restarted server would.
+    session's server or a test's own), with its gRPC port (+10000) free too: picked when the
+    server is made, so make it right before its start(). A server keeps its ports and data folder
+    across kill() and start(), as a restarted server would.
 
     Not `weed mini`: mini sizes its volumes from the disk (1 GiB each on a large disk, one per
     bucket, as many as the free space holds) and turns every volume read-only below 1% free, with
@@ -127,7 +119,12 @@ class WeedServer:
 
     def __init__(self, data_dir: Path):
         self.data_dir = Path(data_dir)
-        self.ports = {name: _free_port_pair() for name in self.SERVICES}
+        self.ports: dict[str, int] = {}
+        while len(self.ports) < len(self.SERVICES):  # four ports and their gRPC ports (+10000), all distinct
+            port = free_port(neighbour=10000)
+            taken = {p + offset for p in self.ports.values() for offset in (0, 10000)}
+            if not {port, port + 10000} & taken:
+                self.ports[self.SERVICES[len(self.ports)]] = port
         self.s3_port = self.ports["s3"]
         self.env = {**self.CREDENTIALS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}"}
         self.process = None
@@ -217,7 +214,9 @@ def prepare_sample(
     mirror: bool = True,
 ) -> Path:
     """Real LFW photos through ingest, validate and prepare (one worker); returns the prepared folder."""
-    from facectx import steps
+    from facectx.steps.ingest import ingest_step
+    from facectx.steps.prepare import prepare_step
+    from facectx.steps.validate import validate_step
 
     source = make_source(
         lfw, root / "source", train_people=train_people, test_people=test_people, max_photos=max_photos
@@ -232,9 +231,9 @@ def prepare_sample(
             split=dataclasses.replace(params.prepare.split, val_fraction=val_fraction),
         ),
     )
-    steps.ingest_step(quick, root / "raw", str(source))
-    steps.validate_step(quick, root / "raw", root / "validated")
-    steps.prepare_step(quick, root / "raw", root / "validated", root / "prepared")
+    ingest_step(quick, root / "raw", str(source))
+    validate_step(quick, root / "raw", root / "validated")
+    prepare_step(quick, root / "raw", root / "validated", root / "prepared")
     return root / "prepared"
 
 
@@ -297,8 +296,8 @@ class TinyCascade:
 def tiny_cascade(prepared_data, quick_params, tmp_path_factory) -> TinyCascade:
     """The one trained tiny model of the test session: every stage of fast_tiny_params(quick_params)
     trained on `prepared_data`, tracked in an MLflow store of its own (sqlite, under its root)."""
-    from facectx import steps
     from facectx.config import dump_params
+    from facectx.steps.train import stage_dirs, train_stage_step
 
     root = tmp_path_factory.mktemp("tiny_cascade")
     tiny = fast_tiny_params(quick_params)
@@ -306,7 +305,7 @@ def tiny_cascade(prepared_data, quick_params, tmp_path_factory) -> TinyCascade:
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         patch.chdir(root)  # artifacts (mlartifacts/) land beside the store
         for stage in tiny.train.stages:
-            steps.train_stage_step(tiny, stage, prepared_data, **steps.stage_dirs(tiny, stage, root / "models"))
+            train_stage_step(tiny, stage, prepared_data, **stage_dirs(tiny, stage, root / "models"))
     params_file = root / "params.yaml"
     params_file.write_text(dump_params(tiny))
     return TinyCascade(params=tiny, root=root, models_dir=root / "models", params_file=params_file)

@@ -5,6 +5,8 @@ stopping one ends its children too; nothing is left running after stop()/remove(
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -16,15 +18,59 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
+def free_port(neighbour: int = 0) -> int:
+    """A loopback TCP port that nobody holds at this moment, for a server started right now.
+
+    The one free-port helper of the tests. The port is free only *now*: once this returns, the
+    kernel may hand it to the next bind of any process (a server of another test, another test
+    session on the machine). So call it right before starting the server that takes it -- never
+    at import, in `parametrize` (collection time) or in a fixture set up long before the server
+    starts. A CI run failed once that way: a port picked at collection was, twenty minutes later, a
+    test server's, and a call meant to be refused got a 404. A port that must refuse connections
+    is `refusing_port()`, not this.
+
+    `neighbour`: the port `neighbour` above must be free too (weed's gRPC port is its port + 10000).
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            if not neighbour:
+                return port
+            if port + neighbour < 65536:
+                with socket.socket() as other:
+                    try:
+                        other.bind(("127.0.0.1", port + neighbour))
+                    except OSError:
+                        continue
+                    return port
+
+
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses every connection for as long as the `with` block runs: an
+    address where "nothing answers" (a server that is down, an offline machine).
+
+    Not a free port: a merely free port can be taken by any server started meanwhile, and then
+    answers (see free_port). Here a socket of ours stays bound to the port without listening:
+    Linux answers a connection to a bound, non-listening TCP port with a reset (ECONNREFUSED), and
+    while the socket is bound no other socket can bind that port -- ours sets neither SO_REUSEADDR
+    nor SO_REUSEPORT, and both sockets would need them -- nor will the kernel pick it as another
+    socket's port (so not even a connection to itself can answer). Use the port inside the block
+    only; it is released when the block ends.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port = sock.getsockname()[1]
+        with socket.socket() as probe:  # what the block relies on, checked once
+            assert probe.connect_ex(("127.0.0.1", port)) == errno.ECONNREFUSED, port
+        yield port
 
 
 def _end(process: subprocess.Popen | None, sig: int, timeout: float = 30) -> None:
@@ -50,8 +96,9 @@ def _postgres_bindir() -> Path:
 class Postgres:
     """A throwaway PostgreSQL on 127.0.0.1 with database and user `mlflow` and a random password.
 
-    Its data folder and port are kept across stop()/kill() and start(), as a restarted database
-    server keeps them; remove() stops it and deletes the folder.
+    Its port is picked by the first start() (free_port, right before the server takes it); the
+    data folder and port are kept across stop()/kill() and start(), as a restarted database server
+    keeps them; remove() stops it and deletes the folder.
     """
 
     def __init__(self):
@@ -60,7 +107,8 @@ class Postgres:
             import psycopg2  # noqa: F401 - the MLflow server's driver
         except ImportError:
             raise RuntimeError("psycopg2 is not installed: pip install -e '.[dev]'") from None
-        self.password, self.port = secrets.token_urlsafe(16), free_port()
+        self.password = secrets.token_urlsafe(16)
+        self.port: int | None = None  # picked by the first start()
         # Not under pytest's tmp_path: its root is private to this user, and PostgreSQL refuses to run
         # as root, so as root the server runs as the postgres user in a folder of its own.
         self.folder = Path(tempfile.mkdtemp(prefix="facectx-pg-"))
@@ -76,6 +124,8 @@ class Postgres:
     @property
     def uri(self) -> str:
         """The SQLAlchemy URI without the password (libpq reads PGPASSWORD, as the deployment does)."""
+        if self.port is None:
+            raise RuntimeError("PostgreSQL has no address before its first start()")
         return f"postgresql+psycopg2://mlflow@127.0.0.1:{self.port}/mlflow"
 
     def query(self, sql: str, args: tuple = ()) -> list[tuple]:
@@ -96,6 +146,8 @@ class Postgres:
         return self.process is not None and self.process.poll() is None
 
     def start(self, timeout: float = 60) -> None:
+        if self.port is None:
+            self.port = free_port()
         data = self.folder / "data"
         if not data.is_dir():
             result = subprocess.run(
@@ -181,16 +233,16 @@ def http_status(url: str, host: str | None = None, timeout: float = 10) -> int:
 class MlflowServer:
     """`mlflow server` on a free loopback port, with its runs in `backend_uri` (PostgreSQL) and its
     artifacts proxied to `artifacts_destination` (an s3:// bucket). `env` holds what the server
-    needs to reach them (PGPASSWORD, AWS_*, MLFLOW_S3_ENDPOINT_URL). It keeps its port across
-    stop()/kill() and start(), as a restarted server keeps its address."""
+    needs to reach them (PGPASSWORD, AWS_*, MLFLOW_S3_ENDPOINT_URL). Its port is picked by the first
+    start() (free_port, right before the server takes it) and kept across stop()/kill() and
+    start(), as a restarted server keeps its address."""
 
     ALLOWED_HOSTS = "127.0.0.1,127.0.0.1:*,localhost,localhost:*"
 
     def __init__(self, backend_uri: str, artifacts_destination: str, env: dict[str, str], folder: Path):
         self.backend_uri, self.artifacts_destination = backend_uri, artifacts_destination
         self.env, self.folder = dict(env), Path(folder)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port: int | None = None  # picked by the first start()
         self.log_file = self.folder / "mlflow-server.log"
         self.process: subprocess.Popen | None = None
         # What a fixture may attach for tests to look behind the server: its database and bucket.
@@ -198,11 +250,19 @@ class MlflowServer:
         self.bucket: str | None = None
         self.s3_env: dict[str, str] = {}
 
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("the MLflow server has no address before its first start()")
+        return f"http://127.0.0.1:{self.port}"
+
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     def start(self, timeout: float = 180) -> None:
         """Start and wait until /health answers (the first start creates the schema: ~15 s here)."""
+        if self.port is None:
+            self.port = free_port()
         self.folder.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env}
         env.pop("MLFLOW_TRACKING_URI", None)  # a test's own URI must not leak into the server

@@ -275,15 +275,15 @@ def test_tracking_switched_off_records_the_run_in_a_folder(prepared_data, params
     import dataclasses
 
     from conftest import tiny_training_params
-    from facectx import steps
     from facectx.config import TrackingConfig
+    from facectx.steps.train import stage_dirs, train_stage_step
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     tiny = dataclasses.replace(
         tiny_training_params(params, grad_norm_every_steps=2), tracking=TrackingConfig(backend="folder", folder="runs")
     )
-    steps.train_stage_step(tiny, 8, prepared_data, run_name="cascade", **steps.stage_dirs(tiny, 8, tmp_path / "models"))
+    train_stage_step(tiny, 8, prepared_data, run_name="cascade", **stage_dirs(tiny, 8, tmp_path / "models"))
 
     [stage] = list((tmp_path / "runs").glob("*/cascade/stage_8"))
     run = json.loads((stage / "run.json").read_text())

@@ -25,7 +25,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO, WeedServer, make_source, tiny_training_params
-from facectx import steps, tracking
+from facectx import tracking
+from facectx.steps.ingest import ingest_step
+from facectx.steps.prepare import prepare_step
+from facectx.steps.register import register_step
+from facectx.steps.train import stage_dirs, train_stage_step
+from facectx.steps.validate import validate_step
 
 BUCKET, PREFIX = "sentinel-photos", "lfw"
 
@@ -77,7 +82,7 @@ def test_credentials_only_from_the_environment(
 ):
     for name, value in {**sentinel_s3.env, **sentinels}.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("FACECTX_PIPELINE_RUN", f"credentials-{uuid.uuid4().hex[:12]}")
+    pipeline_run = f"credentials-{uuid.uuid4().hex[:12]}"  # this test's own pipeline run on the server
     monkeypatch.chdir(tmp_path)
     caplog.set_level(logging.INFO)
     caplog.set_level(logging.DEBUG, logger="facectx")
@@ -108,13 +113,13 @@ def test_credentials_only_from_the_environment(
         registry=dataclasses.replace(tiny.registry, model_name=name),
     )
     raw, validated, prepared, models = (tmp_path / d for d in ("raw", "validated", "prepared", "models"))
-    assert steps.ingest_step(tiny, raw, f"s3://{BUCKET}/{PREFIX}/images")["new"] > 0
-    steps.validate_step(tiny, raw, validated)
-    steps.prepare_step(tiny, raw, validated, prepared)
-    steps.train_stage_step(tiny, 8, prepared, **steps.stage_dirs(tiny, 8, models))
+    assert ingest_step(tiny, raw, f"s3://{BUCKET}/{PREFIX}/images")["new"] > 0
+    validate_step(tiny, raw, validated)
+    prepare_step(tiny, raw, validated, prepared)
+    train_stage_step(tiny, 8, prepared, pipeline_run=pipeline_run, **stage_dirs(tiny, 8, models))
     metrics_file = tmp_path / "metrics.json"
     metrics_file.write_text(json.dumps({"methods": {"cascade": {"fd": 1.0, "identity_match": 0.5}}}))
-    registered = steps.register_step(
+    registered = register_step(
         tiny, models / "stage_8" / "checkpoint", metrics_file, prepared_dir=prepared, raw_dir=raw
     )
     pipeline_yaml = tmp_path / "pipeline.yaml"
@@ -137,7 +142,7 @@ def test_credentials_only_from_the_environment(
     client = MlflowClient(tracking_server.url)
     experiment = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
     [parent] = client.search_runs(
-        [experiment], filter_string=f"tags.`{tracking.KEY_TAG}` = '{tracking.pipeline_key('')}'"
+        [experiment], filter_string=f"tags.`{tracking.KEY_TAG}` = '{pipeline_run}'"
     )
     runs, frontier = [parent, client.get_run(registered["run_id"])], [parent.info.run_id]
     while frontier:  # the pipeline run's whole tree: model run, stage run

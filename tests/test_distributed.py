@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import tiny_training_params
-from facectx import steps
+from facectx.steps.train import stage_dirs, train_stage_step
 from facectx.training.distributed import run_processes
 from facectx.training.loop import rank_batch_size
 
@@ -25,8 +25,8 @@ def _train_stages(params, stages, prepared, models, deadline_on_rank_0=None):
     rank = int(os.environ.get("RANK", "0"))
     deadline = deadline_on_rank_0 if rank == 0 else None  # rank 0's clock decides the cap for all
     return [
-        steps.train_stage_step(
-            params, stage, prepared, run_name="ddp", deadline=deadline, **steps.stage_dirs(params, stage, models)
+        train_stage_step(
+            params, stage, prepared, run_name="ddp", deadline=deadline, **stage_dirs(params, stage, models)
         )
         for stage in stages
     ]

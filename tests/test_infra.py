@@ -21,7 +21,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ import tomllib
 import yaml
 
 from conftest import s3_client
+from servers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 INFRA = REPO / "infra"
@@ -555,12 +555,6 @@ def test_example_data_volume_and_prepare_job():
 # The MLflow server as the manifest runs it, against a real PostgreSQL and S3 server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str, host: str) -> int:
     request = urllib.request.Request(url, headers={"Host": host})
     try:
@@ -591,7 +585,7 @@ def test_mlflow_server_as_deployed_with_postgres_and_s3(rendered, postgres, s3_s
     import mlflow
 
     pg_port, password = postgres
-    port = _free_port()
+    port = free_port()  # picked right before the server below takes it
     (container,) = containers(by_kind(rendered["base"], "Deployment")["mlflow"])
     args = [
         a.replace("@postgres:5432/", f"@127.0.0.1:{pg_port}/")

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from facectx.data.landmarks import LandmarkWeightsMissing, default_fan_weights_path, make_landmarker
+from servers import refusing_port
 
 
 def _photo(lfw_dir, person="Aaron_Eckhart"):
@@ -37,12 +38,20 @@ def test_subject_is_the_face_nearest_the_centre(lfw_dir, params):
     assert width / 3 < found.points[:, 0].mean() < 2 * width / 3
 
 
-def _random_fan_weights(path):
+def _random_fan_weights(path, seed=0, flat=False):
+    """A 2D-FAN weights file, randomly initialised (the trained 2DFAN4 file is not offline).
+    flat: the last hourglass's heatmap layer zeroed, so every heatmap is flat and all 68 points
+    land on one place -- weights whose effect is known."""
     from face_alignment.models import FAN
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
+    fan = FAN(4)
+    if flat:
+        torch.nn.init.zeros_(fan.l3.weight)
+        torch.nn.init.zeros_(fan.l3.bias)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(FAN(4).state_dict(), path)
+    torch.save(fan.state_dict(), path)
+    return path
 
 
 def test_face_alignment_backend_loads_weights_from_its_cache(lfw_dir, params, tmp_path, monkeypatch):
@@ -55,11 +64,35 @@ def test_face_alignment_backend_loads_weights_from_its_cache(lfw_dir, params, tm
     assert found.points.shape == (68, 2) and np.isfinite(found.points).all()
 
 
-def test_face_alignment_backend_loads_a_configured_file(lfw_dir, params, tmp_path):
-    weights = tmp_path / "fan.pth"
-    _random_fan_weights(weights)
-    config = dataclasses.replace(params.landmarks, backend="face_alignment", fan_weights=str(weights))
-    assert make_landmarker(config)(_photo(lfw_dir)).points.shape == (68, 2)
+def test_face_alignment_backend_loads_a_configured_file(lfw_dir, params, tmp_path, monkeypatch):
+    """The configured file's weights place the points, in the region FAN reads around dlib's box of
+    the face; nothing is read from or written to the torch hub cache. (Random weights: where a
+    trained FAN puts each point needs the real 2DFAN4 file; dlib's accuracy is tested above.)"""
+    torch_home = tmp_path / "torch"
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))  # not the user's cache
+    rgb = _photo(lfw_dir)
+    face = make_landmarker(params.landmarks)(rgb)  # dlib's: the face, found by the same detector
+
+    def placed(weights):
+        config = dataclasses.replace(params.landmarks, backend="face_alignment", fan_weights=str(weights))
+        return make_landmarker(config)(rgb)
+
+    found = placed(_random_fan_weights(tmp_path / "fan.pth"))
+    assert found.points.shape == (68, 2) and found.subject_box == face.subject_box
+    # FAN reads a square about twice the box's size around the box: every point lies in it, on
+    # the photo's pixel grid (not the network's 64x64 heatmaps).
+    left, top, right, bottom = found.subject_box
+    margin = 0.75 * max(right - left, bottom - top)
+    assert (found.points >= [left - margin, top - margin]).all() and (
+        found.points <= [right + margin, bottom + margin]
+    ).all(), (found.subject_box, found.points)
+    assert np.ptp(found.points, axis=0).min() > 0.25 * (right - left)  # spread over it, not one spot
+    # The file decides: the same file, the same points; other weights, other points; a flat
+    # heatmap layer, all 68 points on one spot.
+    assert np.array_equal(placed(tmp_path / "fan.pth").points, found.points)
+    assert not np.allclose(placed(_random_fan_weights(tmp_path / "other.pth", seed=1)).points, found.points)
+    assert np.ptp(placed(_random_fan_weights(tmp_path / "flat.pth", flat=True)).points, axis=0).max() < 1e-3
+    assert not torch_home.exists() or not any(torch_home.rglob("*"))
 
 
 def test_face_alignment_backend_says_what_is_missing(params, tmp_path, monkeypatch):
@@ -69,10 +102,12 @@ def test_face_alignment_backend_says_what_is_missing(params, tmp_path, monkeypat
     )
     with pytest.raises(LandmarkWeightsMissing, match="nope.pth"):
         make_landmarker(missing_file)
-    # An unreachable URL (port 9 on loopback: nothing listens) stands for an offline machine.
-    unreachable = dataclasses.replace(missing_file, fan_weights="http://127.0.0.1:9/2DFAN4.pth.tar")
-    with pytest.raises(LandmarkWeightsMissing, match="landmarks.fan_weights"):
-        make_landmarker(unreachable)
+    # An unreachable URL stands for an offline machine: a loopback port that refuses connections
+    # while it is used (servers.refusing_port; not a fixed port, which some server might hold).
+    with refusing_port() as port:
+        unreachable = dataclasses.replace(missing_file, fan_weights=f"http://127.0.0.1:{port}/2DFAN4.pth.tar")
+        with pytest.raises(LandmarkWeightsMissing, match="landmarks.fan_weights"):
+            make_landmarker(unreachable)
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"not a weights file")
     with pytest.raises(LandmarkWeightsMissing, match="corrupt.pth"):

@@ -10,7 +10,7 @@ from conftest import tiny_training_params
 
 
 def test_a_few_hundred_steps_beat_the_untrained_model(prepared_data, quick_params, tmp_path):
-    from facectx.steps import stage_trainer
+    from facectx.steps.train import stage_trainer
 
     stage = 8
     epochs = tuple(40 if s == stage else 1 for s in quick_params.train.stages)  # 28 rows / batch 4: 280 steps

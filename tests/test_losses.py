@@ -151,7 +151,7 @@ def test_each_ablation_switches_its_term_off_and_leaves_the_others_shares(prepar
     no value and no gradient from it, the other terms' shares of the update unchanged."""
     from conftest import REPO, tiny_training_params
     from facectx.config import load_params
-    from facectx.steps import stage_trainer
+    from facectx.steps.train import stage_trainer
 
     stage = 32  # every term is on at 32 px by default
 

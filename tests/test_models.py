@@ -90,13 +90,52 @@ def test_an_untrained_generator_paints_no_checkerboard(prepared_data):
     assert nyquist_share(seen["raw"]) < 0.1
 
 
+def _inputs(size: int, batch: int = 2) -> tuple[dict, dict]:
+    """Masked faces and masks at every pyramid level up to `size` (a square face, hard-edged)."""
+    torch.manual_seed(1)
+    masked, mask = {}, {}
+    for r in (r for r in RESOLUTIONS if r <= size):
+        face = torch.zeros(batch, 1, r, r)
+        face[..., r // 4 : 3 * r // 4, r // 4 : 3 * r // 4] = 1
+        mask[r], masked[r] = face, torch.rand(batch, 3, r, r) * 2 - 1
+    return masked, mask
+
+
 def test_checkpoints_from_before_the_init_change_still_load(monkeypatch):
-    """The inits only change values: an old model's state dict (no ICNR) loads strictly."""
+    """The inits only change values: an old model's state dict (no ICNR, default transposed-conv
+    init) has the same entries, loads strictly, and the loaded model computes what the old one did."""
     progan_args = dataclasses.replace(TINY, kind="progan")
-    new = [CascadeGenerator(TINY, 64), ProgressiveGenerator(progan_args, 64)]
-    monkeypatch.setattr(cascade, "icnr_", lambda conv, scale=2: conv)
-    monkeypatch.setattr(cascade, "nearest_conv_init_", lambda deconv: deconv)
-    monkeypatch.setattr(progan, "nearest_conv_init_", lambda deconv: deconv)
-    old = [CascadeGenerator(TINY, 64), ProgressiveGenerator(progan_args, 64)]
+
+    def build():
+        torch.manual_seed(0)  # the same draws for both: only what the inits do differs
+        return [CascadeGenerator(TINY, 64), ProgressiveGenerator(progan_args, 64)]
+
+    new = build()
+    with monkeypatch.context() as before_the_change:
+        before_the_change.setattr(cascade, "icnr_", lambda conv, scale=2: conv)
+        before_the_change.setattr(cascade, "nearest_conv_init_", lambda deconv: deconv)
+        before_the_change.setattr(progan, "nearest_conv_init_", lambda deconv: deconv)
+        old = build()
+    masked, mask = _inputs(64)
     for model, before in zip(new, old):
-        model.load_state_dict(before.state_dict(), strict=True)
+        name = type(model).__name__
+        state, old_state = model.state_dict(), before.state_dict()
+        assert state.keys() == old_state.keys(), name
+        # The old checkpoint really is another init: exactly the sub-pixel and transposed convs differ.
+        changed = {key for key in state if not torch.equal(state[key], old_state[key])}
+        reinitialised = {
+            f"{module_name}.{key}"
+            for module_name, module in model.named_modules()
+            if isinstance(module, torch.nn.ConvTranspose2d)
+            or (isinstance(module, torch.nn.Conv2d) and "guide_upsampler" in module_name)
+            for key in ("weight", "bias")
+            if getattr(module, key, None) is not None
+        }
+        assert changed and changed == reinitialised, (name, changed ^ reinitialised)
+
+        model.load_state_dict(old_state, strict=True)
+        assert all(torch.equal(value, old_state[key]) for key, value in model.state_dict().items()), name
+        with torch.no_grad():
+            got, expected = model.eval()(masked, mask), before.eval()(masked, mask)
+        assert got.keys() == expected.keys() and 64 in got, name
+        assert all(torch.equal(got[r], expected[r]) for r in expected), name

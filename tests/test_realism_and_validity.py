@@ -68,7 +68,7 @@ def _row_past_the_edge(prepared, split="train"):
 
 
 def test_pixels_outside_the_photo_pull_on_no_loss_and_move_no_metric(prepared_data, params, tmp_path):
-    from facectx.steps import stage_trainer
+    from facectx.steps.train import stage_trainer
 
     stage = 32
     tiny = tiny_training_params(params, max_train_rows=0)  # every row: some frames run past their photo

@@ -9,7 +9,8 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from facectx import registry, steps
+from facectx import registry
+from facectx.steps.register import promote_step, register_step
 
 NAME = "facectx-test-cascade"
 GATES = ("fd:lower", "identity_match:higher", "perceptual:lower")
@@ -44,7 +45,7 @@ def test_register_and_promote_only_a_better_challenger(tiny_checkpoint, prepared
     first = {"fd": 10.0, "identity_match": 0.50, "perceptual": 0.30, "ssim": 0.6}
     metrics_file = tmp_path / "metrics.json"
     metrics_file.write_text(json.dumps({"methods": {"cascade": first, "telea": {"fd": 1.0}}}))
-    result = steps.register_step(
+    result = register_step(
         tiny, checkpoint, metrics_file, prepared_dir=prepared_data, raw_dir=prepared_data.parent / "raw"
     )
     assert result["version"] == 1 and result["metrics"] == first
@@ -53,7 +54,7 @@ def test_register_and_promote_only_a_better_challenger(tiny_checkpoint, prepared
     assert registry.version_metrics(version) == first and version.run_id == result["run_id"]
     assert client.get_run(result["run_id"]).data.metrics["fd"] == 10.0
 
-    decision = steps.promote_step(tiny)
+    decision = promote_step(tiny)
     assert decision["promoted"] and decision["champion_before"] is None and decision["champion_after"] == 1
     assert _aliases(client, NAME) == {"challenger": 1, "champion": 1}
 
@@ -114,27 +115,25 @@ def test_versions_measured_differently_are_not_compared(tiny_checkpoint, prepare
     }
     metrics_file = tmp_path / "metrics.json"
     metrics_file.write_text(json.dumps(evaluation))
-    steps.register_step(
-        tiny, checkpoint, metrics_file, prepared_dir=prepared_data, raw_dir=prepared_data.parent / "raw"
-    )
+    register_step(tiny, checkpoint, metrics_file, prepared_dir=prepared_data, raw_dir=prepared_data.parent / "raw")
     assert registry.version_protocol(client.get_model_version(name, "1"))["fd_network"] == "faceres conv_pw_5"
-    assert steps.promote_step(tiny)["promoted"]
+    assert promote_step(tiny)["promoted"]
 
     evaluation.update(
         fd_network="InceptionV3", methods={"cascade": {"fd": 10.0, "identity_match": 0.7, "perceptual": 0.4}}
     )
     metrics_file.write_text(json.dumps(evaluation))
     assert (
-        steps.register_step(
-            tiny, checkpoint, metrics_file, prepared_dir=prepared_data, raw_dir=prepared_data.parent / "raw"
-        )["version"]
+        register_step(tiny, checkpoint, metrics_file, prepared_dir=prepared_data, raw_dir=prepared_data.parent / "raw")[
+            "version"
+        ]
         == 2
     )
-    decision = steps.promote_step(tiny)
+    decision = promote_step(tiny)
     assert not decision["promoted"] and "not comparable" in decision["reason"] and "fd_network" in decision["reason"]
     assert _aliases(client, name) == {"challenger": 2, "champion": 1}
 
-    forced = steps.promote_step(tiny, force=True)
+    forced = promote_step(tiny, force=True)
     assert forced["promoted"] and forced["forced"] and _aliases(client, name) == {"challenger": 2, "champion": 2}
     assert client.get_run(forced["run_id"]).data.tags["facectx.decision"] == "forced"
 

@@ -47,8 +47,8 @@ class S3Proxy(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, upstream_port: int, port: int = 0):
-        super().__init__(("127.0.0.1", port), _ProxyHandler)
+    def __init__(self, upstream_port: int):
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)  # the port is picked as it is bound: no gap
         self.upstream_port = upstream_port
         self.faults: list[Fault] = []
         self.log: list[tuple[str, str, int | None]] = []  # method, decoded path and query, status
@@ -333,7 +333,10 @@ def test_dvc_push_interrupted_by_a_killed_server_completes_after_a_restart(sampl
         completed = sum(1 for method, _, status in proxy.log if method == "PUT" and status == 200)
         assert completed >= 8
         server.start()  # same data folder, same ports
-        proxy = S3Proxy(server.s3_port, port=proxy.server_address[1])
+        # The proxy comes back on a port picked now: its old one was free for the whole failed
+        # push, long enough for any other server to take it. DVC is pointed at the new address.
+        proxy = S3Proxy(server.s3_port)
+        _run([dvc, "remote", "modify", "--local", "s3", "endpointurl", proxy.url], project, env)
         pushed = _run([dvc, "push", "ingest"], project, env)  # the stage's outputs (dvc.lock names them all)
         assert "in sync" in _run([dvc, "status", "-c", "ingest"], project, env)
         # Every object whole: its content hashes to its key (DVC 3 keys objects by MD5), and the

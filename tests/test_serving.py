@@ -4,6 +4,7 @@ out; bad requests get a 4xx naming the problem, and the server keeps answering."
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import os
 import sys
@@ -70,18 +71,44 @@ def _invoke(url: str, columns, data):
     return requests.post(f"{url}/invocations", json={"dataframe_split": {"columns": columns, "data": data}}, timeout=60)
 
 
-def _check_good(url: str, photo: Path) -> None:
+def in_process(tiny_cascade, photo: Path) -> dict[str, np.ndarray]:
+    """What the registered checkpoint gives for the photo in this process (facectx.inference):
+    the 128x128 output frame, and the masked face and mask it was made from."""
+    from facectx.data.photos import decode_photo
+    from facectx.inference import PhotoHallucinator
+
+    params = tiny_cascade.params
+    rgb = decode_photo(photo.read_bytes(), params.validate.max_pixels, params.validate.formats)
+    landmarks = dataclasses.replace(params.landmarks, device="cpu")
+    return PhotoHallucinator(tiny_cascade.checkpoint, params.crop, landmarks)(rgb)
+
+
+def _check_good(url: str, photo: Path, expected: dict[str, np.ndarray]) -> None:
+    """The served frame is the model's own output for the photo: the photo's face pixels pasted
+    back, a context that is not a flat fill, and what the checkpoint gives in this process."""
     response = _invoke(url, ["image"], [[_b64(photo.read_bytes())]])
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
     assert len(predictions) == 1
     image = np.asarray(Image.open(io.BytesIO(base64.b64decode(predictions[0]["image"]))))
     assert image.shape == (128, 128, 3) and image.dtype == np.uint8
+    face, context = expected["mask"] == 255, expected["mask"] == 0
+    assert face.sum() > 128 * 128 / 8 and context.sum() > 128 * 128 / 4  # a real face crop: both regions
+    assert expected["masked"][face].std() > 10  # ... and a face with features, not a flat patch
+    assert np.array_equal(image[face], expected["masked"][face])  # the input's face, pasted back
+    # A painted context, not a flat fill (the tiny test model paints a nearly even grey: many
+    # colours still, where a constant frame has one).
+    assert len(np.unique(image[context], axis=0)) > 16
+    # The same frame as the checkpoint in this process (at most a rounding step apart: the server's
+    # thread count may order a convolution's sums differently).
+    difference = np.abs(image.astype(int) - expected["output"].astype(int))
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.01, (difference.max(), (difference > 0).mean())
 
 
-def test_served_champion_hallucinates_and_rejects_bad_requests(served, lfw_dir):
+def test_served_champion_hallucinates_and_rejects_bad_requests(served, tiny_cascade, lfw_dir):
     photo = lfw_dir / "images" / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg"
-    _check_good(served, photo)
+    expected = in_process(tiny_cascade, photo)
+    _check_good(served, photo, expected)
 
     def rejected(columns, data) -> str:
         """A 4xx answer's message: the model's own, after MLflow's "Failed to predict data ... Error: "."""
@@ -115,7 +142,7 @@ def test_served_champion_hallucinates_and_rejects_bad_requests(served, lfw_dir):
     message = rejected(["image"], [[good], [_b64(_png(gradient))]])
     assert message.startswith("row 1: no face found in the photo"), message
 
-    _check_good(served, photo)  # still serving after the bad requests
+    _check_good(served, photo, expected)  # still serving after the bad requests
 
 
 def test_served_model_under_load_answers_every_request(served, lfw_dir):

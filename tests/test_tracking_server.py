@@ -29,8 +29,10 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from conftest import s3_client, tiny_training_params
-from facectx import registry, steps, tracking
-from servers import free_port
+from facectx import layout, registry, tracking
+from facectx.steps.register import promote_step, register_step
+from facectx.steps.train import stage_dirs, train_stage_step
+from servers import refusing_port
 
 GATES = ("fd:lower", "identity_match:higher")
 
@@ -41,15 +43,15 @@ def fast_tiny(params, **train_changes):
     return dataclasses.replace(tiny, losses=dataclasses.replace(tiny.losses, identity=False, perceptual=False))
 
 
-def train(params, stage, prepared, models):
-    return steps.train_stage_step(params, stage, prepared, **steps.stage_dirs(params, stage, models))
+def train(params, stage, prepared, models, pipeline_run=None):
+    return train_stage_step(params, stage, prepared, pipeline_run=pipeline_run, **stage_dirs(params, stage, models))
 
 
 @pytest.fixture
 def own_pipeline(monkeypatch, tmp_path):
-    """A pipeline run of this test's own on the shared server; spool folders under tmp_path/runs."""
+    """A pipeline run of this test's own on the shared server (its key); spool folders under tmp_path/runs."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("FACECTX_PIPELINE_RUN", f"test-{uuid.uuid4().hex[:12]}")
+    return f"test-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture
@@ -59,12 +61,9 @@ def brief_http(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
 
 
-def stage_runs(client) -> tuple[str, dict]:
-    """(experiment id, {stage name: run}) of this test's pipeline run: pipeline -> model -> stages."""
-    import os
-
+def stage_runs(client, key: str) -> tuple[str, dict]:
+    """(experiment id, {stage name: run}) of the pipeline run `key`: pipeline -> model -> stages."""
     experiment = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
-    key = os.environ["FACECTX_PIPELINE_RUN"]
     [parent] = client.search_runs([experiment], filter_string=f"tags.`{tracking.KEY_TAG}` = '{key}'")
     under = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     stages = [
@@ -93,19 +92,19 @@ def test_trained_model_is_tracked_registered_promoted_and_served_through_the_ser
     tiny = dataclasses.replace(tiny, registry=dataclasses.replace(tiny.registry, model_name=name, gate_metrics=GATES))
     models = tmp_path / "models"
     for stage in tiny.train.stages:  # the whole chain: the served frame is the last stage's (128 px)
-        train(tiny, stage, prepared_data, models)
+        train(tiny, stage, prepared_data, models, own_pipeline)
     metrics_file = tmp_path / "metrics.json"
     metrics_file.write_text(json.dumps({"methods": {"cascade": {"fd": 10.0, "identity_match": 0.5}}}))
-    registered = steps.register_step(
+    registered = register_step(
         tiny,
-        steps.final_checkpoint(tiny, models),
+        layout.final_checkpoint(models, tiny.train.stages),
         metrics_file,
         prepared_dir=prepared_data,
         raw_dir=prepared_data.parent / "raw",
     )
     client = MlflowClient(tracking_server.url)
     assert aliases(client, name) == {"challenger": registered["version"]}
-    decision = steps.promote_step(tiny, expected_version=registered["version"])
+    decision = promote_step(tiny, expected_version=registered["version"])
     assert decision["promoted"]
     assert aliases(client, name) == {"challenger": 1, "champion": 1}
 
@@ -123,7 +122,7 @@ def test_trained_model_is_tracked_registered_promoted_and_served_through_the_ser
     assert frame.shape == (params.crop.size_px, params.crop.size_px, 3) and frame.dtype == np.uint8
 
     # The artifacts are objects in the bucket: a stage's sample grid and the registered model's files.
-    experiment, runs = stage_runs(client)
+    experiment, runs = stage_runs(client, own_pipeline)
     assert sorted(runs) == sorted(f"cascade/stage_{s}" for s in tiny.train.stages)
     assert {run.info.status for run in runs.values()} == {"FINISHED"}
     stage_128 = runs["cascade/stage_128"]
@@ -155,19 +154,24 @@ def test_trained_model_is_tracked_registered_promoted_and_served_through_the_ser
 def test_stage_with_the_server_down_stops_before_training(prepared_data, params, tmp_path, monkeypatch, own_pipeline):
     """A server that is down looks like a port nobody answers on: a clear error at once, naming
     the URI (without the password in it), and no checkpoint; the registry says the same."""
-    uri = f"http://127.0.0.1:{free_port()}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri.replace("http://", "http://someone:hunter2@"))
-    models = tmp_path / "models"
-    started = time.monotonic()
-    with pytest.raises(tracking.TrackingUnavailable) as caught:
-        train(fast_tiny(params), 8, prepared_data, models)
-    assert time.monotonic() - started < 20  # not MLflow's minutes of retries
-    message = str(caught.value)
-    assert f"MLflow tracking server {uri} is not reachable" in message and "\n" not in message
-    assert "hunter2" not in message and "nothing was run" in message
-    assert not models.exists()
-    with pytest.raises(tracking.TrackingUnavailable, match=f"{uri} is not reachable"):
-        registry.promote("facectx-unreachable", GATES)
+    # The port refuses for as long as the block runs (servers.refusing_port): no server that another
+    # test starts meanwhile can answer on it.
+    with refusing_port() as port:
+        uri = f"http://127.0.0.1:{port}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri.replace("http://", "http://someone:hunter2@"))
+        models = tmp_path / "models"
+        slept = []  # every back-off asked for, instead of waiting it out (no clock in the assertion)
+        monkeypatch.setattr(time, "sleep", slept.append)
+        with pytest.raises(tracking.TrackingUnavailable) as caught:
+            train(fast_tiny(params), 8, prepared_data, models, own_pipeline)
+        assert sum(slept) < 20, slept  # not MLflow's minutes of retries
+        message = str(caught.value)
+        assert f"MLflow tracking server {uri} is not reachable" in message and "\n" not in message
+        assert "hunter2" not in message and "nothing was run" in message
+        assert not models.exists()
+        with pytest.raises(tracking.TrackingUnavailable, match=f"{uri} is not reachable"):
+            registry.promote("facectx-unreachable", GATES)
+        assert sum(slept) < 20, slept
 
 
 class MetricCalls:
@@ -201,7 +205,7 @@ def test_server_killed_mid_stage_loses_nothing(
     calls = MetricCalls(monkeypatch, before={2: tracking_server.kill})
     models = tmp_path / "models"
     with caplog.at_level(logging.WARNING, logger="facectx.tracking"):
-        result = train(tiny, 8, prepared_data, models)  # the stage ends normally
+        result = train(tiny, 8, prepared_data, models, own_pipeline)  # the stage ends normally
     assert result["steps"] == 3 and calls.calls == 5
     assert (models / "stage_8" / "checkpoint" / "model.safetensors").is_file()
     assert calls.http_timeouts == {tracking.HTTP_DEFAULTS["MLFLOW_HTTP_REQUEST_TIMEOUT"]}  # short, not MLflow's 120 s
@@ -217,7 +221,7 @@ def test_server_killed_mid_stage_loses_nothing(
 
     # The server is back: the next stage sends the spool to the same run first.
     tracking_server.start()
-    train(tiny, 16, prepared_data, models)
+    train(tiny, 16, prepared_data, models, own_pipeline)
     client = MlflowClient(tracking_server.url)
     run = client.get_run(tracker.run_id)
     assert run.info.status == "FINISHED"
@@ -247,7 +251,7 @@ def test_database_restart_and_outage_mid_stage(
     )
     models = tmp_path / "models"
     with caplog.at_level(logging.WARNING, logger="facectx.tracking"):
-        train(tiny, 8, prepared_data, models)
+        train(tiny, 8, prepared_data, models, own_pipeline)
     assert (models / "stage_8" / "checkpoint" / "model.safetensors").is_file()
     tracker = calls.trackers[0]
     assert spooling == [False]  # the restart alone went unnoticed

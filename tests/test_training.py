@@ -19,14 +19,14 @@ import yaml
 from safetensors.torch import load_file
 
 from conftest import REPO, fast_tiny_params, tiny_training_params
-from facectx import steps
 from facectx.checkpoint import CheckpointError
 from facectx.config import dump_params
+from facectx.steps.train import stage_dirs, stage_trainer, train_stage_step
 from facectx.training.loop import NonFiniteLoss
 
 
 def train(params, stage, prepared, models, run_name="cascade"):
-    return steps.train_stage_step(params, stage, prepared, run_name=run_name, **steps.stage_dirs(params, stage, models))
+    return train_stage_step(params, stage, prepared, run_name=run_name, **stage_dirs(params, stage, models))
 
 
 @pytest.fixture
@@ -180,16 +180,38 @@ def test_preempted_training_resumes_from_object_storage_to_the_same_weights(
     assert "Contents" not in client.list_objects_v2(Bucket="facectx-runs", Prefix=prefix)
 
 
-def test_progan_variant_grows_with_fade_in(prepared_data, tmp_path, params, mlflow_store):
-    tiny = tiny_training_params(params)
+def test_progan_variant_grows_with_fade_in(prepared_data, tmp_path, params, mlflow_store, monkeypatch):
+    """Stage 16 grows stage 8's generator and fades the new level in: the alpha the generator is
+    told before each step climbs from 0 to 1 over train.fade_in_fraction of the stage's steps,
+    then stays 1; stage 8, with nothing to fade from, trains at 1 throughout."""
+    from facectx.models.progan import ProgressiveGenerator
+
+    tiny = tiny_training_params(params, epochs=(1, 2, 1, 1, 1), fade_in_fraction=0.5)
     progan = dataclasses.replace(tiny, model=dataclasses.replace(tiny.model, kind="progan"))
     models = tmp_path / "progan"
+    told = []
+    set_alpha = ProgressiveGenerator.set_alpha
+
+    def recording_set_alpha(generator, value):
+        told.append(float(value))
+        set_alpha(generator, value)
+
+    monkeypatch.setattr(ProgressiveGenerator, "set_alpha", recording_set_alpha)
     train(progan, 8, prepared_data, models, run_name="progan")
-    result = train(progan, 16, prepared_data, models, run_name="progan")
-    assert result["stage"] == 16
+    assert told == [1.0, 1.0, 1.0]  # 12 rows, batch 4, one epoch: three steps
+    stage_8 = load_file(str(models / "stage_8" / "checkpoint" / "model.safetensors"))
+
+    told.clear()
+    train(progan, 16, prepared_data, models, run_name="progan")
+    # Two epochs of three steps; the fade takes int(0.5 * 6) = 3 of them: alpha = step / 3.
+    assert told == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0, 1.0, 1.0])
     weights = load_file(str(models / "stage_16" / "checkpoint" / "model.safetensors"))
     assert "generator.from_rgb.16.weight" in weights and "generator.from_rgb.8.weight" in weights
     assert float(weights["generator.alpha"]) == 1.0  # fully faded in by the end of the stage
+    # Grown, not rebuilt: every stage-8 generator entry is in stage 16's, in the same shape.
+    inherited = {k: v for k, v in stage_8.items() if k.startswith("generator.")}
+    assert inherited and all(weights[k].shape == v.shape for k, v in inherited.items())
+    assert len(weights) > len(stage_8)
 
 
 def test_parallel_first_stages_settle_on_one_pipeline_run(mlflow_store):
@@ -244,8 +266,8 @@ class RecordingTracker:
 
 
 def _trainer(params, stage, prepared, models, **kwargs):
-    dirs = steps.stage_dirs(params, stage, models)
-    return steps.stage_trainer(params, stage, prepared, dirs["out_dir"], dirs["init_dir"], dirs["resume_dir"], **kwargs)
+    dirs = stage_dirs(params, stage, models)
+    return stage_trainer(params, stage, prepared, dirs["out_dir"], dirs["init_dir"], dirs["resume_dir"], **kwargs)
 
 
 def test_wall_clock_cap_stops_cleanly_and_the_next_stage_starts_from_it(
