@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 from kfp import compiler
 
+from components.image import IMAGE_ENV
 from facectx.config import DEFAULT_PARAMS_FILE, load_params
 from pipelines.training import build_training_pipeline
 
@@ -27,10 +28,12 @@ def compile_pipeline(
     """The training pipeline for a params file (its stage list; its text is the pipeline's default
     params_yaml) as Kubeflow YAML at out_path.
 
-    image: runs every step in this image instead of the components' default (components.image).
+    image: runs every step in this image; default: $FACECTX_IMAGE when set (read now, never at
+    import), else the components' own (components.image: the package version's).
     caching=False: no task in any DAG reuses a cached result. kfp.Client's enable_caching=False
     only rewrites the root DAG's tasks, not those inside a ParallelFor (the compared models).
     """
+    image = image or os.environ.get(IMAGE_ENV) or None
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     pipeline = build_training_pipeline(params_file, gpus_per_stage=gpus_per_stage, parallelism=parallelism)

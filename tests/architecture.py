@@ -106,3 +106,34 @@ def cycles() -> list[list[str]]:
         if node not in index:
             visit(node)
     return found
+
+
+def code_files(entry: str, leave_out: tuple[str, ...] = ()) -> set[Path]:
+    """The source files of `entry` and of every repository module it imports, directly or not,
+    except the units in leave_out (and what only they import)."""
+    graph, files, seen, todo = import_graph(), module_files(), set(), [entry]
+    while todo:
+        module = todo.pop()
+        if module in seen or any(module == u or module.startswith(u + ".") for u in leave_out):
+            continue
+        seen.add(module)
+        todo.extend(graph[module])
+    return {files[m] for m in seen}
+
+
+def covering(files: set[Path]) -> list[str]:
+    """The shortest list of folders and files (relative to the repository) that holds exactly
+    `files`: a folder wherever every module under it is one of them."""
+    every = set(module_files().values())
+    chosen: list[str] = []
+    for path in sorted(files):
+        parents = [p for p in reversed(path.parents) if p.is_relative_to(REPO / "src" / "facectx")]
+        for folder in parents:
+            if folder != REPO / "src" / "facectx" and all(f in files for f in every if f.is_relative_to(folder)):
+                entry = folder.relative_to(REPO).as_posix()
+                break
+        else:
+            entry = path.relative_to(REPO).as_posix()
+        if entry not in chosen:
+            chosen.append(entry)
+    return chosen

@@ -172,8 +172,13 @@ def test_compile_writes_the_image_into_every_step(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     monkeypatch.delenv("FACECTX_IMAGE", raising=False)
     assert default_image() == f"ghcr.io/facectx/facectx:{version('facectx')}"  # follows the package, not a literal
+    # FACECTX_IMAGE, read when compiling (never when the components are imported), names every step's image.
     monkeypatch.setenv("FACECTX_IMAGE", "registry.example/facectx:override")
-    assert default_image() == "registry.example/facectx:override"
+    assert default_image() == f"ghcr.io/facectx/facectx:{version('facectx')}"
+    from_env = tmp_path / "from-env.yaml"
+    assert main(["pipeline", "compile", "--out", str(from_env)]) == 0
+    executors = next(yaml.safe_load_all(from_env.read_text()))["deploymentSpec"]["executors"].values()
+    assert {e["container"]["image"] for e in executors if "container" in e} == {"registry.example/facectx:override"}
 
     out = tmp_path / "nested" / "training.yaml"
     assert (

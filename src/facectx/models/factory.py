@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-
 from facectx.models.cascade import CascadeGenerator, ModelArgs
 from facectx.models.progan import ProgressiveGenerator
 
