@@ -89,7 +89,7 @@ if [ "$(id -u)" = 0 ]; then as_user=(/usr/bin/setpriv --reuid="$USER_ID" --regid
     set -e
     if command -v npm > /dev/null; then echo "npm is on PATH: the check would not prove the weights are baked in"; exit 1; fi
     facectx --help > /dev/null
-    python3 -c "import facectx.steps, kfp.dsl.executor_main, mlflow, psycopg2, dlib, face_recognition_models, components.train_stage, pipelines.training; \
+    python3 -c "import facectx.steps.train, facectx.steps.evaluate, facectx.steps.register, kfp.dsl.executor_main, mlflow, psycopg2, dlib, face_recognition_models, components.train_stage, pipelines.training; \
 from facectx.assets import ensure_face_api_weights, ensure_human_models_faceres; \
 print(ensure_face_api_weights()); print(ensure_human_models_faceres())"
     python3 -c "import torch, kfp, mlflow; from facectx.checkpoint import git_commit; \
