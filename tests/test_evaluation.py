@@ -223,15 +223,63 @@ def test_evaluate_writes_metrics_and_a_report_chromium_renders(prepared_data, ti
     assert '<table id="paper">' in dom and "0.722" in dom  # the paper's figures beside ours
 
 
-def test_standard_fid_and_lpips_load_configured_weights(prepared_data, tmp_path, params, monkeypatch):
+def _reference_inception_features(state: dict):
+    """Standard FID features computed here, not by facectx: torchvision's InceptionV3 holding
+    `state`, its 2048-d pool output for frames resized to 299 px (ImageNet normalisation).
+    Returns fn(uint8 (B, H, W, 3) frames) -> (B, 2048) features."""
+    import torch
+    import torch.nn.functional as F
+    import torchvision
+
+    model = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
+    model.load_state_dict(state)
+    model.fc = torch.nn.Identity()
+    model.eval()
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+
+    def features(images: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255
+        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        with torch.no_grad():
+            return model((x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)).numpy()
+
+    return features
+
+
+def _reference_lpips(alexnet):
+    """The `lpips` package's own LPIPS v0.1 (its human-calibrated heads) on this AlexNet's trunk:
+    fn(a, b) for uint8 (B, H, W, 3) images -> (B,) distances."""
     import lpips
+    import torch
+
+    reference = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
+    trunk = alexnet.features.state_dict()
+    reference.net.load_state_dict({name: trunk[name.split(".", 1)[1]] for name in reference.net.state_dict()})
+
+    def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        signed = lambda x: torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 127.5 - 1  # noqa: E731
+        with torch.no_grad():
+            return reference(signed(a), signed(b)).flatten().numpy()
+
+    return distance
+
+
+def test_standard_fid_and_lpips_load_configured_weights(prepared_data, tmp_path, params, monkeypatch):
+    """With InceptionV3 and LPIPS weights configured, the FDs reported are the Fréchet distances of
+    that InceptionV3's features, and the perceptual scores the `lpips` package's LPIPS on that
+    AlexNet, both worked out here for the same photos and baseline outputs."""
+    import lpips
+    import pandas as pd
     import torch
     import torchvision
     from safetensors.torch import save_file
 
+    from facectx.evaluation.evaluate import mean_training_frame
+    from facectx.evaluation.metrics import within_photo
+
     torch.manual_seed(0)
     state = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=True).state_dict()
-    weights = tmp_path / "inception.safetensors"  # randomly initialised: exercises the loading code
+    weights = tmp_path / "inception.safetensors"  # randomly initialised: ImageNet weights are not offline
     save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
     monkeypatch.setenv("FACECTX_CACHE_DIR", str(tmp_path / "cache"))
     config = dataclasses.replace(
@@ -245,15 +293,39 @@ def test_standard_fid_and_lpips_load_configured_weights(prepared_data, tmp_path,
         lpips_backbone_weights=str(tmp_path / "alexnet.pth"),
         lpips_linear_weights=str(Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"),
     )
-    _random_alexnet(tmp_path / "alexnet.pth")
+    alexnet = _random_alexnet(tmp_path / "alexnet.pth")
     result = evaluate(prepared_data, {}, tmp_path / "eval", config)
     assert result["fd_network"].startswith("standard FID: InceptionV3 (inception.safetensors sha256:")
     assert (
         result["perceptual_network"].startswith("LPIPS v0.1 AlexNet") and "alexnet.pth" in result["perceptual_network"]
     )
-    assert all(values["fd"] >= 0 for values in result["methods"].values())
-    assert all(values["perceptual"] > 0 for name, values in result["methods"].items() if name != REAL_VS_REAL)
     assert "LPIPS v0.1 AlexNet" in (tmp_path / "eval" / "report.html").read_text()
+
+    # The same photos through the reference networks: the real photos' distance (val vs test) and
+    # a baseline's (each Fréchet distance costs a 2048x2048 matrix square root: one method is
+    # enough to show the outputs' features come from the configured network too).
+    test, val = load_split(prepared_data, "test", 4), load_split(prepared_data, "val", 4)
+    inception = _reference_inception_features(state)
+    real = inception(test.target)
+    methods = result["methods"]
+    assert set(methods) == {*BASELINES, REAL_VS_REAL}
+    assert methods[REAL_VS_REAL]["fd"] == pytest.approx(frechet_distance(inception(val.target), real), rel=1e-3)
+    mean_frame = mean_training_frame(prepared_data)
+    hard_mask = (test.mask[128] > 127).astype(np.uint8)
+    outputs = {
+        name: within_photo(make(mean_frame)(test.masked[128], hard_mask), test.target, test.valid)
+        for name, make in BASELINES.items()
+    }
+    telea = frechet_distance(inception(outputs["OpenCV Telea"]), real)
+    assert methods["OpenCV Telea"]["fd"] == pytest.approx(telea, rel=1e-3) and telea > 0
+    # Every photo's perceptual score of every baseline is the `lpips` package's LPIPS.
+    lpips_distance = _reference_lpips(alexnet)
+    per_photo = pd.read_parquet(tmp_path / "eval" / "per_photo.parquet")
+    for name, output in outputs.items():
+        rows = per_photo[per_photo.method == name]
+        assert list(rows.relative_path) == list(test.index.relative_path), name
+        expected = lpips_distance(output, test.target)
+        assert np.allclose(rows.perceptual, expected, rtol=1e-4, atol=1e-6) and (expected > 0).all(), name
 
 
 @pytest.fixture(scope="module")
@@ -306,28 +378,16 @@ def _random_alexnet(path):
 
 def test_lpips_agrees_with_the_reference_implementation(lfw_dir, tmp_path):
     import lpips
-    import torch
 
     from facectx.evaluation.lpips import LpipsDistance
 
     alexnet = _random_alexnet(tmp_path / "alexnet.pth")
     heads = Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"  # the real human-calibrated heads
     ours = LpipsDistance(str(tmp_path / "alexnet.pth"), str(heads))
-    reference = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
-    trunk = alexnet.features.state_dict()
-    reference.net.load_state_dict({name: trunk[name.split(".", 1)[1]] for name in reference.net.state_dict()})
 
     frames = _lfw_frames(lfw_dir, 6)
     a, b = frames[:3], frames[3:]
-    with torch.no_grad():
-        expected = (
-            reference(
-                torch.from_numpy(a).permute(0, 3, 1, 2).float() / 127.5 - 1,
-                torch.from_numpy(b).permute(0, 3, 1, 2).float() / 127.5 - 1,
-            )
-            .flatten()
-            .numpy()
-        )
+    expected = _reference_lpips(alexnet)(a, b)
     got = ours.perceptual_distance(a, b)
     assert np.allclose(got, expected, rtol=1e-4, atol=1e-6) and (got > 0).all()
     assert np.allclose(ours.perceptual_distance(a, a), 0, atol=1e-6)
