@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -42,9 +43,7 @@ def write_parquet(path: str | os.PathLike, frame) -> None:
 
 def png_bytes(image) -> bytes:
     """An (H, W, 3) uint8 array encoded as PNG."""
-    import io
-
-    from PIL import Image
+    from PIL import Image  # lazy: facectx.assets imports this module in the image's weights stage, which has no Pillow
 
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")

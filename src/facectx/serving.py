@@ -31,6 +31,7 @@ from facectx.checkpoint import META, WEIGHTS
 from facectx.config import CropConfig, LandmarkConfig, Params
 from facectx.data.photos import PhotoRejected, decode_photo
 from facectx.data.shards import read_index
+from facectx.inference import NoFaceFound, PhotoHallucinator
 from facectx.io_utils import png_bytes
 from facectx.tracking import invalid_input, log_metrics, log_python_model, python_model_base, tracking_uri
 
@@ -92,9 +93,6 @@ class FaceContextModel(python_model_base()):  # mlflow.pyfunc.PythonModel, impor
         self.load(context.artifacts)
 
     def load(self, artifacts: dict[str, str]) -> None:
-        # torch and the generator load with a model, not with `facectx serve` (which execs MLflow's server).
-        from facectx.inference import PhotoHallucinator
-
         settings = json.loads(Path(artifacts["settings"]).read_text())
         landmarks = LandmarkConfig(**{**settings["landmarks"], "device": "cpu"})
         self.max_pixels = int(settings["max_pixels"])
@@ -130,8 +128,6 @@ class FaceContextModel(python_model_base()):  # mlflow.pyfunc.PythonModel, impor
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """One base64 PNG frame per photo of column `image` (MLflow hands the model a DataFrame, as
         the signature asks; a dict or list of base64 strings, called directly, works too)."""
-        from facectx.inference import NoFaceFound
-
         outputs = []
         for index, value in enumerate(_rows(model_input)):
             rgb = self.photo(index, value)

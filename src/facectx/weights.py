@@ -7,7 +7,11 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # torch is imported where weights are loaded: importing the error classes stays light
+from facectx.io_utils import sha256_file
+
+# torch and safetensors are imported where weights are loaded: the data steps import the error
+# classes (through facectx.data.landmarks) and do not load torch.
+if TYPE_CHECKING:
     import torch
 
 
@@ -53,6 +57,4 @@ def load_weights_into(
 def weights_label(path: str | os.PathLike) -> str:
     """How reports and the registry name a weights file: its name and content hash, so the same
     weights at different paths (a laptop, a pod) count as the same measurement."""
-    from facectx.io_utils import sha256_file
-
     return f"{os.path.basename(str(path))} sha256:{sha256_file(path)[:12]}"

@@ -17,6 +17,7 @@ import tempfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from facectx import tracking
 from facectx.airgap.format import MAIN_SET, PackError
 from facectx.airgap.run import summary_table
 
@@ -65,8 +66,6 @@ def report_folder(reports_dir: Path, set_name: str) -> Path:
 def import_results(
     archive_path: str | os.PathLike, pack: str | os.PathLike | None = None, reports_dir: str | os.PathLike = "reports"
 ) -> dict:
-    from facectx import tracking
-
     archive_path, reports_dir = Path(archive_path), Path(reports_dir)
     if not archive_path.is_file():
         raise PackError(f"{archive_path}: no such results archive")

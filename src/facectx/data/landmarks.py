@@ -6,6 +6,9 @@ Both backends find faces with dlib's HOG detector; they differ in who places the
 Both output the same 68-point scheme, so one mask builder serves both.
 Where a photo holds several faces, the subject is the one nearest the frame's centre (as in LFW);
 the others are reported so validation can record them.
+
+dlib, face_recognition_models, face_alignment and torch are imported where a backend is built: the
+air-gapped node has no dlib or face_alignment, and the data steps import this module without torch.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -92,8 +96,6 @@ FAN_NETWORK = "2DFAN-4"
 
 def default_fan_weights_path() -> str:
     """Where face-alignment itself caches the 2D-FAN weights (torch hub's checkpoints folder)."""
-    from urllib.parse import urlparse
-
     import torch.hub
     from face_alignment.api import models_urls
 

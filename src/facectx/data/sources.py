@@ -15,6 +15,11 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError, ResponseStreamingError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
 from facectx.io_utils import printable_path
 
 SPLIT_LIST_NAMES = ("peopleDevTrain.txt", "peopleDevTest.txt")
@@ -125,9 +130,6 @@ class FolderSource:
 
 class S3Source:
     def __init__(self, uri: str, extensions: tuple[str, ...], max_attempts: int):
-        import boto3
-        from botocore.config import Config
-
         bucket, _, prefix = uri[len("s3://") :].partition("/")
         if not bucket:
             raise ValueError(f"ingest.source {uri!r}: expected s3://bucket/prefix")
@@ -179,8 +181,6 @@ class S3Source:
         """Download one object; verify its MD5 against the ETag where S3 defines it so
         (single-part uploads: no '-' in the ETag). A body cut short or not matching is fetched
         again once (botocore retries failed requests, not the reading of a response's body)."""
-        from botocore.exceptions import IncompleteReadError, ResponseStreamingError
-
         key = photo.uri[len(f"s3://{self.bucket}/") :]
         try:
             for attempt in range(2):
@@ -203,13 +203,11 @@ class S3Source:
     def _unavailable(self, uri: str, what: str, err: Exception) -> SourceUnavailable | None:
         """A SourceUnavailable naming the URI when err is a server, throttling or connection failure
         (botocore has spent the retries); None for the object's own errors (no such key, denied)."""
-        from botocore.exceptions import ClientError, ConnectionError, HTTPClientError, IncompleteReadError
-
         if isinstance(err, ClientError):
             status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
             failing = status >= 500 or status == 429 or err.response.get("Error", {}).get("Code") == "SlowDown"
         else:  # connection refused or lost, timeouts, bodies cut short
-            failing = isinstance(err, (ConnectionError, HTTPClientError, IncompleteReadError))
+            failing = isinstance(err, (BotoConnectionError, HTTPClientError, IncompleteReadError))
         if not failing:
             return None
         return SourceUnavailable(

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import cv2
 import numpy as np
+from skimage.restoration import inpaint_biharmonic
 
 Hallucinator = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -29,8 +30,6 @@ def opencv_inpaint(method: int, radius: int = 5) -> Hallucinator:
 
 def biharmonic(masked: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """scikit-image's biharmonic inpainting (smooth continuation of the face's border colours)."""
-    from skimage.restoration import inpaint_biharmonic
-
     out = []
     for m, k in zip(masked, mask):
         filled = inpaint_biharmonic(m.astype(np.float64) / 255.0, k == 0, channel_axis=-1)

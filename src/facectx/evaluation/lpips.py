@@ -31,7 +31,7 @@ class LpipsDistance:
     """`perceptual_distance(a, b)` on uint8 (B, H, W, 3) images -> (B,) LPIPS."""
 
     def __init__(self, backbone_weights: str, linear_weights: str, device="cpu"):
-        import torchvision
+        import torchvision  # lazy: only with LPIPS weights configured, and slow to import
 
         alexnet = load_weights_into(
             torchvision.models.alexnet(weights=None), backbone_weights, "a torchvision AlexNet state dict"

@@ -4,10 +4,12 @@ apart from training losses: nothing here is imported by the trainer."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
 import torch
+from scipy import linalg
 
 from facectx.ssim import ssim_map
 
@@ -89,10 +91,6 @@ def psnr_context(output, target, mask, valid):
 
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (the FID formula)."""
-    import warnings
-
-    from scipy import linalg
-
     mu_a, mu_b = features_a.mean(0), features_b.mean(0)
     cov_a, cov_b = np.cov(features_a, rowvar=False), np.cov(features_b, rowvar=False)
     with warnings.catch_warnings():  # a near-singular product is handled below; no `disp=False`: newer SciPy lacks it

@@ -9,6 +9,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from facectx.evaluation.paper import PAPER_COLUMNS, PAPER_ROWS, PAPER_SOURCE
 from facectx.io_utils import atomic_path, png_bytes, write_png
@@ -43,20 +44,16 @@ def comparison_grid(outputs: dict[str, np.ndarray], test, count: int) -> np.ndar
 
 
 def _bar_chart(summary: dict, metric: str, title: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = [n for n, v in summary.items() if metric in v]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1))
+    # A Figure of its own (no pyplot): renders with Agg, whatever backend the process has chosen.
+    fig = Figure(figsize=(7, 0.45 * len(names) + 1))
+    ax = fig.subplots()
     ax.barh(names, [summary[n][metric] for n in names], color="#4a7bb7")
     ax.set_title(title)
     ax.invert_yaxis()
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
     return buffer.getvalue()
 
 

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch import nn
+from torch.multiprocessing.spawn import ProcessException
 
 from facectx.tensors import resolve_device
 
@@ -250,9 +252,6 @@ def run_processes(nproc: int, fn, *args, **kwargs):
     pickle), each with the torchrun environment for one rank of a process group on this machine;
     returns rank 0's result. fn starts the group itself (train_stage_step does, through
     init_from_env); it is taken down when fn returns. A worker's exception is raised here."""
-    import torch.multiprocessing as mp
-    from torch.multiprocessing.spawn import ProcessException
-
     if nproc < 1:
         raise ValueError(f"run_processes: nproc must be at least 1, got {nproc}")
     results = mp.get_context("spawn").SimpleQueue()

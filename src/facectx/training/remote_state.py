@@ -5,6 +5,8 @@ Layout under the URI (s3://bucket/prefix): each saved state is uploaded whole un
 `step_<N>/`, then `latest.json` is rewritten to point at it, then older states are deleted. A
 reader follows `latest.json` only, so a pod killed mid-upload leaves the previous state usable.
 Credentials and the endpoint come from the environment (AWS_*), never from params.
+
+boto3 is imported where used: the train step imports this module on the air-gapped node, which has no boto3.
 """
 
 from __future__ import annotations
