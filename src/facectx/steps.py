@@ -272,7 +272,7 @@ def matcher_calibration(params: Params, raw_dir: str | os.PathLike, nets) -> dic
     Needs the photos and the landmark detector, so an air-gapped run takes it from its pack."""
     from pathlib import Path
 
-    from facectx.evaluation.matcher import lfw_pair_calibration
+    from facectx.evaluation.lfw_calibration import lfw_pair_calibration
     from facectx.evaluation.networks import WholeFrameIdentity
 
     if not (Path(raw_dir) / "split_lists" / "pairsDevTrain.txt").is_file():
