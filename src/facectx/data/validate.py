@@ -37,7 +37,7 @@ class ValidationFailed(RuntimeError):
 
 def _rules(config: ValidateConfig):
     """(check name, expectation, reason for a failing row): the suite is the one source of the rules."""
-    import great_expectations as gx
+    import great_expectations as gx  # lazy: seconds to import, overlapped with the workers (gather_facts)
 
     e = gx.expectations
 
@@ -87,7 +87,7 @@ def _rules(config: ValidateConfig):
 
 def run_suite(facts: pd.DataFrame, config: ValidateConfig) -> tuple[dict[str, list[str]], dict]:
     """Run the suite; return (check, reason) pairs per failing relative_path and the GX result."""
-    import great_expectations as gx
+    import great_expectations as gx  # lazy: seconds to import, overlapped with the workers (gather_facts)
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}
@@ -145,19 +145,7 @@ def validate(
     records = records[
         ["relative_path", "identity", "sha256", "width", "height", "face_count", "subject_box", "other_boxes", "points"]
     ]
-    rejected = quarantine_table(
-        [
-            {
-                "relative_path": p,
-                "stage": "validate",
-                "check": r[0][0],
-                "reason": "; ".join(reason for _, reason in r),
-                "source_uri": manifest.loc[manifest.relative_path == p, "source_uri"].iloc[0],
-            }
-            for p, r in sorted(reasons.items())
-        ]
-    )
-    quarantine = pd.concat([ingest_quarantine, rejected], ignore_index=True)
+    quarantine = pd.concat([ingest_quarantine, _rejected_by_suite(reasons, manifest)], ignore_index=True)
 
     reason_counts = Counter(quarantine.check)
     metrics = {
@@ -183,6 +171,22 @@ def validate(
             f"{config.min_valid_fraction:.1%}; see {out_dir / 'report' / 'summary.md'}"
         )
     return metrics
+
+
+def _rejected_by_suite(reasons: dict[str, list[tuple[str, str]]], manifest: pd.DataFrame) -> pd.DataFrame:
+    """The quarantine rows of the photos the suite failed: the first failing check, every reason."""
+    return quarantine_table(
+        [
+            {
+                "relative_path": p,
+                "stage": "validate",
+                "check": r[0][0],
+                "reason": "; ".join(reason for _, reason in r),
+                "source_uri": manifest.loc[manifest.relative_path == p, "source_uri"].iloc[0],
+            }
+            for p, r in sorted(reasons.items())
+        ]
+    )
 
 
 def _summary_markdown(metrics: dict, quarantine: pd.DataFrame, config: ValidateConfig) -> str:
