@@ -16,6 +16,7 @@ log = logging.getLogger("facectx.evaluation.evaluate")  # the name evaluate's lo
 
 
 def batched(fn, n: int, batch: int) -> np.ndarray:
+    """fn on consecutive slices of n rows, `batch` rows at most each, its results concatenated."""
     return np.concatenate([fn(slice(i, min(n, i + batch))) for i in range(0, n, batch)])
 
 
