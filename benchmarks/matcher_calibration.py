@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from facectx.config import DEFAULT_PARAMS_FILE, load_params
-from facectx.evaluation.matcher import FaceResMatcher, lfw_pair_calibration
+from facectx.evaluation.lfw_calibration import lfw_pair_calibration
+from facectx.evaluation.matcher import FaceResMatcher
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,15 +18,16 @@ import torch
 
 from facectx import assets
 from facectx.data.landmarks import make_landmarker
-from facectx.evaluation.matcher import (
-    FaceResMatcher,
+from facectx.evaluation.lfw_calibration import (
     calibrate_threshold,
     cosine,
     lfw_pair_calibration,
     read_lfw_pairs,
     roc_auc,
 )
-from facectx.evaluation.tfjs_graph import OPS, GraphModelError, Node, TfjsGraphModel, _same_padding
+from facectx.evaluation.matcher import FaceResMatcher
+from facectx.evaluation.tfjs_graph import TfjsGraphModel
+from facectx.evaluation.tfjs_ops import OPS, GraphModelError, Node, _same_padding
 
 # global_pooling/Mean and gender_pred/Sigmoid of faceres for synthetic_input(), computed by
 # TensorFlow.js 4.22 (tfjs-converter loadGraphModel, CPU backend) from the same pinned files.

@@ -22,7 +22,7 @@ from conftest import REPO, fast_tiny_params, tiny_training_params
 from facectx.checkpoint import CheckpointError
 from facectx.config import dump_params
 from facectx.steps.train import stage_dirs, stage_trainer, train_stage_step
-from facectx.training.loop import NonFiniteLoss
+from facectx.training.stopping import NonFiniteLoss
 
 
 def train(params, stage, prepared, models, run_name="cascade"):

@@ -95,64 +95,7 @@ def ingest(config: IngestConfig, raw_dir: str | os.PathLike) -> dict:
     photos, outside = _confined(images_dir, photos)
     rejected += outside
     previous = {row.relative_path: row for row in read_manifest(raw_dir).itertuples(index=False)}
-
-    def copy_one(photo: SourcePhoto):
-        dest = images_dir / photo.relative_path
-        prev = previous.get(photo.relative_path)
-        if (
-            prev is not None
-            and photo.etag
-            and prev.source_etag == photo.etag
-            and prev.size_bytes == photo.size_bytes
-            and dest.is_file()
-        ):
-            return "unchanged", prev._asdict()
-        data = source.read(photo)
-        digest = sha256_bytes(data)
-        if prev is not None and prev.sha256 == digest and dest.is_file():
-            status = "unchanged"
-        else:
-            with atomic_path(dest) as tmp:
-                tmp.write_bytes(data)
-            status = "new" if prev is None else "changed"
-        width, height, fmt = probe_header(data)
-        row = dict(
-            relative_path=photo.relative_path,
-            identity=identity_of(photo.relative_path),
-            sha256=digest,
-            size_bytes=len(data),
-            width=width,
-            height=height,
-            format=fmt,
-            source_uri=photo.uri,
-            source_etag=photo.etag,
-        )
-        return status, row
-
-    rows, counts, failures = [], {"new": 0, "changed": 0, "unchanged": 0}, []
-    with ThreadPoolExecutor(max_workers=max(1, config.download_workers)) as pool:
-        futures = [(photo, pool.submit(copy_one, photo)) for photo in photos]
-        for photo, future in futures:
-            if future.cancelled():
-                continue
-            try:
-                status, row = future.result()
-            except SourceUnavailable as err:
-                # The source is failing, not this photo: stop asking it (photos already being
-                # copied finish and are kept) rather than quarantine photos a re-run can copy.
-                failures.append(err)
-                for _, pending in futures:
-                    pending.cancel()
-                continue
-            except Exception as err:
-                rejected.append(
-                    Rejected(photo.relative_path, photo.uri, f"cannot read from source: {type(err).__name__}: {err}")
-                )
-                continue
-            counts[status] += 1
-            rows.append(row)
-            if status == "changed":
-                log.info("changed since last ingest: %s", photo.relative_path)
+    rows, counts, failures = _copy_photos(source, photos, previous, images_dir, config.download_workers, rejected)
     if failures:
         _record_progress(raw_dir, rows, previous)
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
@@ -179,6 +122,75 @@ def ingest(config: IngestConfig, raw_dir: str | os.PathLike) -> dict:
     run_counts = {**summary, "removed": removed, **counts}
     log.info("ingest: %s", run_counts)
     return run_counts
+
+
+def _copy_photos(
+    source, photos: list[SourcePhoto], previous: dict, images_dir: Path, workers: int, rejected: list[Rejected]
+) -> tuple[list[dict], dict[str, int], list[SourceUnavailable]]:
+    """Copy the photos on `workers` threads: their manifest rows, how many were new, changed and
+    unchanged, and the source's failures (which stop the copying). Photos the source cannot give
+    are added to `rejected`."""
+    rows, counts, failures = [], {"new": 0, "changed": 0, "unchanged": 0}, []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [(photo, pool.submit(_copy_one, source, photo, previous, images_dir)) for photo in photos]
+        for photo, future in futures:
+            if future.cancelled():
+                continue
+            try:
+                status, row = future.result()
+            except SourceUnavailable as err:
+                # The source is failing, not this photo: stop asking it (photos already being
+                # copied finish and are kept) rather than quarantine photos a re-run can copy.
+                failures.append(err)
+                for _, pending in futures:
+                    pending.cancel()
+                continue
+            except Exception as err:
+                rejected.append(
+                    Rejected(photo.relative_path, photo.uri, f"cannot read from source: {type(err).__name__}: {err}")
+                )
+                continue
+            counts[status] += 1
+            rows.append(row)
+            if status == "changed":
+                log.info("changed since last ingest: %s", photo.relative_path)
+    return rows, counts, failures
+
+
+def _copy_one(source, photo: SourcePhoto, previous: dict, images_dir: Path) -> tuple[str, dict]:
+    """Copy one photo unless the raw area has it already: "new", "changed" or "unchanged", and its
+    manifest row. An S3 ETag and size that match the last run's spare the download."""
+    dest = images_dir / photo.relative_path
+    prev = previous.get(photo.relative_path)
+    if (
+        prev is not None
+        and photo.etag
+        and prev.source_etag == photo.etag
+        and prev.size_bytes == photo.size_bytes
+        and dest.is_file()
+    ):
+        return "unchanged", prev._asdict()
+    data = source.read(photo)
+    digest = sha256_bytes(data)
+    if prev is not None and prev.sha256 == digest and dest.is_file():
+        status = "unchanged"
+    else:
+        with atomic_path(dest) as tmp:
+            tmp.write_bytes(data)
+        status = "new" if prev is None else "changed"
+    width, height, fmt = probe_header(data)
+    row = dict(
+        relative_path=photo.relative_path,
+        identity=identity_of(photo.relative_path),
+        sha256=digest,
+        size_bytes=len(data),
+        width=width,
+        height=height,
+        format=fmt,
+        source_uri=photo.uri,
+        source_etag=photo.etag,
+    )
+    return status, row
 
 
 def _confined(images_dir: Path, photos: list[SourcePhoto]) -> tuple[list[SourcePhoto], list[Rejected]]:

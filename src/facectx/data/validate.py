@@ -13,22 +13,17 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import pandas as pd
 
 from facectx.config import CropConfig, LandmarkConfig, ValidateConfig
 from facectx.data.ingest import read_manifest
-from facectx.data.landmarks import make_landmarker
-from facectx.data.masks import face_frame, hull_mask, outside_fraction, points_in_frame
-from facectx.data.photos import PhotoRejected, decode_photo
+from facectx.data.photo_facts import FactsJob, gather_facts, mark_duplicates
 from facectx.data.quarantine import quarantine_table
-from facectx.io_utils import atomic_path, sha256_bytes, write_json, write_parquet
+from facectx.io_utils import atomic_path, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -37,118 +32,12 @@ class ValidationFailed(RuntimeError):
     """Too few photos passed validation."""
 
 
-# ---------------------------------------------------------------- per-photo facts (worker side)
-
-
-@dataclass(frozen=True)
-class _Job:
-    images_dir: str
-    validate: ValidateConfig
-    crop: CropConfig
-    landmarks: LandmarkConfig
-
-
-# A pool worker's landmarker, set by _init_worker in each worker process (never in the parent:
-# the in-process path passes its landmarker to photo_facts instead).
-_worker_landmarker = None
-
-
-def _init_worker(landmarks: LandmarkConfig) -> None:
-    global _worker_landmarker
-    cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe
-    _worker_landmarker = make_landmarker(landmarks)
-
-
-def _facts_in_worker(args: tuple[str, _Job]) -> dict:
-    return photo_facts(*args, landmarker=_worker_landmarker)
-
-
-def photo_facts(relative_path: str, job: _Job, landmarker) -> dict:
-    """Everything validation needs to know about one photo; `error` says why it cannot be used."""
-    facts = {
-        "relative_path": relative_path,
-        "error": None,
-        "error_check": None,
-        "decoded_width": None,
-        "decoded_height": None,
-        "pixel_sha256": None,
-        "face_count": 0,
-        "subject_box": None,
-        "other_boxes": "[]",
-        "points": None,
-        "landmarks_inside_photo": None,
-        "crop_outside_fraction": None,
-        "mask_fraction": None,
-    }
-    try:
-        rgb = decode_photo(os.path.join(job.images_dir, relative_path), job.validate.max_pixels, job.validate.formats)
-    except PhotoRejected as err:
-        facts.update(error=str(err), error_check="decodes_to_8bit_rgb")
-        return facts
-    height, width = rgb.shape[:2]
-    facts.update(decoded_width=width, decoded_height=height, pixel_sha256=sha256_bytes(rgb.tobytes()))
-    if min(width, height) < job.validate.min_side_px:
-        return facts  # the suite reports the size; no point looking for a face
-    found = landmarker(rgb)
-    if found is None:
-        facts.update(error="no face found", error_check="face_found")
-        return facts
-    points = found.points
-    frame = face_frame(points, job.crop)
-    frame_points = points_in_frame(points, frame, job.crop.size_px)
-    facts.update(
-        face_count=1 + len(found.other_boxes),
-        subject_box=list(found.subject_box),
-        other_boxes=json.dumps([list(b) for b in found.other_boxes]),
-        points=points.reshape(-1).tolist(),
-        landmarks_inside_photo=bool(((points >= 0) & (points <= [width - 1, height - 1])).all()),
-        crop_outside_fraction=outside_fraction(frame, width, height),
-        mask_fraction=float(hull_mask(frame_points, job.crop.size_px).mean()),
-    )
-    return facts
-
-
-def gather_facts(relative_paths: list[str], job: _Job, workers: int) -> pd.DataFrame:
-    tasks = [(p, job) for p in relative_paths]
-    if workers <= 1 or len(tasks) < 2:
-        landmarker = make_landmarker(job.landmarks)
-        rows = [photo_facts(*t, landmarker=landmarker) for t in tasks]
-    else:
-        context = multiprocessing.get_context("fork")
-        with context.Pool(workers, initializer=_init_worker, initargs=(job.landmarks,)) as pool:
-            pending = pool.map_async(_facts_in_worker, tasks, chunksize=16)
-            # great-expectations takes seconds to import; do it while the workers run (after the
-            # fork, so no child inherits a half-finished import).
-            import great_expectations  # noqa: F401
-
-            rows = pending.get()
-    return pd.DataFrame(rows)
-
-
-def mark_duplicates(facts: pd.DataFrame) -> pd.DataFrame:
-    """duplicate_of = the first photo (by path) with the same decoded pixels, else None. Photos
-    that do not decode have no pixels and are nobody's duplicate (their digest is missing: None,
-    or NaN once pandas has merged the table, and NaN is one object, so it would match itself)."""
-    facts = facts.sort_values("relative_path", ignore_index=True)
-    first_with = {}
-    duplicate_of = []
-    for path, digest in zip(facts.relative_path, facts.pixel_sha256):
-        if pd.isna(digest):
-            duplicate_of.append(None)
-        elif digest in first_with:
-            duplicate_of.append(first_with[digest])
-        else:
-            first_with[digest] = path
-            duplicate_of.append(None)
-    return facts.assign(duplicate_of=duplicate_of)
-
-
 # ---------------------------------------------------------------- the suite (parent side)
 
 
 def _rules(config: ValidateConfig):
     """(check name, expectation, reason for a failing row): the suite is the one source of the rules."""
-    import great_expectations as gx
+    import great_expectations as gx  # lazy: seconds to import, overlapped with the workers (gather_facts)
 
     e = gx.expectations
 
@@ -198,7 +87,7 @@ def _rules(config: ValidateConfig):
 
 def run_suite(facts: pd.DataFrame, config: ValidateConfig) -> tuple[dict[str, list[str]], dict]:
     """Run the suite; return (check, reason) pairs per failing relative_path and the GX result."""
-    import great_expectations as gx
+    import great_expectations as gx  # lazy: seconds to import, overlapped with the workers (gather_facts)
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}
@@ -246,7 +135,7 @@ def validate(
     ingest_quarantine = pd.read_parquet(raw_dir / "quarantine.parquet")
     photos_found = json.loads((raw_dir / "summary.json").read_text())["photos_found"]
 
-    job = _Job(str(raw_dir / "images"), config, crop, landmarks)
+    job = FactsJob(str(raw_dir / "images"), config, crop, landmarks)
     facts = gather_facts(list(manifest.relative_path), job, config.workers)
     facts = mark_duplicates(facts.merge(manifest[["relative_path", "sha256"]], on="relative_path", how="left"))
     reasons, gx_result = run_suite(facts, config)
@@ -256,19 +145,7 @@ def validate(
     records = records[
         ["relative_path", "identity", "sha256", "width", "height", "face_count", "subject_box", "other_boxes", "points"]
     ]
-    rejected = quarantine_table(
-        [
-            {
-                "relative_path": p,
-                "stage": "validate",
-                "check": r[0][0],
-                "reason": "; ".join(reason for _, reason in r),
-                "source_uri": manifest.loc[manifest.relative_path == p, "source_uri"].iloc[0],
-            }
-            for p, r in sorted(reasons.items())
-        ]
-    )
-    quarantine = pd.concat([ingest_quarantine, rejected], ignore_index=True)
+    quarantine = pd.concat([ingest_quarantine, _rejected_by_suite(reasons, manifest)], ignore_index=True)
 
     reason_counts = Counter(quarantine.check)
     metrics = {
@@ -294,6 +171,22 @@ def validate(
             f"{config.min_valid_fraction:.1%}; see {out_dir / 'report' / 'summary.md'}"
         )
     return metrics
+
+
+def _rejected_by_suite(reasons: dict[str, list[tuple[str, str]]], manifest: pd.DataFrame) -> pd.DataFrame:
+    """The quarantine rows of the photos the suite failed: the first failing check, every reason."""
+    return quarantine_table(
+        [
+            {
+                "relative_path": p,
+                "stage": "validate",
+                "check": r[0][0],
+                "reason": "; ".join(reason for _, reason in r),
+                "source_uri": manifest.loc[manifest.relative_path == p, "source_uri"].iloc[0],
+            }
+            for p, r in sorted(reasons.items())
+        ]
+    )
 
 
 def _summary_markdown(metrics: dict, quarantine: pd.DataFrame, config: ValidateConfig) -> str:

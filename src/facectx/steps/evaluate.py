@@ -11,7 +11,7 @@ from facectx import tracking
 from facectx.checkpoint import training_identity
 from facectx.config import Params
 from facectx.evaluation.evaluate import evaluate
-from facectx.evaluation.matcher import lfw_pair_calibration
+from facectx.evaluation.lfw_calibration import lfw_pair_calibration
 from facectx.evaluation.networks import WholeFrameIdentity, make_networks
 from facectx.layout import CASCADE
 from facectx.steps.run_key import local_pipeline_key

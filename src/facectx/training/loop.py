@@ -43,15 +43,12 @@ from facectx.training.build import build_loss, build_models, build_optimizers, f
 from facectx.training.data import Batch
 from facectx.training.graphed_step import GraphedStep, GraphRecordingError
 from facectx.training.report import StageReport, StageResult, curve_columns, gradient_report, mean_over_ranks
-from facectx.training.state import Position, StageState, TorchScope, load_previous_stage, resume_step
+from facectx.training.state import Position, StageState, TorchScope, load_previous_stage
 from facectx.training.step import gan_step, term_gradient_norms
+from facectx.training.stopping import check_finite, past_deadline
 from facectx.training.validation import validate
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteLoss(RuntimeError):
-    """A loss became NaN or infinite; training stopped, the last good checkpoint is kept."""
 
 
 class StageTrainer:
@@ -240,7 +237,7 @@ class StageTrainer:
                 self.step += 1
                 self.batch_in_epoch += 1
                 images += self.batch_size
-                capped = self._past_deadline()
+                capped = past_deadline(self.dist.main, self.deadline, self.step, self.total_steps, time.monotonic)
                 if self.step % t.log_every_steps == 0:
                     self._check_finite(finite)
                     self._report_losses(mean_over_ranks(running, self.dist.distributed))
@@ -263,28 +260,8 @@ class StageTrainer:
             log.warning("stage %d capped at step %d of %d (wall-clock cap)", self.stage, self.step, self.total_steps)
         return self._finish(val, train_seconds, images, capped)
 
-    def _past_deadline(self) -> bool:
-        """Checked on the host clock after each step, without a sync: the host runs ahead of the GPU
-        by about a step (its launch queue is bounded), so the cap overshoots by that much. Over
-        several processes rank 0's clock decides for all (a host-side broadcast each step), so
-        every rank stops after the same step."""
-        past = (
-            self.dist.main
-            and self.deadline is not None
-            and self.step < self.total_steps
-            and time.monotonic() > self.deadline
-        )
-        return distributed.decided_by_main(past)
-
     def _check_finite(self, finite: torch.Tensor) -> None:
-        # Every rank raises or none does (a rank left alone would wait in its next collective).
-        if not distributed.all_true(bool(finite)):
-            kept = resume_step(self.resume_dir) if self.train.resume_checkpoints else None
-            last = f"Last good checkpoint: {self.resume_dir} (step {kept})." if kept is not None else None
-            raise NonFiniteLoss(
-                f"stage {self.stage}: a loss became NaN or infinite by step {self.step}; training stopped. "
-                f"{last or 'No checkpoint was written yet.'} Lower train.lr or the loss weights."
-            )
+        check_finite(finite, self.stage, self.step, self.resume_dir, self.train.resume_checkpoints)
 
     # ---------------------------------------------------------------- reporting and saving
 
