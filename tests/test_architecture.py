@@ -4,6 +4,7 @@ code dependencies are the modules its step really imports."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,21 @@ def test_every_stage_command_has_its_step():
     """A new DVC stage gets its entry in STAGE_STEPS (so its code dependencies are checked)."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert set(stages) == set(STAGE_STEPS)
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 300, 60
+
+
+def test_small_modules_and_functions():
+    """No module in src/, components/ or pipelines/ over 300 lines, no function over 60."""
+    too_long = []
+    for module, path in module_files().items():
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            too_long.append(f"{module}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{module}.{node.name}: {length} lines")
+    assert not too_long, too_long

@@ -109,6 +109,32 @@ def _stage_metrics(models_dir: Path) -> dict[int, dict]:
     return dict(sorted(found.items()))
 
 
+def _train_command(name: str, params_file: Path, work: Path, cap_minutes: float | None, pipeline_run: str) -> list[str]:
+    """The `facectx train` command line of one model in the work folder, tracked under the visit's
+    pipeline run."""
+    layout = ModelLayout.work_folder(work)
+    return [
+        sys.executable,
+        "-m",
+        "facectx.cli",
+        "--params",
+        str(params_file),
+        *([] if name == CASCADE else ["--variant", name]),
+        "train",
+        "--prepared-dir",
+        str(work / "prepared"),
+        "--models-dir",
+        str(layout.model_dir(name)),
+        "--resume-dir",
+        str(layout.resume_root(name)),
+        "--run-name",
+        name,
+        "--pipeline-run",
+        pipeline_run,
+        *(["--cap-minutes", str(cap_minutes)] if cap_minutes else []),
+    ]
+
+
 def train_models(
     models: list[str],
     params_file: Path,
@@ -127,26 +153,7 @@ def train_models(
     while waiting or running:
         while waiting and len(running) < parallel:
             name = waiting.pop(0)
-            command = [
-                sys.executable,
-                "-m",
-                "facectx.cli",
-                "--params",
-                str(params_file),
-                *([] if name == CASCADE else ["--variant", name]),
-                "train",
-                "--prepared-dir",
-                str(work / "prepared"),
-                "--models-dir",
-                str(layout.model_dir(name)),
-                "--resume-dir",
-                str(layout.resume_root(name)),
-                "--run-name",
-                name,
-                "--pipeline-run",
-                status["pipeline_key"],
-                *(["--cap-minutes", str(cap_minutes)] if cap_minutes else []),
-            ]
+            command = _train_command(name, params_file, work, cap_minutes, status["pipeline_key"])
             log = open(work / "logs" / f"train-{name}.log", "w")  # noqa: SIM115 (open while the process runs; closed when it ends)
             running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log)
             status["models"][name] = {"state": "training"}

@@ -49,18 +49,8 @@ def train_stage_step(
     process = distributed.init_from_env(resolve_device(params.train.device))  # one process: no group
     identity = identity or training_identity(params, prepared_dir)
     key = pipeline_run or local_pipeline_key(run_name, identity)
-    run = (
-        tracking.stage_run(
-            key,
-            f"{run_name}/{layout.stage_folder(stage)}",
-            identity.settings,
-            tags={"facectx.model": params.model.kind},
-            config=params.tracking,
-            tracking_uri=tracking_uri,
-        )
-        if process.main
-        else contextlib.nullcontext(None)
-    )
+    name = f"{run_name}/{layout.stage_folder(stage)}"
+    run = _tracked_run(params, key, name, identity, tracking_uri) if process.main else contextlib.nullcontext(None)
     with run as tracker:
         remote = _pulled_resume_state(params, resume_uri, resume_dir, process)
         distributed.barrier()  # the other ranks read the resume state once it is pulled
@@ -87,6 +77,19 @@ def train_stage_step(
         "capped": result.capped,
         **result.val,
     }
+
+
+def _tracked_run(params: Params, key: str, name: str, identity: TrainingIdentity, tracking_uri: str | None):
+    """The stage's tracked run (rank 0 alone opens one): under the pipeline run `key`, with the
+    settings that shape the weights as its params."""
+    return tracking.stage_run(
+        key,
+        name,
+        identity.settings,
+        tags={"facectx.model": params.model.kind},
+        config=params.tracking,
+        tracking_uri=tracking_uri,
+    )
 
 
 def _pulled_resume_state(
