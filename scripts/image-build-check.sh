@@ -13,7 +13,7 @@ REPO=$(pwd)
 TORCH_SPEC="${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
 # What the Dockerfile's runtime stage COPYs from the context (besides the constraints), and what
 # its weights stage copies.
-COPIED="pyproject.toml README.md src params.yaml dvc.yaml components pipelines"
+COPIED="pyproject.toml README.md src components pipelines params.yaml dvc.yaml"
 WEIGHTS_SOURCES="src/facectx/__init__.py src/facectx/assets.py src/facectx/io_utils.py"
 EXTRA_REQUIREMENTS="psycopg2-binary"
 CONSTRAINTS="infra/constraints.txt"
