@@ -1,6 +1,7 @@
 """The architecture, held: imports run one way (orchestrators -> steps -> training / evaluation /
-registry -> models, losses, data -> config, io), nothing imports in a circle, and each DVC stage's
-code dependencies are the modules its step really imports."""
+registry / serving -> inference, tracking -> losses, checkpoint -> models, data -> config, io),
+nothing imports in a circle, no module or function outgrows its limit, and each DVC stage's code
+dependencies are the modules its step really imports."""
 
 from __future__ import annotations
 
@@ -27,9 +28,9 @@ LAYERS = {
     "facectx.inference": 4,
     "facectx.tracking": 4,
     "facectx.losses": 3,
+    "facectx.checkpoint": 3,  # records the data version (data.shards) of what it was trained on
     "facectx.data": 2,
     "facectx.models": 2,
-    "facectx.checkpoint": 3,  # records the data version (data.shards) of what it was trained on
     "facectx.assets": 1,
     "facectx.weights": 1,
     "facectx.tfjs": 1,
