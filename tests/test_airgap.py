@@ -60,6 +60,7 @@ def tiny_params_file(folder: Path) -> Path:
         "evaluate": {"max_photos": 6, "batch_size": 8, "calibration_pairs": 0, "grid_photos": 2, "device": "cpu"},
     }
     raw["profile"] = "tiny"
+    raw["tracking"]["experiment"] = "facectx-far"  # recorded by the far run, followed by the import
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -186,7 +187,7 @@ def test_the_whole_trip_on_the_cpu(pack, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
-    experiment = client.get_experiment_by_name("facectx").experiment_id
+    experiment = client.get_experiment_by_name("facectx-far").experiment_id
     runs = {r.info.run_id: r for r in client.search_runs([experiment])}
     parent = runs[imported["mlflow_parent_run"]]
     assert parent.data.tags["facectx.source"] == "airgap" and parent.data.tags["facectx.airgap.pack"] == manifest["id"]
@@ -281,7 +282,8 @@ def test_tracking_switched_off_records_the_run_in_a_folder(prepared_data, params
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     tiny = dataclasses.replace(
-        tiny_training_params(params, grad_norm_every_steps=2), tracking=TrackingConfig(backend="folder", folder="runs")
+        tiny_training_params(params, grad_norm_every_steps=2),
+        tracking=TrackingConfig(backend="folder", folder="runs", experiment="facectx"),
     )
     train_stage_step(tiny, 8, prepared_data, run_name="cascade", **stage_dirs(tiny, 8, tmp_path / "models"))
 

@@ -31,6 +31,10 @@ def test_repo_params_load(params):
         (lambda r: r["prepare"].update(resolutions=[8, 32, 128]), "prepare.resolutions"),
         (lambda r: r["validate"].update(min_side_px="big"), "validate.min_side_px"),
         (lambda r: r["evaluate"].update(lpips_backbone_weights="alexnet.pth"), "evaluate.lpips_linear_weights"),
+        # Every per-stage loss weight is checked, found by its type (a new term's too).
+        (lambda r: r["losses"].update(lambda_pc=[0.1, 0.1]), r"losses\.lambda_pc must give one weight"),
+        (lambda r: r["losses"].update(lambda_adv=[0.01, 0.01, -1, 0.01, 0.01]), r"losses\.lambda_adv must give"),
+        (lambda r: r["tracking"].pop("experiment"), "tracking: missing key"),
     ],
 )
 def test_bad_params_name_the_key(tmp_path, change, message):

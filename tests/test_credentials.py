@@ -140,7 +140,7 @@ def test_credentials_only_from_the_environment(
     found += [(f"log file {p.relative_to(tmp_path)}", p.read_bytes()) for p in log_files]
 
     client = MlflowClient(tracking_server.url)
-    experiment = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT).experiment_id
     [parent] = client.search_runs([experiment], filter_string=f"tags.`{tracking.KEY_TAG}` = '{pipeline_run}'")
     runs, frontier = [parent, client.get_run(registered["run_id"])], [parent.info.run_id]
     while frontier:  # the pipeline run's whole tree: model run, stage run

@@ -47,7 +47,7 @@ class MemoryTracker:
 
 def test_a_new_backend_is_one_class_and_one_entry(monkeypatch, tmp_path):
     monkeypatch.setitem(tracking.BACKENDS, "memory", MemoryTracker)
-    config = TrackingConfig(backend="memory", folder=str(tmp_path / "runs"))
+    config = TrackingConfig(backend="memory", folder=str(tmp_path / "runs"), experiment="facectx")
     with tracking.stage_run("key-1", "cascade/stage_8", {"a": {"b": 1}}, {"t": "v"}, config=config) as tracker:
         tracker.log_metrics({"loss": 1.5}, step=3)
     assert tracker.status == "FINISHED" and tracker.records == [("metrics", {"loss": 1.5}, 3)]
@@ -55,7 +55,7 @@ def test_a_new_backend_is_one_class_and_one_entry(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError), tracking.stage_run("key-1", "evaluate", {}, config=config):
         raise RuntimeError("the stage failed")
     assert MemoryTracker.opened[-1].status == "FAILED"
-    nowhere = TrackingConfig(backend="nowhere", folder=str(tmp_path))
+    nowhere = TrackingConfig(backend="nowhere", folder=str(tmp_path), experiment="facectx")
     with (
         pytest.raises(ValueError, match="tracking.backend 'nowhere': expected one of folder, memory, mlflow"),
         tracking.stage_run("key-1", "evaluate", {}, config=nowhere),
@@ -63,10 +63,10 @@ def test_a_new_backend_is_one_class_and_one_entry(monkeypatch, tmp_path):
         pass
 
 
-def test_folder_backend_records_a_stage_in_the_experiment_given(monkeypatch, tmp_path):
-    monkeypatch.delenv("FACECTX_EXPERIMENT", raising=False)
-    config = TrackingConfig(backend="folder", folder=str(tmp_path / "runs"))
-    with tracking.stage_run("key-2", "cascade/stage_8", {"a": 1}, config=config, experiment="faces-test") as tracker:
+def test_folder_backend_records_a_stage_in_the_configured_experiment(monkeypatch, tmp_path):
+    monkeypatch.setenv("FACECTX_EXPERIMENT", "from-env")  # no longer read: the setting decides
+    config = TrackingConfig(backend="folder", folder=str(tmp_path / "runs"), experiment="faces-test")
+    with tracking.stage_run("key-2", "cascade/stage_8", {"a": 1}, config=config) as tracker:
         tracker.log_metrics({"loss": 0.25}, step=1)
         tracker.set_tags({"facectx.capped": "false"})
     folder = tmp_path / "runs" / "key-2"
@@ -77,14 +77,13 @@ def test_folder_backend_records_a_stage_in_the_experiment_given(monkeypatch, tmp
     assert (folder / "cascade" / "stage_8" / "metrics.csv").read_text().splitlines()[1].endswith(",loss,0.25")
 
 
-def test_settings_are_arguments_else_the_environment_at_call_time(monkeypatch, tmp_path):
-    monkeypatch.delenv("FACECTX_EXPERIMENT", raising=False)
+def test_the_experiment_is_an_argument_and_the_server_the_users_environment_at_call_time(monkeypatch, tmp_path):
+    monkeypatch.setenv("FACECTX_EXPERIMENT", "from-env")  # not a facectx setting any more: ignored
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     assert tracking.experiment_name() == tracking.DEFAULT_EXPERIMENT == "facectx"
+    assert tracking.experiment_name("given") == "given"
     assert tracking.tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("FACECTX_EXPERIMENT", "from-env")  # set after import: still honoured
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
-    assert tracking.experiment_name() == "from-env" and tracking.experiment_name("given") == "given"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")  # set after import: honoured
     assert tracking.tracking_uri() == "http://tracking.example:5000"
     assert tracking.tracking_uri("sqlite:///given.db") == "sqlite:///given.db"

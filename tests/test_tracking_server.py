@@ -63,7 +63,7 @@ def brief_http(monkeypatch):
 
 def stage_runs(client, key: str) -> tuple[str, dict]:
     """(experiment id, {stage name: run}) of the pipeline run `key`: pipeline -> model -> stages."""
-    experiment = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT).experiment_id
     [parent] = client.search_runs([experiment], filter_string=f"tags.`{tracking.KEY_TAG}` = '{key}'")
     under = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     stages = [

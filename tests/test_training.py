@@ -241,7 +241,7 @@ def test_parallel_first_stages_settle_on_one_pipeline_run(mlflow_store):
             pass
     second_model = client.get_run(client.get_run(second.run_id).data.tags["mlflow.parentRunId"])
     assert second_model.info.run_name == "progan" and second_model.data.tags["mlflow.parentRunId"] == parent
-    experiment = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT).experiment_id
     live = client.search_runs([experiment], filter_string=f"tags.`{tracking.KEY_TAG}` = '{key}'")
     assert [run.info.run_id for run in live] == [parent]  # the duplicate was deleted
 

@@ -70,7 +70,7 @@ def far_params(pack: Path, work: Path, profile: str | None, resume_checkpoints: 
         raw["profile"] = profile
     if seed is not None:
         raw["train"]["seed"] = seed
-    raw["tracking"] = {"backend": "folder", "folder": str(work / "runs")}
+    raw["tracking"].update(backend="folder", folder=str(work / "runs"))  # the experiment stays the pack's
     raw["assets"] = {
         "identity_weights": str((pack / "weights" / "face-api").resolve()),
         "matcher_weights": str((pack / "weights" / "faceres").resolve()),

@@ -92,8 +92,15 @@ def check_grad_norm_interval(params: Params, path: Path) -> None:
         )
 
 
+def per_stage_fields(section) -> list[str]:
+    """The fields of a settings dataclass that hold one value per train.stages entry
+    (typed `tuple[float, ...]`): a new loss term's weight is checked by being declared so."""
+    hints = typing.get_type_hints(type(section))
+    return [field.name for field in dataclasses.fields(section) if hints[field.name] == tuple[float, ...]]
+
+
 def check_loss_weights(params: Params, path: Path) -> None:
-    for name in ("lambda_adv", "lambda_id", "lambda_pc"):
+    for name in per_stage_fields(params.losses):
         weights = getattr(params.losses, name)
         if len(weights) != len(params.train.stages) or any(w < 0 for w in weights):
             raise ValueError(

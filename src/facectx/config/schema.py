@@ -160,6 +160,7 @@ class TrackingConfig:
         "mlflow", "folder"
     ]  # folder: params, metrics, grids into `folder` (also when mlflow is not installed)
     folder: str  # the folder backend's root: <folder>/<pipeline run>/<stage>/ (`facectx airgap import` replays it)
+    experiment: str  # the MLflow experiment every run goes to (the folder backend records it for the import)
 
 
 @dataclass(frozen=True)

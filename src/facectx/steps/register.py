@@ -40,8 +40,8 @@ def register_step(
     }
     # Nested under the pipeline run when there is one (pipeline_parent makes it the active run).
     with (
-        under_pipeline_run(pipeline_run, tracking_uri),
-        tracking.step_run(f"register-{name}", tags, tracking_uri) as run_id,
+        under_pipeline_run(pipeline_run, tracking_uri, params.tracking.experiment),
+        tracking.step_run(f"register-{name}", tags, tracking_uri, params.tracking.experiment) as run_id,
     ):
         info = log_pyfunc_model(
             checkpoint_dir, params, metrics, example_photo=example_photo, prepared_dir=prepared_dir, raw_dir=raw_dir
@@ -81,7 +81,12 @@ def promote_step(
     """Champion <- challenger if there is no champion or it wins on every registry.gate_metrics entry
     (measured the same way); `force` skips the gate. The decision's run nests under the pipeline
     run `pipeline_run` when given."""
-    with under_pipeline_run(pipeline_run, tracking_uri):
+    with under_pipeline_run(pipeline_run, tracking_uri, params.tracking.experiment):
         return registry.promote(
-            params.registry.model_name, params.registry.gate_metrics, expected_version, force, tracking_uri
+            params.registry.model_name,
+            params.registry.gate_metrics,
+            expected_version,
+            force,
+            tracking_uri,
+            params.tracking.experiment,
         )

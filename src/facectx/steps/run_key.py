@@ -13,8 +13,8 @@ def local_pipeline_key(run_name: str, identity: TrainingIdentity) -> str:
     return f"{run_name}-{identity.config_hash}-{identity.data_version}"
 
 
-def under_pipeline_run(pipeline_run: str | None, tracking_uri: str | None = None):
+def under_pipeline_run(pipeline_run: str | None, tracking_uri: str | None, experiment: str):
     """The pipeline run as the active MLflow run (runs started inside nest under it), or nothing."""
     if not pipeline_run:
         return contextlib.nullcontext()
-    return tracking.pipeline_parent(pipeline_run, tracking_uri=tracking_uri)
+    return tracking.pipeline_parent(pipeline_run, tracking_uri=tracking_uri, experiment=experiment)

@@ -10,7 +10,7 @@
     server.py          a tracking server that fails: probing, outage errors, HTTP settings
     models.py          the model registry and logged pyfunc models (registry.py, serving.py)
     airgap_import.py   run folders from an air-gapped node replayed into MLflow
-    settings.py        tracking URI, experiment, pipeline key: arguments, else the environment
+    settings.py        tracking URI (argument, else the environment) and experiment (argument)
 
 mlflow is optional (an air-gapped GPU node tracks into folders): no module here imports it at
 import time.
@@ -42,13 +42,11 @@ from facectx.tracking.spool import SPOOL_DIR, SPOOL_FILE, replay_pending, replay
 from facectx.tracking.stage import BACKENDS, backend, mlflow_installed, stage_run
 from facectx.tracking.util import flatten
 
-EXPERIMENT = DEFAULT_EXPERIMENT  # the experiment's name unless FACECTX_EXPERIMENT or an argument names another
 Tracker = MlflowTracker  # its name before the backends were split
 
 __all__ = [
     "BACKENDS",
     "DEFAULT_EXPERIMENT",
-    "EXPERIMENT",
     "HTTP_DEFAULTS",
     "KEY_TAG",
     "PROBE_TIMEOUT_S",

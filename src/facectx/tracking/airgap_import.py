@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from facectx.tracking import settings
-from facectx.tracking.folder import ARTIFACTS, METRICS_FILE, RUN_FILE, read_metrics, safe_name
+from facectx.tracking.folder import ARTIFACTS, METRICS_FILE, PIPELINE_FILE, RUN_FILE, read_metrics, safe_name
 from facectx.tracking.mlflow_runs import connect, experiment_id_of, pipeline_run
 
 # mlflow is imported inside the functions: it is optional where runs are tracked into folders
@@ -23,12 +23,13 @@ def import_folder_runs(
     tracking_uri: str | None = None,
     experiment: str | None = None,
 ) -> dict:
-    """Replay the FolderTracker folders under <root>/<key>/ into MLflow (tracking_uri, experiment:
-    default settings.tracking_uri(), settings.experiment_name()): the pipeline run for `key`, a
+    """Replay the FolderTracker folders under <root>/<key>/ into MLflow (tracking_uri: default
+    settings.tracking_uri(); experiment: default the one the far run recorded): the pipeline run for `key`, a
     nested run per model holding a nested run per stage (`model/stage_N`), and a nested run per
     other stage (evaluation) — params, tags, every metric with its step and time, artifacts, status
     and times as recorded. Returns {"parent": run id, "runs": {stage name: run id}}."""
-    uri, experiment = settings.tracking_uri(tracking_uri), settings.experiment_name(experiment)
+    uri = settings.tracking_uri(tracking_uri)
+    experiment = settings.experiment_name(experiment or _recorded_experiment(Path(root) / safe_name(key)))
     client = connect(uri)
     experiment_id = experiment_id_of(client, uri, experiment)
     parent = pipeline_run(client, experiment_id, key)
@@ -49,6 +50,12 @@ def import_folder_runs(
         client.set_terminated(group_id, "FINISHED")
     client.set_terminated(parent, "FINISHED")
     return {"parent": parent, "runs": imported}
+
+
+def _recorded_experiment(folder: Path) -> str | None:
+    """The experiment the folder backend recorded for this pipeline run (its tracking.experiment)."""
+    pipeline_file = folder / PIPELINE_FILE
+    return json.loads(pipeline_file.read_text()).get("experiment") if pipeline_file.is_file() else None
 
 
 def _model_group(client, experiment_id: str, parent: str, run: dict, groups: dict[str, str]) -> str:

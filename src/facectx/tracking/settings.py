@@ -1,6 +1,7 @@
-"""Where tracking goes: the tracking URI and the experiment. Each is an
-argument of the functions that need it; when none is given, the user's environment decides, read
-here and only here, when it is needed (never at import)."""
+"""Where tracking goes: the tracking URI and the experiment, each an argument of the functions that
+need it. The experiment is a setting (params' tracking.experiment); the tracking server is the
+user's: when no URI is given, MLFLOW_TRACKING_URI decides, read here and only here, when it is
+needed (never at import)."""
 
 from __future__ import annotations
 
@@ -18,5 +19,5 @@ def tracking_uri(uri: str | None = None) -> str:
 
 
 def experiment_name(name: str | None = None) -> str:
-    """`name`, else FACECTX_EXPERIMENT, else "facectx": the MLflow experiment runs go to."""
-    return name or os.environ.get("FACECTX_EXPERIMENT") or DEFAULT_EXPERIMENT
+    """`name` (params' tracking.experiment), else "facectx": the MLflow experiment runs go to."""
+    return name or DEFAULT_EXPERIMENT

@@ -58,7 +58,7 @@ def stage_run(
     """Track stage `stage_name` of the pipeline run `key` with the configured backend (config:
     params' `tracking`; default: MLflow, runs/ for folders): a nested MLflow run under the pipeline
     run, or a stage folder under the pipeline run's folder. tracking_uri, experiment: where MLflow
-    runs go (default: settings.tracking_uri(), settings.experiment_name())."""
+    runs go (default: settings.tracking_uri(), config.experiment)."""
     spec = StageSpec(
         key=key,
         name=stage_name,
@@ -66,7 +66,7 @@ def stage_run(
         tags={"facectx.stage": stage_name, **(tags or {})},
         folder=Path(config.folder if config else DEFAULT_FOLDER),
         tracking_uri=settings.tracking_uri(tracking_uri),
-        experiment=settings.experiment_name(experiment),
+        experiment=settings.experiment_name(experiment or (config.experiment if config else None)),
     )
     name = backend(config)
     if name not in BACKENDS:
