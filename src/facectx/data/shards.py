@@ -13,6 +13,7 @@ Training can np.load(..., mmap_mode="r") each file or move it to the GPU in one 
 
 Writing: `SplitWriter` (one split, streamed), `write_meta`. Reading: `read_meta`, `split_folder`
 (a split that must exist), `SplitShards` (one split's index and memory-mapped arrays),
+`split_files` (the files a reader of some resolutions opens),
 `subset_rows`/`split_rows` (the seeded subset every reader takes), `data_version`.
 """
 
@@ -52,6 +53,13 @@ def array_file(kind: str, resolution: int | None = None) -> str:
     if kind not in IMAGE_ARRAYS or resolution is None:
         raise ValueError(f"no shard file for array {kind!r} at resolution {resolution!r}")
     return f"{kind}_{resolution}.npy"
+
+
+def split_files(split: str, resolutions) -> list[str]:
+    """The files a reader of `split` at `resolutions` opens, relative to the prepared folder: its
+    index, its landmarks and each image array at those resolutions (what a training stage fetches)."""
+    arrays = [array_file(kind, r) for r in resolutions for kind in IMAGE_ARRAYS]
+    return [f"{split}/{name}" for name in (INDEX_FILE, array_file("landmarks"), *arrays)]
 
 
 # --------------------------------------------------------------------------- meta.json

@@ -1,0 +1,58 @@
+"""version: the Kubeflow run's data versioning step, and what later steps fetch by that version.
+
+`version_data_step` pushes the ingested photos and prepare's outputs to the DVC remote and writes
+their .dvc pointers (the run's data version: `dvc pull` in a clone holding them gets the same
+bytes; the md5s are the ones `dvc repro` records in dvc.lock). Later steps receive the pointers,
+not the data, and fetch only what they read (`fetch_stage_data`, `fetch_split`). Locally, DVC
+itself versions the same folders (dvc.yaml), so no CLI command calls this.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from facectx.data import versioning
+from facectx.data.shards import INDEX_FILE, read_index, split_files
+from facectx.data.versioning import DataRemote
+from facectx.layout import RAW_DIR
+
+
+def version_data_step(
+    raw_dir: str | os.PathLike, prepared_dir: str | os.PathLike, remote: DataRemote, pointers_dir: str | os.PathLike
+) -> dict:
+    """Push raw and prepared data to `remote`; pointers under pointers_dir; returns
+    {"versions": {path: md5}, "tags": the MLflow tags of this data version}."""
+    versions = versioning.push_version(versioning.data_folders(raw_dir, prepared_dir), remote, pointers_dir)
+    return {"versions": versions, "tags": versioning.version_tags(pointers_dir)}
+
+
+def fetch_stage_data(
+    pointers_dir: str | os.PathLike,
+    remote: DataRemote,
+    stage: int,
+    resolutions: tuple[int, ...],
+    dest: str | os.PathLike,
+) -> dict:
+    """What a training stage reads: the train and val splits' index, landmarks and image arrays at
+    every resolution up to `stage` (the stage's input pyramid; its losses use these and the
+    landmarks). Returns fetch_prepared's counts and the prepared folder to train from."""
+    needed = [r for r in resolutions if r <= stage]
+    names = [name for split in ("train", "val") for name in split_files(split, needed)]
+    return versioning.fetch_prepared(pointers_dir, remote, names, dest)
+
+
+def fetch_split(pointers_dir: str | os.PathLike, remote: DataRemote, split: str, dest: str | os.PathLike) -> dict:
+    """One whole prepared split (evaluation's test split)."""
+    return versioning.fetch_prepared(pointers_dir, remote, [split], dest)
+
+
+def fetch_example_photo(pointers_dir: str | os.PathLike, remote: DataRemote, dest: str | os.PathLike) -> Path:
+    """Register's input example, and nothing more: the test split's index, then the raw file of
+    its first photo (the one `serving.example_photo_from_prepared` would pick)."""
+    fetched = versioning.fetch_prepared(pointers_dir, remote, [f"test/{INDEX_FILE}"], dest)
+    index = read_index(Path(fetched["prepared_dir"]) / "test")
+    relative = index.loc[~index.mirrored, "relative_path"].iloc[0]
+    photo = f"{RAW_DIR}/images/{relative}"
+    versioning.pull_files(pointers_dir, remote, [photo], dest)
+    return Path(dest) / photo
