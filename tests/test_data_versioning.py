@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from facectx.data import versioning
 from facectx.data.shards import split_files
 from facectx.layout import PREPARED_DIR, RAW_DIR
 from facectx.serving import example_photo_from_prepared
-from facectx.steps.version import fetch_example_photo, fetch_split, fetch_stage_data
+from facectx.steps.version import fetch_evaluation_data, fetch_example_photo, fetch_split, fetch_stage_data
 
 BUCKET = "facectx-data-versions"
 
@@ -109,9 +110,7 @@ def test_a_stage_fetches_only_its_resolutions(reproduced, remote, s3_server, mon
     fetched = fetch_stage_data(pointers, remote, 8, (8, 16, 32, 64, 128), tmp_path / "stage_8")
     prepared = reproduced / PREPARED_DIR
     got = Path(fetched["prepared_dir"])
-    assert sorted(p.relative_to(got).as_posix() for p in got.rglob("*") if p.is_file()) == sorted(
-        ["meta.json", *names]
-    )
+    assert sorted(p.relative_to(got).as_posix() for p in got.rglob("*") if p.is_file()) == sorted(["meta.json", *names])
     for name in ["meta.json", *names]:
         assert (got / name).read_bytes() == (prepared / name).read_bytes(), name
     share = fetched["bytes"] / _size(prepared)
@@ -137,3 +136,27 @@ def test_evaluation_fetches_its_split_and_register_one_photo(reproduced, remote,
     assert photo.read_bytes() == expected.read_bytes() and photo.name == expected.name
     fetched = [p for p in (tmp_path / "register").rglob("*") if p.is_file()]
     assert len(fetched) == 3  # meta.json, the test index, one photo
+
+
+def test_evaluation_fetches_the_photos_of_the_pairs_it_calibrates_on(
+    reproduced, remote, s3_server, monkeypatch, tmp_path
+):
+    """LFW's pairs file lists photos this copy may lack; evaluation fetches those of the pairs it
+    scores (calibration_pairs of each kind) that the version holds, and nothing else of the raw area."""
+    raw = tmp_path / "raw"
+    shutil.copytree(reproduced / RAW_DIR, raw)
+    people = sorted(p for p in (raw / "images").iterdir() if len(list(p.iterdir())) >= 2)
+    a, b = people[0].name, people[1].name
+    pairs = f"2\n{a} 1 2\n{b} 1 2\n{a} 1 {b} 1\nNobody_Here 1 {b} 2\n"
+    (raw / "split_lists" / "pairsDevTrain.txt").write_text(pairs)
+    for key, value in s3_server.items():
+        if key != "AWS_ENDPOINT_URL":
+            monkeypatch.setenv(key, value)
+    pointers = tmp_path / "pointers"
+    versioning.push_version(versioning.data_folders(raw, reproduced / PREPARED_DIR), remote, pointers)
+
+    got = fetch_evaluation_data(pointers, remote, 1, tmp_path / "evaluate")
+    photos = sorted(p.relative_to(got["raw_dir"]).as_posix() for p in Path(got["raw_dir"]).rglob("*.jpg"))
+    assert photos == sorted({f"images/{a}/{a}_0001.jpg", f"images/{a}/{a}_0002.jpg", f"images/{b}/{b}_0001.jpg"})
+    assert (Path(got["raw_dir"]) / "split_lists" / "pairsDevTrain.txt").read_text() == pairs
+    assert (Path(got["prepared_dir"]) / "test" / "index.parquet").is_file()

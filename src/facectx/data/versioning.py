@@ -129,10 +129,17 @@ def version_tags(pointers_dir: str | os.PathLike) -> dict[str, str]:
     return {f"{DATA_TAG}{folder}": md5 for folder, md5 in versioned_folders(pointers_dir).items()}
 
 
-def pull_files(pointers_dir: str | os.PathLike, remote: DataRemote, files: list[str], dest: str | os.PathLike) -> dict:
+def pull_files(
+    pointers_dir: str | os.PathLike,
+    remote: DataRemote,
+    files: list[str],
+    dest: str | os.PathLike,
+    missing_ok: bool = False,
+) -> dict:
     """Fetch `files` (paths inside versioned folders, e.g. data/prepared/train/target_8.npy, or a
     whole versioned folder) from `remote` into dest/<path>, and nothing else of those folders.
-    Returns {"files": count, "bytes": bytes written}."""
+    missing_ok: skip paths the version does not hold (else a VersionError). Returns {"files":
+    count, "bytes": bytes written}."""
     root = Path(pointers_dir)
     folders = versioned_folders(root)
     for file in files:
@@ -151,6 +158,8 @@ def pull_files(pointers_dir: str | os.PathLike, remote: DataRemote, files: list[
         counts = {"files": 0, "bytes": 0}
         for file in files:
             pulled = Path(work) / file
+            if not pulled.exists() and missing_ok:
+                continue
             if not pulled.exists():
                 raise VersionError(f"{file} is not in the versioned data ({remote.url})")
             pulled_files = [pulled] if pulled.is_file() else [p for p in pulled.rglob("*") if p.is_file()]

@@ -62,6 +62,7 @@ def roc_auc(scores_same, scores_diff) -> float:
 
 CALIBRATION_VERSION = 1  # bump when alignment, preprocessing or the procedure changes: old caches go stale
 Pair = tuple[str, str, bool]  # photo path relative to the LFW folder, the other photo, same person?
+DEV_TRAIN_PAIRS = "split_lists/pairsDevTrain.txt"  # in the raw area: the pairs evaluation calibrates on
 
 
 def lfw_photo(name: str, index: int) -> str:

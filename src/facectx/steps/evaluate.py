@@ -11,7 +11,7 @@ from facectx import tracking
 from facectx.checkpoint import training_identity
 from facectx.config import Params
 from facectx.evaluation.evaluate import evaluate
-from facectx.evaluation.lfw_calibration import lfw_pair_calibration
+from facectx.evaluation.lfw_calibration import DEV_TRAIN_PAIRS, lfw_pair_calibration
 from facectx.evaluation.networks import WholeFrameIdentity, make_networks
 from facectx.layout import CASCADE
 from facectx.steps.run_key import local_pipeline_key
@@ -58,14 +58,14 @@ def matcher_calibration(params: Params, raw_dir: str | os.PathLike, nets) -> dic
     """The matcher's verification threshold at 1% false accepts, from LFW's DevTrain pairs under
     raw_dir/split_lists (the whole-frame view evaluation scores); None when the pairs are absent.
     Needs the photos and the landmark detector, so an air-gapped run takes it from its pack."""
-    if not (Path(raw_dir) / "split_lists" / "pairsDevTrain.txt").is_file():
+    if not (Path(raw_dir) / DEV_TRAIN_PAIRS).is_file():
         return None
     return lfw_pair_calibration(
         raw_dir,
         WholeFrameIdentity(nets, params.crop),
         params.landmarks,
         max_pairs=params.evaluate.calibration_pairs or None,
-        pairs_file="split_lists/pairsDevTrain.txt",
+        pairs_file=DEV_TRAIN_PAIRS,
     )
 
 

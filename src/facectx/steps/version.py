@@ -15,6 +15,7 @@ from pathlib import Path
 from facectx.data import versioning
 from facectx.data.shards import INDEX_FILE, read_index, split_files
 from facectx.data.versioning import DataRemote
+from facectx.evaluation.lfw_calibration import DEV_TRAIN_PAIRS, read_lfw_pairs
 from facectx.layout import RAW_DIR
 
 
@@ -45,6 +46,25 @@ def fetch_stage_data(
 def fetch_split(pointers_dir: str | os.PathLike, remote: DataRemote, split: str, dest: str | os.PathLike) -> dict:
     """One whole prepared split (evaluation's test split)."""
     return versioning.fetch_prepared(pointers_dir, remote, [split], dest)
+
+
+def fetch_evaluation_data(
+    pointers_dir: str | os.PathLike, remote: DataRemote, calibration_pairs: int, dest: str | os.PathLike
+) -> dict:
+    """What evaluation reads: the whole test split, and for the matcher's calibration LFW's
+    DevTrain pairs file with the photos of the pairs it scores (evaluate.calibration_pairs of
+    each kind; 0: all). Returns the prepared and raw folders to evaluate from."""
+    fetched = fetch_split(pointers_dir, remote, "test", dest)
+    lists = f"{RAW_DIR}/{DEV_TRAIN_PAIRS}"
+    versioning.pull_files(pointers_dir, remote, [lists], dest, missing_ok=True)
+    raw_dir = Path(dest) / RAW_DIR
+    if (raw_dir / DEV_TRAIN_PAIRS).is_file():
+        pairs = read_lfw_pairs(raw_dir / DEV_TRAIN_PAIRS)
+        limit = calibration_pairs or None
+        scored = [p for p in pairs if p[2]][:limit] + [p for p in pairs if not p[2]][:limit]
+        photos = sorted({f"{RAW_DIR}/{photo}" for pair in scored for photo in pair[:2]})
+        versioning.pull_files(pointers_dir, remote, photos, dest, missing_ok=True)
+    return {"prepared_dir": fetched["prepared_dir"], "raw_dir": str(raw_dir)}
 
 
 def fetch_example_photo(pointers_dir: str | os.PathLike, remote: DataRemote, dest: str | os.PathLike) -> Path:
