@@ -1,14 +1,15 @@
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-from components.image import FACECTX_IMAGE
+from components.image import PLACEHOLDER_IMAGE
 
 
-@dsl.component(base_image=FACECTX_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
 def evaluate(
     params_yaml: str,
     pipeline_run_id: str,
     mlflow_tracking_uri: str,
+    s3_endpoint: str,
     prepared: Input[Dataset],
     raw: Input[Dataset],
     model: Input[Model],
@@ -22,10 +23,12 @@ def evaluate(
     import os
     import shutil
 
+    from components.endpoints import use_s3_endpoint
     from facectx import layout
     from facectx.config import parse_params
     from facectx.steps.evaluate import evaluate_step
 
+    use_s3_endpoint(s3_endpoint)
     # Each model's last stage: the cascade's, then each compared variant's (named by its metadata).
     names = layout.evaluated_models(variant.metadata["variant"] for variant in variants)
     models = {name: str(layout.checkpoint_dir(m.path)) for name, m in zip(names, [model, *variants])}

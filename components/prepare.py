@@ -1,10 +1,10 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
-from components.image import FACECTX_IMAGE
+from components.image import PLACEHOLDER_IMAGE
 
 
-@dsl.component(base_image=FACECTX_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
 def prepare(
     params_yaml: str,
     raw: Input[Dataset],

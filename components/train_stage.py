@@ -1,10 +1,10 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from components.image import FACECTX_IMAGE
+from components.image import PLACEHOLDER_IMAGE
 
 
-@dsl.component(base_image=FACECTX_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
 def train_stage(
     params_yaml: str,
     profile: str,
@@ -13,6 +13,7 @@ def train_stage(
     pipeline_run_id: str,
     mlflow_tracking_uri: str,
     resume_uri: str,
+    s3_endpoint: str,
     prepared: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
@@ -31,10 +32,12 @@ def train_stage(
     import os
     import tempfile
 
+    from components.endpoints import use_s3_endpoint
     from facectx import layout
     from facectx.config import parse_params, resolve_params_text
     from facectx.steps.train import train_stage_step
 
+    use_s3_endpoint(s3_endpoint)
     name = variant or layout.CASCADE
     params = parse_params(resolve_params_text(params_yaml, profile, compare), variant=variant or None)
     arguments = dict(
@@ -63,7 +66,7 @@ def train_stage(
     return result["val_ssim"]
 
 
-@dsl.component(base_image=FACECTX_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
 def resolve_params(params_yaml: str, profile: str, compare: str, compiled_stages: list[int]) -> str:
     """The params every later step reads: params_yaml with the submitted profile and comparison
     list applied and checked. The stage chain is fixed when the pipeline is compiled, so params
@@ -80,7 +83,7 @@ def resolve_params(params_yaml: str, profile: str, compare: str, compiled_stages
     return text
 
 
-@dsl.component(base_image=FACECTX_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
 def compared_variants(params_yaml: str) -> list[str]:
     """params' `compare`: the comparison models (ProGAN variant, ablations) to train beside the cascade."""
     from facectx.config import parse_params

@@ -1,10 +1,10 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
-from components.image import FACECTX_IMAGE
+from components.image import PLACEHOLDER_IMAGE
 
 
-@dsl.component(base_image=FACECTX_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=PLACEHOLDER_IMAGE, install_kfp_package=False)
 def validate(params_yaml: str, raw: Input[Dataset], validated: Output[Dataset], metrics: Output[Metrics]) -> float:
     """The great-expectations suite and per-photo checks; returns the valid fraction."""
     from facectx.config import parse_params

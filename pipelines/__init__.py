@@ -1,5 +1,6 @@
-"""Kubeflow pipelines of facectx; `python -m pipelines.compile` writes their YAML, and
-`facectx pipeline compile/submit` (pipelines.submit) compiles and starts runs."""
+"""Kubeflow pipelines of facectx: `facectx pipeline compile` writes the training pipeline's YAML
+(pipelines.compile), `facectx pipeline submit` starts a run of it and `facectx pipeline retry`
+runs a failed run's failed steps again (pipelines.submit)."""
 
 DEFAULT_OUT = "build/pipelines/training.yaml"  # where `facectx pipeline compile` writes
 DEFAULT_EXPERIMENT = "facectx"  # the Kubeflow experiment runs are submitted to

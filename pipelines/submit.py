@@ -1,8 +1,9 @@
-"""Compile the training pipeline and submit it as a run to a Kubeflow Pipelines endpoint.
+"""Submit the training pipeline as a run to a Kubeflow Pipelines endpoint, and retry a failed run.
 
-`facectx pipeline compile` writes the YAML; `facectx pipeline submit` compiles to a temporary file
-and creates a run through kfp.Client (the KFP v2 REST API: healthz, experiments, runs). Failures
-become one-line errors that name the endpoint: unreachable, token refused, run rejected.
+`facectx pipeline submit` compiles to a temporary file (pipelines.compile) and creates a run
+through kfp.Client (the KFP v2 REST API: healthz, experiments, runs); `facectx pipeline retry`
+asks the backend to run a failed run's failed steps again (POST /apis/v2beta1/runs/{id}:retry).
+Failures become one-line errors that name the endpoint: unreachable, token refused, run rejected.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from pathlib import Path
 from facectx.config import pipeline_params_text, resolve_params_text
 from pipelines import DEFAULT_EXPERIMENT, TOKEN_ENV
 from pipelines.compile import compile_pipeline
+from pipelines.gpu import GpuPlacement
 
 HEALTHZ_TIMEOUT_S = 15
+# KFP v2 run states the backend retries (an Argo workflow in phase Failed or Error; a terminated run's too).
+RETRYABLE_STATES = ("FAILED", "CANCELED")
 
 
 class SubmitError(RuntimeError):
@@ -34,12 +38,6 @@ class SubmittedRun:
     name: str
     experiment: str
     url: str
-
-
-def compile_training(
-    params_file, out_path, image: str | None = None, gpus_per_stage: int = 1, parallelism: int = 0, caching: bool = True
-) -> Path:
-    return compile_pipeline(params_file, out_path, image, gpus_per_stage, parallelism, caching=caching)
 
 
 def read_token(token_file: str | None) -> str | None:
@@ -57,6 +55,7 @@ def run_arguments(
     profile: str | None = None,
     compare: str | None = None,
     mlflow_uri: str | None = None,
+    s3_endpoint: str | None = None,
     resume_uri: str | None = None,
 ) -> dict[str, str]:
     """The run's parameters: source always, the others only when given, so the compiled defaults
@@ -66,6 +65,7 @@ def run_arguments(
         "profile": profile,
         "compare": compare,
         "mlflow_tracking_uri": mlflow_uri,
+        "s3_endpoint": s3_endpoint,
         "resume_uri": resume_uri,
     }
     return {name: value for name, value in arguments.items() if value is not None}
@@ -82,28 +82,26 @@ def submit(
     image: str | None = None,
     profile: str | None = None,
     compare: str | None = None,
-    caching: bool = False,
     parallelism: int = 2,
     gpus_per_stage: int = 1,
+    placement: GpuPlacement | None = None,
     mlflow_uri: str | None = None,
+    s3_endpoint: str | None = None,
     resume_uri: str | None = None,
     token: str | None = None,
 ) -> SubmittedRun:
-    """Compile the training pipeline and create one run of it at `endpoint`.
-
-    caching=False (the default): every step runs again. caching=True keeps the pipeline's own
-    choice per step (only validate and prepare, pure functions of their inputs, are reused);
-    kfp's enable_caching=True would instead turn caching on for ingest, training and registration
-    too, whose inputs or side effects change from run to run.
-    """
-    endpoint = endpoint.rstrip("/")
-    if not endpoint.startswith(("http://", "https://")):
-        raise SubmitError(f"endpoint {endpoint!r} must start with http:// or https://")
-    if not source:
-        raise SubmitError("--source is required: s3://bucket/prefix, or a folder the pipeline's pods can read")
+    """Compile the training pipeline and create one run of it at `endpoint`. Every step runs
+    (the pipeline compiles with caching off: pipelines/training.py says why nothing could hit)."""
+    endpoint = _checked_endpoint(endpoint)
+    if not source.startswith("s3://") or len(source) <= len("s3://"):
+        raise SubmitError(
+            f"--source {source!r} must be an S3 prefix, s3://bucket/prefix: the pipeline's pods read the photos from the object store"
+        )
+    if s3_endpoint and not s3_endpoint.startswith(("http://", "https://")):
+        raise SubmitError(f"--s3-endpoint {s3_endpoint!r} must start with http:// or https://")
     # A misspelt profile or variant fails here, not after the cluster has pulled images.
     resolve_params_text(pipeline_params_text(params_file), profile or "", compare or "", where=str(params_file))
-    arguments = run_arguments(source, profile, compare, mlflow_uri, resume_uri)
+    arguments = run_arguments(source, profile, compare, mlflow_uri, s3_endpoint, resume_uri)
     run_name = run_name or f"facectx-training {datetime.datetime.now():%Y-%m-%d %H:%M:%S}"
 
     with _explained_errors(endpoint, token):
@@ -112,8 +110,8 @@ def submit(
         raise SubmitError(f"{endpoint} is a multi-user Kubeflow: give --namespace (your profile's namespace)")
 
     with tempfile.TemporaryDirectory(prefix="facectx-pipeline-") as tmp:
-        package = compile_training(
-            params_file, Path(tmp) / "training.yaml", image, gpus_per_stage, parallelism, caching
+        package = compile_pipeline(
+            params_file, Path(tmp) / "training.yaml", image, gpus_per_stage, parallelism, placement
         )
         with _explained_errors(endpoint, token):
             client = _client(endpoint, namespace, token)
@@ -125,12 +123,43 @@ def submit(
                     run_name=run_name,
                     experiment_name=experiment,
                     namespace=namespace,
-                    enable_caching=None if caching else False,
+                    enable_caching=None,  # the compiled choice (off), not kfp's rewrite of the root DAG
                 )
     ui = os.environ.get("KF_PIPELINES_UI_ENDPOINT", endpoint).rstrip("/")  # as kfp.Client links runs
     return SubmittedRun(
         run_id=result.run_id, name=run_name, experiment=experiment, url=f"{ui}/#/runs/details/{result.run_id}"
     )
+
+
+def retry(endpoint: str, run_id: str, *, token: str | None = None) -> str:
+    """Ask the backend to run the failed steps of run `run_id` again (KFP's run retry: the same
+    run and run id, its succeeded steps kept), e.g. after a training pod was preempted; the
+    retried training steps resume from their state under resume_uri/<run id>. Returns the run's
+    state before the retry. Only a failed or terminated run can be retried."""
+    import kfp_server_api
+
+    endpoint = _checked_endpoint(endpoint)
+    with _explained_errors(endpoint, token):
+        runs = kfp_server_api.RunServiceApi(_api_client(endpoint, token))
+        try:
+            state = str(runs.run_service_get_run(run_id, _request_timeout=HEALTHZ_TIMEOUT_S).state or "")
+        except kfp_server_api.ApiException as err:
+            if err.status == 404:
+                raise SubmitError(f"no run {run_id} at {endpoint}: {_server_message(err)}") from err
+            raise
+        if state not in RETRYABLE_STATES:
+            raise SubmitError(
+                f"run {run_id} at {endpoint} is {state or 'in no state'}: only a failed or terminated run can be retried"
+            )
+        runs.run_service_retry_run(run_id, _request_timeout=HEALTHZ_TIMEOUT_S)
+    return state
+
+
+def _checked_endpoint(endpoint: str) -> str:
+    endpoint = endpoint.rstrip("/")
+    if not endpoint.startswith(("http://", "https://")):
+        raise SubmitError(f"endpoint {endpoint!r} must start with http:// or https://")
+    return endpoint
 
 
 def _client(endpoint: str, namespace: str | None, token: str | None):
@@ -147,13 +176,20 @@ def _check_endpoint(endpoint: str, token: str | None) -> bool:
     apart, and then reports only a TimeoutError. Returns whether the deployment is multi-user."""
     import kfp_server_api
 
+    health = kfp_server_api.HealthzServiceApi(_api_client(endpoint, token))
+    return bool(health.healthz_service_get_healthz(_request_timeout=HEALTHZ_TIMEOUT_S).multi_user)
+
+
+def _api_client(endpoint: str, token: str | None):
+    """kfp_server_api's client (what kfp.Client wraps) with the bearer token and no retries."""
+    import kfp_server_api
+
     config = kfp_server_api.Configuration(host=endpoint)
     config.retries = 0  # fail at once: no urllib3 "Retrying" warnings before the one-line error
     if token:
         config.api_key["authorization"] = token
         config.api_key_prefix["authorization"] = "Bearer"
-    health = kfp_server_api.HealthzServiceApi(kfp_server_api.ApiClient(config))
-    return bool(health.healthz_service_get_healthz(_request_timeout=HEALTHZ_TIMEOUT_S).multi_user)
+    return kfp_server_api.ApiClient(config)
 
 
 @contextlib.contextmanager

@@ -7,12 +7,18 @@ profile and the comparison list are parameters of each run. Every step receives 
 id, so each run is its own MLflow pipeline run (a run per model with a run per stage under it,
 and evaluation, registration and promotion beside them).
 
-Caching: off for every step with side effects or changing input (ingest reads a prefix whose
-contents change; training, evaluation, registration and promotion log to MLflow); validate and
-prepare are pure functions of their inputs and may be reused.
+Caching: off for every step, by kfp's own switch for the default (pipeline_context.Pipeline's
+execution-caching default, what `kfp dsl compile --disable-execution-caching-by-default` sets),
+so it holds in every DAG, the ParallelFor's included. No step here could be reused anyway: KFP's
+cache key holds the names of a step's input artifacts, new in every run of the uncached ingest
+(which must run: the prefix it reads changes), so nothing downstream of it ever hits; the rest
+log to MLflow.
 """
 
+import contextlib
+
 from kfp import dsl
+from kfp.dsl import pipeline_context
 
 from components.evaluate import evaluate
 from components.ingest import ingest
@@ -22,90 +28,113 @@ from components.train_stage import compared_variants, resolve_params, train_stag
 from components.validate import validate
 from facectx.config import DEFAULT_PARAMS_FILE, load_params, pipeline_params_text
 from facectx.layout import CASCADE
-from pipelines.gpu import MLFLOW_URI, RESUME_URI, on_gpu, with_services
+from pipelines.gpu import MLFLOW_URI, RESUME_URI, S3_ENDPOINT, GpuPlacement, for_training, on_gpu, with_s3_credentials
 
 
-def training_steps(
-    stages, run_inputs: dict, prepared, run_id, mlflow_tracking_uri, resume_uri, gpus, variant="", label=CASCADE
-):
+def training_steps(stages, run_inputs: dict, prepared, services: dict, run_id, resume_uri, gpus, placement, variant=""):
     """train@first ... train@last chained through their models; returns the last task.
-    run_inputs: the run's params_yaml, profile and compare as submitted."""
+    run_inputs: the run's params_yaml, profile and compare as submitted; services: the run's
+    mlflow_tracking_uri and s3_endpoint."""
     previous = None
     for stage in stages:
         inputs = {"previous": previous.outputs["model"]} if previous is not None else {}
         task = train_stage(
             **run_inputs,
+            **services,
             stage=stage,
             pipeline_run_id=run_id,
-            mlflow_tracking_uri=mlflow_tracking_uri,
             resume_uri=resume_uri,
             prepared=prepared,
             variant=variant,
             gpus=gpus,
             **inputs,
         )
-        previous = on_gpu(task.set_display_name(f"{label} train@{stage}").set_caching_options(False), gpus)
+        label = "variant" if variant else CASCADE
+        previous = for_training(on_gpu(task.set_display_name(f"{label} train@{stage}"), gpus, placement))
     return previous
 
 
-def data_steps(settings, source):
+def data_steps(settings, source, s3_endpoint):
     """ingest -> validate -> prepare; returns (the raw photos, the prepared data) outputs."""
-    raw = with_services(
-        ingest(params_yaml=settings, source=source).set_display_name("ingest").set_caching_options(False)
-    )
+    raw = with_s3_credentials(ingest(params_yaml=settings, source=source, s3_endpoint=s3_endpoint))
+    raw.set_display_name("ingest")
     checked = validate(params_yaml=settings, raw=raw.outputs["raw"]).set_display_name("validate")
     prepared = prepare(params_yaml=settings, raw=raw.outputs["raw"], validated=checked.outputs["validated"])
     prepared.set_display_name("prepare").set_cpu_request("4").set_memory_request("8G")
     return raw.outputs["raw"], prepared.outputs["prepared"]
 
 
-def scoring_steps(tracked: dict, prepared, raw, model, variants) -> None:
-    """evaluate (the cascade `model`, the compared `variants`, the baselines) -> register -> promote.
-    tracked: the inputs every tracked step takes (params_yaml, pipeline_run_id, mlflow_tracking_uri)."""
+def scoring_steps(tracked: dict, prepared, raw, model, variants, placement: GpuPlacement) -> None:
+    """evaluate (the cascade `model`, the compared `variants`, the baselines; on one GPU) ->
+    register -> promote. tracked: the inputs every tracked step takes (params_yaml,
+    pipeline_run_id, mlflow_tracking_uri, s3_endpoint)."""
     scored = evaluate(**tracked, prepared=prepared, raw=raw, model=model, variants=variants)
-    with_services(
-        scored.set_display_name("evaluate").set_caching_options(False).set_cpu_request("8").set_memory_request("16G")
-    )
+    on_gpu(scored.set_display_name("evaluate"), 1, placement, memory_per_gpu_gib=32)
     registered = register(**tracked, model=model, evaluation=scored.outputs["evaluation"], prepared=prepared, raw=raw)
-    with_services(registered.set_display_name("register").set_caching_options(False))
-    with_services(promote(**tracked, version=registered.output).set_display_name("promote").set_caching_options(False))
+    with_s3_credentials(registered.set_display_name("register"))
+    with_s3_credentials(promote(**tracked, version=registered.output).set_display_name("promote"))
 
 
-def build_training_pipeline(params_file=DEFAULT_PARAMS_FILE, gpus_per_stage: int = 1, parallelism: int = 0):
+@contextlib.contextmanager
+def _caching_off_by_default():
+    """kfp's switch for the caching default of the tasks made meanwhile (kfp's compile CLI sets the
+    same attribute for --disable-execution-caching-by-default); restored after, so building this
+    pipeline changes nothing for other kfp code in the process."""
+    saved = pipeline_context.Pipeline._execution_caching_default
+    pipeline_context.Pipeline._execution_caching_default = False
+    try:
+        yield
+    finally:
+        pipeline_context.Pipeline._execution_caching_default = saved
+
+
+def build_training_pipeline(
+    params_file=DEFAULT_PARAMS_FILE,
+    gpus_per_stage: int = 1,
+    parallelism: int = 0,
+    placement: GpuPlacement | None = None,
+):
     """The pipeline for a params file: its stage list, and the file as the default params_yaml.
     gpus_per_stage: GPUs (DDP processes) per training step; parallelism: how many compared models
-    train at once (0: all), which caps the GPUs a run asks for at (1 + parallelism) x gpus_per_stage."""
+    train at once (0: all), which caps the GPUs a run asks for at (1 + parallelism) x gpus_per_stage;
+    placement: where GPU steps land (default: by their GPU limit alone)."""
+    if gpus_per_stage < 1:
+        raise ValueError(f"gpus_per_stage is {gpus_per_stage}: each training step needs at least one GPU")
+    placement = placement or GpuPlacement()
     stages = list(load_params(params_file).train.stages)
     default_params = pipeline_params_text(params_file)
 
-    @dsl.pipeline(name="facectx-training", description="Hallucinating face context: the cascaded multi-scale GAN")
     def training_pipeline(
         source: str,
         profile: str = "paper",
         compare: str = "",
         params_yaml: str = default_params,
         mlflow_tracking_uri: str = MLFLOW_URI,
+        s3_endpoint: str = S3_ENDPOINT,
         resume_uri: str = RESUME_URI,
     ):
-        """source: the photos (s3://bucket/prefix, or a folder the pods can read); profile: params'
-        profile (paper, quick); compare: comma-separated variants to train beside the cascade
-        (empty: params' compare); resume_uri: where training keeps resume state ('' for none)."""
+        """source: the photos, an s3://bucket/prefix; profile: params' profile (paper, quick);
+        compare: comma-separated variants to train beside the cascade (empty: params' compare);
+        mlflow_tracking_uri, s3_endpoint: the services as the pods reach them ('' for the pod's
+        environment); resume_uri: where training keeps resume state ('' for none)."""
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         resolved = resolve_params(params_yaml=params_yaml, profile=profile, compare=compare, compiled_stages=stages)
-        resolved.set_display_name("params").set_caching_options(False)
-        settings = resolved.output
-        raw, prepared = data_steps(settings, source)
+        settings = resolved.set_display_name("params").output
+        raw, prepared = data_steps(settings, source, s3_endpoint)
+        services = {"mlflow_tracking_uri": mlflow_tracking_uri, "s3_endpoint": s3_endpoint}
         run_inputs = {"params_yaml": params_yaml, "profile": profile, "compare": compare}
-        trained = dict(stages=stages, run_inputs=run_inputs, prepared=prepared, run_id=run_id, gpus=gpus_per_stage)
-        trained.update(mlflow_tracking_uri=mlflow_tracking_uri, resume_uri=resume_uri)
+        trained = dict(stages=stages, run_inputs=run_inputs, prepared=prepared, services=services, run_id=run_id)
+        trained.update(resume_uri=resume_uri, gpus=gpus_per_stage, placement=placement)
         last = training_steps(**trained)
         # The comparison models train in parallel, each its own chain, at most `parallelism` at once.
-        compared = (
-            compared_variants(params_yaml=settings).set_display_name("compared models").set_caching_options(False)
-        )
+        compared = compared_variants(params_yaml=settings).set_display_name("compared models")
         with dsl.ParallelFor(items=compared.output, parallelism=parallelism) as variant:
-            variant_last = training_steps(**trained, variant=variant, label="variant")
-        tracked = {"params_yaml": settings, "pipeline_run_id": run_id, "mlflow_tracking_uri": mlflow_tracking_uri}
-        scoring_steps(tracked, prepared, raw, last.outputs["model"], dsl.Collected(variant_last.outputs["model"]))
+            variant_last = training_steps(**trained, variant=variant)
+        tracked = {"params_yaml": settings, "pipeline_run_id": run_id, **services}
+        models = dsl.Collected(variant_last.outputs["model"])
+        scoring_steps(tracked, prepared, raw, last.outputs["model"], models, placement)
 
-    return training_pipeline
+    with _caching_off_by_default():  # the tasks are made here, when the pipeline is declared
+        return dsl.pipeline(
+            name="facectx-training", description="Hallucinating face context: the cascaded multi-scale GAN"
+        )(training_pipeline)

@@ -56,6 +56,12 @@ def _by_component(spec, tasks: dict) -> dict[str, list[dict]]:
     return found
 
 
+def _all_tasks(spec: dict):
+    """Every container task of every DAG: the root's and those inside ParallelFor sub-DAGs."""
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    return [(name, task) for dag in dags for name, task in dag["tasks"].items() if _executor_of(spec, task)]
+
+
 def _stages(tasks: list[dict]) -> list[int]:
     return [task["inputs"]["parameters"]["stage"]["runtimeValue"]["constant"] for task in tasks]
 
@@ -65,8 +71,13 @@ def test_pipeline_compiles_for_a_cluster(tmp_path, monkeypatch, params):
     text, spec, executors = _compile(REPO / "params.yaml", tmp_path / "training.yaml", gpus_per_stage=2, parallelism=1)
     assert "must-not-leak-into-yaml" not in text
     inputs = spec["root"]["inputDefinitions"]["parameters"]
-    assert {"source", "profile", "compare", "params_yaml", "mlflow_tracking_uri", "resume_uri"} <= set(inputs)
+    assert {"source", "profile", "compare", "params_yaml", "mlflow_tracking_uri", "s3_endpoint", "resume_uri"} <= set(
+        inputs
+    )
     assert "isOptional" not in inputs["source"]  # required: no machine-local default
+    # The services are run parameters, defaulting to their in-cluster names (infra/k8s).
+    assert inputs["s3_endpoint"]["defaultValue"] == "http://object-store.facectx.svc.cluster.local:8333"
+    assert inputs["mlflow_tracking_uri"]["defaultValue"] == "http://mlflow.facectx.svc.cluster.local:5000"
     default_params = yaml.safe_load(inputs["params_yaml"]["defaultValue"])
     assert default_params["ingest"]["source"] == "" and inputs["profile"]["defaultValue"] == "paper"
 
@@ -86,16 +97,22 @@ def test_pipeline_compiles_for_a_cluster(tmp_path, monkeypatch, params):
         "resolve_params",
         "validate",
     ]
-    # every step that logs or reads changing input runs every time; the pure data steps may be reused
-    for task in [step[name] for name in ("resolve_params", "ingest", "evaluate", "register", "promote")] + train:
-        assert not task.get("cachingOptions", {}).get("enableCache"), task["taskInfo"]
-    assert step["validate"]["cachingOptions"]["enableCache"]
+    # Caching off in every DAG (kfp's default switch), the ParallelFor's too: nothing could hit.
+    assert all(
+        "cachingOptions" in task and not task["cachingOptions"].get("enableCache") for _, task in _all_tasks(spec)
+    )
+    # Every step that reaches the object store gets the run's endpoint as an input, no constant env.
+    for name in ("ingest", "evaluate", "register", "promote"):
+        assert step[name]["inputs"]["parameters"]["s3_endpoint"] == {"componentInputParameter": "s3_endpoint"}
+    for label, executor in spec["deploymentSpec"]["executors"].items():
+        assert not [e for e in executor["container"].get("env", []) if "ENDPOINT" in e["name"]], label
     # the Kubeflow run id reaches MLflow as an input of every step that tracks
     for task in [step["evaluate"], step["register"], step["promote"], *train]:
         run_id = task["inputs"]["parameters"]["pipeline_run_id"]["runtimeValue"]["constant"]
         assert run_id == "{{$.pipeline_job_uuid}}", task["taskInfo"]
     for task in train:
         assert task["retryPolicy"]["maxRetryCount"] == 3
+        assert task["inputs"]["parameters"]["s3_endpoint"] == {"componentInputParameter": "s3_endpoint"}
         assert task["inputs"]["parameters"]["gpus"]["runtimeValue"]["constant"] == 2
     [loop] = [name for name, task in tasks.items() if "iteratorPolicy" in task]
     assert tasks[loop]["iteratorPolicy"]["parallelismLimit"] == 1
@@ -108,12 +125,63 @@ def test_pipeline_compiles_for_a_cluster(tmp_path, monkeypatch, params):
         assert not any(e.get("name") == "FACECTX_PIPELINE_RUN" for e in executor["container"].get("env", []))
     for task in train:
         trainer = _executor_of(spec, task)
-        assert (
-            spec["deploymentSpec"]["executors"][trainer]["container"]["resources"]["accelerator"]["resourceCount"]
-            == "2"
-        )
-        assert executors[trainer]["tolerations"][0]["key"] == "nvidia.com/gpu"
+        accelerator = spec["deploymentSpec"]["executors"][trainer]["container"]["resources"]["accelerator"]
+        assert (accelerator["resourceType"], accelerator["resourceCount"]) == ("nvidia.com/gpu", "2")
         assert executors[trainer]["secretAsEnv"][0]["secretName"] == "facectx-s3"
+    # evaluate scores on a GPU too, placed like the training steps
+    scorer = _executor_of(spec, step["evaluate"])
+    accelerator = spec["deploymentSpec"]["executors"][scorer]["container"]["resources"]["accelerator"]
+    assert (accelerator["resourceType"], accelerator["resourceCount"]) == ("nvidia.com/gpu", "1")
+    # Placed by the GPU limit alone: no node label required; only the GPU resource's own taint tolerated.
+    for task in [*train, step["evaluate"]]:
+        config = executors[_executor_of(spec, task)]
+        assert "nodeSelector" not in config and "nodeAffinity" not in config
+        assert config["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert "gpu.present" not in text
+
+
+def test_gpu_placement_options_compile_into_the_gpu_steps(tmp_path, params):
+    from pipelines.gpu import GpuPlacement, Toleration
+
+    placement = GpuPlacement(
+        node_selector=(("cloud.google.com/gke-accelerator", "nvidia-h100-80gb"), ("pool", "train")),
+        tolerations=(Toleration.parse("dedicated=ml:NoSchedule"), Toleration.parse("spot")),
+        accelerator="nvidia.com/mig-3g.40gb",
+    )
+    _, spec, executors = _compile(REPO / "params.yaml", tmp_path / "training.yaml", placement=placement)
+    gpu_steps = _by_component(spec, spec["root"]["dag"]["tasks"])
+    placed = [*gpu_steps["train_stage"], *gpu_steps["evaluate"]]
+    assert len(placed) == len(params.train.stages) + 1
+    for task in placed:
+        label = _executor_of(spec, task)
+        assert spec["deploymentSpec"]["executors"][label]["container"]["resources"]["accelerator"]["resourceType"] == (
+            "nvidia.com/mig-3g.40gb"
+        )
+        assert executors[label]["nodeSelector"]["labels"] == {
+            "cloud.google.com/gke-accelerator": "nvidia-h100-80gb",
+            "pool": "train",
+        }
+        assert executors[label]["tolerations"] == [
+            {"key": "nvidia.com/mig-3g.40gb", "operator": "Exists", "effect": "NoSchedule"},
+            {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"},
+            {"key": "spot", "operator": "Exists"},
+        ]
+    for name in ("ingest", "validate", "prepare", "register", "promote"):  # CPU steps: anywhere
+        config = executors.get(_executor_of(spec, gpu_steps[name][0]), {})
+        assert "nodeSelector" not in config and "tolerations" not in config, name
+
+
+def test_placement_options_are_checked():
+    import pytest
+
+    from pipelines.gpu import GpuPlacement, Toleration
+
+    assert Toleration.parse("a=b:NoExecute") == Toleration("a", "b", "NoExecute")
+    for bad in ("", "=x", "a=", "a:NoWhere"):
+        with pytest.raises(ValueError, match="KEY\\[=VALUE\\]"):
+            Toleration.parse(bad)
+    with pytest.raises(ValueError, match="expected LABEL=VALUE"):
+        GpuPlacement.parse_label("pool")
 
 
 def test_compiled_chain_follows_params_stages(tmp_path, params):
@@ -123,14 +191,29 @@ def test_compiled_chain_follows_params_stages(tmp_path, params):
     assert _stages(_by_component(spec, spec["root"]["dag"]["tasks"])["train_stage"]) == [8, 16, 32, 64, 128, 256]
 
 
-def test_pipeline_runs_locally_with_a_256px_stage(sample_source, tmp_path, params, monkeypatch):
-    """A 256 px stage added in params trains through kfp.local: data, the six-stage cascade and the
-    ProGAN chain, evaluation, registration and promotion, all in one MLflow pipeline run."""
-    from conftest import tiny_training_params, with_stage_256
+def test_pipeline_runs_locally_with_a_256px_stage(sample_source, s3_server, tmp_path, params, monkeypatch):
+    """A 256 px stage added in params trains through kfp.local: data from an S3 prefix reached
+    through the run's s3_endpoint parameter, the six-stage cascade and the ProGAN chain,
+    evaluation, registration and promotion, all in one MLflow pipeline run."""
+    from conftest import s3_client, tiny_training_params, with_stage_256
     from facectx.config import dump_params
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    # The photos in the object store; the steps get its credentials from the environment (as from
+    # the Secret in a pod) but its endpoint only from the run parameter.
+    client = s3_client(s3_server)
+    client.create_bucket(Bucket="facectx-kfp-local")
+    for photo in sorted(sample_source.rglob("*.jpg")):  # laid out as sample_source: images/ beside the split lists
+        client.upload_file(
+            str(photo), "facectx-kfp-local", f"faces/images/{photo.relative_to(sample_source).as_posix()}"
+        )
+    for name in ("peopleDevTrain.txt", "peopleDevTest.txt"):
+        client.upload_file(str(sample_source.parent / name), "facectx-kfp-local", f"faces/{name}")
+    for key, value in s3_server.items():
+        if key != "AWS_ENDPOINT_URL":
+            monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.chdir(tmp_path)
     quick = with_stage_256(tiny_training_params(params, max_train_rows=8, val_rows=2))
     quick = dataclasses.replace(
@@ -145,7 +228,12 @@ def test_pipeline_runs_locally_with_a_256px_stage(sample_source, tmp_path, param
     pipeline = build_training_pipeline(_params_file(quick, tmp_path))
 
     run = pipeline(
-        source=str(sample_source), params_yaml=dump_params(quick), profile="", mlflow_tracking_uri=store, resume_uri=""
+        source="s3://facectx-kfp-local/faces/images",
+        params_yaml=dump_params(quick),
+        profile="",
+        mlflow_tracking_uri=store,
+        s3_endpoint=s3_server["AWS_ENDPOINT_URL"],
+        resume_uri="",
     )
     assert run is not None
     metrics_files = list((tmp_path / "kfp").rglob("metrics.json"))

@@ -1,8 +1,10 @@
-"""`facectx pipeline compile/submit` against a Kubeflow Pipelines API stand-in on loopback.
+"""`facectx pipeline compile/submit/retry` against a Kubeflow Pipelines API stand-in on loopback.
 
 The stand-in answers the KFP v2beta1 REST calls that kfp.Client 2.17 makes to submit a compiled
 package (kfp/client/client.py: create_run_from_pipeline_package -> create_experiment ->
-get_experiment -> run_pipeline), at the paths and with the JSON field names of kfp_server_api
+get_experiment -> run_pipeline) and the run retry (POST /apis/v2beta1/runs/{run_id}:retry, as
+kubeflow/pipelines' backend/api/v2beta1/run.proto maps RetryRun; the backend retries only a run
+whose workflow failed), at the paths and with the JSON field names of kfp_server_api
 (api/healthz_service_api.py, experiment_service_api.py, run_service_api.py; the models'
 attribute_map). It keeps experiments and runs, records every request, and checks the bearer
 token like an authenticating gateway.
@@ -12,6 +14,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import re
+import subprocess
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,7 +31,7 @@ from facectx.cli import main
 from servers import refusing_port
 
 API = "/apis/v2beta1"
-RUN_PARAMETERS = {"source", "profile", "compare", "params_yaml", "mlflow_tracking_uri", "resume_uri"}
+RUN_PARAMETERS = {"source", "profile", "compare", "params_yaml", "mlflow_tracking_uri", "s3_endpoint", "resume_uri"}
 TOKEN = "kfp-token-sentinel-7d1f"
 AWS_SECRET = "aws-secret-sentinel-93ab"
 
@@ -116,6 +121,14 @@ class _Handler(BaseHTTPRequestHandler):
             run.update(run_id=str(uuid.uuid4()), state="PENDING", created_at=_now(), storage_state="AVAILABLE")
             server.runs[run["run_id"]] = run
             return self._reply(200, run)
+        if self.command == "POST" and url.path.startswith(f"{API}/runs/") and url.path.endswith(":retry"):
+            run = server.runs.get(url.path[len(f"{API}/runs/") : -len(":retry")])
+            if run is None:
+                return self._reply(404, _status(5, "run not found"))
+            if run["state"] not in ("FAILED", "CANCELED"):
+                return self._reply(400, _status(3, "Workflow must be Failed/Error to retry"))
+            run["state"] = "RUNNING"
+            return self._reply(200, {})
         if self.command == "GET" and url.path.startswith(f"{API}/runs/"):
             run = server.runs.get(url.path.rsplit("/", 1)[1])
             return self._reply(200, run) if run else self._reply(404, _status(5, "run not found"))
@@ -167,18 +180,23 @@ def _tasks(spec: dict):
 
 
 def test_compile_writes_the_image_into_every_step(tmp_path, monkeypatch):
-    from components.image import default_image
+    from components.image import PLACEHOLDER_IMAGE, default_image
 
     monkeypatch.chdir(REPO)
     monkeypatch.delenv("FACECTX_IMAGE", raising=False)
-    assert default_image() == f"ghcr.io/facectx/facectx:{version('facectx')}"  # follows the package, not a literal
+    # By default: the tag `make image` gives an image of this checkout (test below: the two agree).
+    assert re.fullmatch(
+        rf"ghcr\.io/facectx/facectx:{re.escape(version('facectx'))}-[0-9a-f]{{7,}}(-dirty)?", default_image()
+    )
+    plain = tmp_path / "plain.yaml"
+    assert main(["pipeline", "compile", "--out", str(plain)]) == 0
+    assert PLACEHOLDER_IMAGE not in plain.read_text()
+    assert _images(plain) == {default_image()}
     # FACECTX_IMAGE, read when compiling (never when the components are imported), names every step's image.
     monkeypatch.setenv("FACECTX_IMAGE", "registry.example/facectx:override")
-    assert default_image() == f"ghcr.io/facectx/facectx:{version('facectx')}"
     from_env = tmp_path / "from-env.yaml"
     assert main(["pipeline", "compile", "--out", str(from_env)]) == 0
-    executors = next(yaml.safe_load_all(from_env.read_text()))["deploymentSpec"]["executors"].values()
-    assert {e["container"]["image"] for e in executors if "container" in e} == {"registry.example/facectx:override"}
+    assert _images(from_env) == {"registry.example/facectx:override"}
 
     out = tmp_path / "nested" / "training.yaml"
     assert (
@@ -188,12 +206,50 @@ def test_compile_writes_the_image_into_every_step(tmp_path, monkeypatch):
     text = out.read_text()
     assert text.startswith("# PIPELINE DEFINITION")  # kfp's header survives the rewrite
     spec = next(yaml.safe_load_all(text))
-    images = [e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()]
-    assert images and set(images) == {"registry.example/facectx:9"}
+    assert _images(out) == {"registry.example/facectx:9"}
     assert set(spec["root"]["inputDefinitions"]["parameters"]) >= RUN_PARAMETERS
     loops = [t for _, t in _tasks(spec) if "iteratorPolicy" in t]
     assert [t["iteratorPolicy"]["parallelismLimit"] for t in loops] == [3]
     assert [p.name for p in out.parent.iterdir()] == ["training.yaml"]  # no temp file left behind
+
+
+def _images(path) -> set[str]:
+    executors = next(yaml.safe_load_all(path.read_text()))["deploymentSpec"]["executors"].values()
+    return {e["container"]["image"] for e in executors if "container" in e}
+
+
+def test_default_image_is_the_tag_make_image_builds(tmp_path):
+    """components.image.default_image and scripts/build-image.sh (what `make image` runs) give the
+    same tag, clean and with uncommitted changes, in a fresh clone (Docker stood in for by a
+    client that records its arguments: only the tag is under test)."""
+    from components.image import default_image
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True, timeout=60)
+    docker = tmp_path / "docker"
+    calls = tmp_path / "calls"
+    docker.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    docker.chmod(0o755)
+
+    def make_image_tag() -> str:
+        calls.write_text("")
+        env = {k: v for k, v in os.environ.items() if k != "IMAGE"} | {"DOCKER": str(docker)}
+        done = subprocess.run(
+            ["make", "--no-print-directory", "image"], cwd=clone, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        [build] = [line.split() for line in calls.read_text().splitlines() if line.startswith("build ")]
+        return build[build.index("-t") + 1]
+
+    assert default_image(clone) == make_image_tag() and not default_image(clone).endswith("-dirty")
+    (clone / "tests" / "scratch.txt").write_text("not part of the image\n")
+    assert default_image(clone) == make_image_tag() and not default_image(clone).endswith("-dirty")
+    with open(clone / "src" / "facectx" / "__init__.py", "a") as file:
+        file.write("# changed\n")
+    assert default_image(clone) == make_image_tag() and default_image(clone).endswith("-dirty")
+
+    with pytest.raises(RuntimeError, match="give --image or set FACECTX_IMAGE"):
+        default_image(tmp_path)  # not a checkout
 
 
 def test_submit_sends_the_compiled_pipeline_arguments_and_token(kfp_server, tmp_path, monkeypatch, capsys):
@@ -229,6 +285,12 @@ def test_submit_sends_the_compiled_pipeline_arguments_and_token(kfp_server, tmp_
             "http://mlflow.test:5000",
             "--resume-uri",
             "s3://resume-bucket",
+            "--s3-endpoint",
+            "https://s3.test:9000",
+            "--node-selector",
+            "pool=gpu-train",
+            "--toleration",
+            "dedicated=ml:NoSchedule",
             "--token-file",
             str(token_file),
         ]
@@ -260,6 +322,7 @@ def test_submit_sends_the_compiled_pipeline_arguments_and_token(kfp_server, tmp_
         "compare": "progan,l2_loss",
         "mlflow_tracking_uri": "http://mlflow.test:5000",
         "resume_uri": "s3://resume-bucket",
+        "s3_endpoint": "https://s3.test:9000",
     }
     # The compiled package, inline: pipeline spec + Kubernetes platform spec (secrets by name only).
     spec = body["pipeline_spec"]["pipeline_spec"]
@@ -269,9 +332,22 @@ def test_submit_sends_the_compiled_pipeline_arguments_and_token(kfp_server, tmp_
     assert {e["container"]["image"] for e in executors} == {"registry.example/facectx:7"}
     assert {e["container"].get("resources", {}).get("accelerator", {}).get("resourceCount") for e in executors} >= {"2"}
     assert [t["iteratorPolicy"]["parallelismLimit"] for _, t in _tasks(spec) if "iteratorPolicy" in t] == [1]
-    # Caching off by default, in every DAG: kfp sends enableCache false as an empty cachingOptions.
+    # Caching off, in every DAG: kfp sends enableCache false as an empty cachingOptions.
     assert all(not task.get("cachingOptions", {}).get("enableCache", False) for _, task in _tasks(spec))
-    assert "kubernetes" in body["pipeline_spec"]["platform_spec"]["platforms"]
+    # The placement options reach the GPU steps' Kubernetes settings, and only theirs.
+    platform = body["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    placed = {label for label, config in platform.items() if "nodeSelector" in config}
+    gpu_steps = {
+        label
+        for label, e in spec["deploymentSpec"]["executors"].items()
+        if "accelerator" in e["container"].get("resources", {})
+    }
+    assert placed == gpu_steps and len(gpu_steps) > 1
+    for label in gpu_steps:
+        assert platform[label]["nodeSelector"]["labels"] == {"pool": "gpu-train"}
+        assert {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"} in platform[label][
+            "tolerations"
+        ]
 
     # The token travels only in the Authorization header; no secret in any body, query or path.
     for request in kfp_server.requests:
@@ -282,7 +358,9 @@ def test_submit_sends_the_compiled_pipeline_arguments_and_token(kfp_server, tmp_
     assert TOKEN not in out + err and AWS_SECRET not in out + err
 
 
-def test_submit_defaults_and_caching_opt_in(kfp_server, monkeypatch, capsys):
+def test_submit_defaults(kfp_server, monkeypatch, capsys):
+    from components.image import default_image
+
     monkeypatch.setenv("KF_PIPELINES_TOKEN", TOKEN)
     kfp_server.token = TOKEN
     assert main(["pipeline", "submit", "--endpoint", kfp_server.url, "--source", "s3://photos/lfw"]) == 0
@@ -300,26 +378,63 @@ def test_submit_defaults_and_caching_opt_in(kfp_server, monkeypatch, capsys):
     assert body["runtime_config"]["parameters"] == {"source": "s3://photos/lfw"}  # compiled defaults for the rest
     assert body["display_name"].startswith("facectx-training ")
     spec = body["pipeline_spec"]["pipeline_spec"]
-    assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {
-        f"ghcr.io/facectx/facectx:{version('facectx')}"
-    }
+    assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {default_image()}
     assert [t["iteratorPolicy"]["parallelismLimit"] for _, t in _tasks(spec) if "iteratorPolicy" in t] == [2]
     assert all(not task.get("cachingOptions", {}).get("enableCache", False) for _, task in _tasks(spec))
+    platform = body["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert not [label for label, config in platform.items() if "nodeSelector" in config]  # no node label needed
 
-    # --caching keeps the pipeline's own per-step choice: pure steps reused, the rest still off.
     kfp_server.requests.clear()
-    assert main(["pipeline", "submit", "--endpoint", kfp_server.url, "--source", "s3://photos/lfw", "--caching"]) == 0
+    assert main(["pipeline", "submit", "--endpoint", kfp_server.url, "--source", "s3://photos/lfw"]) == 0
     assert ("POST", f"{API}/experiments") not in kfp_server.calls()  # the experiment is found by name, reused
-    [body] = kfp_server.run_bodies()
-    assert body["experiment_id"] == experiment["experiment_id"]
-    caching = {
-        name: task.get("cachingOptions", {}).get("enableCache", False)
-        for name, task in _tasks(body["pipeline_spec"]["pipeline_spec"])
-    }
-    assert caching["validate"] and caching["prepare"]
-    assert not caching["ingest"] and not caching["register"] and not caching["promote"]
+    assert kfp_server.run_bodies()[0]["experiment_id"] == experiment["experiment_id"]
     assert len(kfp_server.runs) == 2
     assert TOKEN not in "".join(capsys.readouterr())
+
+
+@pytest.mark.parametrize("source", ["/data/photos", "photos", "s3://"])
+def test_source_must_be_an_s3_prefix(kfp_server, capsys, source):
+    assert main(["pipeline", "submit", "--endpoint", kfp_server.url, "--source", source]) == 1
+    assert "must be an S3 prefix, s3://bucket/prefix" in _error_line(capsys.readouterr().err)
+    assert kfp_server.requests == []
+    endpoint = ["--s3-endpoint", "object-store:8333"]  # no scheme: boto3 would refuse it in every pod
+    assert main(["pipeline", "submit", "--endpoint", kfp_server.url, "--source", "s3://a/b", *endpoint]) == 1
+    assert "--s3-endpoint 'object-store:8333' must start with http://" in _error_line(capsys.readouterr().err)
+    assert kfp_server.requests == []
+
+
+def _failed_run(server: FakeKfp, state: str = "FAILED") -> str:
+    run_id = str(uuid.uuid4())
+    server.runs[run_id] = {"run_id": run_id, "display_name": "paper-run-1", "state": state, "created_at": _now()}
+    return run_id
+
+
+def test_retry_asks_the_backend_to_rerun_a_failed_run(kfp_server, monkeypatch, capsys):
+    """A preempted training pod fails its run (KFP's retryStrategy has no retryPolicy, so Argo does
+    not retry a deleted pod): `facectx pipeline retry` sends the backend's run retry, which reruns
+    the failed steps under the same run id, so training resumes from resume_uri/<run id>/."""
+    kfp_server.token = TOKEN
+    monkeypatch.setenv("KF_PIPELINES_TOKEN", TOKEN)
+    run_id = _failed_run(kfp_server)
+    assert main(["pipeline", "retry", run_id, "--endpoint", kfp_server.url + "/"]) == 0
+    assert kfp_server.calls() == [("GET", f"{API}/runs/{run_id}"), ("POST", f"{API}/runs/{run_id}:retry")]
+    retry = kfp_server.requests[1]
+    assert retry["body"] == "" and retry["query"] == {}  # the run id, in the path, is all it takes
+    assert retry["headers"]["authorization"] == f"Bearer {TOKEN}"
+    assert kfp_server.runs[run_id]["state"] == "RUNNING"
+    out = capsys.readouterr().out
+    assert f"retrying run {run_id} (was FAILED)" in out and "resume" in out
+
+
+def test_retry_refuses_a_run_that_has_not_failed(kfp_server, capsys):
+    running = _failed_run(kfp_server, state="RUNNING")
+    assert main(["pipeline", "retry", running, "--endpoint", kfp_server.url]) == 1
+    line = _error_line(capsys.readouterr().err)
+    assert f"run {running} at {kfp_server.url} is RUNNING: only a failed or terminated run can be retried" in line
+    assert ("POST", f"{API}/runs/{running}:retry") not in kfp_server.calls()
+
+    assert main(["pipeline", "retry", "no-such-run", "--endpoint", kfp_server.url]) == 1
+    assert f"no run no-such-run at {kfp_server.url}: run not found" in _error_line(capsys.readouterr().err)
 
 
 def test_refused_endpoint_is_named(kfp_server, capsys):

@@ -1,14 +1,14 @@
-"""facectx pipeline compile | submit: the Kubeflow training pipeline."""
+"""facectx pipeline compile | submit | retry: the Kubeflow training pipeline."""
 
 from __future__ import annotations
-
-import argparse
 
 from pipelines import DEFAULT_EXPERIMENT, DEFAULT_OUT, TOKEN_ENV
 
 
 def add_parser(commands) -> None:
-    pipeline = commands.add_parser("pipeline", help="the Kubeflow training pipeline: compile it, or submit a run of it")
+    pipeline = commands.add_parser(
+        "pipeline", help="the Kubeflow training pipeline: compile it, submit a run of it, retry a failed run"
+    )
     pipeline_steps = pipeline.add_subparsers(dest="pipeline_command", required=True)
     step = pipeline_steps.add_parser("compile", help="write the pipeline YAML (for the KFP UI or `kfp run create`)")
     step.add_argument("--out", default=DEFAULT_OUT, help="YAML file to write (default: %(default)s)")
@@ -18,16 +18,36 @@ def add_parser(commands) -> None:
         "--parallelism", type=int, default=0, help="compared models trained at once (default: %(default)s, all at once)"
     )
     _add_submit(pipeline_steps)
+    _add_retry(pipeline_steps)
 
 
 def _add_build_options(step) -> None:
     """The options compile and submit share: how the pipeline is built."""
     step.add_argument(
         "--image",
-        help="container image for every step (default: FACECTX_IMAGE, else the image "
-        "tagged with this package's version)",
+        help="container image for every step (default: FACECTX_IMAGE, else the tag `make image` gives "
+        "an image of this checkout: ghcr.io/facectx/facectx:<version>-<git short sha>)",
     )
     step.add_argument("--gpus-per-stage", type=int, default=1, help="GPUs per training step (default: %(default)s)")
+    step.add_argument(
+        "--node-selector",
+        action="append",
+        default=[],
+        metavar="LABEL=VALUE",
+        help="a node label the GPU steps require (repeatable; default: none, the GPU limit alone places them)",
+    )
+    step.add_argument(
+        "--toleration",
+        action="append",
+        default=[],
+        metavar="KEY[=VALUE][:EFFECT]",
+        help="a taint the GPU steps tolerate, beyond the GPU resource's own NoSchedule taint (repeatable)",
+    )
+    step.add_argument(
+        "--accelerator-type",
+        default="nvidia.com/gpu",
+        help="the extended resource GPU steps request, e.g. nvidia.com/mig-3g.40gb (default: %(default)s)",
+    )
 
 
 def _add_submit(pipeline_steps) -> None:
@@ -40,8 +60,8 @@ def _add_submit(pipeline_steps) -> None:
         default=2,
         help="compared models trained at once, capping the GPUs a run asks for (default: %(default)s)",
     )
-    step.add_argument("--endpoint", required=True, help="the KFP API, e.g. https://kubeflow.example.com/pipeline")
-    step.add_argument("--source", required=True, help="the photos: s3://bucket/prefix, or a folder the pods can read")
+    _add_endpoint_options(step)
+    step.add_argument("--source", required=True, help="the photos: an S3 prefix, s3://bucket/prefix")
     step.add_argument("--namespace", help="your profile namespace (multi-user Kubeflow)")
     step.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="KFP experiment (default: %(default)s)")
     step.add_argument("--run-name", help="default: facectx-training <date time>")
@@ -49,14 +69,23 @@ def _add_submit(pipeline_steps) -> None:
     step.add_argument(
         "--compare", help="comma-separated variants to train beside the cascade (default: params' compare)"
     )
-    step.add_argument(
-        "--caching",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="let validate and prepare reuse cached results (default: off, every step runs)",
-    )
     step.add_argument("--mlflow-uri", help="MLflow tracking URI as the pods see it (default: the pipeline's)")
+    step.add_argument("--s3-endpoint", help="the object store's URL as the pods see it (default: the pipeline's)")
     step.add_argument("--resume-uri", help="where training keeps resume state (default: the pipeline's; '' for none)")
+
+
+def _add_retry(pipeline_steps) -> None:
+    step = pipeline_steps.add_parser(
+        "retry",
+        help="run a failed run's failed steps again (e.g. a preempted training pod); training resumes from its S3 state",
+    )
+    step.set_defaults(func=retry, needs_params=False)  # the run carries its own params
+    step.add_argument("run_id", metavar="RUN_ID", help="the Kubeflow run's id (`facectx pipeline submit` prints it)")
+    _add_endpoint_options(step)
+
+
+def _add_endpoint_options(step) -> None:
+    step.add_argument("--endpoint", required=True, help="the KFP API, e.g. https://kubeflow.example.com/pipeline")
     step.add_argument("--token-file", help=f"file holding the bearer token (default: ${TOKEN_ENV}, else none)")
 
 
@@ -68,12 +97,22 @@ def _no_variant(args) -> None:
         )
 
 
+def _placement(args):
+    from pipelines.gpu import GpuPlacement, Toleration
+
+    return GpuPlacement(
+        node_selector=tuple(GpuPlacement.parse_label(text) for text in args.node_selector),
+        tolerations=tuple(Toleration.parse(text) for text in args.toleration),
+        accelerator=args.accelerator_type,
+    )
+
+
 def compile_pipeline(args, params):
     _no_variant(args)
     # params (loaded by main) checked the file; the pipeline builder reads it by path.
-    from pipelines import submit as kubeflow  # kfp and every component: only these commands need them
+    from pipelines.compile import compile_pipeline as compile_to  # kfp and every component: only here
 
-    path = kubeflow.compile_training(args.params, args.out, args.image, args.gpus_per_stage, args.parallelism)
+    path = compile_to(args.params, args.out, args.image, args.gpus_per_stage, args.parallelism, _placement(args))
     print(f"wrote {path}")
     return path
 
@@ -92,13 +131,25 @@ def submit(args, params):
         image=args.image,
         profile=args.profile,
         compare=args.compare,
-        caching=args.caching,
         parallelism=args.parallelism,
         gpus_per_stage=args.gpus_per_stage,
+        placement=_placement(args),
         mlflow_uri=args.mlflow_uri,
+        s3_endpoint=args.s3_endpoint,
         resume_uri=args.resume_uri,
         token=kubeflow.read_token(args.token_file),
     )
     print(f"submitted run {run.run_id} ({run.name}, experiment {run.experiment})")
     print(run.url)
     return run
+
+
+def retry(args, params):
+    from pipelines import submit as kubeflow
+
+    state = kubeflow.retry(args.endpoint, args.run_id, token=kubeflow.read_token(args.token_file))
+    print(
+        f"retrying run {args.run_id} (was {state}): its failed steps start again; "
+        "training steps resume from their last saved state under the run's resume_uri"
+    )
+    return args.run_id
