@@ -1,5 +1,5 @@
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Input, Metrics, Model, Output
 
 from components.image import PLACEHOLDER_IMAGE
 
@@ -10,8 +10,8 @@ def evaluate(
     pipeline_run_id: str,
     mlflow_tracking_uri: str,
     s3_endpoint: str,
-    prepared: Input[Dataset],
-    raw: Input[Dataset],
+    dvc_remote: str,
+    data: Input[Artifact],
     model: Input[Model],
     variants: Input[list[Model]],
     evaluation: Output[Artifact],
@@ -19,27 +19,36 @@ def evaluate(
     metrics: Output[Metrics],
 ) -> float:
     """Score the cascade, the comparison models (each named by its `variant` metadata) and the
-    baselines on the test split; returns the cascade's Fréchet distance."""
+    baselines on the test split; returns the cascade's Fréchet distance. Fetches from the run's
+    data version (`data`) the test split and the photos of the calibration pairs, nothing more."""
     import os
     import shutil
+    import tempfile
 
     from components.endpoints import use_s3_endpoint
     from facectx import layout
     from facectx.config import parse_params
+    from facectx.data.versioning import DataRemote, version_tags
     from facectx.steps.evaluate import evaluate_step
+    from facectx.steps.version import fetch_evaluation_data
 
     use_s3_endpoint(s3_endpoint)
+    params = parse_params(params_yaml)
+    remote = DataRemote(dvc_remote, s3_endpoint or None)
+    resolutions, pairs = params.prepare.resolutions, params.evaluate.calibration_pairs
+    fetched = fetch_evaluation_data(data.path, remote, resolutions, pairs, tempfile.mkdtemp())
     # Each model's last stage: the cascade's, then each compared variant's (named by its metadata).
     names = layout.evaluated_models(variant.metadata["variant"] for variant in variants)
     models = {name: str(layout.checkpoint_dir(m.path)) for name, m in zip(names, [model, *variants])}
     result = evaluate_step(
-        parse_params(params_yaml),
-        prepared.path,
-        raw.path,
+        params,
+        fetched["prepared_dir"],
+        fetched["raw_dir"],
         models,
         evaluation.path,
         pipeline_run=pipeline_run_id,
         tracking_uri=mlflow_tracking_uri or None,
+        data_tags=version_tags(data.path),
     )
     shutil.copy(os.path.join(evaluation.path, "report.html"), report.path)
     for method, values in result["methods"].items():

@@ -1,5 +1,5 @@
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Model
+from kfp.dsl import Artifact, Input, Model
 
 from components.image import PLACEHOLDER_IMAGE
 
@@ -12,27 +12,32 @@ def register(
     s3_endpoint: str,
     model: Input[Model],
     evaluation: Input[Artifact],
-    prepared: Input[Dataset],
-    raw: Input[Dataset],
+    dvc_remote: str,
+    data: Input[Artifact],
 ) -> int:
     """Log the cascade as an MLflow pyfunc model and register it as `challenger`, with the
-    evaluation's cascade metrics for the promotion gate; returns the new version."""
+    evaluation's cascade metrics for the promotion gate and the run's data version as tags;
+    returns the new version. Fetches one test photo (the input example) from the data version."""
     import os
+    import tempfile
 
     from components.endpoints import use_s3_endpoint
     from facectx import layout
     from facectx.config import parse_params
+    from facectx.data.versioning import DataRemote, version_tags
     from facectx.steps.register import register_step
+    from facectx.steps.version import fetch_example_photo
 
     use_s3_endpoint(s3_endpoint)
+    photo = fetch_example_photo(data.path, DataRemote(dvc_remote, s3_endpoint or None), tempfile.mkdtemp())
     result = register_step(
         parse_params(params_yaml),
         str(layout.checkpoint_dir(model.path)),
         os.path.join(evaluation.path, "metrics.json"),
-        prepared_dir=prepared.path,
-        raw_dir=raw.path,
+        example_photo=photo,
         pipeline_run=pipeline_run_id,
         tracking_uri=mlflow_tracking_uri or None,
+        data_tags=version_tags(data.path),
     )
     return result["version"]
 

@@ -1,5 +1,5 @@
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Input, Metrics, Model, Output
 
 from components.image import PLACEHOLDER_IMAGE
 
@@ -14,7 +14,8 @@ def train_stage(
     mlflow_tracking_uri: str,
     resume_uri: str,
     s3_endpoint: str,
-    prepared: Input[Dataset],
+    dvc_remote: str,
+    data: Input[Artifact],
     model: Output[Model],
     metrics: Output[Metrics],
     previous: Input[Model] = None,
@@ -26,13 +27,12 @@ def train_stage(
     resolves them as `resolve_params` does (kfp.local hands a task inside a ParallelFor the loop
     item in place of an upstream task's output parameter).
 
-    The resume state is kept in object storage under resume_uri/<run id>/<model>/stage_N, so a
-    retried pod (preempted, evicted) continues from the last save on whatever node it lands.
-    With several GPUs the stage trains with DDP, one process per GPU."""
-    import os
-    import tempfile
-
+    `data` is the run's data version (.dvc pointers): the stage fetches only what it reads.
+    Resume state is kept under resume_uri/<run id>/<model>/stage_N, so a retried pod (preempted,
+    evicted) continues from the last save on whatever node it lands. With several GPUs the stage
+    trains with DDP, one process per GPU."""
     from components.endpoints import use_s3_endpoint
+    from components.stage_inputs import resume_places, stage_data
     from facectx import layout
     from facectx.config import parse_params, resolve_params_text
     from facectx.steps.train import train_stage_step
@@ -40,19 +40,18 @@ def train_stage(
     use_s3_endpoint(s3_endpoint)
     name = variant or layout.CASCADE
     params = parse_params(resolve_params_text(params_yaml, profile, compare), variant=variant or None)
+    fetched = stage_data(data.path, dvc_remote, s3_endpoint, stage, params.prepare.resolutions)
     arguments = dict(
         params=params,
         stage=stage,
-        prepared_dir=prepared.path,
+        prepared_dir=fetched["prepared_dir"],
         out_dir=model.path,
         init_dir=str(layout.checkpoint_dir(previous.path)) if previous is not None else None,
-        resume_dir=str(layout.resume_dir(os.path.join(tempfile.gettempdir(), "facectx-resume", name), stage)),
+        **resume_places(resume_uri, pipeline_run_id, name, stage),
         run_name=name,
         pipeline_run=pipeline_run_id,
-        resume_uri=f"{resume_uri.rstrip('/')}/{pipeline_run_id}/{name}/{layout.stage_folder(stage)}"
-        if resume_uri
-        else None,
         tracking_uri=mlflow_tracking_uri or None,
+        data_tags=fetched["data_tags"],
     )
     if gpus > 1:
         from facectx.training.distributed import run_processes
@@ -61,7 +60,7 @@ def train_stage(
     else:
         result = train_stage_step(**arguments)
     model.metadata.update({"stage": stage, "variant": name, "framework": "pytorch", "format": "safetensors"})
-    for key, value in result.items():
+    for key, value in {**result, "data_bytes_fetched": fetched["bytes"]}.items():
         metrics.log_metric(key, float(value))
     return result["val_ssim"]
 

@@ -16,10 +16,11 @@ from kfp import dsl, kubernetes
 
 # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; created in the profile namespace (infra/README.md).
 S3_SECRET = "facectx-s3"
-# Defaults of the run parameters mlflow_tracking_uri, s3_endpoint and resume_uri.
+# Defaults of the run parameters mlflow_tracking_uri, s3_endpoint, resume_uri and dvc_remote.
 MLFLOW_URI = "http://mlflow.facectx.svc.cluster.local:5000"
 S3_ENDPOINT = "http://object-store.facectx.svc.cluster.local:8333"
 RESUME_URI = "s3://facectx-runs"  # training resume state, per run
+DVC_REMOTE = "s3://facectx-data/dvc"  # default of the dvc_remote parameter: the run's data versions
 GPU_RESOURCE = "nvidia.com/gpu"
 # Tries per training step after its container fails (a crash, OOMKilled). KFP writes Argo's
 # retryStrategy without a retryPolicy, so Argo's default (OnFailure) applies: a pod that is deleted

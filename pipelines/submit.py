@@ -57,6 +57,7 @@ def run_arguments(
     mlflow_uri: str | None = None,
     s3_endpoint: str | None = None,
     resume_uri: str | None = None,
+    dvc_remote: str | None = None,
 ) -> dict[str, str]:
     """The run's parameters: source always, the others only when given, so the compiled defaults
     (one place: pipelines/training.py) stay the defaults."""
@@ -67,6 +68,7 @@ def run_arguments(
         "mlflow_tracking_uri": mlflow_uri,
         "s3_endpoint": s3_endpoint,
         "resume_uri": resume_uri,
+        "dvc_remote": dvc_remote,
     }
     return {name: value for name, value in arguments.items() if value is not None}
 
@@ -88,20 +90,16 @@ def submit(
     mlflow_uri: str | None = None,
     s3_endpoint: str | None = None,
     resume_uri: str | None = None,
+    dvc_remote: str | None = None,
     token: str | None = None,
 ) -> SubmittedRun:
     """Compile the training pipeline and create one run of it at `endpoint`. Every step runs
     (the pipeline compiles with caching off: pipelines/training.py says why nothing could hit)."""
     endpoint = _checked_endpoint(endpoint)
-    if not source.startswith("s3://") or len(source) <= len("s3://"):
-        raise SubmitError(
-            f"--source {source!r} must be an S3 prefix, s3://bucket/prefix: the pipeline's pods read the photos from the object store"
-        )
-    if s3_endpoint and not s3_endpoint.startswith(("http://", "https://")):
-        raise SubmitError(f"--s3-endpoint {s3_endpoint!r} must start with http:// or https://")
+    _check_places(source, s3_endpoint, dvc_remote)
     # A misspelt profile or variant fails here, not after the cluster has pulled images.
     resolve_params_text(pipeline_params_text(params_file), profile or "", compare or "", where=str(params_file))
-    arguments = run_arguments(source, profile, compare, mlflow_uri, s3_endpoint, resume_uri)
+    arguments = run_arguments(source, profile, compare, mlflow_uri, s3_endpoint, resume_uri, dvc_remote)
     run_name = run_name or f"facectx-training {datetime.datetime.now():%Y-%m-%d %H:%M:%S}"
 
     with _explained_errors(endpoint, token):
@@ -153,6 +151,21 @@ def retry(endpoint: str, run_id: str, *, token: str | None = None) -> str:
             )
         runs.run_service_retry_run(run_id, _request_timeout=HEALTHZ_TIMEOUT_S)
     return state
+
+
+def _check_places(source: str, s3_endpoint: str | None, dvc_remote: str | None) -> None:
+    """The run's data places as the pods need them: S3 prefixes (no pod mounts a folder) and an
+    endpoint URL boto3 accepts."""
+    if not source.startswith("s3://") or len(source) <= len("s3://"):
+        raise SubmitError(
+            f"--source {source!r} must be an S3 prefix, s3://bucket/prefix: the pipeline's pods read the photos from the object store"
+        )
+    if s3_endpoint and not s3_endpoint.startswith(("http://", "https://")):
+        raise SubmitError(f"--s3-endpoint {s3_endpoint!r} must start with http:// or https://")
+    if dvc_remote is not None and not dvc_remote.startswith("s3://"):
+        raise SubmitError(
+            f"--dvc-remote {dvc_remote!r} must be an S3 prefix, s3://bucket/prefix (the pods mount no folder)"
+        )
 
 
 def _checked_endpoint(endpoint: str) -> str:

@@ -17,10 +17,11 @@ from test_dvc_pipeline import _project_copy, _run
 
 from conftest import s3_client
 from facectx.data import versioning
-from facectx.data.shards import split_files
+from facectx.data.shards import data_version, split_files
+from facectx.evaluation.photo_sets import files_read
 from facectx.layout import PREPARED_DIR, RAW_DIR
 from facectx.serving import example_photo_from_prepared
-from facectx.steps.version import fetch_evaluation_data, fetch_example_photo, fetch_split, fetch_stage_data
+from facectx.steps.version import fetch_evaluation_data, fetch_example_photo, fetch_stage_data
 
 BUCKET = "facectx-data-versions"
 
@@ -106,13 +107,14 @@ def test_the_runs_data_version_is_what_dvc_repro_records(reproduced, remote, s3_
 def test_a_stage_fetches_only_its_resolutions(reproduced, remote, s3_server, monkeypatch, tmp_path):
     pointers = tmp_path / "pointers"
     _versioned(reproduced, remote, pointers, s3_server, monkeypatch)
-    names = [name for split in ("train", "val") for name in split_files(split, [8])]
+    names = [name for split in ("train", "val") for name in split_files(split, [8])] + ["test/index.parquet"]
     fetched = fetch_stage_data(pointers, remote, 8, (8, 16, 32, 64, 128), tmp_path / "stage_8")
     prepared = reproduced / PREPARED_DIR
     got = Path(fetched["prepared_dir"])
     assert sorted(p.relative_to(got).as_posix() for p in got.rglob("*") if p.is_file()) == sorted(["meta.json", *names])
     for name in ["meta.json", *names]:
         assert (got / name).read_bytes() == (prepared / name).read_bytes(), name
+    assert data_version(got) == data_version(prepared)  # what each checkpoint records
     share = fetched["bytes"] / _size(prepared)
     print(f"8 px stage fetched {fetched['bytes']} of {_size(prepared)} prepared bytes ({share:.2%})")
     assert fetched["bytes"] == _size(got) and share < 0.05
@@ -126,10 +128,12 @@ def test_a_stage_fetches_only_its_resolutions(reproduced, remote, s3_server, mon
 def test_evaluation_fetches_its_split_and_register_one_photo(reproduced, remote, s3_server, monkeypatch, tmp_path):
     pointers = tmp_path / "pointers"
     _versioned(reproduced, remote, pointers, s3_server, monkeypatch)
-    test_split = fetch_split(pointers, remote, "test", tmp_path / "evaluate")
-    got = Path(test_split["prepared_dir"])
-    assert _sha256_tree(got / "test") == _sha256_tree(reproduced / PREPARED_DIR / "test")
-    assert sorted(p.name for p in got.iterdir()) == ["meta.json", "test"]
+    fetched = fetch_evaluation_data(pointers, remote, (8, 16, 32, 64, 128), 0, tmp_path / "evaluate")
+    got, prepared = Path(fetched["prepared_dir"]), reproduced / PREPARED_DIR
+    names = sorted(p.relative_to(got).as_posix() for p in got.rglob("*") if p.is_file())
+    assert names == sorted(["meta.json", *files_read((8, 16, 32, 64, 128))])
+    assert all((got / name).read_bytes() == (prepared / name).read_bytes() for name in names)
+    assert fetched["bytes"] == _size(got) < _size(prepared)
 
     photo = fetch_example_photo(pointers, remote, tmp_path / "register")
     expected = example_photo_from_prepared(reproduced / PREPARED_DIR, reproduced / RAW_DIR)
@@ -155,7 +159,7 @@ def test_evaluation_fetches_the_photos_of_the_pairs_it_calibrates_on(
     pointers = tmp_path / "pointers"
     versioning.push_version(versioning.data_folders(raw, reproduced / PREPARED_DIR), remote, pointers)
 
-    got = fetch_evaluation_data(pointers, remote, 1, tmp_path / "evaluate")
+    got = fetch_evaluation_data(pointers, remote, (8, 16, 32, 64, 128), 1, tmp_path / "evaluate")
     photos = sorted(p.relative_to(got["raw_dir"]).as_posix() for p in Path(got["raw_dir"]).rglob("*.jpg"))
     assert photos == sorted({f"images/{a}/{a}_0001.jpg", f"images/{a}/{a}_0002.jpg", f"images/{b}/{b}_0001.jpg"})
     assert (Path(got["raw_dir"]) / "split_lists" / "pairsDevTrain.txt").read_text() == pairs

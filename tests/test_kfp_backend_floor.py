@@ -13,7 +13,7 @@ import yaml
 from kfp import compiler, dsl, kubernetes
 from kfp_floor import BELOW_FLOOR, FLOOR, REPO, features, parse_errors
 
-from pipelines.submit import compile_training
+from pipelines.compile import compile_pipeline
 
 KUBEFLOW_1_10 = "2.5.0"  # the KFP of Kubeflow 1.10.2 (1.10.0: 2.4.1)
 
@@ -26,14 +26,12 @@ def _documents(path) -> tuple[dict, dict]:
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory) -> dict[str, tuple[dict, dict]]:
     """The pipeline as `facectx pipeline compile` writes it, and as `facectx pipeline submit` sends it
-    (its defaults: two compared models at once, caching off; two GPUs a stage for DDP)."""
+    (two compared models at once; two GPUs a stage for DDP)."""
     folder = tmp_path_factory.mktemp("kfp-floor")
     params = REPO / "params.yaml"
     return {
-        "compile": _documents(compile_training(params, folder / "compile.yaml")),
-        "submit": _documents(
-            compile_training(params, folder / "submit.yaml", gpus_per_stage=2, parallelism=2, caching=False)
-        ),
+        "compile": _documents(compile_pipeline(params, folder / "compile.yaml")),
+        "submit": _documents(compile_pipeline(params, folder / "submit.yaml", gpus_per_stage=2, parallelism=2)),
     }
 
 

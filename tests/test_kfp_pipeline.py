@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
+from pathlib import Path
 
 import pandas as pd
 import yaml
@@ -193,8 +195,9 @@ def test_compiled_chain_follows_params_stages(tmp_path, params):
 
 def test_pipeline_runs_locally_with_a_256px_stage(sample_source, s3_server, tmp_path, params, monkeypatch):
     """A 256 px stage added in params trains through kfp.local: data from an S3 prefix reached
-    through the run's s3_endpoint parameter, the six-stage cascade and the ProGAN chain,
-    evaluation, registration and promotion, all in one MLflow pipeline run."""
+    through the run's s3_endpoint parameter, versioned with DVC in the object store, the six-stage
+    cascade and the ProGAN chain, evaluation, registration and promotion, all in one MLflow
+    pipeline run tagged with the data version."""
     from conftest import s3_client, tiny_training_params, with_stage_256
     from facectx.config import dump_params
 
@@ -234,6 +237,7 @@ def test_pipeline_runs_locally_with_a_256px_stage(sample_source, s3_server, tmp_
         mlflow_tracking_uri=store,
         s3_endpoint=s3_server["AWS_ENDPOINT_URL"],
         resume_uri="",
+        dvc_remote="s3://facectx-kfp-local/dvc",
     )
     assert run is not None
     metrics_files = list((tmp_path / "kfp").rglob("metrics.json"))
@@ -267,3 +271,43 @@ def test_pipeline_runs_locally_with_a_256px_stage(sample_source, s3_server, tmp_
         r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == children["cascade"].info.run_id
     )
     assert cascade_stages == sorted(f"cascade/stage_{s}" for s in quick.train.stages)
+
+    _check_the_data_version(tmp_path, prepared[0], runs, champion, s3_server)
+
+
+def _check_the_data_version(tmp_path, prepared, runs, champion, s3_server):
+    """Every tracked run and the model version carry the run's data version; each step fetched
+    only what it reads; a clone of the project holding the pointers gets the same bytes back."""
+    from test_dvc_pipeline import _project_copy, _run
+
+    from facectx.data.versioning import version_tags
+
+    [pointers] = [p.parents[2] for p in (tmp_path / "kfp").rglob("data/prepared/train.dvc")]
+    tags = version_tags(pointers)
+    assert set(tags) >= {f"facectx.data.dvc.data/{name}" for name in ("raw", "prepared/train", "prepared/test")}
+    tracked = [r for r in runs if r.info.run_name.startswith(("cascade/", "progan/", "evaluate", "register-"))]
+    assert len(tracked) == 2 * 6 + 2
+    for run in tracked:
+        assert {k: run.data.tags.get(k) for k in tags} == tags, run.info.run_name
+    assert {k: champion.tags.get(k) for k in tags} == tags
+    size = sum(p.stat().st_size for p in prepared.rglob("*") if p.is_file())
+    fetched = {
+        r.info.run_name: int(r.data.tags["facectx.data.bytes_fetched"]) for r in runs if "/stage_" in r.info.run_name
+    }
+    print(f"bytes fetched per training step, of {size} prepared: {fetched}")
+    assert fetched["cascade/stage_8"] < 0.05 * size < fetched["cascade/stage_256"] <= size
+
+    project = _project_copy(tmp_path / "clone")
+    version = project / "versions" / "kfp-local"
+    for pointer in pointers.rglob("*.dvc"):
+        (version / pointer.relative_to(pointers)).parent.mkdir(parents=True, exist_ok=True)
+        (version / pointer.relative_to(pointers)).write_bytes(pointer.read_bytes())
+    dvc = str(Path(sys.executable).parent / "dvc")
+    _run([dvc, "remote", "add", "-f", "-d", "kfp", "s3://facectx-kfp-local/dvc"], project)
+    _run([dvc, "remote", "modify", "--local", "kfp", "endpointurl", s3_server["AWS_ENDPOINT_URL"]], project)
+    _run([dvc, "pull", "-q", "-r", "kfp", *map(str, version.rglob("*.dvc"))], project)
+    for split in ("train", "val", "test"):
+        for path in (prepared / split).rglob("*"):
+            if path.is_file():
+                pulled = version / "data" / "prepared" / split / path.relative_to(prepared / split)
+                assert pulled.read_bytes() == path.read_bytes(), pulled

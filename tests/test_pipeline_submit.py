@@ -31,7 +31,16 @@ from facectx.cli import main
 from servers import refusing_port
 
 API = "/apis/v2beta1"
-RUN_PARAMETERS = {"source", "profile", "compare", "params_yaml", "mlflow_tracking_uri", "s3_endpoint", "resume_uri"}
+RUN_PARAMETERS = {
+    "source",
+    "profile",
+    "compare",
+    "params_yaml",
+    "mlflow_tracking_uri",
+    "s3_endpoint",
+    "resume_uri",
+    "dvc_remote",
+}
 TOKEN = "kfp-token-sentinel-7d1f"
 AWS_SECRET = "aws-secret-sentinel-93ab"
 
@@ -287,6 +296,8 @@ def test_submit_sends_the_compiled_pipeline_arguments_and_token(kfp_server, tmp_
             "s3://resume-bucket",
             "--s3-endpoint",
             "https://s3.test:9000",
+            "--dvc-remote",
+            "s3://versions/facectx",
             "--node-selector",
             "pool=gpu-train",
             "--toleration",
@@ -323,6 +334,7 @@ def test_submit_sends_the_compiled_pipeline_arguments_and_token(kfp_server, tmp_
         "mlflow_tracking_uri": "http://mlflow.test:5000",
         "resume_uri": "s3://resume-bucket",
         "s3_endpoint": "https://s3.test:9000",
+        "dvc_remote": "s3://versions/facectx",
     }
     # The compiled package, inline: pipeline spec + Kubernetes platform spec (secrets by name only).
     spec = body["pipeline_spec"]["pipeline_spec"]
@@ -400,6 +412,9 @@ def test_source_must_be_an_s3_prefix(kfp_server, capsys, source):
     endpoint = ["--s3-endpoint", "object-store:8333"]  # no scheme: boto3 would refuse it in every pod
     assert main(["pipeline", "submit", "--endpoint", kfp_server.url, "--source", "s3://a/b", *endpoint]) == 1
     assert "--s3-endpoint 'object-store:8333' must start with http://" in _error_line(capsys.readouterr().err)
+    remote = ["--dvc-remote", "/srv/dvc"]  # a folder: no pod mounts one
+    assert main(["pipeline", "submit", "--endpoint", kfp_server.url, "--source", "s3://a/b", *remote]) == 1
+    assert "--dvc-remote '/srv/dvc' must be an S3 prefix" in _error_line(capsys.readouterr().err)
     assert kfp_server.requests == []
 
 

@@ -29,15 +29,18 @@ def register(
     run_id: str | None = None,
     protocol: dict | None = None,
     tracking_uri: str | None = None,
+    data_tags: dict[str, str] | None = None,
 ) -> int:
     """Register `model_uri` as a new version of `name`, alias it `challenger`, keep `metrics` as tags.
     protocol: how the metrics were measured (networks, test photos); kept as tags so the gate only
-    compares versions measured the same way. tracking_uri: the registry's (default: facectx.tracking's)."""
+    compares versions measured the same way. tracking_uri: the registry's (default: facectx.tracking's).
+    data_tags: the version of the data it was trained on (a Kubeflow run's .dvc pointers)."""
     models = tracking.ModelRegistry(tracking_uri)
     tags = {f"{METRIC_TAG}{key}": repr(float(value)) for key, value in metrics.items()}
     tags.update({f"{PROTOCOL_TAG}{key}": str(value) for key, value in (protocol or {}).items()})
     if run_id:
         tags["facectx.run_id"] = run_id
+    tags.update(data_tags or {})
     version = models.register(model_uri, name, tags)
     models.set_alias(name, CHALLENGER, version)
     return version

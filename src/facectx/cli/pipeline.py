@@ -72,6 +72,7 @@ def _add_submit(pipeline_steps) -> None:
     step.add_argument("--mlflow-uri", help="MLflow tracking URI as the pods see it (default: the pipeline's)")
     step.add_argument("--s3-endpoint", help="the object store's URL as the pods see it (default: the pipeline's)")
     step.add_argument("--resume-uri", help="where training keeps resume state (default: the pipeline's; '' for none)")
+    step.add_argument("--dvc-remote", help="the DVC remote the run versions its data in (default: the pipeline's)")
 
 
 def _add_retry(pipeline_steps) -> None:
@@ -137,6 +138,7 @@ def submit(args, params):
         mlflow_uri=args.mlflow_uri,
         s3_endpoint=args.s3_endpoint,
         resume_uri=args.resume_uri,
+        dvc_remote=args.dvc_remote,
         token=kubeflow.read_token(args.token_file),
     )
     print(f"submitted run {run.run_id} ({run.name}, experiment {run.experiment})")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from facectx.data.shards import SplitShards
+from facectx.data.shards import INDEX_FILE, SplitShards, array_file
 
 
 @dataclass
@@ -20,6 +20,18 @@ class TestSet:
     landmarks: np.ndarray  # (N, 68, 2)
     index: pd.DataFrame
     valid: np.ndarray  # (N, 128, 128) uint8: 255 inside the photo, 0 where the crop ran past its edge
+
+
+def files_read(resolutions) -> list[str]:
+    """The prepared files evaluation reads, relative to the prepared folder: what load_split reads
+    of the test and val splits, and the training frames mean_training_frame averages."""
+    frame = max(resolutions)
+    pyramid = [array_file(kind, r) for r in resolutions for kind in ("masked", "mask")]
+    read = [INDEX_FILE, array_file("landmarks"), array_file("target", frame), array_file("valid", frame), *pyramid]
+    return [f"{split}/{name}" for split in ("test", "val") for name in read] + [
+        f"train/{INDEX_FILE}",
+        f"train/{array_file('target', frame)}",
+    ]
 
 
 def load_split(prepared_dir: str | os.PathLike, split: str, max_rows: int = 0, seed: int = 0) -> TestSet:

@@ -29,8 +29,10 @@ def evaluate_step(
     stage_name: str = "evaluate",
     pipeline_run: str | None = None,
     tracking_uri: str | None = None,
+    data_tags: dict[str, str] | None = None,
 ) -> dict:
-    """Score baselines and models on the test split, write the report, log it to MLflow.
+    """Score baselines and models on the test split, write the report, log it to MLflow (its run
+    tagged with data_tags: a Kubeflow run's data version).
 
     The verification threshold is calibrated on LFW's DevTrain pairs under raw_dir (needs the
     photos and the landmark detector), unless a calibration made elsewhere is given."""
@@ -44,6 +46,7 @@ def evaluate_step(
         key,
         stage_name,
         {"evaluate": dataclasses.asdict(config), "models": models},
+        tags=data_tags,
         config=params.tracking,
         tracking_uri=tracking_uri,
     ) as tracker:

@@ -27,16 +27,19 @@ def register_step(
     method: str = CASCADE,
     pipeline_run: str | None = None,
     tracking_uri: str | None = None,
+    data_tags: dict[str, str] | None = None,
 ) -> dict:
     """Log the checkpoint as a pyfunc model in an MLflow run and register it as the `challenger`;
     its gate metrics are the evaluation's metrics.json["methods"][method]. The run nests under the
-    pipeline run `pipeline_run` when given (Kubeflow's run id)."""
+    pipeline run `pipeline_run` when given (Kubeflow's run id); data_tags (the data version) tag
+    both the run and the model version."""
     evaluation, metrics = _gate_metrics(Path(metrics_file), method)
     name = params.registry.model_name
     tags = {
         "facectx.stage": "register",
         "facectx.checkpoint": str(Path(checkpoint_dir).resolve()),
         "facectx.metrics_file": str(Path(metrics_file).resolve()),
+        **(data_tags or {}),
     }
     # Nested under the pipeline run when there is one (pipeline_parent makes it the active run).
     with (
@@ -47,7 +50,7 @@ def register_step(
             checkpoint_dir, params, metrics, example_photo=example_photo, prepared_dir=prepared_dir, raw_dir=raw_dir
         )
         protocol = {key: evaluation[key] for key in PROTOCOL_KEYS if key in evaluation}
-        version = registry.register(info.model_uri, name, metrics, run_id, protocol, tracking_uri)
+        version = registry.register(info.model_uri, name, metrics, run_id, protocol, tracking_uri, data_tags)
     return {
         "model_name": name,
         "version": version,

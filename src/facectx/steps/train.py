@@ -33,6 +33,7 @@ def train_stage_step(
     pipeline_run: str | None = None,
     identity: TrainingIdentity | None = None,
     tracking_uri: str | None = None,
+    data_tags: dict[str, str] | None = None,
 ) -> dict:
     """Train one stage, starting from init_dir (the previous stage's checkpoint folder); writes
     out_dir/checkpoint and out_dir/metrics.json; tracked in MLflow under the pipeline run.
@@ -42,7 +43,8 @@ def train_stage_step(
     pipeline_run: the MLflow pipeline run's key (Kubeflow's run id); default: settings + data.
     identity: the run's settings, config hash and data version (`training_identity`), when the
     caller has worked them out already (train_stages_step, once for every stage).
-    tracking_uri: the MLflow tracking server (default: MLFLOW_TRACKING_URI, else ./mlflow.db).
+    tracking_uri: the MLflow server (default: MLFLOW_TRACKING_URI, else ./mlflow.db); data_tags:
+    the data version's tags for the stage's run (a Kubeflow run's .dvc pointers).
     Under torchrun (or distributed.run_processes) every rank calls this and trains with DDP; rank 0
     alone opens the tracked run and pushes resume state to resume_uri (the first process on each
     machine pulls it), and every rank returns rank 0's result once the stage is written."""
@@ -50,8 +52,8 @@ def train_stage_step(
     identity = identity or training_identity(params, prepared_dir)
     key = pipeline_run or local_pipeline_key(run_name, identity)
     name = f"{run_name}/{layout.stage_folder(stage)}"
-    run = _tracked_run(params, key, name, identity, tracking_uri) if process.main else contextlib.nullcontext(None)
-    with run as tracker:
+    run = _tracked_run(params, key, name, identity, data_tags, tracking_uri) if process.main else None
+    with run or contextlib.nullcontext() as tracker:
         remote = _pulled_resume_state(params, resume_uri, resume_dir, process)
         distributed.barrier()  # the other ranks read the resume state once it is pulled
         trainer = stage_trainer(
@@ -79,14 +81,16 @@ def train_stage_step(
     }
 
 
-def _tracked_run(params: Params, key: str, name: str, identity: TrainingIdentity, tracking_uri: str | None):
+def _tracked_run(
+    params: Params, key: str, name: str, identity: TrainingIdentity, data_tags: dict | None, tracking_uri: str | None
+):
     """The stage's tracked run (rank 0 alone opens one): under the pipeline run `key`, with the
     settings that shape the weights as its params."""
     return tracking.stage_run(
         key,
         name,
         identity.settings,
-        tags={"facectx.model": params.model.kind},
+        tags={"facectx.model": params.model.kind, **(data_tags or {})},
         config=params.tracking,
         tracking_uri=tracking_uri,
     )

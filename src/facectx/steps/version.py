@@ -3,7 +3,8 @@
 `version_data_step` pushes the ingested photos and prepare's outputs to the DVC remote and writes
 their .dvc pointers (the run's data version: `dvc pull` in a clone holding them gets the same
 bytes; the md5s are the ones `dvc repro` records in dvc.lock). Later steps receive the pointers,
-not the data, and fetch only what they read (`fetch_stage_data`, `fetch_split`). Locally, DVC
+not the data, and fetch only what they read (`fetch_stage_data`, `fetch_evaluation_data`,
+`fetch_example_photo`). Locally, DVC
 itself versions the same folders (dvc.yaml), so no CLI command calls this.
 """
 
@@ -16,6 +17,7 @@ from facectx.data import versioning
 from facectx.data.shards import INDEX_FILE, read_index, split_files
 from facectx.data.versioning import DataRemote
 from facectx.evaluation.lfw_calibration import DEV_TRAIN_PAIRS, read_lfw_pairs
+from facectx.evaluation.photo_sets import files_read
 from facectx.layout import RAW_DIR
 
 
@@ -37,24 +39,25 @@ def fetch_stage_data(
 ) -> dict:
     """What a training stage reads: the train and val splits' index, landmarks and image arrays at
     every resolution up to `stage` (the stage's input pyramid; its losses use these and the
-    landmarks). Returns fetch_prepared's counts and the prepared folder to train from."""
+    landmarks), and the test split's index (with meta.json, what the data version recorded in
+    each checkpoint is computed from). Returns fetch_prepared's counts and the folder to train from."""
     needed = [r for r in resolutions if r <= stage]
-    names = [name for split in ("train", "val") for name in split_files(split, needed)]
+    names = [name for split in ("train", "val") for name in split_files(split, needed)] + [f"test/{INDEX_FILE}"]
     return versioning.fetch_prepared(pointers_dir, remote, names, dest)
 
 
-def fetch_split(pointers_dir: str | os.PathLike, remote: DataRemote, split: str, dest: str | os.PathLike) -> dict:
-    """One whole prepared split (evaluation's test split)."""
-    return versioning.fetch_prepared(pointers_dir, remote, [split], dest)
-
-
 def fetch_evaluation_data(
-    pointers_dir: str | os.PathLike, remote: DataRemote, calibration_pairs: int, dest: str | os.PathLike
+    pointers_dir: str | os.PathLike,
+    remote: DataRemote,
+    resolutions: tuple[int, ...],
+    calibration_pairs: int,
+    dest: str | os.PathLike,
 ) -> dict:
-    """What evaluation reads: the whole test split, and for the matcher's calibration LFW's
-    DevTrain pairs file with the photos of the pairs it scores (evaluate.calibration_pairs of
-    each kind; 0: all). Returns the prepared and raw folders to evaluate from."""
-    fetched = fetch_split(pointers_dir, remote, "test", dest)
+    """What evaluation reads: its files of the test, val and train splits (photo_sets.files_read),
+    and for the matcher's calibration LFW's DevTrain pairs file with the photos of the pairs it
+    scores (evaluate.calibration_pairs of each kind; 0: all). Returns the prepared and raw
+    folders to evaluate from, and the bytes fetched."""
+    fetched = versioning.fetch_prepared(pointers_dir, remote, files_read(resolutions), dest)
     lists = f"{RAW_DIR}/{DEV_TRAIN_PAIRS}"
     versioning.pull_files(pointers_dir, remote, [lists], dest, missing_ok=True)
     raw_dir = Path(dest) / RAW_DIR
@@ -63,8 +66,8 @@ def fetch_evaluation_data(
         limit = calibration_pairs or None
         scored = [p for p in pairs if p[2]][:limit] + [p for p in pairs if not p[2]][:limit]
         photos = sorted({f"{RAW_DIR}/{photo}" for pair in scored for photo in pair[:2]})
-        versioning.pull_files(pointers_dir, remote, photos, dest, missing_ok=True)
-    return {"prepared_dir": fetched["prepared_dir"], "raw_dir": str(raw_dir)}
+        fetched["bytes"] += versioning.pull_files(pointers_dir, remote, photos, dest, missing_ok=True)["bytes"]
+    return {"prepared_dir": fetched["prepared_dir"], "raw_dir": str(raw_dir), "bytes": fetched["bytes"]}
 
 
 def fetch_example_photo(pointers_dir: str | os.PathLike, remote: DataRemote, dest: str | os.PathLike) -> Path:
