@@ -33,6 +33,7 @@ def train_stage_step(
     pipeline_run: str | None = None,
     identity: TrainingIdentity | None = None,
     tracking_uri: str | None = None,
+    gpus: int = 0,
 ) -> dict:
     """Train one stage, starting from init_dir (the previous stage's checkpoint folder); writes
     out_dir/checkpoint and out_dir/metrics.json; tracked in MLflow under the pipeline run.
@@ -43,10 +44,12 @@ def train_stage_step(
     identity: the run's settings, config hash and data version (`training_identity`), when the
     caller has worked them out already (train_stages_step, once for every stage).
     tracking_uri: the MLflow tracking server (default: MLFLOW_TRACKING_URI, else ./mlflow.db).
+    gpus: the GPUs the step was given (0: none promised); a node whose CUDA cannot use them all
+    fails here at once, saying why (driver needed and found, devices seen), never trains on its CPU.
     Under torchrun (or distributed.run_processes) every rank calls this and trains with DDP; rank 0
     alone opens the tracked run and pushes resume state to resume_uri (the first process on each
     machine pulls it), and every rank returns rank 0's result once the stage is written."""
-    process = distributed.init_from_env(resolve_device(params.train.device))  # one process: no group
+    process = distributed.init_from_env(resolve_device(params.train.device, gpus=gpus))  # one process: no group
     identity = identity or training_identity(params, prepared_dir)
     key = pipeline_run or local_pipeline_key(run_name, identity)
     name = f"{run_name}/{layout.stage_folder(stage)}"
@@ -77,6 +80,16 @@ def train_stage_step(
         "capped": result.capped,
         **result.val,
     }
+
+
+def train_stage_on_gpus(gpus: int, **arguments) -> dict:
+    """train_stage_step(**arguments) on the `gpus` GPUs a step was given (a Kubeflow pod's GPU
+    limit): checked here first, so a node whose CUDA cannot use them fails at once with one clear
+    CudaUnavailable, then one DDP process per GPU (torch's elastic launcher) when more than one."""
+    resolve_device(arguments["params"].train.device, gpus=gpus)
+    if gpus > 1:
+        return distributed.run_processes(gpus, train_stage_step, gpus=gpus, **arguments)
+    return train_stage_step(gpus=gpus, **arguments)
 
 
 def _tracked_run(params: Params, key: str, name: str, identity: TrainingIdentity, tracking_uri: str | None):
