@@ -35,7 +35,7 @@ def train_stage(
     from components.stage_inputs import resume_places, stage_data
     from facectx import layout
     from facectx.config import parse_params, resolve_params_text
-    from facectx.steps.train import train_stage_step
+    from facectx.steps.train import train_stage_on_gpus
 
     use_s3_endpoint(s3_endpoint)
     name = variant or layout.CASCADE
@@ -53,12 +53,7 @@ def train_stage(
         tracking_uri=mlflow_tracking_uri or None,
         data_tags=fetched["data_tags"],
     )
-    if gpus > 1:
-        from facectx.training.distributed import run_processes
-
-        result = run_processes(gpus, train_stage_step, **arguments)
-    else:
-        result = train_stage_step(**arguments)
+    result = train_stage_on_gpus(gpus, **arguments)
     model.metadata.update({"stage": stage, "variant": name, "framework": "pytorch", "format": "safetensors"})
     for key, value in {**result, "data_bytes_fetched": fetched["bytes"]}.items():
         metrics.log_metric(key, float(value))

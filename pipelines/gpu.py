@@ -84,7 +84,9 @@ def with_s3_credentials(task: dsl.PipelineTask) -> dsl.PipelineTask:
 def on_gpu(
     task: dsl.PipelineTask, gpus: int, placement: GpuPlacement, memory_per_gpu_gib: int = 64
 ) -> dsl.PipelineTask:
-    """`gpus` GPUs for a step, CPU and memory to match, placed as `placement` says."""
+    """`gpus` GPUs for a step, CPU and memory to match, placed as `placement` says (0: a CPU step)."""
+    if gpus == 0:
+        return with_s3_credentials(task.set_cpu_request("8").set_memory_request(f"{memory_per_gpu_gib}G"))
     task.set_accelerator_type(placement.accelerator).set_accelerator_limit(gpus)
     task.set_cpu_request(str(8 * gpus)).set_memory_request(f"{memory_per_gpu_gib * gpus}G")
     for label, value in placement.node_selector:

@@ -86,12 +86,12 @@ def data_steps(settings, source, s3_endpoint, dvc_remote) -> dict:
     return {"data": versioned.outputs["data"], "dvc_remote": dvc_remote}
 
 
-def scoring_steps(tracked: dict, data: dict, model, variants, placement: GpuPlacement) -> None:
-    """evaluate (the cascade `model`, the compared `variants`, the baselines; on one GPU) ->
+def scoring_steps(tracked: dict, data: dict, model, variants, placement: GpuPlacement, gpus: int) -> None:
+    """evaluate (the cascade `model`, the compared `variants`, the baselines; on `gpus` GPUs) ->
     register -> promote. tracked: the inputs every tracked step takes (params_yaml,
     pipeline_run_id, mlflow_tracking_uri, s3_endpoint); data: as training_steps takes it."""
     scored = evaluate(**tracked, **data, model=model, variants=variants)
-    on_gpu(scored.set_display_name("evaluate"), 1, placement, memory_per_gpu_gib=32)
+    on_gpu(scored.set_display_name("evaluate"), gpus, placement, memory_per_gpu_gib=32)
     registered = register(**tracked, **data, model=model, evaluation=scored.outputs["evaluation"])
     with_s3_credentials(registered.set_display_name("register"))
     with_s3_credentials(promote(**tracked, version=registered.output).set_display_name("promote"))
@@ -117,11 +117,13 @@ def build_training_pipeline(
     placement: GpuPlacement | None = None,
 ):
     """The pipeline for a params file: its stage list, and the file as the default params_yaml.
-    gpus_per_stage: GPUs (DDP processes) per training step; parallelism: how many compared models
-    train at once (0: all), which caps the GPUs a run asks for at (1 + parallelism) x gpus_per_stage;
-    placement: where GPU steps land (default: by their GPU limit alone)."""
-    if gpus_per_stage < 1:
-        raise ValueError(f"gpus_per_stage is {gpus_per_stage}: each training step needs at least one GPU")
+    gpus_per_stage: GPUs (DDP processes) per training step, and evaluate gets one; 0: every step on
+    CPUs (a kfp.local rehearsal), else a step whose node cannot use its GPUs fails at once;
+    parallelism: how many compared models train at once (0: all), which caps the GPUs a run asks
+    for at (1 + parallelism) x gpus_per_stage; placement: where GPU steps land (default: by their
+    GPU limit alone)."""
+    if gpus_per_stage < 0:
+        raise ValueError(f"gpus_per_stage is {gpus_per_stage}: give 1 or more GPUs per training step (0: CPUs only)")
     placement = placement or GpuPlacement()
     stages = list(load_params(params_file).train.stages)
     default_params = pipeline_params_text(params_file)
@@ -156,7 +158,7 @@ def build_training_pipeline(
             variant_last = training_steps(**trained, variant=variant)
         tracked = {"params_yaml": settings, "pipeline_run_id": run_id, **services}
         models = dsl.Collected(variant_last.outputs["model"])
-        scoring_steps(tracked, data, last.outputs["model"], models, placement)
+        scoring_steps(tracked, data, last.outputs["model"], models, placement, min(gpus_per_stage, 1))
 
     with _caching_off_by_default():  # the tasks are made here, when the pipeline is declared
         return dsl.pipeline(

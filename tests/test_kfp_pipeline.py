@@ -73,9 +73,9 @@ def test_pipeline_compiles_for_a_cluster(tmp_path, monkeypatch, params):
     text, spec, executors = _compile(REPO / "params.yaml", tmp_path / "training.yaml", gpus_per_stage=2, parallelism=1)
     assert "must-not-leak-into-yaml" not in text
     inputs = spec["root"]["inputDefinitions"]["parameters"]
-    assert {"source", "profile", "compare", "params_yaml", "mlflow_tracking_uri", "s3_endpoint", "resume_uri"} <= set(
-        inputs
-    )
+    run_parameters = {"source", "profile", "compare", "params_yaml", "mlflow_tracking_uri", "s3_endpoint"}
+    assert run_parameters | {"resume_uri", "dvc_remote"} <= set(inputs)
+    assert inputs["dvc_remote"]["defaultValue"] == "s3://facectx-data/dvc"
     assert "isOptional" not in inputs["source"]  # required: no machine-local default
     # The services are run parameters, defaulting to their in-cluster names (infra/k8s).
     assert inputs["s3_endpoint"]["defaultValue"] == "http://object-store.facectx.svc.cluster.local:8333"
@@ -85,7 +85,7 @@ def test_pipeline_compiles_for_a_cluster(tmp_path, monkeypatch, params):
 
     tasks = spec["root"]["dag"]["tasks"]
     by_component = _by_component(spec, tasks)
-    steps = {"resolve_params", "ingest", "validate", "prepare", "evaluate", "register", "promote"}
+    steps = {"resolve_params", "ingest", "validate", "prepare", "version_data", "evaluate", "register", "promote"}
     assert steps <= set(by_component)
     assert all(len(by_component[step]) == 1 for step in steps)
     step = {name: by_component[name][0] for name in steps}
@@ -99,6 +99,13 @@ def test_pipeline_compiles_for_a_cluster(tmp_path, monkeypatch, params):
         "resolve_params",
         "validate",
     ]
+    # Only the version step takes the data; the later steps take its pointers (and fetch what they read).
+    assert set(step["version_data"]["inputs"]["artifacts"]) == {"raw", "prepared"}
+    for task in [step["evaluate"], step["register"], *train]:
+        artifacts = task["inputs"]["artifacts"]
+        assert "prepared" not in artifacts and "raw" not in artifacts, task["taskInfo"]
+        assert artifacts["data"]["taskOutputArtifact"]["producerTask"] == "version-data"
+        assert task["inputs"]["parameters"]["dvc_remote"] == {"componentInputParameter": "dvc_remote"}
     # Caching off in every DAG (kfp's default switch), the ParallelFor's too: nothing could hit.
     assert all(
         "cachingOptions" in task and not task["cachingOptions"].get("enableCache") for _, task in _all_tasks(spec)
@@ -140,6 +147,21 @@ def test_pipeline_compiles_for_a_cluster(tmp_path, monkeypatch, params):
         assert "nodeSelector" not in config and "nodeAffinity" not in config
         assert config["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert "gpu.present" not in text
+
+
+def test_a_cpu_pipeline_asks_for_no_gpu(tmp_path):
+    """gpus_per_stage 0 (the kfp.local rehearsal): no step asks for an accelerator or tolerates a
+    GPU taint; the training steps are told they have no GPU (so none is required of the node)."""
+    text, spec, executors = _compile(REPO / "params.yaml", tmp_path / "training.yaml", gpus_per_stage=0)
+    assert not [
+        label
+        for label, e in spec["deploymentSpec"]["executors"].items()
+        if "accelerator" in e["container"].get("resources", {})
+    ]
+    assert not [label for label, config in executors.items() if "tolerations" in config]
+    for _, task in _all_tasks(spec):
+        if "gpus" in task.get("inputs", {}).get("parameters", {}):
+            assert task["inputs"]["parameters"]["gpus"]["runtimeValue"]["constant"] == 0
 
 
 def test_gpu_placement_options_compile_into_the_gpu_steps(tmp_path, params):
@@ -228,7 +250,7 @@ def test_pipeline_runs_locally_with_a_256px_stage(sample_source, s3_server, tmp_
         ),
     )
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
-    pipeline = build_training_pipeline(_params_file(quick, tmp_path))
+    pipeline = build_training_pipeline(_params_file(quick, tmp_path), gpus_per_stage=0)
 
     run = pipeline(
         source="s3://facectx-kfp-local/faces/images",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import http.client
+import json
 import os
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from test_dvc_pipeline import _project_copy, _run
 from conftest import WeedServer, s3_client
 from facectx.data.ingest import ingest
 from facectx.data.sources import SourceUnavailable
+from facectx.training.remote_state import RemoteResumeState
 
 # Headers of one connection, not of the request (Content-Length is set anew for each hop).
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "expect", "content-length"}
@@ -359,3 +361,72 @@ def test_dvc_push_interrupted_by_a_killed_server_completes_after_a_restart(sampl
     finally:
         proxy.stop()
         server.kill()
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+
+
+def _resume_folder(path: Path, step: int) -> dict[str, str]:
+    """A saved resume state (a weights file large enough to go up in parts, and meta.json); the
+    digest of each file."""
+    path.mkdir(parents=True)
+    files = {
+        "model.safetensors": os.urandom(9 * 2**20 + step),
+        "optimizer.pt": os.urandom(3000 + step),
+        "meta.json": json.dumps({"step": step}).encode(),
+    }
+    for name, data in files.items():
+        (path / name).write_bytes(data)
+    return _digests(path)
+
+
+def _pulled(uri: str, local: Path, max_attempts: int = 1) -> dict[str, str]:
+    RemoteResumeState(uri, local, max_attempts).pull()
+    return _digests(local)
+
+
+def test_resume_state_retries_never_takes_a_half_pushed_state_and_reads_credentials_now(
+    proxy, s3_env, tmp_path, monkeypatch
+):
+    s3_client(s3_env).create_bucket(Bucket="facectx-resume")
+    uri = "s3://facectx-resume/run-1/cascade/stage_8"
+    state = RemoteResumeState(uri, tmp_path / "resume", max_attempts=3)
+
+    # Server errors and throttling, each met twice, then the third attempt goes through.
+    proxy.faults = [
+        Fault("PUT", "step_000000001/model.safetensors", 503, "SlowDown", 2),
+        Fault("PUT", "stage_8/latest.json", 503, "ServiceUnavailable", 2),
+        Fault("GET", "stage_8/latest.json", 500, "InternalError", 2),
+        Fault("GET", "step_000000001/optimizer.pt", 503, "SlowDown", 2),
+    ]
+    first = _resume_folder(tmp_path / "save_1", 1)
+    state.push(tmp_path / "save_1")
+    assert _pulled(uri, tmp_path / "pod_a", max_attempts=3) == first
+    assert all(fault.times == 0 for fault in proxy.faults)
+
+    # A push that cannot finish (an upload fails past the retries, as when the pod is killed
+    # mid-upload): the state it leaves is never taken for a whole one; the previous one is.
+    proxy.faults = [Fault("PUT", "step_000000002/optimizer.pt", 503, "SlowDown", 1000)]
+    _resume_folder(tmp_path / "save_2", 2)
+    with pytest.raises(OSError):
+        state.push(tmp_path / "save_2")
+    tried = [s for m, path, s in proxy.log if m == "PUT" and "step_000000002/optimizer.pt" in path]
+    assert tried == [503] * 3, tried  # max_attempts, the first included
+    assert _pulled(uri, tmp_path / "pod_b") == first
+
+    # Credentials are the environment's when the state is opened, not an earlier client's.
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-key")
+    with pytest.raises(PermissionError):
+        RemoteResumeState(uri, tmp_path / "pod_c", max_attempts=1).pull()
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_env["AWS_SECRET_ACCESS_KEY"])
+
+    proxy.faults = []
+    third = _resume_folder(tmp_path / "save_3", 3)
+    state.push(tmp_path / "save_3")
+    assert _pulled(uri, tmp_path / "pod_b") == third  # a newer state replaces an older local one
+    listed = s3_client(s3_env).list_objects_v2(Bucket="facectx-resume", Prefix="run-1/")
+    assert {item["Key"].split("/")[3] for item in listed["Contents"]} == {"latest.json", "step_000000003"}
+    state.clear()
+    assert "Contents" not in s3_client(s3_env).list_objects_v2(Bucket="facectx-resume", Prefix="run-1/")
+    assert RemoteResumeState(uri, tmp_path / "pod_d").pull() is None

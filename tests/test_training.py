@@ -21,7 +21,8 @@ from safetensors.torch import load_file
 from conftest import REPO, fast_tiny_params, tiny_training_params
 from facectx.checkpoint import CheckpointError
 from facectx.config import dump_params
-from facectx.steps.train import stage_dirs, stage_trainer, train_stage_step
+from facectx.steps.train import stage_dirs, stage_trainer, train_stage_on_gpus, train_stage_step
+from facectx.tensors import CpuFallback, CudaUnavailable, resolve_device
 from facectx.training.stopping import NonFiniteLoss
 
 
@@ -428,3 +429,45 @@ def test_bad_train_settings_name_the_key(change, message):
     change(raw["profiles"]["quick"]["train"])
     with pytest.raises(ValueError, match=message):
         parse_params(yaml.safe_dump(raw))
+
+
+def _on_device(params, device: str):
+    tiny = tiny_training_params(params)
+    return dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, device=device))
+
+
+def test_a_step_given_gpus_cuda_cannot_use_fails_at_once_saying_why(prepared_data, tmp_path, params, mlflow_store):
+    """A pod holding GPUs on a node whose CUDA does not work (in a cluster: a driver older than the
+    image's CUDA build needs; here: no driver at all) fails before it reads data or opens a run,
+    naming the GPUs given and seen and what CUDA needs, instead of training on its CPU."""
+    seen = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    given = seen + 1  # one more than CUDA can use, on any machine
+    auto = _on_device(params, "auto")
+    dirs = stage_dirs(auto, 8, tmp_path / "models")
+    with pytest.raises(CudaUnavailable) as failure:
+        train_stage_step(auto, 8, prepared_data, gpus=given, **dirs)
+    message = str(failure.value)
+    assert f"this step was given {given} GPU(s) but CUDA can use {seen} of them here" in message
+    built = f"CUDA {torch.version.cuda}, which needs an NVIDIA driver >= " if torch.version.cuda else "a CPU-only build"
+    assert f"torch {torch.__version__} is built for {built}" in message
+    assert "driver found: " in message and f"CUDA devices visible: {torch.cuda.device_count()}" in message
+    if not torch.cuda.is_available():
+        assert "torch says: " in message  # torch's own reason (no driver, driver too old, no device)
+    assert not (tmp_path / "models").exists() and not (tmp_path / "mlflow.db").exists()
+
+    # Several GPUs: checked before any process starts, so one clear error, not one per rank.
+    with pytest.raises(CudaUnavailable, match=f"given {given + 1} GPU\\(s\\) but CUDA can use {seen} "):
+        train_stage_on_gpus(given + 1, params=auto, stage=8, prepared_dir=prepared_data, **dirs)
+    with pytest.raises(ValueError, match=r"train.device is cpu, but the step was given 1 GPU\(s\)"):
+        train_stage_step(_on_device(params, "cpu"), 8, prepared_data, gpus=1, **dirs)
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="auto takes the GPU where CUDA works")
+def test_auto_without_usable_cuda_runs_on_the_cpu_and_says_why():
+    with pytest.warns(
+        CpuFallback, match=r"train.device is auto and CUDA is not usable here: running on the CPU \(torch "
+    ):
+        assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(CudaUnavailable, match=r"evaluate.device is cuda but CUDA is not usable here: .*visible: 0"):
+        resolve_device("cuda", "evaluate.device")

@@ -34,6 +34,7 @@ def train_stage_step(
     identity: TrainingIdentity | None = None,
     tracking_uri: str | None = None,
     data_tags: dict[str, str] | None = None,
+    gpus: int = 0,
 ) -> dict:
     """Train one stage, starting from init_dir (the previous stage's checkpoint folder); writes
     out_dir/checkpoint and out_dir/metrics.json; tracked in MLflow under the pipeline run.
@@ -41,14 +42,14 @@ def train_stage_step(
     resume_uri: s3://bucket/prefix where the resume state is also kept (a Kubeflow pod's disk does
     not outlive a preemption): pulled before training, pushed after each save, cleared at the end.
     pipeline_run: the MLflow pipeline run's key (Kubeflow's run id); default: settings + data.
-    identity: the run's settings, config hash and data version (`training_identity`), when the
-    caller has worked them out already (train_stages_step, once for every stage).
+    identity: the run's settings, config hash and data version (`training_identity`), if known.
     tracking_uri: the MLflow server (default: MLFLOW_TRACKING_URI, else ./mlflow.db); data_tags:
-    the data version's tags for the stage's run (a Kubeflow run's .dvc pointers).
+    the data version's tags for the stage's run. gpus: the GPUs the step was given (0: none
+    promised); a node whose CUDA cannot use them all fails at once, saying why (tensors.py).
     Under torchrun (or distributed.run_processes) every rank calls this and trains with DDP; rank 0
     alone opens the tracked run and pushes resume state to resume_uri (the first process on each
     machine pulls it), and every rank returns rank 0's result once the stage is written."""
-    process = distributed.init_from_env(resolve_device(params.train.device))  # one process: no group
+    process = distributed.init_from_env(resolve_device(params.train.device, gpus=gpus))  # one process: no group
     identity = identity or training_identity(params, prepared_dir)
     key = pipeline_run or local_pipeline_key(run_name, identity)
     name = f"{run_name}/{layout.stage_folder(stage)}"
@@ -79,6 +80,16 @@ def train_stage_step(
         "capped": result.capped,
         **result.val,
     }
+
+
+def train_stage_on_gpus(gpus: int, **arguments) -> dict:
+    """train_stage_step(**arguments) on the `gpus` GPUs a step was given (a Kubeflow pod's GPU
+    limit): checked here first, so a node whose CUDA cannot use them fails at once with one clear
+    CudaUnavailable, then one DDP process per GPU (torch's elastic launcher) when more than one."""
+    resolve_device(arguments["params"].train.device, gpus=gpus)
+    if gpus > 1:
+        return distributed.run_processes(gpus, train_stage_step, gpus=gpus, **arguments)
+    return train_stage_step(gpus=gpus, **arguments)
 
 
 def _tracked_run(

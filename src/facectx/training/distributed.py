@@ -1,6 +1,6 @@
 """Several training processes for one stage (PyTorch DDP): the process group, the few collectives
 the training loop needs, a batch norm whose statistics are the global batch's on CPU, and a
-launcher for N local processes.
+launcher for N local processes (torch's elastic launcher, as torchrun).
 
 A process learns its place from the environment torchrun (or `run_processes`) sets: WORLD_SIZE,
 RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT. With WORLD_SIZE unset or 1 nothing here starts a
@@ -15,16 +15,18 @@ per-step GPU syncs.
 from __future__ import annotations
 
 import atexit
-import contextlib
+import functools
 import os
-import socket
+import tempfile
+import uuid
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
-from torch.multiprocessing.spawn import ProcessException
+from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+from torch.distributed.elastic.multiprocessing.errors import record
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from facectx.tensors import resolve_device
 
@@ -220,60 +222,33 @@ def global_batch_norm(module: nn.Module, backend: str) -> nn.Module:
 # --------------------------------------------------------------------------- launcher
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _worker(index: int, nproc: int, port: int, results, fn, args: tuple, kwargs: dict) -> None:
-    os.environ.update(
-        RANK=str(index),
-        LOCAL_RANK=str(index),
-        WORLD_SIZE=str(nproc),
-        LOCAL_WORLD_SIZE=str(nproc),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
+@record  # a failing rank's exception and traceback reach the launcher (ChildFailedError's root cause)
+def _rank(call: functools.partial):
     try:
-        value = fn(*args, **kwargs)
-    except BaseException as err:  # sent back whole, so the caller sees the worker's own exception
-        with contextlib.suppress(Exception):  # an unpicklable error: the parent reports the exit code instead
-            results.put((index, False, err))
-        raise
+        return call()
     finally:
-        cleanup()
-    if index == 0:
-        results.put((index, True, value))
+        cleanup()  # spawned workers exit without running atexit handlers
 
 
 def run_processes(nproc: int, fn, *args, **kwargs):
-    """Run fn(*args, **kwargs) in nproc local processes (spawned; fn and its arguments must
-    pickle), each with the torchrun environment for one rank of a process group on this machine;
-    returns rank 0's result. fn starts the group itself (train_stage_step does, through
-    init_from_env); it is taken down when fn returns. A worker's exception is raised here."""
+    """Run fn(*args, **kwargs) in nproc local processes with torch's elastic launcher (what
+    torchrun runs: one agent, the c10d rendezvous on a port the store binds itself, the torchrun
+    environment for each rank); returns rank 0's result. fn and its arguments must pickle (the
+    ranks are spawned). fn starts the process group itself (train_stage_step does, through
+    init_from_env); it is taken down when fn returns. A failing rank stops them all and raises
+    torch's ChildFailedError here, which names that rank's exception and traceback."""
     if nproc < 1:
         raise ValueError(f"run_processes: nproc must be at least 1, got {nproc}")
-    results = mp.get_context("spawn").SimpleQueue()
-    outcomes: dict[int, tuple[bool, object]] = {}
-
-    def drain():
-        while not results.empty():
-            index, ok, value = results.get()
-            outcomes.setdefault(index, (ok, value))
-
-    context = mp.spawn(_worker, args=(nproc, _free_port(), results, fn, args, kwargs), nprocs=nproc, join=False)
-    try:
-        while not context.join(timeout=0.2):
-            drain()  # read while the workers run: a full pipe would block a worker's put
-    except ProcessException as err:
-        drain()
-        failed = [value for _, (ok, value) in sorted(outcomes.items()) if not ok]
-        first = outcomes.get(err.error_index)
-        if first is not None and not first[0]:
-            raise first[1] from err
-        if failed:
-            raise failed[0] from err
-        raise
-    drain()
-    return outcomes[0][1]
+    with tempfile.TemporaryDirectory(prefix="facectx-ranks-") as logs:  # the ranks' error files
+        config = LaunchConfig(
+            min_nodes=1,
+            max_nodes=1,
+            nproc_per_node=nproc,
+            run_id=f"facectx-{uuid.uuid4().hex}",
+            rdzv_backend="c10d",
+            rdzv_endpoint="127.0.0.1:0",
+            local_addr="127.0.0.1",
+            max_restarts=0,  # a failed stage fails its step; the step's retry resumes from the saved state
+            logs_specs=DefaultLogsSpecs(log_dir=logs),
+        )
+        return elastic_launch(config, _rank)(functools.partial(fn, *args, **kwargs))[0]

@@ -6,11 +6,14 @@ Layout under the URI (s3://bucket/prefix): each saved state is uploaded whole un
 reader follows `latest.json` only, so a pod killed mid-upload leaves the previous state usable.
 Credentials and the endpoint come from the environment (AWS_*), never from params.
 
-boto3 is imported where used: the train step imports this module on the air-gapped node, which has no boto3.
+Object storage is reached through fsspec's s3fs (what DVC uses too): it uploads and downloads a
+state's files concurrently, large ones in parts. It is imported where used: the train step
+imports this module on the air-gapped node, which has no S3 client.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,7 +21,6 @@ import shutil
 from pathlib import Path
 
 from facectx.checkpoint import META
-from facectx.io_utils import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -40,25 +42,29 @@ def _split(uri: str) -> tuple[str, str]:
 
 class RemoteResumeState:
     def __init__(self, uri: str, local_dir: str | os.PathLike, max_attempts: int = 8):
-        import boto3
-        from botocore.config import Config
+        import s3fs
 
         self.uri, self.local_dir = uri.rstrip("/"), Path(local_dir)
-        self.bucket, self.prefix = _split(uri)
-        # A session of its own: credentials are read from the environment now, not reused from
-        # whatever boto3's default session resolved first.
-        self.client = boto3.session.Session().client(
-            "s3", config=Config(retries={"total_max_attempts": max_attempts, "mode": "standard"})
+        self.bucket, prefix = _split(uri)
+        self.root = f"{self.bucket}/{prefix}"
+        # An instance of its own (credentials read from the environment now, not those of a cached
+        # instance) with no listing cache (another pod may have written since). botocore retries
+        # server errors, throttling and dropped connections up to max_attempts; s3fs's own retry
+        # loop, which would repeat throttled calls max_attempts times more, is left at one try.
+        self.fs = s3fs.S3FileSystem(
+            skip_instance_cache=True,
+            use_listings_cache=False,
+            config_kwargs={"retries": {"total_max_attempts": max_attempts, "mode": "standard"}},
         )
+        self.fs.retries = 1
 
     def _pointer(self) -> dict | None:
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + POINTER)["Body"].read()
-        except self.client.exceptions.NoSuchKey:
+            return json.loads(self.fs.cat_file(self.root + POINTER))
+        except FileNotFoundError:
+            if not self.fs.exists(self.bucket):
+                raise RemoteStateError(f"{self.uri}: bucket {self.bucket!r} does not exist; create it first") from None
             return None
-        except self.client.exceptions.NoSuchBucket:
-            raise RemoteStateError(f"{self.uri}: bucket {self.bucket!r} does not exist; create it first") from None
-        return json.loads(body)
 
     def pull(self) -> int | None:
         """Replace the local resume folder with the latest state in object storage, unless the
@@ -69,12 +75,11 @@ class RemoteResumeState:
         local_meta = self.local_dir / META
         if local_meta.is_file() and json.loads(local_meta.read_text()).get("step", -1) >= pointer["step"]:
             return None
-        staging = self.local_dir.with_name(self.local_dir.name + ".pulling")
+        staging = self.local_dir.with_name(self.local_dir.name + ".pulling")  # renamed whole once complete
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        for name in pointer["files"]:
-            with atomic_path(staging / name) as tmp:
-                self.client.download_file(self.bucket, f"{self.prefix}{pointer['folder']}/{name}", str(tmp))
+        folder = f"{self.root}{pointer['folder']}/"
+        self.fs.get([folder + name for name in pointer["files"]], [str(staging / name) for name in pointer["files"]])
         shutil.rmtree(self.local_dir, ignore_errors=True)
         staging.rename(self.local_dir)
         log.info("pulled resume state (step %d) from %s/%s", pointer["step"], self.uri, pointer["folder"])
@@ -86,22 +91,19 @@ class RemoteResumeState:
         meta = json.loads((folder / META).read_text())
         names = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
         target = f"step_{meta['step']:09d}"
-        previous = self._pointer()
-        for name in sorted(names, key=lambda n: n == META):  # meta.json last
-            self.client.upload_file(str(folder / name), self.bucket, f"{self.prefix}{target}/{name}")
+        self.fs.put([str(folder / name) for name in names], [f"{self.root}{target}/{name}" for name in names])
         pointer = {"folder": target, "step": meta["step"], "files": names}
-        self.client.put_object(Bucket=self.bucket, Key=self.prefix + POINTER, Body=json.dumps(pointer).encode())
-        if previous and previous["folder"] != target:
-            self._delete(f"{self.prefix}{previous['folder']}/")
+        self.fs.pipe_file(self.root + POINTER, json.dumps(pointer).encode())
+        # Older states, and any a push cut off midway left behind, are of no more use.
+        for path in self.fs.ls(self.root, detail=False):
+            if path.rstrip("/").rsplit("/", 1)[-1] not in (target, POINTER):
+                self._delete(path)
 
     def clear(self) -> None:
         """The stage finished: its resume state is of no more use (a retry must not resume a
         finished stage)."""
-        self._delete(self.prefix)
+        self._delete(self.root)
 
-    def _delete(self, prefix: str) -> None:
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-            if keys:
-                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+    def _delete(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):  # nothing kept there
+            self.fs.rm(path, recursive=True)
