@@ -161,6 +161,9 @@ class TrackingConfig:
     ]  # folder: params, metrics, grids into `folder` (also when mlflow is not installed)
     folder: str  # the folder backend's root: <folder>/<pipeline run>/<stage>/ (`facectx airgap import` replays it)
     experiment: str  # the MLflow experiment every run goes to (the folder backend records it for the import)
+    # Where a stage keeps what it logs while MLflow does not answer ("": <folder>/mlflow-spool, or a
+    # folder of the user's where the working directory cannot be written; tracking.settings.spool_root)
+    spool_folder: str = ""
 
 
 @dataclass(frozen=True)

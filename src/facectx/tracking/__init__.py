@@ -4,13 +4,15 @@
                        log_artifacts, set_tags, close); TrackingBackend: a class that opens one
     stage.py           stage_run: picks the backend by name from BACKENDS (`tracking.backend`)
     mlflow_backend.py  MlflowTracker: a stage's MLflow run, spooling through a server outage
-    mlflow_runs.py     how MLflow runs nest (pipeline -> model -> stage), step runs, experiments
+    mlflow_runs.py     how MLflow runs nest (pipeline -> model -> stage), step runs
+    shared_runs.py     the experiment, pipeline and model runs concurrent steps share, converging
+    attempts.py        a stage run a killed attempt left RUNNING, closed by the next attempt
     folder.py          FolderTracker: a stage's records in a folder (no MLflow needed)
     spool.py           the outage spool: kept in the folder layout, sent to MLflow later
     server.py          a tracking server that fails: probing, outage errors, HTTP settings
     models.py          the model registry and logged pyfunc models (registry.py, serving.py)
     airgap_import.py   run folders from an air-gapped node replayed into MLflow
-    settings.py        tracking URI (argument, else the environment) and experiment (argument)
+    settings.py        tracking URI (argument, else the environment), experiment, spool folder
 
 mlflow is optional (an air-gapped GPU node tracks into folders): no module here imports it at
 import time.
@@ -37,8 +39,8 @@ from facectx.tracking.server import (
     server_unavailable,
     unreachable_reason,
 )
-from facectx.tracking.settings import DEFAULT_EXPERIMENT, KEY_TAG, experiment_name, tracking_uri
-from facectx.tracking.spool import SPOOL_DIR, SPOOL_FILE, replay_pending, replay_spool
+from facectx.tracking.settings import DEFAULT_EXPERIMENT, KEY_TAG, SPOOL_DIR, experiment_name, spool_root, tracking_uri
+from facectx.tracking.spool import SPOOL_FILE, replay_pending, replay_spool
 from facectx.tracking.stage import BACKENDS, backend, mlflow_installed, stage_run
 from facectx.tracking.util import flatten
 
@@ -79,6 +81,7 @@ __all__ = [
     "replay_spool",
     "server_unavailable",
     "set_served_model",
+    "spool_root",
     "stage_run",
     "step_run",
     "system_info",

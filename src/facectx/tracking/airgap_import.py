@@ -10,7 +10,8 @@ from pathlib import Path
 
 from facectx.tracking import settings
 from facectx.tracking.folder import ARTIFACTS, METRICS_FILE, PIPELINE_FILE, RUN_FILE, read_metrics, safe_name
-from facectx.tracking.mlflow_runs import connect, experiment_id_of, pipeline_run
+from facectx.tracking.mlflow_runs import connect
+from facectx.tracking.shared_runs import experiment_id_of, pipeline_run
 
 # mlflow is imported inside the functions: it is optional where runs are tracked into folders
 # (an air-gapped node), and facectx.tracking, which imports this module, must load there.

@@ -1,5 +1,6 @@
 """The MLflow backend: a stage's run nested under its model's and pipeline's runs (mlflow_runs.py),
-and a tracker that keeps training going through a server outage (spool.py)."""
+closing what an earlier, killed attempt of the stage left RUNNING (attempts.py), and a tracker that
+keeps training going through a server outage (spool.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from facectx.tracking.attempts import close_earlier_attempts
 from facectx.tracking.folder import FolderTracker
 from facectx.tracking.mlflow_runs import pipeline_parent, run_block
 from facectx.tracking.protocol import StageSpec, closed_at_exit
 from facectx.tracking.server import http_defaults, server_unavailable
-from facectx.tracking.spool import SPOOL_DIR, replay_pending, replay_spool, start_spool
+from facectx.tracking.settings import spool_root
+from facectx.tracking.spool import replay_pending, replay_spool, start_spool
 from facectx.tracking.util import now_ms
 
 # mlflow is imported inside the methods: it is optional where runs are tracked into folders (an
@@ -39,17 +42,19 @@ class MlflowTracker:
     @contextlib.contextmanager
     def open_stage(cls, spec: StageSpec) -> Iterator[MlflowTracker]:
         """Open (or reopen) the pipeline run for spec.key, the model's run under it (`model` of
-        `model/stage_N`) and a nested run for this stage; spools under <spec.folder>/mlflow-spool/."""
+        `model/stage_N`) and a nested run for this stage, which closes the stage's runs a killed
+        attempt left RUNNING; spools under settings.spool_root(spec.spool_folder, spec.folder)."""
         import mlflow
 
-        spool_root = spec.folder.resolve() / SPOOL_DIR
+        spools = spool_root(spec.spool_folder, spec.folder)
         group, _, _ = spec.name.rpartition("/")
-        with http_defaults(), pipeline_parent(spec.key, group, spec.tracking_uri, spec.experiment):
-            replay_pending(spool_root, spec.tracking_uri)  # what an earlier stage could not send, now that it answers
+        with http_defaults(), pipeline_parent(spec.key, group, spec.tracking_uri, spec.experiment) as (client, exp):
+            replay_pending(spools, spec.tracking_uri)  # what an earlier stage could not send, now that it answers
             with run_block(spec.tracking_uri, run_name=spec.name, nested=True, log_system_metrics=True) as run:
                 mlflow.log_params(spec.params)
                 mlflow.set_tags(spec.tags)
-                tracker = cls(run.info.run_id, spool_root / run.info.run_id, spec.name, spec.tracking_uri)
+                close_earlier_attempts(client, exp, run, spec.name)
+                tracker = cls(run.info.run_id, spools / run.info.run_id, spec.name, spec.tracking_uri)
                 with closed_at_exit(tracker):
                     yield tracker
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 
 from facectx.tracking import settings
 from facectx.tracking.server import (
@@ -24,7 +23,7 @@ from facectx.tracking.server import (
     server_unavailable,
     unreachable_reason,
 )
-from facectx.tracking.settings import KEY_TAG
+from facectx.tracking.shared_runs import experiment_id_of, model_run, pipeline_run
 from facectx.tracking.util import one_line
 
 # mlflow is imported inside the functions: it is optional where runs are tracked into folders
@@ -74,57 +73,6 @@ def pipeline_parent(key: str, model: str = "", tracking_uri: str | None = None, 
             return
         with run_block(uri, run_id=model_id, nested=True):
             yield client, experiment_id
-
-
-def model_run(client, experiment_id: str, parent_id: str, model: str) -> str:
-    """The run of one model under the pipeline run (its stages run one after another, so one
-    step at a time looks it up or creates it)."""
-    found = client.search_runs(
-        [experiment_id],
-        max_results=1,
-        order_by=["attributes.start_time ASC"],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`facectx.model_run` = '{model}'",
-    )
-    if found:
-        return found[0].info.run_id
-    return client.create_run(
-        experiment_id, run_name=model, tags={"mlflow.parentRunId": parent_id, "facectx.model_run": model}
-    ).info.run_id
-
-
-def experiment_id_of(client, uri: str, experiment: str) -> str:
-    """The id of experiment `experiment` at `uri`, created if new."""
-    found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        return found.experiment_id
-    if uri.startswith("sqlite:"):
-        # Next to the local store, absolute: a temporary working copy must not take the artifacts with it.
-        return client.create_experiment(experiment, artifact_location=Path("mlartifacts").resolve().as_uri())
-    return client.create_experiment(experiment)
-
-
-def pipeline_run(client, experiment_id: str, key: str) -> str:
-    """The parent run for `key`: the earliest one. Steps that start at the same moment (Kubeflow
-    runs the cascade's and the variants' first stages in parallel) may each create one; both
-    then settle on the earliest, and the other creator deletes its empty duplicate."""
-
-    def earliest():
-        found = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{KEY_TAG}` = '{key}'",
-            max_results=1,
-            order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
-        )
-        return found[0].info.run_id if found else None
-
-    existing = earliest()
-    if existing:
-        return existing
-    created = client.create_run(experiment_id, run_name=f"pipeline-{key[:12]}", tags={KEY_TAG: key}).info.run_id
-    parent = earliest()
-    if parent != created:
-        client.delete_run(created)
-    return parent
 
 
 @contextlib.contextmanager

@@ -38,9 +38,10 @@ class StageSpec:
     name: str
     params: dict[str, object]
     tags: dict[str, str]
-    folder: Path  # tracking.folder: run folders (folder backend), spool folders (MLflow backend)
+    folder: Path  # tracking.folder: run folders (folder backend), the outage spool's default root (MLflow)
     tracking_uri: str
     experiment: str
+    spool_folder: str = ""  # tracking.spool_folder: the MLflow backend's outage spool ("": settings.spool_root's)
 
 
 class TrackingBackend(Protocol):

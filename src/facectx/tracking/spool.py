@@ -2,12 +2,13 @@
 
 When the server (or its database) stops answering during a stage, training goes on: the MLflow
 tracker (mlflow_backend.py) moves what the stage logs from then on into a spool folder,
-<tracking.folder>/mlflow-spool/<MLflow run id>/ (the FolderTracker layout, plus spool.json), and
-says so in a warning naming that folder. When the stage ends, the spool is sent to the same MLflow
+<spool root>/<MLflow run id>/ (the FolderTracker layout, plus spool.json; the root is
+settings.spool_root: tracking.spool_folder, else <tracking.folder>/mlflow-spool, else a folder of
+the user's where the working directory cannot be written), and says so in a warning naming that folder. When the stage ends, the spool is sent to the same MLflow
 run (every metric with its step and time, tags, images and artifacts, the run's final status) if
 the server answers again; if not, the run stays RUNNING in MLflow, the warning names the folder,
-and the next stage started with the same tracking URI and tracking.folder sends it first (or call
-replay_pending(tracking.folder) by hand). A pod's disk is lost with the pod: there, a spool not
+and the next stage started with the same tracking URI and spool root sends it first (or call
+replay_pending(<spool root>) by hand). A pod's disk is lost with the pod: there, a spool not
 sent by the end of the stage is lost with it.
 """
 
@@ -22,12 +23,12 @@ from pathlib import Path
 from facectx.io_utils import write_json
 from facectx.tracking.folder import ARTIFACTS, METRICS_FILE, RUN_FILE, FolderTracker, read_metrics
 from facectx.tracking.server import TrackingUnavailable, redacted, unreachable_reason
-from facectx.tracking.settings import tracking_uri
+from facectx.tracking.settings import SPOOL_DIR, tracking_uri
 from facectx.tracking.util import now_ms, one_line
 
 log = logging.getLogger(__name__)
 
-SPOOL_DIR, SPOOL_FILE = "mlflow-spool", "spool.json"
+SPOOL_FILE = "spool.json"
 
 
 def start_spool(folder: Path, run_id: str, stage: str, uri: str, err: BaseException) -> FolderTracker:
@@ -70,7 +71,7 @@ def replay_spool(folder: str | os.PathLike, uri: str | None = None) -> bool:
             spool["tracking_uri"],
             folder,
             spool["tracking_uri"],
-            str(folder.parent.parent),
+            str(folder.parent),
             one_line(err),
         )
         return False
@@ -106,11 +107,11 @@ def _send(folder: Path, spool: dict, uri: str) -> None:
 
 
 def replay_pending(root: str | os.PathLike, uri: str | None = None) -> dict[str, bool]:
-    """Send every spool under <root>/mlflow-spool/ (root: tracking.folder, or that spool folder
-    itself) that was made for tracking URI `uri` (default tracking_uri()) and is not sent yet;
-    {folder: sent}."""
+    """Send every spool under `root` (a spool root: the folder named in the outage warning, above
+    the run's folder; or a tracking.folder holding mlflow-spool/) that was made for tracking URI
+    `uri` (default tracking_uri()) and is not sent yet; {folder: sent}."""
     root, uri = Path(root), tracking_uri(uri)
-    spools = root if root.name == SPOOL_DIR else root / SPOOL_DIR
+    spools = root / SPOOL_DIR if root.name != SPOOL_DIR and (root / SPOOL_DIR).is_dir() else root
     sent = {}
     for spool_file in sorted(spools.glob(f"*/{SPOOL_FILE}")):
         spool = json.loads(spool_file.read_text())

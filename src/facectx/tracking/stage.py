@@ -67,6 +67,7 @@ def stage_run(
         folder=Path(config.folder if config else DEFAULT_FOLDER),
         tracking_uri=settings.tracking_uri(tracking_uri),
         experiment=settings.experiment_name(experiment or (config.experiment if config else None)),
+        spool_folder=config.spool_folder if config else "",
     )
     name = backend(config)
     if name not in BACKENDS:
