@@ -155,11 +155,14 @@ def lfw_pair_calibration(
 
 def _pairs_with_photos(lfw: Path, pairs_file: str, max_pairs: int | None) -> tuple[int, list[Pair]]:
     """How many pairs were asked for (max_pairs of each kind), and those whose two photos this LFW copy has."""
-    pairs = read_lfw_pairs(lfw / pairs_file)
-    same = [p for p in pairs if p[2]][:max_pairs]
-    diff = [p for p in pairs if not p[2]][:max_pairs]
-    present = [p for p in same + diff if (lfw / p[0]).is_file() and (lfw / p[1]).is_file()]
-    return len(same) + len(diff), present
+    asked = pairs_scored(read_lfw_pairs(lfw / pairs_file), max_pairs)
+    present = [p for p in asked if (lfw / p[0]).is_file() and (lfw / p[1]).is_file()]
+    return len(asked), present
+
+
+def pairs_scored(pairs: list[Pair], max_pairs: int | None) -> list[Pair]:
+    """The first max_pairs same-person pairs and the first max_pairs others (None: all)."""
+    return [p for p in pairs if p[2]][:max_pairs] + [p for p in pairs if not p[2]][:max_pairs]
 
 
 def _landmarker_label(landmarker: Callable | LandmarkConfig) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from facectx.data import versioning
 from facectx.data.shards import INDEX_FILE, read_index, split_files
 from facectx.data.versioning import DataRemote
-from facectx.evaluation.lfw_calibration import DEV_TRAIN_PAIRS, read_lfw_pairs
+from facectx.evaluation.lfw_calibration import DEV_TRAIN_PAIRS, pairs_scored, read_lfw_pairs
 from facectx.evaluation.photo_sets import files_read
 from facectx.layout import RAW_DIR
 
@@ -62,9 +62,7 @@ def fetch_evaluation_data(
     versioning.pull_files(pointers_dir, remote, [lists], dest, missing_ok=True)
     raw_dir = Path(dest) / RAW_DIR
     if (raw_dir / DEV_TRAIN_PAIRS).is_file():
-        pairs = read_lfw_pairs(raw_dir / DEV_TRAIN_PAIRS)
-        limit = calibration_pairs or None
-        scored = [p for p in pairs if p[2]][:limit] + [p for p in pairs if not p[2]][:limit]
+        scored = pairs_scored(read_lfw_pairs(raw_dir / DEV_TRAIN_PAIRS), calibration_pairs or None)
         photos = sorted({f"{RAW_DIR}/{photo}" for pair in scored for photo in pair[:2]})
         fetched["bytes"] += versioning.pull_files(pointers_dir, remote, photos, dest, missing_ok=True)["bytes"]
     return {"prepared_dir": fetched["prepared_dir"], "raw_dir": str(raw_dir), "bytes": fetched["bytes"]}
