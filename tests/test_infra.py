@@ -859,8 +859,14 @@ def test_pytorchjob_torchrun_restarts_the_whole_group(tmp_path):
     finally:
         for agent in agents:
             if agent.poll() is None:
-                os.killpg(agent.pid, signal.SIGKILL)
-                agent.wait()
+                # SIGTERM first: torchrun stops its processes (they run in sessions of their own,
+                # which a SIGKILL of the agent's group would leave behind).
+                os.killpg(agent.pid, signal.SIGTERM)
+                try:
+                    agent.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(agent.pid, signal.SIGKILL)
+                    agent.wait()
     assert [agent.returncode for agent in agents] == [0, 0], "\n".join(o[-2000:] for o in outputs)
     # Each node's process started again after the one failure. (Which restarts count against
     # --max-restarts depends on which process saw the failure first: the counters vary, not this.)
