@@ -16,6 +16,9 @@ from kfp import dsl, kubernetes
 
 # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; created in the profile namespace (infra/README.md).
 S3_SECRET = "facectx-s3"
+# MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD: the pipeline's MLflow login (MLflow runs
+# behind its basic-auth app), created in the profile namespace beside facectx-s3 (infra/README.md).
+MLFLOW_SECRET = "facectx-mlflow"
 # Defaults of the run parameters mlflow_tracking_uri, s3_endpoint, resume_uri and dvc_remote.
 MLFLOW_URI = "http://mlflow.facectx.svc.cluster.local:5000"
 S3_ENDPOINT = "http://object-store.facectx.svc.cluster.local:8333"
@@ -81,12 +84,23 @@ def with_s3_credentials(task: dsl.PipelineTask) -> dsl.PipelineTask:
     return task
 
 
+def with_services(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """A step that tracks in MLflow: the object store's credentials and the MLflow login, both from
+    secrets by name."""
+    kubernetes.use_secret_as_env(
+        with_s3_credentials(task),
+        secret_name=MLFLOW_SECRET,
+        secret_key_to_env={name: name for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")},
+    )
+    return task
+
+
 def on_gpu(
     task: dsl.PipelineTask, gpus: int, placement: GpuPlacement, memory_per_gpu_gib: int = 64
 ) -> dsl.PipelineTask:
     """`gpus` GPUs for a step, CPU and memory to match, placed as `placement` says (0: a CPU step)."""
     if gpus == 0:
-        return with_s3_credentials(task.set_cpu_request("8").set_memory_request(f"{memory_per_gpu_gib}G"))
+        return with_services(task.set_cpu_request("8").set_memory_request(f"{memory_per_gpu_gib}G"))
     task.set_accelerator_type(placement.accelerator).set_accelerator_limit(gpus)
     task.set_cpu_request(str(8 * gpus)).set_memory_request(f"{memory_per_gpu_gib * gpus}G")
     for label, value in placement.node_selector:
@@ -99,7 +113,7 @@ def on_gpu(
             value=toleration.value,
             effect=toleration.effect,
         )
-    return with_s3_credentials(task)
+    return with_services(task)
 
 
 def for_training(task: dsl.PipelineTask) -> dsl.PipelineTask:

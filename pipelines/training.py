@@ -44,6 +44,7 @@ from pipelines.gpu import (
     for_training,
     on_gpu,
     with_s3_credentials,
+    with_services,
 )
 
 
@@ -93,8 +94,8 @@ def scoring_steps(tracked: dict, data: dict, model, variants, placement: GpuPlac
     scored = evaluate(**tracked, **data, model=model, variants=variants)
     on_gpu(scored.set_display_name("evaluate"), gpus, placement, memory_per_gpu_gib=32)
     registered = register(**tracked, **data, model=model, evaluation=scored.outputs["evaluation"])
-    with_s3_credentials(registered.set_display_name("register"))
-    with_s3_credentials(promote(**tracked, version=registered.output).set_display_name("promote"))
+    with_services(registered.set_display_name("register"))
+    with_services(promote(**tracked, version=registered.output).set_display_name("promote"))
 
 
 @contextlib.contextmanager

@@ -137,6 +137,25 @@ def test_pipeline_compiles_for_a_cluster(tmp_path, monkeypatch, params):
         accelerator = spec["deploymentSpec"]["executors"][trainer]["container"]["resources"]["accelerator"]
         assert (accelerator["resourceType"], accelerator["resourceCount"]) == ("nvidia.com/gpu", "2")
         assert executors[trainer]["secretAsEnv"][0]["secretName"] == "facectx-s3"
+    # Secrets by name: the S3 keys for the steps that reach the object store, the MLflow login only
+    # for those that track (MLflow runs behind basic auth).
+    secrets = {
+        name: sorted(s["secretName"] for s in executors.get(_executor_of(spec, step[name]), {}).get("secretAsEnv", []))
+        for name in ("ingest", "validate", "prepare", "version_data", "evaluate", "register", "promote")
+    }
+    tracked = ["facectx-mlflow", "facectx-s3"]
+    assert secrets == {
+        "ingest": ["facectx-s3"],
+        "validate": [],
+        "prepare": [],
+        "version_data": ["facectx-s3"],
+        "evaluate": tracked,
+        "register": tracked,
+        "promote": tracked,
+    }
+    assert all(
+        sorted(s["secretName"] for s in executors[_executor_of(spec, t)]["secretAsEnv"]) == tracked for t in train
+    )
     # evaluate scores on a GPU too, placed like the training steps
     scorer = _executor_of(spec, step["evaluate"])
     accelerator = spec["deploymentSpec"]["executors"][scorer]["container"]["resources"]["accelerator"]
