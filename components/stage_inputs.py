@@ -17,11 +17,15 @@ def resume_places(resume_uri: str, run_id: str, name: str, stage: int) -> dict:
 
 def stage_data(data_dir: str, dvc_remote: str, s3_endpoint: str, stage: int, resolutions) -> dict:
     """The stage's data fetched from the run's data version (pointers in data_dir): train_stage_step's
-    prepared_dir and data_tags (the version, and the bytes fetched), and the byte count."""
+    prepared_dir, data_tags (the version) and stage_tags (the bytes fetched), and the byte count."""
     from facectx.data.versioning import DataRemote, version_tags
     from facectx.steps.version import fetch_stage_data
 
     remote = DataRemote(dvc_remote, s3_endpoint or None)
     fetched = fetch_stage_data(data_dir, remote, stage, resolutions, tempfile.mkdtemp(prefix="facectx-data-"))
-    tags = {**version_tags(data_dir), "facectx.data.bytes_fetched": str(fetched["bytes"])}
-    return {"prepared_dir": fetched["prepared_dir"], "data_tags": tags, "bytes": fetched["bytes"]}
+    return {
+        "prepared_dir": fetched["prepared_dir"],
+        "data_tags": version_tags(data_dir),
+        "stage_tags": {"facectx.data.bytes_fetched": str(fetched["bytes"])},
+        "bytes": fetched["bytes"],
+    }

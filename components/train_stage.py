@@ -52,6 +52,7 @@ def train_stage(
         pipeline_run=pipeline_run_id,
         tracking_uri=mlflow_tracking_uri or None,
         data_tags=fetched["data_tags"],
+        stage_tags=fetched["stage_tags"],
     )
     result = train_stage_on_gpus(gpus, **arguments)
     model.metadata.update({"stage": stage, "variant": name, "framework": "pytorch", "format": "safetensors"})

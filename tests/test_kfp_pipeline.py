@@ -331,6 +331,11 @@ def _check_the_data_version(tmp_path, prepared, runs, champion, s3_server):
     for run in tracked:
         assert {k: run.data.tags.get(k) for k in tags} == tags, run.info.run_name
     assert {k: champion.tags.get(k) for k in tags} == tags
+    above = [r for r in runs if r.info.run_name in ("cascade", "progan") or "facectx.pipeline_key" in r.data.tags]
+    assert len(above) == 3  # the pipeline run and each model's run carry it too
+    for run in above:
+        assert {k: run.data.tags.get(k) for k in tags} == tags, run.info.run_name
+        assert "facectx.data.bytes_fetched" not in run.data.tags  # a stage's own figure stays on its run
     size = sum(p.stat().st_size for p in prepared.rglob("*") if p.is_file())
     fetched = {
         r.info.run_name: int(r.data.tags["facectx.data.bytes_fetched"]) for r in runs if "/stage_" in r.info.run_name

@@ -46,7 +46,7 @@ def evaluate_step(
         key,
         stage_name,
         {"evaluate": dataclasses.asdict(config), "models": models},
-        tags=data_tags,
+        lineage_tags=data_tags,
         config=params.tracking,
         tracking_uri=tracking_uri,
     ) as tracker:

@@ -35,25 +35,25 @@ def train_stage_step(
     tracking_uri: str | None = None,
     data_tags: dict[str, str] | None = None,
     gpus: int = 0,
+    stage_tags: dict[str, str] | None = None,
 ) -> dict:
     """Train one stage, starting from init_dir (the previous stage's checkpoint folder); writes
     out_dir/checkpoint and out_dir/metrics.json; tracked in MLflow under the pipeline run.
-    deadline: a time.monotonic() value past which the stage stops cleanly, marked capped.
-    resume_uri: s3://bucket/prefix where the resume state is also kept (a Kubeflow pod's disk does
-    not outlive a preemption): pulled before training, pushed after each save, cleared at the end.
+    deadline: a time.monotonic() past which the stage stops cleanly, marked capped. resume_uri:
+    s3://bucket/prefix also keeping the resume state (pulled first, pushed on save, then cleared).
     pipeline_run: the MLflow pipeline run's key (Kubeflow's run id); default: settings + data.
     identity: the run's settings, config hash and data version (`training_identity`), if known.
     tracking_uri: the MLflow server (default: MLFLOW_TRACKING_URI, else ./mlflow.db); data_tags:
-    the data version's tags for the stage's run. gpus: the GPUs the step was given (0: none
-    promised); a node whose CUDA cannot use them all fails at once, saying why (tensors.py).
-    Under torchrun (or distributed.run_processes) every rank calls this and trains with DDP; rank 0
-    alone opens the tracked run and pushes resume state to resume_uri (the first process on each
-    machine pulls it), and every rank returns rank 0's result once the stage is written."""
+    the data version (on the stage's run and those above it); stage_tags: the stage's run's only.
+    gpus: the GPUs the step was given (0: none promised); if CUDA cannot use them, fail at once.
+    Under torchrun every rank calls this (DDP); rank 0 alone tracks and pushes resume state (each
+    machine's first process pulls it); every rank returns rank 0's result once the stage is written."""
     process = distributed.init_from_env(resolve_device(params.train.device, gpus=gpus))  # one process: no group
     identity = identity or training_identity(params, prepared_dir)
     key = pipeline_run or local_pipeline_key(run_name, identity)
     name = f"{run_name}/{layout.stage_folder(stage)}"
-    run = _tracked_run(params, key, name, identity, data_tags, tracking_uri) if process.main else None
+    tags = {"stage": stage_tags, "lineage": data_tags}  # the stage's run's own; shared with the runs above
+    run = _tracked_run(params, key, name, identity, tags, tracking_uri) if process.main else None
     with run or contextlib.nullcontext() as tracker:
         remote = _pulled_resume_state(params, resume_uri, resume_dir, process)
         distributed.barrier()  # the other ranks read the resume state once it is pulled
@@ -92,16 +92,15 @@ def train_stage_on_gpus(gpus: int, **arguments) -> dict:
     return train_stage_step(gpus=gpus, **arguments)
 
 
-def _tracked_run(
-    params: Params, key: str, name: str, identity: TrainingIdentity, data_tags: dict | None, tracking_uri: str | None
-):
+def _tracked_run(params: Params, key: str, name: str, identity: TrainingIdentity, tags: dict, tracking_uri: str | None):
     """The stage's tracked run (rank 0 alone opens one): under the pipeline run `key`, with the
     settings that shape the weights as its params."""
     return tracking.stage_run(
         key,
         name,
         identity.settings,
-        tags={"facectx.model": params.model.kind, **(data_tags or {})},
+        tags={"facectx.model": params.model.kind, **(tags["stage"] or {})},
+        lineage_tags=tags["lineage"],
         config=params.tracking,
         tracking_uri=tracking_uri,
     )

@@ -54,6 +54,7 @@ class MlflowTracker:
                 mlflow.log_params(spec.params)
                 mlflow.set_tags(spec.tags)
                 close_earlier_attempts(client, exp, run, spec.name)
+                tag_ancestors(client, run, spec.lineage_tags)
                 tracker = cls(run.info.run_id, spools / run.info.run_id, spec.name, spec.tracking_uri)
                 with closed_at_exit(tracker):
                     yield tracker
@@ -112,3 +113,12 @@ class MlflowTracker:
         from mlflow.entities import RunTag
 
         self._client().log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def tag_ancestors(client, run, tags: dict[str, str]) -> None:
+    """`tags` on every run `run` nests under (its model's run, the pipeline run)."""
+    parent = run.data.tags.get("mlflow.parentRunId")
+    while tags and parent:
+        for name, value in tags.items():
+            client.set_tag(parent, name, value)
+        parent = client.get_run(parent).data.tags.get("mlflow.parentRunId")

@@ -7,7 +7,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -42,6 +42,9 @@ class StageSpec:
     tracking_uri: str
     experiment: str
     spool_folder: str = ""  # tracking.spool_folder: the MLflow backend's outage spool ("": settings.spool_root's)
+    # Tags the stage's run shares with every run above it (the pipeline run, its model's run): the
+    # data version, which the whole pipeline run was made from. The folder backend keeps them as tags.
+    lineage_tags: dict[str, str] = field(default_factory=dict)
 
 
 class TrackingBackend(Protocol):

@@ -54,20 +54,23 @@ def stage_run(
     config: TrackingConfig | None = None,
     tracking_uri: str | None = None,
     experiment: str | None = None,
+    lineage_tags: dict[str, str] | None = None,
 ) -> Iterator[StageTracker]:
     """Track stage `stage_name` of the pipeline run `key` with the configured backend (config:
     params' `tracking`; default: MLflow, runs/ for folders): a nested MLflow run under the pipeline
     run, or a stage folder under the pipeline run's folder. tracking_uri, experiment: where MLflow
-    runs go (default: settings.tracking_uri(), config.experiment)."""
+    runs go (default: settings.tracking_uri(), config.experiment). lineage_tags: tags of this run
+    and of the runs it nests under (the data version a pipeline run was made from)."""
     spec = StageSpec(
         key=key,
         name=stage_name,
         params=flatten("", params),
-        tags={"facectx.stage": stage_name, **(tags or {})},
+        tags={"facectx.stage": stage_name, **(tags or {}), **(lineage_tags or {})},
         folder=Path(config.folder if config else DEFAULT_FOLDER),
         tracking_uri=settings.tracking_uri(tracking_uri),
         experiment=settings.experiment_name(experiment or (config.experiment if config else None)),
         spool_folder=config.spool_folder if config else "",
+        lineage_tags=dict(lineage_tags or {}),
     )
     name = backend(config)
     if name not in BACKENDS:
