@@ -73,7 +73,7 @@ def refusing_port() -> Iterator[int]:
         yield port
 
 
-def _end(process: subprocess.Popen | None, sig: int, timeout: float = 30) -> None:
+def end_session(process: subprocess.Popen | None, sig: int, timeout: float = 30) -> None:
     """Signal a process's whole session; SIGKILL it if it has not ended within `timeout`."""
     if process is None:
         return
@@ -207,10 +207,10 @@ class Postgres:
     def stop(self) -> None:
         """Fast shutdown (SIGINT): open connections are cut, as a database restart cuts them.
         (SIGTERM, a "smart" shutdown, would wait for the MLflow server's pooled connections.)"""
-        _end(self.process, signal.SIGINT)
+        end_session(self.process, signal.SIGINT)
 
     def kill(self) -> None:
-        _end(self.process, signal.SIGKILL)
+        end_session(self.process, signal.SIGKILL)
 
     def restart(self) -> None:
         self.stop()
@@ -299,8 +299,8 @@ class MlflowServer:
             time.sleep(0.3)
 
     def stop(self) -> None:
-        _end(self.process, signal.SIGTERM, timeout=20)
+        end_session(self.process, signal.SIGTERM, timeout=20)
 
     def kill(self) -> None:
         """SIGKILL, as a crash or an OOM kill would."""
-        _end(self.process, signal.SIGKILL)
+        end_session(self.process, signal.SIGKILL)

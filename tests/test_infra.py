@@ -38,7 +38,7 @@ import tomllib
 import yaml
 
 from conftest import WeedServer, s3_client
-from servers import free_port, http_status
+from servers import end_session, free_port, http_status
 
 REPO = Path(__file__).resolve().parents[1]
 INFRA = REPO / "infra"
@@ -943,12 +943,7 @@ class ManifestObjectStore:
 
     def stop(self) -> None:
         """As a pod is stopped: SIGTERM, SIGKILL after the 30 s grace period."""
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        end_session(self.process, signal.SIGTERM, timeout=30)
 
     def client(self, env_file: Path):
         keys = read_env(env_file)
@@ -1076,12 +1071,7 @@ class ManifestMlflow:
         return result.stderr
 
     def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        end_session(self.process, signal.SIGTERM, timeout=20)
 
 
 def _status(url: str, host: str = "", auth: tuple[str, str] | None = None) -> int:
