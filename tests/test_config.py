@@ -52,6 +52,9 @@ def test_a_variant_overrides_on_top_of_the_profile():
     progan = load_params(REPO / "params.yaml", variant="progan")
     assert cascade.model.kind == "cascade" and progan.model.kind == "progan"
     assert progan.model.width == cascade.model.width  # the profile's sizes still apply
+    # ProGAN's own Adam settings (Karras et al. 2018), the cascade's pix2pix ones untouched
+    assert (progan.train.lr, progan.train.beta1, progan.train.beta2) == (0.001, 0.0, 0.99)
+    assert (cascade.train.lr, cascade.train.beta1, cascade.train.beta2) == (0.0002, 0.5, 0.999)
     assert not load_params(REPO / "params.yaml", variant="without_identity").losses.identity
     assert set(cascade.compare) <= set(cascade.variants)
 

@@ -101,6 +101,28 @@ def test_two_processes_train_what_one_process_trains(prepared_data, tmp_path, pa
     assert sorted(p.name for p in (tmp_path / "runs_two").glob("*/ddp/*")) == ["stage_16", "stage_8"]
 
 
+def test_two_processes_train_the_progan_variant_as_one_does(prepared_data, tmp_path, params):
+    """ProGAN's own moving parts under DDP: the generator and critic grown from stage 8's, the
+    previous level's paths used while fading (stage 16's first step) and unused after (its second:
+    find_unused_parameters), and the minibatch-stddev groups, which a rank's half of the batch
+    holds whole."""
+
+    def progan(runs):
+        tiny = _all_terms_params(params, runs)
+        model = dataclasses.replace(tiny.model, kind="progan")
+        return dataclasses.replace(tiny, model=model, train=dataclasses.replace(tiny.train, fade_in_fraction=0.5))
+
+    one = _train_stages(progan(tmp_path / "runs_one"), (8, 16), prepared_data, tmp_path / "one")
+    two = run_processes(2, _train_stages, progan(tmp_path / "runs_two"), (8, 16), prepared_data, tmp_path / "two")
+    assert [r["steps"] for r in one] == [r["steps"] for r in two] == [4, 2]
+    for stage in (8, 16):
+        ref = load_file(str(tmp_path / "one" / f"stage_{stage}" / "checkpoint" / "model.safetensors"))
+        ddp = load_file(str(tmp_path / "two" / f"stage_{stage}" / "checkpoint" / "model.safetensors"))
+        assert ref.keys() == ddp.keys() and any(k.startswith("critic.from_rgb.16") for k in ref) == (stage == 16)
+        for key in ref:  # float32 summation order only (see the cascade's test above)
+            assert torch.allclose(ref[key], ddp[key], rtol=0, atol=1e-5), key
+
+
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(prepared_data, tmp_path, params):
     assert rank_batch_size(8, 2, 8) == 4
     with pytest.raises(

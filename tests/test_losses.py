@@ -20,8 +20,8 @@ def test_pure_losses():
     a, b = torch.zeros(2, 3, 8, 8), torch.full((2, 3, 8, 8), 0.5)
     assert reconstruction_loss(a, b, "l1") == pytest.approx(0.5)
     assert reconstruction_loss(a, b, "l2") == pytest.approx(0.25)
-    assert lsgan_critic_loss(torch.ones(4), torch.zeros(4)) == 0  # a perfect critic
-    assert lsgan_generator_loss(torch.ones(4)) == 0  # a perfect forger
+    assert lsgan_critic_loss([[torch.ones(4)]], [[torch.ones(4), torch.zeros(4)]]) == 0  # a perfect critic
+    assert lsgan_generator_loss([[torch.zeros(4), torch.ones(4)]]) == 0  # a perfect forger (score map last)
     e = torch.randn(3, 128)
     assert torch.allclose(identity_distance(e, e), torch.zeros(3), atol=1e-6)
     assert torch.allclose(identity_distance(e, -e), torch.full((3,), 2.0), atol=1e-6)

@@ -1,15 +1,13 @@
-"""The generators' building blocks: the face paste-back and checkerboard-free upsampling at init."""
+"""The cascade's building blocks: the face paste-back and checkerboard-free upsampling at init
+(ProGAN upsamples by nearest neighbour: tests/test_progan.py)."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import torch
 import torch.nn.functional as F
 
-from facectx.models import cascade, progan
+from facectx.models import cascade
 from facectx.models.cascade import CascadeBlock, CascadeGenerator, ModelArgs, UNet, paste_face
-from facectx.models.progan import ProgressiveGenerator
 from facectx.training.data import ResidentShards
 
 RESOLUTIONS = (8, 16, 32, 64, 128)
@@ -59,11 +57,7 @@ def test_transposed_convs_start_as_nearest_upsampling_plus_a_conv():
     """A 4x4 stride-2 kernel is "nearest upsampling, then a 3x3 conv" exactly when it is a 3x3
     kernel convolved with the 2x2 box, i.e. when its alternating sums along each axis are 0."""
     torch.manual_seed(0)
-    models = [
-        UNet(4, 3, 32, 4, 8),
-        CascadeGenerator(TINY, 32),
-        ProgressiveGenerator(dataclasses.replace(TINY, kind="progan"), 32),
-    ]
+    models = [UNet(4, 3, 32, 4, 8), CascadeGenerator(TINY, 32)]
     convs = [conv for model in models for conv in _transposed_convs(model)]
     assert len(convs) >= 8
     signs = torch.tensor([1.0, -1.0, 1.0, -1.0])
@@ -104,17 +98,15 @@ def _inputs(size: int, batch: int = 2) -> tuple[dict, dict]:
 def test_checkpoints_from_before_the_init_change_still_load(monkeypatch):
     """The inits only change values: an old model's state dict (no ICNR, default transposed-conv
     init) has the same entries, loads strictly, and the loaded model computes what the old one did."""
-    progan_args = dataclasses.replace(TINY, kind="progan")
 
     def build():
         torch.manual_seed(0)  # the same draws for both: only what the inits do differs
-        return [CascadeGenerator(TINY, 64), ProgressiveGenerator(progan_args, 64)]
+        return [CascadeGenerator(TINY, 64)]
 
     new = build()
     with monkeypatch.context() as before_the_change:
         before_the_change.setattr(cascade, "icnr_", lambda conv, scale=2: conv)
         before_the_change.setattr(cascade, "nearest_conv_init_", lambda deconv: deconv)
-        before_the_change.setattr(progan, "nearest_conv_init_", lambda deconv: deconv)
         old = build()
     masked, mask = _inputs(64)
     for model, before in zip(new, old):

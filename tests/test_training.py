@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -181,38 +182,73 @@ def test_preempted_training_resumes_from_object_storage_to_the_same_weights(
     assert "Contents" not in client.list_objects_v2(Bucket="facectx-runs", Prefix=prefix)
 
 
-def test_progan_variant_grows_with_fade_in(prepared_data, tmp_path, params, mlflow_store, monkeypatch):
-    """Stage 16 grows stage 8's generator and fades the new level in: the alpha the generator is
+def test_progan_variant_grows_generator_and_critic_with_fade_in(
+    prepared_data, tmp_path, params, mlflow_store, monkeypatch
+):
+    """Stage 16 grows stage 8's generator and critic (the critic's weights come from stage 8's
+    checkpoint too, the new level's are new) and fades the new level in: the alpha both are
     told before each step climbs from 0 to 1 over train.fade_in_fraction of the stage's steps,
-    then stays 1; stage 8, with nothing to fade from, trains at 1 throughout."""
-    from facectx.models.progan import ProgressiveGenerator
+    then stays 1; stage 8, with nothing to fade from, trains at 1 throughout. The checkpoint
+    loads for evaluation and hallucinates around the input face."""
+    from facectx.evaluation.outputs import method_outputs
+    from facectx.evaluation.photo_sets import load_split
+    from facectx.inference import Hallucinator
+    from facectx.models.equalized import FadesIn
 
     tiny = tiny_training_params(params, epochs=(1, 2, 1, 1, 1), fade_in_fraction=0.5)
     progan = dataclasses.replace(tiny, model=dataclasses.replace(tiny.model, kind="progan"))
     models = tmp_path / "progan"
-    told = []
-    set_alpha = ProgressiveGenerator.set_alpha
+    told = {"ProgressiveGenerator": [], "ProgressiveCritic": []}
+    set_alpha = FadesIn.set_alpha
 
-    def recording_set_alpha(generator, value):
-        told.append(float(value))
-        set_alpha(generator, value)
+    def recording_set_alpha(model, value):
+        told[type(model).__name__].append(float(value))
+        set_alpha(model, value)
 
-    monkeypatch.setattr(ProgressiveGenerator, "set_alpha", recording_set_alpha)
-    train(progan, 8, prepared_data, models, run_name="progan")
-    assert told == [1.0, 1.0, 1.0]  # 12 rows, batch 4, one epoch: three steps
+    monkeypatch.setattr(FadesIn, "set_alpha", recording_set_alpha)
+    train(progan, 8, prepared_data, models, run_name="progan")  # through the train-stage step
+    assert told == {"ProgressiveGenerator": [1.0] * 3, "ProgressiveCritic": [1.0] * 3}  # 12 rows, batch 4
     stage_8 = load_file(str(models / "stage_8" / "checkpoint" / "model.safetensors"))
 
-    told.clear()
-    train(progan, 16, prepared_data, models, run_name="progan")
+    for alphas in told.values():
+        alphas.clear()
+    trainer = stage_trainer(progan, 16, prepared_data, **stage_dirs(progan, 16, models))
+    for name, model in (("generator", trainer.generator), ("critic", trainer.critic)):
+        grown = model.state_dict()
+        inherited = {k.removeprefix(f"{name}."): v for k, v in stage_8.items() if k.startswith(f"{name}.")}
+        assert inherited and all(torch.equal(grown[k], v) for k, v in inherited.items()), name
+        new = set(grown) - set(inherited)
+        assert new and all(
+            k.startswith(("from_rgb.16.", "to_rgb.16.", "down.16.", "up.16.", "blocks.16.")) for k in new
+        )
+    trainer.run()
     # Two epochs of three steps; the fade takes int(0.5 * 6) = 3 of them: alpha = step / 3.
-    assert told == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0, 1.0, 1.0])
+    assert told["ProgressiveGenerator"] == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0, 1.0, 1.0])
+    assert told["ProgressiveCritic"] == told["ProgressiveGenerator"]
     weights = load_file(str(models / "stage_16" / "checkpoint" / "model.safetensors"))
-    assert "generator.from_rgb.16.weight" in weights and "generator.from_rgb.8.weight" in weights
-    assert float(weights["generator.alpha"]) == 1.0  # fully faded in by the end of the stage
-    # Grown, not rebuilt: every stage-8 generator entry is in stage 16's, in the same shape.
-    inherited = {k: v for k, v in stage_8.items() if k.startswith("generator.")}
-    assert inherited and all(weights[k].shape == v.shape for k, v in inherited.items())
-    assert len(weights) > len(stage_8)
+    assert float(weights["generator.alpha"]) == float(weights["critic.alpha"]) == 1.0  # faded in by the end
+    assert all(weights[k].shape == v.shape for k, v in stage_8.items()) and len(weights) > len(stage_8)
+
+    test = load_split(prepared_data, "test")
+    outputs = method_outputs({"progan": Hallucinator(models / "stage_16" / "checkpoint")}, test, batch=4)["progan"]
+    assert outputs.shape == (len(test.target), 16, 16, 3) and outputs.dtype == np.uint8
+    inside = test.mask[16] == 255
+    assert np.array_equal(outputs[inside], test.masked[16][inside])  # the face pasted back
+    assert outputs[~inside].std() > 1  # context painted, not a constant
+
+
+def test_a_checkpoint_of_another_design_is_refused_naming_it(tmp_path):
+    """A ProGAN checkpoint of the batch-norm design before issue 27 no longer fits the model:
+    loading it says which checkpoint and why, instead of torch's bare key listing."""
+    from facectx.checkpoint import save_checkpoint
+    from facectx.inference import Hallucinator
+    from facectx.models.cascade import CascadeGenerator, ModelArgs
+
+    args = ModelArgs("progan", (8, 16, 32, 64, 128), width=4, max_width=8, disc_width=4, disc_max_layers=2)
+    old = tmp_path / "old_progan"
+    save_checkpoint(old, {"generator": CascadeGenerator(args, 16)}, None, {"stage": 16, "model_args": vars(args)})
+    with pytest.raises(CheckpointError, match=r"old_progan: its progan generator does not fit .* retrain it"):
+        Hallucinator(old)
 
 
 def test_parallel_first_stages_settle_on_one_pipeline_run(mlflow_store):

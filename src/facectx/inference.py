@@ -9,7 +9,7 @@ import os
 import numpy as np
 import torch
 
-from facectx.checkpoint import load_checkpoint
+from facectx.checkpoint import CheckpointError, load_checkpoint
 from facectx.config import CropConfig, LandmarkConfig
 from facectx.data.examples import build_example
 from facectx.data.landmarks import make_landmarker
@@ -25,8 +25,15 @@ def load_generator(
     checkpoint_dir: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, dict]:
     meta, states, _ = load_checkpoint(checkpoint_dir)
-    generator = build_generator(model_args_from_meta(meta["model_args"]), meta["stage"])
-    generator.load_state_dict(states["generator"])
+    args = model_args_from_meta(meta["model_args"])
+    generator = build_generator(args, meta["stage"])
+    try:
+        generator.load_state_dict(states["generator"])
+    except RuntimeError as error:  # e.g. a ProGAN checkpoint of the batch-norm design before issue 27
+        raise CheckpointError(
+            f"{checkpoint_dir}: its {args.kind} generator does not fit this facectx's {args.kind} model "
+            f"(trained by an earlier design: retrain it): {' '.join(str(error).split())[:400]}"
+        ) from error
     return generator.to(device).eval(), meta
 
 

@@ -9,12 +9,20 @@ import torch
 from facectx.losses.registry import GeneratorTerm, TermInputs, register
 
 
-def lsgan_critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
-    return 0.5 * ((real_scores - 1).pow(2).mean() + fake_scores.pow(2).mean())
+def scores(critic_output: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    """The score maps of a critic's output (one list per scale, the score map last)."""
+    return [scale[-1] for scale in critic_output]
 
 
-def lsgan_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (fake_scores - 1).pow(2).mean()
+def lsgan_critic_loss(real: list[list[torch.Tensor]], fake: list[list[torch.Tensor]]) -> torch.Tensor:
+    """Averaged over the critic's scales."""
+    pairs = list(zip(scores(real), scores(fake)))
+    return sum(0.5 * ((r - 1).pow(2).mean() + f.pow(2).mean()) for r, f in pairs) / len(pairs)
+
+
+def lsgan_generator_loss(fake: list[list[torch.Tensor]]) -> torch.Tensor:
+    maps = scores(fake)
+    return sum(0.5 * (f - 1).pow(2).mean() for f in maps) / len(maps)
 
 
 def adversarial_term(x: TermInputs) -> torch.Tensor:

@@ -156,6 +156,8 @@ class CascadeGenerator(nn.Module):
 
     # Every parameter takes part in every forward pass: DDP need not look for unused ones.
     find_unused_parameters = False
+    # The earlier blocks come from the previous stage's checkpoint (training.state.load_previous_stage).
+    inherits_previous_stage = True
 
     def earlier_blocks(self) -> list[nn.Module]:
         """The blocks of the stages before this one (trained already)."""
@@ -218,5 +220,22 @@ class PatchDiscriminator(nn.Module):
         ]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, masked: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([masked, image], dim=1))
+    # A fresh critic per stage (nothing inherited), the same layers every step, nothing to fade in.
+    inherits_previous_stage = False
+    find_unused_parameters = False
+
+    def set_step(self, step: int, total_steps: int, fade_in_fraction: float, grows: bool) -> None:
+        """Told before each training step, like the generator; nothing here depends on it."""
+
+    @property
+    def step_variant(self) -> None:
+        return None
+
+    def forward(self, masked: torch.Tensor, image: torch.Tensor) -> list[list[torch.Tensor]]:
+        """One scale: each leaky ReLU's output in order, the score map last."""
+        x, features = torch.cat([masked, image], dim=1), []
+        for layer in self.net:
+            x = layer(x)
+            if isinstance(layer, nn.LeakyReLU):
+                features.append(x)
+        return [[*features, x]]

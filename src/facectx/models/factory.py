@@ -1,12 +1,16 @@
-"""The model factory: the generator of one stage, built from params (training) or from a
-checkpoint's recorded arguments (inference, serving, evaluation), and the stage it starts from."""
+"""The model factory: the generator and critic of one stage, built from params (training) or from
+a checkpoint's recorded arguments (inference, serving, evaluation), and the stage it starts from.
+The one place that picks the classes by model kind."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from facectx.models.cascade import CascadeGenerator, ModelArgs
+from torch import nn
+
+from facectx.models.cascade import CascadeGenerator, ModelArgs, PatchDiscriminator
 from facectx.models.progan import ProgressiveGenerator
+from facectx.models.progan_critic import ProgressiveCritic
 
 if TYPE_CHECKING:
     from facectx.config import Params
@@ -33,7 +37,22 @@ GENERATORS = {"cascade": CascadeGenerator, "progan": ProgressiveGenerator}
 
 
 def build_generator(args: ModelArgs, stage: int) -> CascadeGenerator | ProgressiveGenerator:
-    return GENERATORS.get(args.kind, CascadeGenerator)(args, stage)
+    return GENERATORS[_known_kind(args)](args, stage)
+
+
+def build_critic(args: ModelArgs, stage: int) -> nn.Module:
+    """The stage's critic: `critic(masked, image)` -> one list per scale of its activations, the
+    score map last; `inherits_previous_stage` (the cascade's is fresh per stage, ProGAN's grows
+    from the previous stage's) and `set_step` (ProGAN's fades its new level in with the generator)."""
+    if _known_kind(args) == "progan":
+        return ProgressiveCritic(args, stage)
+    return PatchDiscriminator(stage, args.disc_width, args.disc_max_layers)
+
+
+def _known_kind(args: ModelArgs) -> str:
+    if args.kind not in GENERATORS:
+        raise ValueError(f"model kind {args.kind!r} is not one of {sorted(GENERATORS)}")
+    return args.kind
 
 
 def previous_stage(stages: tuple[int, ...], stage: int) -> int | None:

@@ -1,10 +1,25 @@
-"""The paper's comparison variant: one generator grown progressively 8 -> 128 (Karras et al. 2018).
+"""The paper's comparison variant: one generator grown progressively 8 -> 128 (ProGAN, Karras
+et al. 2018), made image-to-image for this task.
 
-At stage S the generator holds a level per resolution up to S around a U-Net core at 8x8:
-from-RGB at S, strided convolutions down to 8, the core, transposed convolutions back up (each
-merged with the encoder features of the same size), to-RGB at S. The newest level fades in: for
-alpha < 1 its from-RGB/to-RGB paths are blended with the previous stage's, as in ProGAN.
-Same inputs, outputs, critics and losses as the cascade, so the comparison isolates the design.
+ProGAN's generator grows from a latent vector; here it grows around the masked face instead, as
+an encoder-decoder with a skip at every level (the only way the task's input reaches each
+resolution, as it does the cascade's blocks). At stage S it holds a level per resolution up to S:
+  from-RGB at S (masked face + mask, 4 channels) -> per level, ProGAN's critic-style block (two
+  3x3 convs, 2x average pooling) down to the base resolution -> a core at the base (a 3x3 block,
+  pooled to half, ProGAN's 4x4 block, upsampled back) -> per level, ProGAN's generator block
+  (nearest 2x upsampling, the encoder's features of that size beside it, two 3x3 convs) -> to-RGB
+  at S.
+ProGAN's own choices throughout: equalized learning rate in every conv, pixel norm after every
+hidden conv of the generator (no batch norm), leaky ReLU 0.2, nearest upsampling and average
+pooling, 1x1 from-/to-RGB, and the newest level faded in (`FadesIn`): while alpha < 1 the new
+from-RGB path is blended with the previous from-RGB on the input at S/2, and the new to-RGB with
+the previous to-RGB upsampled, so at alpha 0 the grown generator computes what the previous
+stage's did, upsampled. One deviation: the blended image goes through tanh (ProGAN's output is
+linear, clipped for display), so the output lies in [-1, 1] like the cascade's; nearest
+upsampling commutes with tanh, so the alpha-0 identity holds exactly.
+
+The critic grows and fades the same way (`progan_critic`). Same inputs, outputs, losses, data and
+schedule as the cascade, so the comparison isolates the design.
 """
 
 from __future__ import annotations
@@ -13,96 +28,84 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facectx.models.cascade import ModelArgs, UNet, nearest_conv_init_, paste_face
+from facectx.models.cascade import ModelArgs, paste_face
+from facectx.models.equalized import EqualizedConv2d, FadesIn, conv_lrelu
 
 
-def level_channels(size: int, args: ModelArgs) -> int:
-    return min(args.max_width, args.width * (max(args.resolutions) // size))
+def level_channels(size: int, width: int, args: ModelArgs) -> int:
+    """Channels at resolution `size`: `width` at the largest resolution, doubling per level down,
+    capped at max_width (ProGAN's 512 at 8-32 px, 256 at 64, 128 at 128 with width 128)."""
+    return min(args.max_width, width * (max(args.resolutions) // size))
 
 
-class ProgressiveGenerator(nn.Module):
+def from_rgb(in_channels: int, channels: int) -> nn.Sequential:
+    return nn.Sequential(EqualizedConv2d(in_channels, channels, 1), nn.LeakyReLU(0.2))
+
+
+class ProgressiveGenerator(FadesIn):
     def __init__(self, args: ModelArgs, stage: int):
         super().__init__()
         self.args, self.stage = args, stage
         self.sizes = [r for r in args.resolutions if r <= stage]
         base = self.sizes[0]
-        self.from_rgb = nn.ModuleDict({str(r): nn.Conv2d(4, level_channels(r, args), 1) for r in self.sizes})
-        self.to_rgb = nn.ModuleDict({str(r): nn.Conv2d(level_channels(r, args), 3, 1) for r in self.sizes})
-        self.core = UNet(
-            level_channels(base, args), level_channels(base, args), base, args.width, args.max_width, image_head=False
-        )
+
+        def ch(r: int) -> int:
+            return level_channels(r, args.width, args)
+
+        self.from_rgb = nn.ModuleDict({str(r): from_rgb(4, ch(r)) for r in self.sizes})
+        # Linear output layers: gain 1, as ProGAN's to-RGB.
+        self.to_rgb = nn.ModuleDict({str(r): EqualizedConv2d(ch(r), 3, 1, gain=1.0) for r in self.sizes})
+        c = ch(base)
+        self.core_down = nn.Sequential(conv_lrelu(c, c, pixel_norm=True), nn.AvgPool2d(2))
+        self.core = nn.Sequential(conv_lrelu(c, c, pixel_norm=True), conv_lrelu(c, c, pixel_norm=True))
+        self.core_up = self._up_block(c, c, c)
         self.down = nn.ModuleDict()
         self.up = nn.ModuleDict()
-        self.merge = nn.ModuleDict()
         for r in self.sizes[1:]:
-            high, low = level_channels(r, args), level_channels(r // 2, args)
+            high, low = ch(r), ch(r // 2)
             self.down[str(r)] = nn.Sequential(
-                nn.Conv2d(high, low, 4, 2, 1, bias=False), nn.BatchNorm2d(low), nn.LeakyReLU(0.2, True)
+                conv_lrelu(high, high, pixel_norm=True), conv_lrelu(high, low, pixel_norm=True), nn.AvgPool2d(2)
             )
-            # Starts as nearest upsampling + conv, as in the cascade: no checkerboard at init.
-            self.up[str(r)] = nn.Sequential(
-                nearest_conv_init_(nn.ConvTranspose2d(low, high, 4, 2, 1, bias=False)),
-                nn.BatchNorm2d(high),
-                nn.ReLU(True),
-            )
-            self.merge[str(r)] = nn.Sequential(
-                nn.Conv2d(2 * high, high, 3, 1, 1, bias=False), nn.BatchNorm2d(high), nn.ReLU(True)
-            )
-        self.register_buffer("alpha", torch.ones(()))  # fade-in of the newest level, set by the trainer
-        # Whether alpha < 1, told by the trainer with alpha (`set_alpha`), so that a training step never
-        # reads the tensor back (a sync, which a CUDA graph cannot record); None: read it.
-        self.fading: bool | None = None
+            self.up[str(r)] = self._up_block(low, high, high)
 
-    # The previous level's RGB paths are computed once the new level has faded in, but unused:
-    # DDP must look for unused parameters.
-    find_unused_parameters = True
-
-    def set_alpha(self, value: float) -> None:
-        self.alpha.fill_(value)
-        self.fading = value < 1.0
+    @staticmethod
+    def _up_block(low: int, skip: int, out: int) -> nn.Sequential:
+        """Two 3x3 convs on the nearest-upsampled features beside the encoder's of the same size."""
+        return nn.Sequential(conv_lrelu(low + skip, out, pixel_norm=True), conv_lrelu(out, out, pixel_norm=True))
 
     def optimizer_groups(self, lr: float, earlier_blocks: str, finetune_lr_scale: float, grows: bool) -> list[dict]:
-        """One generator, one group at lr: its levels are not trained separately (earlier_blocks
-        and finetune_lr_scale concern the cascade's blocks)."""
+        """One generator, one group at lr: ProGAN trains every level at every stage
+        (earlier_blocks and finetune_lr_scale concern the cascade's blocks)."""
         return [{"params": list(self.parameters()), "lr": lr}]
 
     def frozen_modules(self, earlier_blocks: str) -> list[nn.Module]:
         """Nothing is frozen: every level trains at every stage."""
         return []
 
-    def set_step(self, step: int, total_steps: int, fade_in_fraction: float, grows: bool) -> None:
-        """The fade-in of the newest level at this step: alpha rises linearly from 0 to 1 over the
-        first fade_in_fraction of the stage's steps; 1 throughout when the stage does not grow
-        from a previous one."""
-        if not grows:
-            self.set_alpha(1.0)
-            return
-        fade_steps = max(1, int(fade_in_fraction * total_steps))
-        self.set_alpha(min(1.0, step / fade_steps))
-
-    @property
-    def step_variant(self) -> bool | None:
-        """What tells one recorded CUDA graph of the step from another: fading or not."""
-        return self.fading
-
-    def forward(self, masked: dict[int, torch.Tensor], mask: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+    def image(self, masked: dict[int, torch.Tensor], mask: dict[int, torch.Tensor]) -> torch.Tensor:
+        """The generated image at the stage's resolution, before the face is pasted back."""
         top = self.stage
-        inputs = {r: torch.cat([masked[r], mask[r]], dim=1) for r in self.sizes}
-        fading = top != self.sizes[0] and (float(self.alpha) < 1.0 if self.fading is None else self.fading)
-        x = self.from_rgb[str(top)](inputs[top])
+        fading = self.is_fading(top != self.sizes[0])
+        x = self.from_rgb[str(top)](torch.cat([masked[top], mask[top]], dim=1))
         skips = {}
         for r in reversed(self.sizes[1:]):
             skips[r] = x
             x = self.down[str(r)](x)
             if fading and r == top:
-                x = self.alpha * x + (1 - self.alpha) * self.from_rgb[str(r // 2)](inputs[r // 2])
-        y = self.core(x)
+                x = self.blend(x, self.from_rgb[str(r // 2)](torch.cat([masked[r // 2], mask[r // 2]], dim=1)))
+        y = self.core_up(torch.cat([_upsample(self.core(self.core_down(x))), x], dim=1))
         previous_rgb = None
         for r in self.sizes[1:]:
-            if r == top:
-                previous_rgb = torch.tanh(self.to_rgb[str(r // 2)](y))
-            y = self.merge[str(r)](torch.cat([self.up[str(r)](y), skips[r]], dim=1))
-        rgb = torch.tanh(self.to_rgb[str(top)](y))
-        if fading:
-            rgb = self.alpha * rgb + (1 - self.alpha) * F.interpolate(previous_rgb, scale_factor=2, mode="nearest")
-        return {top: paste_face(rgb, masked[top], mask[top])}
+            if fading and r == top:
+                previous_rgb = _upsample(self.to_rgb[str(r // 2)](y))
+            y = self.up[str(r)](torch.cat([_upsample(y), skips[r]], dim=1))
+        rgb = self.to_rgb[str(top)](y)
+        return torch.tanh(self.blend(rgb, previous_rgb) if fading else rgb)
+
+    def forward(self, masked: dict[int, torch.Tensor], mask: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        top = self.stage
+        return {top: paste_face(self.image(masked, mask), masked[top], mask[top])}
+
+
+def _upsample(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2, mode="nearest")

@@ -10,8 +10,8 @@ import torch
 
 from facectx.config import LossConfig, TrainConfig
 from facectx.losses import FaceFeatures, StageLoss, perceptual_network, stage_weights
-from facectx.models.cascade import ModelArgs, PatchDiscriminator
-from facectx.models.factory import build_generator
+from facectx.models.cascade import ModelArgs
+from facectx.models.factory import build_critic, build_generator
 from facectx.training import distributed
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def build_models(
     generator = build_generator(args, stage).to(process.device)
     if process.distributed:  # batch statistics of the global batch, as one process has them
         generator = distributed.global_batch_norm(generator, process.backend)
-    critic = PatchDiscriminator(stage, args.disc_width, args.disc_max_layers).to(process.device)
+    critic = build_critic(args, stage).to(process.device)
     return generator, critic
 
 
@@ -97,7 +97,7 @@ def forward_modules(
     if process.distributed:
         g_forward = _ddp(generator, process, generator.find_unused_parameters)
         if uses_critic:  # without a term against it the critic is never run
-            c_forward = _ddp(critic, process, False)
+            c_forward = _ddp(critic, process, critic.find_unused_parameters)
     if train.compile:
         g_forward = torch.compile(g_forward, mode=train.compile_mode)
         c_forward = torch.compile(c_forward, mode=train.compile_mode)
@@ -110,6 +110,6 @@ def _ddp(module: torch.nn.Module, process: distributed.ProcessContext, find_unus
     are broadcast from rank 0 at each forward; they are equal anyway (same weights, same
     global statistics, deterministic power iteration), which keeps them so. find_unused: the
     module computes layers it does not use (the ProGAN generator's previous-level RGB paths once
-    faded in), so DDP must look for unused parameters."""
+    faded in, and its critic's), so DDP must look for unused parameters."""
     ids = [process.device.index] if process.device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused)

@@ -1,5 +1,5 @@
-"""Training of one stage: block N of the cascade (or the ProGAN generator grown to N), starting
-from stage N/2's checkpoint, against its own PatchGAN critic.
+"""Training of one stage: block N of the cascade (or ProGAN's generator and critic grown to N),
+starting from stage N/2's checkpoint, against its critic.
 
 One loop serves every stage and both model kinds; the loss object owns the phases. Checkpoints
 are written every `checkpoint_every_steps` and at each epoch's end into a resume folder, so a
@@ -97,8 +97,9 @@ class StageTrainer:
         with self.torch_scope():  # seeded: the initial weights are a function of (train.seed, stage)
             self._load_data(Path(prepared_dir), model.resolutions)
             self.generator, self.critic = build_models(model, stage, self.dist)
+            models = {"generator": self.generator, "critic": self.critic}  # as checkpoints name them
             if require_previous and grows:  # only benchmarks, which time steps, start later stages untrained
-                load_previous_stage(self.generator, init_dir, stage, self.previous, identity)
+                load_previous_stage(models, init_dir, stage, self.previous, identity)
             self.opt_g, self.opt_d = build_optimizers(
                 self.generator, self.critic, train, self.device, grows, capturable=self.cuda_graphs
             )
@@ -107,7 +108,6 @@ class StageTrainer:
             )
             self.weights = self.loss.weights  # the loss terms on at this stage
             self.grad_norms: dict[str, torch.Tensor] = {}  # the last measured per-term gradient norms, until reported
-            models = {"generator": self.generator, "critic": self.critic}
             opts = {"generator": self.opt_g, "critic": self.opt_d}
             self.state = StageState(
                 stage, model, identity, models, opts, self.resume_dir, self.dist.main, on_resume_saved
@@ -160,13 +160,14 @@ class StageTrainer:
         """One training step on the training rows `rows` (indices on the device); returns the
         detached losses. A replay of the recorded CUDA graph when train.cuda_graphs applies,
         except on steps that measure each term's gradient norm (eager: extra backward passes)."""
-        self.generator.set_step(self.step, self.total_steps, self.train.fade_in_fraction, self.previous is not None)
+        for model in (self.generator, self.critic):  # ProGAN's critic fades its new level in with the generator
+            model.set_step(self.step, self.total_steps, self.train.fade_in_fraction, self.previous is not None)
         every = self.train.grad_norm_every_steps
         measure_gradients = bool(every) and (self.step + 1) % every == 0
         if self.graphed is None or measure_gradients:
             return self._step_on_rows(rows, measure_gradients)
         try:
-            return self.graphed(rows, key=self.generator.step_variant)
+            return self.graphed(rows, key=(self.generator.step_variant, self.critic.step_variant))
         except GraphRecordingError as error:  # train on, eagerly, and say so (metrics.json)
             self.graph_failure = str(error)
             log.warning("stage %d: the CUDA graph failed (%s); the step runs eagerly", self.stage, self.graph_failure)
@@ -180,8 +181,7 @@ class StageTrainer:
     def _train_step(self, batch: Batch, measure_gradients: bool = False) -> dict[str, torch.Tensor]:
         """The step (`gan_step`) on one batch; measure_gradients: keep each term's gradient norm."""
         if self.train.compile and self.train.compile_mode == "reduce-overhead":
-            # Its CUDA graphs may reuse the previous step's output
-            # memory from here on: nothing of it is kept across steps.
+            # Its CUDA graphs may reuse the previous step's output memory from now on: keep none of it.
             torch.compiler.cudagraph_mark_step_begin()
         measure = self._measure_gradients if measure_gradients else None
         optimizers = (self.opt_g, self.opt_d)

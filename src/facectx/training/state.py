@@ -79,10 +79,12 @@ class TorchScope:
 
 
 def load_previous_stage(
-    generator: torch.nn.Module, init_dir: Path | None, stage: int, previous: int, identity: TrainingIdentity
+    models: dict[str, torch.nn.Module], init_dir: Path | None, stage: int, previous: int, identity: TrainingIdentity
 ) -> None:
-    """Stage `previous`'s generator weights (init_dir: its checkpoint) into this stage's
-    generator; the tensors of the levels new at this stage keep their initial values."""
+    """Stage `previous`'s weights (init_dir: its checkpoint) into each of this stage's models
+    (by checkpoint name: "generator", "critic") whose class says it grows from the previous
+    stage (`inherits_previous_stage`: both generators, ProGAN's critic; the cascade's critic
+    starts fresh); the tensors of the levels new at this stage keep their initial values."""
     if init_dir is None or not (Path(init_dir) / META).is_file():
         raise CheckpointError(
             f"stage {stage} starts from stage {previous}'s checkpoint, but there is none at "
@@ -91,13 +93,17 @@ def load_previous_stage(
     meta, states, _ = load_checkpoint(init_dir, expected_config_hash=identity.config_hash)
     if meta.get("stage") != previous:
         raise CheckpointError(f"{init_dir} holds stage {meta.get('stage')}, expected stage {previous}")
-    own = generator.state_dict()
-    inherited = states["generator"]
-    unknown = sorted(set(inherited) - set(own))
-    if unknown:
-        raise CheckpointError(f"{init_dir}: generator tensors {unknown[:5]} do not exist in the stage-{stage} model")
-    own.update(inherited)
-    generator.load_state_dict(own)
+    for name, model in models.items():
+        if not model.inherits_previous_stage:
+            continue
+        if name not in states:
+            raise CheckpointError(f"{init_dir} holds no {name} weights (it has {sorted(states)})")
+        own, inherited = model.state_dict(), states[name]
+        unknown = sorted(set(inherited) - set(own))
+        if unknown:
+            raise CheckpointError(f"{init_dir}: {name} tensors {unknown[:5]} do not exist in the stage-{stage} model")
+        own.update(inherited)
+        model.load_state_dict(own)
 
 
 def resume_step(folder: Path) -> int | None:
