@@ -9,7 +9,7 @@ import os
 import numpy as np
 import torch
 
-from facectx.checkpoint import load_checkpoint
+from facectx.checkpoint import AUTO_CHOICE, generator_state, load_checkpoint, resolve_weights
 from facectx.config import CropConfig, LandmarkConfig
 from facectx.data.examples import build_example
 from facectx.data.landmarks import make_landmarker
@@ -22,20 +22,27 @@ class NoFaceFound(ValueError):
 
 
 def load_generator(
-    checkpoint_dir: str | os.PathLike, device: str | torch.device = "cpu"
-) -> tuple[torch.nn.Module, dict]:
+    checkpoint_dir: str | os.PathLike, device: str | torch.device = "cpu", weights: str = AUTO_CHOICE
+) -> tuple[torch.nn.Module, dict, str]:
+    """The checkpoint's generator in eval mode with the chosen weights (auto, running, standing or
+    ema: checkpoint.generator_state), its meta, and the choice auto resolved to; a choice the
+    checkpoint lacks is a CheckpointError naming it and what it holds."""
     meta, states, _ = load_checkpoint(checkpoint_dir)
+    chosen = resolve_weights(weights, meta, states, checkpoint_dir)
     generator = build_generator(model_args_from_meta(meta["model_args"]), meta["stage"])
-    generator.load_state_dict(states["generator"])
-    return generator.to(device).eval(), meta
+    generator.load_state_dict(generator_state(states, chosen))
+    return generator.to(device).eval(), meta, chosen
 
 
 class Hallucinator:
-    """uint8 masked faces (at every pyramid level) in, uint8 full frames out."""
+    """uint8 masked faces (at every pyramid level) in, uint8 full frames out. weights: which of
+    the checkpoint's weights (load_generator); `self.weights` says which it uses."""
 
-    def __init__(self, checkpoint_dir: str | os.PathLike, device: str | torch.device = "cpu"):
+    def __init__(
+        self, checkpoint_dir: str | os.PathLike, device: str | torch.device = "cpu", weights: str = AUTO_CHOICE
+    ):
         self.device = torch.device(device)
-        self.generator, self.meta = load_generator(checkpoint_dir, self.device)
+        self.generator, self.meta, self.weights = load_generator(checkpoint_dir, self.device, weights)
         self.stage = self.meta["stage"]
         self.resolutions = tuple(r for r in self.meta["model_args"]["resolutions"] if r <= self.stage)
 
@@ -62,8 +69,15 @@ def masked_from_photo(rgb: np.ndarray, landmarker, crop: CropConfig, resolutions
 class PhotoHallucinator:
     """From a raw RGB photo: find the face, crop and mask it, hallucinate its context."""
 
-    def __init__(self, checkpoint_dir: str | os.PathLike, crop: CropConfig, landmarks: LandmarkConfig, device="cpu"):
-        self.model = Hallucinator(checkpoint_dir, device)
+    def __init__(
+        self,
+        checkpoint_dir: str | os.PathLike,
+        crop: CropConfig,
+        landmarks: LandmarkConfig,
+        device="cpu",
+        weights: str = AUTO_CHOICE,  # which of the checkpoint's weights (load_generator)
+    ):
+        self.model = Hallucinator(checkpoint_dir, device, weights)
         self.crop = crop
         self.landmarker = make_landmarker(landmarks)
 
