@@ -43,6 +43,8 @@ def _all_terms_params(params, runs, batch_size=8):
         max_train_rows=16,
         grad_norm_every_steps=1,
         checkpoint_every_steps=1,
+        ema_decay=0.5,  # the generator's average and the standing statistics, compared with the weights below
+        standing_stats_batches=2,
     )
     losses = dataclasses.replace(tiny.losses, lambda_id=(6.0, 6.0, 6.0, 7.0, 7.0))
     tracking = dataclasses.replace(tiny.tracking, backend="folder", folder=str(runs))
@@ -73,6 +75,7 @@ def test_two_processes_train_what_one_process_trains(prepared_data, tmp_path, pa
         ddp = load_file(str(tmp_path / "two" / f"stage_{stage}" / "checkpoint" / "model.safetensors"))
         assert ref.keys() == ddp.keys()
         assert any(".running_var" in k for k in ref) and any("parametrizations" in k for k in ref)
+        assert any(k.startswith("generator_ema.") for k in ref) and any("_standing." in k for k in ref)
         for key in ref:
             # Only the order of float32 sums differs (a batch of 8 against two halves, gloo's
             # all_reduce, the batch-norm sums): seen <= 4e-7 after 6 steps. An Adam step moves a

@@ -27,6 +27,12 @@ if TYPE_CHECKING:
 
 WEIGHTS, OPTIMIZER, META = "model.safetensors", "optimizer.pt", "meta.json"
 
+# The generator's weights a checkpoint may hold beside the live ones ("generator"): their moving
+# average (train.ema_decay), and the batch-norm statistics re-estimated after the stage for each
+# (train.standing_stats_batches; batch-norm buffers only).
+GENERATOR, EMA, STANDING, EMA_STANDING = "generator", "generator_ema", "generator_standing", "generator_ema_standing"
+RUNNING_CHOICE, STANDING_CHOICE, EMA_CHOICE, AUTO_CHOICE = "running", "standing", "ema", "auto"
+
 # Settings that do not change the weights a run produces (where and how fast it runs, how often it reports).
 _RUNTIME_ONLY = (
     "device",
@@ -94,16 +100,17 @@ def git_commit(cwd: str | os.PathLike = ".") -> str | None:
 
 def save_checkpoint(
     folder: str | os.PathLike,
-    modules: dict[str, torch.nn.Module],
+    modules: dict[str, torch.nn.Module | dict[str, torch.Tensor]],  # modules, or state dicts of part of one
     optimizers: dict[str, torch.optim.Optimizer] | None,
     meta: dict,
 ) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    states = {name: m.state_dict() if isinstance(m, torch.nn.Module) else m for name, m in modules.items()}
     tensors = {
         f"{name}.{key}": value.detach().contiguous().cpu()
-        for name, module in modules.items()
-        for key, value in module.state_dict().items()
+        for name, state in states.items()
+        for key, value in state.items()
     }
     # Old meta first: a reader that finds files newer than meta.json's checksums sees a mismatch.
     (folder / META).unlink(missing_ok=True)
@@ -159,3 +166,39 @@ def load_checkpoint(
     if with_optimizer and OPTIMIZER in meta.get("files", {}):
         optimizer = torch.load(folder / OPTIMIZER, map_location="cpu", weights_only=True)
     return meta, states, optimizer
+
+
+def available_weights(meta: dict, states: dict[str, dict[str, torch.Tensor]]) -> list[str]:
+    """The weight choices a checkpoint offers, best last: running always; standing and ema when
+    the stage made them (meta.json's `weights`; a generator without batch norm has no statistics
+    to store, yet its standing weights are its running ones)."""
+    held = {RUNNING_CHOICE, *(c for c, key in ((STANDING_CHOICE, STANDING), (EMA_CHOICE, EMA)) if key in states)}
+    made = set(meta.get("weights") or ()) | held
+    return [c for c in (RUNNING_CHOICE, STANDING_CHOICE, EMA_CHOICE) if c in made]
+
+
+def resolve_weights(choice: str, meta: dict, states: dict[str, dict[str, torch.Tensor]], where) -> str:
+    """`choice` (auto, running, standing or ema) -> the one the checkpoint offers; auto is the best
+    it holds (ema, else standing, else running). A choice it lacks is an error naming the
+    checkpoint `where`, what it holds, and the setting that would have made it."""
+    available = available_weights(meta, states)
+    if choice == AUTO_CHOICE:
+        return available[-1]
+    if choice not in available:
+        made_by = {STANDING_CHOICE: "train.standing_stats_batches > 0", EMA_CHOICE: "train.ema_decay > 0"}
+        why = f" (a stage trained with {made_by[choice]} keeps them)" if choice in made_by else ""
+        raise CheckpointError(
+            f"checkpoint {where} has no {choice!r} weights{why}: it holds {available}; choose one of those, or auto"
+        )
+    return choice
+
+
+def generator_state(states: dict[str, dict[str, torch.Tensor]], choice: str) -> dict[str, torch.Tensor]:
+    """The generator's state dict for a resolved weight choice: the live weights with their running
+    statistics, with the standing statistics, or the EMA weights with theirs (with the live
+    model's running statistics when the stage kept no standing ones)."""
+    if choice == STANDING_CHOICE:
+        return {**states[GENERATOR], **states.get(STANDING, {})}
+    if choice == EMA_CHOICE:
+        return {**states[EMA], **states.get(EMA_STANDING, {})}
+    return states[GENERATOR]

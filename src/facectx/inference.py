@@ -9,7 +9,7 @@ import os
 import numpy as np
 import torch
 
-from facectx.checkpoint import CheckpointError, load_checkpoint
+from facectx.checkpoint import AUTO_CHOICE, CheckpointError, generator_state, load_checkpoint, resolve_weights
 from facectx.config import CropConfig, LandmarkConfig
 from facectx.data.examples import build_example
 from facectx.data.landmarks import make_landmarker
@@ -22,27 +22,34 @@ class NoFaceFound(ValueError):
 
 
 def load_generator(
-    checkpoint_dir: str | os.PathLike, device: str | torch.device = "cpu"
-) -> tuple[torch.nn.Module, dict]:
+    checkpoint_dir: str | os.PathLike, device: str | torch.device = "cpu", weights: str = AUTO_CHOICE
+) -> tuple[torch.nn.Module, dict, str]:
+    """The checkpoint's generator in eval mode with the chosen weights (auto, running, standing or
+    ema: checkpoint.generator_state), its meta, and the choice auto resolved to; a choice the
+    checkpoint lacks is a CheckpointError naming it and what it holds."""
     meta, states, _ = load_checkpoint(checkpoint_dir)
+    chosen = resolve_weights(weights, meta, states, checkpoint_dir)
     args = model_args_from_meta(meta["model_args"])
     generator = build_generator(args, meta["stage"])
     try:
-        generator.load_state_dict(states["generator"])
+        generator.load_state_dict(generator_state(states, chosen))
     except RuntimeError as error:  # e.g. a ProGAN checkpoint of the batch-norm design before issue 27
         raise CheckpointError(
             f"{checkpoint_dir}: its {args.kind} generator does not fit this facectx's {args.kind} model "
             f"(trained by an earlier design: retrain it): {' '.join(str(error).split())[:400]}"
         ) from error
-    return generator.to(device).eval(), meta
+    return generator.to(device).eval(), meta, chosen
 
 
 class Hallucinator:
-    """uint8 masked faces (at every pyramid level) in, uint8 full frames out."""
+    """uint8 masked faces (at every pyramid level) in, uint8 full frames out. weights: which of
+    the checkpoint's weights (load_generator); `self.weights` says which it uses."""
 
-    def __init__(self, checkpoint_dir: str | os.PathLike, device: str | torch.device = "cpu"):
+    def __init__(
+        self, checkpoint_dir: str | os.PathLike, device: str | torch.device = "cpu", weights: str = AUTO_CHOICE
+    ):
         self.device = torch.device(device)
-        self.generator, self.meta = load_generator(checkpoint_dir, self.device)
+        self.generator, self.meta, self.weights = load_generator(checkpoint_dir, self.device, weights)
         self.stage = self.meta["stage"]
         self.resolutions = tuple(r for r in self.meta["model_args"]["resolutions"] if r <= self.stage)
 
@@ -69,8 +76,15 @@ def masked_from_photo(rgb: np.ndarray, landmarker, crop: CropConfig, resolutions
 class PhotoHallucinator:
     """From a raw RGB photo: find the face, crop and mask it, hallucinate its context."""
 
-    def __init__(self, checkpoint_dir: str | os.PathLike, crop: CropConfig, landmarks: LandmarkConfig, device="cpu"):
-        self.model = Hallucinator(checkpoint_dir, device)
+    def __init__(
+        self,
+        checkpoint_dir: str | os.PathLike,
+        crop: CropConfig,
+        landmarks: LandmarkConfig,
+        device="cpu",
+        weights: str = AUTO_CHOICE,  # which of the checkpoint's weights (load_generator)
+    ):
+        self.model = Hallucinator(checkpoint_dir, device, weights)
         self.crop = crop
         self.landmarker = make_landmarker(landmarks)
 

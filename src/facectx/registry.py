@@ -34,7 +34,8 @@ def register(
     """Register `model_uri` as a new version of `name`, alias it `challenger`, keep `metrics` as tags.
     protocol: how the metrics were measured (networks, test photos); kept as tags so the gate only
     compares versions measured the same way. tracking_uri: the registry's (default: facectx.tracking's).
-    data_tags: the version of the data it was trained on (a Kubeflow run's .dvc pointers)."""
+    data_tags: further tags of the version: the version of the data it was trained on (a Kubeflow
+    run's .dvc pointers), the weights it serves (facectx.weights)."""
     models = tracking.ModelRegistry(tracking_uri)
     tags = {f"{METRIC_TAG}{key}": repr(float(value)) for key, value in metrics.items()}
     tags.update({f"{PROTOCOL_TAG}{key}": str(value) for key, value in (protocol or {}).items()})

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facectx.checkpoint import META, WEIGHTS
+from facectx.checkpoint import AUTO_CHOICE, META, RUNNING_CHOICE, WEIGHTS
 from facectx.config import CropConfig, LandmarkConfig, Params
 from facectx.data.photos import PhotoRejected, decode_photo
 from facectx.data.shards import read_index
@@ -87,7 +87,8 @@ def _rows(model_input) -> list:
 
 class FaceContextModel(python_model_base()):  # mlflow.pyfunc.PythonModel, imported by facectx.tracking
     """Artifacts: `checkpoint` (folder with model.safetensors + meta.json), `settings` (JSON from
-    settings_of: crop, landmarks, decode limits)."""
+    settings_of: crop, landmarks, decode limits, and which of the checkpoint's weights to serve:
+    running for a model logged before the choice existed)."""
 
     def load_context(self, context):
         self.load(context.artifacts)
@@ -98,7 +99,11 @@ class FaceContextModel(python_model_base()):  # mlflow.pyfunc.PythonModel, impor
         self.max_pixels = int(settings["max_pixels"])
         self.formats = tuple(settings["formats"])
         self.hallucinator = PhotoHallucinator(
-            artifacts["checkpoint"], CropConfig(**settings["crop"]), landmarks, device="cpu"
+            artifacts["checkpoint"],
+            CropConfig(**settings["crop"]),
+            landmarks,
+            device="cpu",
+            weights=settings.get("weights", RUNNING_CHOICE),
         )
         # The scoring server calls predict from several threads at once; dlib's detector and shape
         # predictor are not thread-safe (concurrent calls crashed the server with SIGSEGV under
@@ -168,8 +173,10 @@ def log_pyfunc_model(
     prepared_dir: str | os.PathLike | None = None,
     raw_dir: str | os.PathLike | None = None,
     name: str = "model",
+    weights: str = AUTO_CHOICE,
 ):
-    """Log the checkpoint as a FaceContextModel in the active MLflow run (one is started if none is).
+    """Log the checkpoint as a FaceContextModel in the active MLflow run (one is started if none is),
+    serving its `weights` (running, standing, ema; auto: the best it holds, resolved here).
 
     The input example is one real photo: `example_photo`, else the first test-split photo of
     `prepared_dir` (read from `raw_dir`). Returns mlflow's ModelInfo.
@@ -186,12 +193,14 @@ def log_pyfunc_model(
 
     with tempfile.TemporaryDirectory(prefix="facectx-pyfunc-") as folder:
         settings_path = Path(folder) / SETTINGS_FILE
-        settings_path.write_text(json.dumps(settings_of(params), indent=2))
+        settings_path.write_text(json.dumps({**settings_of(params), "weights": weights}, indent=2))
         artifacts = {"checkpoint": str(checkpoint_dir.resolve()), "settings": str(settings_path)}
 
         # The signature comes from a real prediction on the example photo.
         model = FaceContextModel()
         model.load(artifacts)
+        served = model.hallucinator.model.weights  # auto resolved: what the registered model serves
+        settings_path.write_text(json.dumps({**settings_of(params), "weights": served}, indent=2))
         if metrics:
             log_metrics(metrics)
         return log_python_model(
@@ -205,6 +214,7 @@ def log_pyfunc_model(
             metadata={
                 "facectx_metrics": {k: float(v) for k, v in (metrics or {}).items()},
                 "checkpoint_stage": json.loads((checkpoint_dir / META).read_text()).get("stage"),
+                "weights": served,
             },
         )
 

@@ -9,6 +9,7 @@ import dataclasses
 from pathlib import Path
 
 from facectx.cli.options import folders, last_checkpoint
+from facectx.config import parse_weights_choices
 from facectx.layout import EVAL_DIR, PROJECT, evaluated_models
 
 
@@ -37,6 +38,12 @@ def _add_evaluate(commands) -> None:
         metavar="NAME=CHECKPOINT_DIR",
         help="a model to score (repeatable); default: the cascade's last stage and the variants params' compare names",
     )
+    step.add_argument(
+        "--weights",
+        metavar="CHOICE[,CHOICE...]",
+        help="score each trained model with these of its weights, one row each (running, standing, ema, auto; "
+        "e.g. running,standing,ema); the first is the model's own row; default: params' evaluate.weights",
+    )
     step.add_argument("--baselines-only", action="store_true")
     step.add_argument("--out-dir", default=EVAL_DIR)
     step.set_defaults(func=evaluate)
@@ -45,6 +52,9 @@ def _add_evaluate(commands) -> None:
 def evaluate(args, params):
     from facectx.steps.evaluate import evaluate_step
 
+    if args.weights:
+        weights = parse_weights_choices(args.weights, "--weights")
+        params = dataclasses.replace(params, evaluate=dataclasses.replace(params.evaluate, weights=weights))
     models = dict(item.split("=", 1) for item in args.model) if args.model else {}
     if not models and not args.baselines_only:
         models = _compared_models(args, params)

@@ -6,7 +6,7 @@ pandas, torch and MLflow, which the other commands' start does not need."""
 from __future__ import annotations
 
 from facectx.cli.options import folders, last_checkpoint
-from facectx.config import load_params
+from facectx.config import WEIGHT_CHOICES, load_params
 
 
 def add_parser(commands) -> None:
@@ -28,6 +28,13 @@ def add_parser(commands) -> None:
     step.add_argument("photo", help="a JPEG or PNG photo with a face")
     step.add_argument("-o", "--out", required=True, help="output PNG")
     step.add_argument("--checkpoint", help="checkpoint folder (default: the last stage's, under --models-dir)")
+    step.add_argument(
+        "--weights",
+        choices=WEIGHT_CHOICES,
+        help="the checkpoint's weights: running (running batch-norm statistics), standing (re-estimated "
+        "after training), ema (moving average), auto (ema, else standing, else running); "
+        "default: params' evaluate.weights[0]",
+    )
     step.set_defaults(func=hallucinate)
 
 
@@ -44,6 +51,7 @@ def serve(args, params):
 def hallucinate(args, params):
     from facectx.steps.hallucinate import hallucinate_step
 
-    result = hallucinate_step(params, args.photo, args.out, args.checkpoint or last_checkpoint(args, params))
-    print(f"wrote {result['out']}")
+    checkpoint = args.checkpoint or last_checkpoint(args, params)
+    result = hallucinate_step(params, args.photo, args.out, checkpoint, args.weights)
+    print(f"wrote {result['out']} ({result['weights']} weights)")
     return result

@@ -13,6 +13,7 @@ from facectx.config.checks import check_consistency
 from facectx.config.kubeflow import pipeline_params_text, resolve_params_text
 from facectx.config.loading import DEFAULT_PARAMS_FILE, apply_profile, dump_params, load_params, parse_params
 from facectx.config.schema import (
+    WEIGHT_CHOICES,
     AssetsConfig,
     CropConfig,
     EvaluateConfig,
@@ -29,9 +30,11 @@ from facectx.config.schema import (
     ValidateConfig,
     parse_gate,
     parse_gates,
+    parse_weights_choices,
 )
 
 __all__ = [
+    "WEIGHT_CHOICES",
     "DEFAULT_PARAMS_FILE",
     "AssetsConfig",
     "CropConfig",
@@ -54,6 +57,7 @@ __all__ = [
     "parse_gate",
     "parse_gates",
     "parse_params",
+    "parse_weights_choices",
     "pipeline_params_text",
     "resolve_params_text",
 ]

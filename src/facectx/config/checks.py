@@ -7,7 +7,7 @@ import dataclasses
 import typing
 from pathlib import Path
 
-from facectx.config.schema import LandmarkBackend, Params, SplitMethod, parse_gate
+from facectx.config.schema import LandmarkBackend, Params, SplitMethod, parse_gate, parse_weights_choices
 
 
 def check_landmarks_backend(params: Params, path: Path) -> None:
@@ -143,6 +143,20 @@ def check_gates(params: Params, path: Path) -> None:
             ) from None
 
 
+def check_averaging(params: Params, path: Path) -> None:
+    train = params.train
+    if not 0 <= train.ema_decay < 1:
+        raise ValueError(f"{path}: train.ema_decay must be in [0, 1) (0 = no EMA), got {train.ema_decay}")
+    if train.standing_stats_batches < 0:
+        raise ValueError(
+            f"{path}: train.standing_stats_batches must be >= 0 (0 = off), got {train.standing_stats_batches}"
+        )
+
+
+def check_weights_choices(params: Params, path: Path) -> None:
+    parse_weights_choices(params.evaluate.weights, f"{path}: evaluate.weights")
+
+
 def check_mask_fractions(params: Params, path: Path) -> None:
     if not 0 < params.validate.mask_fraction_min < params.validate.mask_fraction_max < 1:
         raise ValueError(f"{path}: need 0 < validate.mask_fraction_min < validate.mask_fraction_max < 1")
@@ -164,6 +178,8 @@ CHECKS = (
     check_lpips_weights,
     check_gates,
     check_mask_fractions,
+    check_averaging,
+    check_weights_choices,
 )
 
 

@@ -4,12 +4,19 @@ the checks (checks.check_choices) refuse one outside its values."""
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import Literal
 
 LandmarkBackend = Literal["dlib", "face_alignment"]
 SplitMethod = Literal["auto", "lfw", "hash"]
 Device = Literal["auto", "cpu", "cuda"]
+# Which of a checkpoint's generator weights a use of it takes (facectx.checkpoint.generator_state):
+# running: the live weights with their running batch-norm statistics; standing: the live weights
+# with statistics re-estimated after training; ema: the weights' moving average with its own
+# re-estimated statistics; auto: the best the checkpoint holds (ema, else standing, else running).
+WeightsChoice = Literal["auto", "running", "standing", "ema"]
+WEIGHT_CHOICES: tuple[str, ...] = typing.get_args(WeightsChoice)
 GATE_DIRECTIONS = ("higher", "lower")
 
 
@@ -124,6 +131,12 @@ class TrainConfig:
     cuda_graphs: bool  # one CUDA device: the whole training step recorded once as a CUDA graph and replayed
     deterministic: bool  # bit-reproducible (CPU): deterministic algorithms, one thread order
     seed: int
+    # An exponential moving average of the generator's weights, updated after every step:
+    # ema = ema_decay * ema + (1 - ema_decay) * live; 0 = none (checkpoints then have no `ema` weights).
+    ema_decay: float = 0.0
+    # After a stage, its batch-norm statistics re-estimated on this many training batches (train
+    # mode, cumulative average), for the live and the EMA weights ("standing statistics"); 0 = not.
+    standing_stats_batches: int = 20
 
 
 @dataclass(frozen=True)
@@ -138,6 +151,10 @@ class EvaluateConfig:
     calibration_pairs: int  # LFW DevTrain pairs of each kind that calibrate the verification threshold; 0 = all
     baselines: bool  # also score OpenCV Telea / Navier-Stokes, biharmonic, mean context
     device: Device  # where the generators and the matcher run
+    # The weights each trained model is scored with (WeightsChoice), one result row per entry: the
+    # first is the model's own row (what the registry gates and serves), each further one a row
+    # "NAME@CHOICE"; e.g. [running, standing, ema] scores a checkpoint three ways in one call.
+    weights: tuple[WeightsChoice, ...] = ("auto",)
 
 
 @dataclass(frozen=True)
@@ -184,6 +201,17 @@ class Params:
     # (the ProGAN variant, the ablations); `compare` names those trained and scored beside the cascade.
     variants: dict[str, dict]
     compare: tuple[str, ...]
+
+
+def parse_weights_choices(choices, where: str = "evaluate.weights") -> tuple[str, ...]:
+    """evaluate.weights (or a comma-separated `--weights`) -> the choices, each one of
+    WeightsChoice; an empty list or an unknown choice is an error naming `where`."""
+    if isinstance(choices, str):
+        choices = [c.strip() for c in choices.split(",") if c.strip()]
+    unknown = [c for c in choices if c not in WEIGHT_CHOICES]
+    if not choices or unknown:
+        raise ValueError(f"{where}: expected one or more of {list(WEIGHT_CHOICES)}, got {list(choices)}")
+    return tuple(choices)
 
 
 def parse_gate(gate: str) -> tuple[str, str]:

@@ -61,7 +61,7 @@ def evaluate(
         if config.lpips_backbone_weights
         else nets
     )
-    methods = _methods(prepared_dir, models, config.baselines, device)
+    methods = _methods(prepared_dir, models, config, device)
     # Where the frame ran past the photo every output shows the target's black padding: no metric
     # rewards or punishes what was never in the photo (the pixel metrics also leave it out).
     outputs = {
@@ -76,19 +76,30 @@ def evaluate(
         **realism(*real.real_half, real.fd_val, val.index.identity.to_numpy()),
     }
     result = _metrics(test, nets, real.fid_net, perceptual, threshold, config, calibration, summary)
+    # Which weights each trained model's row scored (running, standing or ema: inference.load_generator).
+    result["weights"] = {name: method.weights for name, method in methods.items() if isinstance(method, Hallucinator)}
     write_json(out_dir / "metrics.json", result)
     write_parquet(out_dir / "per_photo.parquet", pd.concat(per_photo, ignore_index=True))
     write_report(out_dir, result, outputs, test, config.grid_photos)
     return result
 
 
-def _methods(prepared_dir: str | os.PathLike, models: dict, baselines: bool, device: str) -> dict:
-    """The methods by name: the classical baselines (when asked for), then the trained models."""
+def _methods(prepared_dir: str | os.PathLike, models: dict, config: EvaluateConfig, device: str) -> dict:
+    """The methods by name: the classical baselines (when asked for), then the trained models,
+    each once per evaluate.weights entry: the first under the model's own name (the row the
+    registry gates), each further one as NAME@CHOICE. A choice that resolves to weights already
+    scored (auto) adds no row; one the checkpoint lacks is an error naming it."""
     methods = {}
-    if baselines:
+    if config.baselines:
         mean_frame = mean_training_frame(prepared_dir)
         methods.update({name: make(mean_frame) for name, make in BASELINES.items()})
-    methods.update({name: Hallucinator(path, device) for name, path in models.items()})
+    for name, path in models.items():
+        scored = []
+        for choice in config.weights:
+            model = Hallucinator(path, device, choice)
+            if model.weights not in scored:
+                methods[f"{name}@{model.weights}" if scored else name] = model
+                scored.append(model.weights)
     return methods
 
 

@@ -103,6 +103,7 @@ img{{max-width:100%;margin:4px}}.note{{color:#555;font-size:90%}}</style></head>
 Verification threshold: {_fmt(result["threshold"])}. Fréchet distance: {html.escape(result["fd_network"])}.
 Perceptual distance: {html.escape(result["perceptual_network"])}.</p>
 <h2>Results on LFW</h2>{results_table_html(result)}
+<p class="note">Trained models' weights: {html.escape(_weights_note(result))}.</p>
 <p class="note">The row "{html.escape("real photos (val vs test)")}" is the Fréchet distance between two sets of real photos:
 a method that fools the feature space would come close to it. The two-sample AUC is how well a classifier
 ({html.escape(result["two_sample_test"]["classifier"])}, {result["two_sample_test"]["folds"]} folds grouped by identity, on the
@@ -116,6 +117,19 @@ shown for reference only.</p>{paper_table_html()}
 </body></html>"""
     with atomic_path(out_dir / "report.html") as tmp:
         tmp.write_text(page, encoding="utf-8")
+
+
+WEIGHTS_MEANING = {
+    "running": "batch-norm running statistics",
+    "standing": "batch-norm statistics re-estimated after training",
+    "ema": "moving average of the weights, with statistics re-estimated when the stage kept them",
+}
+
+
+def _weights_note(result: dict) -> str:
+    """Which weights each trained model's row scored ("running" for reports made before the choice)."""
+    weights = result.get("weights") or {}
+    return "; ".join(f"{name}: {w} ({WEIGHTS_MEANING.get(w, w)})" for name, w in weights.items()) or "—"
 
 
 def _write_plot_data(path: Path, result: dict) -> None:

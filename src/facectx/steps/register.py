@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from facectx import registry, tracking
+from facectx.checkpoint import RUNNING_CHOICE
 from facectx.config import Params
 from facectx.layout import CASCADE
 from facectx.serving import log_pyfunc_model
@@ -15,6 +16,8 @@ from facectx.steps.run_key import under_pipeline_run
 
 # How the metrics were measured: the gate compares only versions measured the same way.
 PROTOCOL_KEYS = ("matcher", "fd_network", "perceptual_network", "photos", "test_set")
+# Which of the checkpoint's weights the registered model serves (running, standing or ema).
+WEIGHTS_TAG = "facectx.weights"
 
 
 def register_step(
@@ -32,13 +35,17 @@ def register_step(
     """Log the checkpoint as a pyfunc model in an MLflow run and register it as the `challenger`;
     its gate metrics are the evaluation's metrics.json["methods"][method]. The run nests under the
     pipeline run `pipeline_run` when given (Kubeflow's run id); data_tags (the data version) tag
-    both the run and the model version."""
+    both the run and the model version. The model serves the weights the gate row scored
+    (metrics.json's `weights`; running for an evaluation made before the choice existed), and
+    says which in the tag facectx.weights and in its metadata."""
     evaluation, metrics = _gate_metrics(Path(metrics_file), method)
+    weights = evaluation.get("weights", {}).get(method, RUNNING_CHOICE)
     name = params.registry.model_name
     tags = {
         "facectx.stage": "register",
         "facectx.checkpoint": str(Path(checkpoint_dir).resolve()),
         "facectx.metrics_file": str(Path(metrics_file).resolve()),
+        WEIGHTS_TAG: weights,
         **(data_tags or {}),
     }
     # Nested under the pipeline run when there is one (pipeline_parent makes it the active run).
@@ -47,16 +54,24 @@ def register_step(
         tracking.step_run(f"register-{name}", tags, tracking_uri, params.tracking.experiment) as run_id,
     ):
         info = log_pyfunc_model(
-            checkpoint_dir, params, metrics, example_photo=example_photo, prepared_dir=prepared_dir, raw_dir=raw_dir
+            checkpoint_dir,
+            params,
+            metrics,
+            example_photo=example_photo,
+            prepared_dir=prepared_dir,
+            raw_dir=raw_dir,
+            weights=weights,
         )
         protocol = {key: evaluation[key] for key in PROTOCOL_KEYS if key in evaluation}
-        version = registry.register(info.model_uri, name, metrics, run_id, protocol, tracking_uri, data_tags)
+        version_tags = {**(data_tags or {}), WEIGHTS_TAG: weights}
+        version = registry.register(info.model_uri, name, metrics, run_id, protocol, tracking_uri, version_tags)
     return {
         "model_name": name,
         "version": version,
         "model_uri": info.model_uri,
         "run_id": run_id,
         "metrics": metrics,
+        "weights": weights,
     }
 
 

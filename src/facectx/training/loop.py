@@ -10,6 +10,9 @@ a function of (seed, stage, epoch), and nothing else in a step draws random numb
 A wall-clock cap (`deadline`) ends a stage early but cleanly: validated, checkpointed, marked
 `capped` in metrics.json, so the next stage can still start from it.
 
+With train.ema_decay the step also updates the generator's moving average (training/averaging.py);
+after the last step, training/finish.py settles the weight choices (standing statistics) and saves.
+
 The loop reads device tensors on the host (a sync that drains the GPU's queue) only every
 `log_every_steps`: losses are summed and checked for finiteness on the device until then.
 
@@ -24,23 +27,23 @@ finiteness checks are decided once for all ranks.
 from __future__ import annotations
 
 import logging
-import math
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from facectx.checkpoint import TrainingIdentity
+from facectx.checkpoint import EMA, GENERATOR, TrainingIdentity
 from facectx.config import LossConfig, TrainConfig
 from facectx.models.cascade import ModelArgs
 from facectx.models.factory import previous_stage
 from facectx.tensors import resolve_device
 from facectx.training import batches, distributed
+from facectx.training.averaging import make_average
 from facectx.training.batches import rank_batch_size, stage_batch_size
 from facectx.training.build import build_loss, build_models, build_optimizers, forward_modules, use_cuda_graphs
 from facectx.training.data import Batch
+from facectx.training.finish import finish_stage
 from facectx.training.graphed_step import GraphedStep, GraphRecordingError
 from facectx.training.report import StageReport, StageResult, curve_columns, gradient_report, mean_over_ranks
 from facectx.training.state import Position, StageState, TorchScope, load_previous_stage
@@ -96,18 +99,15 @@ class StageTrainer:
         self.torch_scope = TorchScope(train.seed * 7919 + stage, train.deterministic, self.device.type == "cuda")
         with self.torch_scope():  # seeded: the initial weights are a function of (train.seed, stage)
             self._load_data(Path(prepared_dir), model.resolutions)
-            self.generator, self.critic = build_models(model, stage, self.dist)
-            models = {"generator": self.generator, "critic": self.critic}  # as checkpoints name them
-            if require_previous and grows:  # only benchmarks, which time steps, start later stages untrained
-                load_previous_stage(models, init_dir, stage, self.previous, identity)
-            self.opt_g, self.opt_d = build_optimizers(
-                self.generator, self.critic, train, self.device, grows, capturable=self.cuda_graphs
-            )
+            # Only benchmarks, which time steps, start later stages untrained (require_previous False).
+            self._build_models(model, init_dir, identity, inherits=require_previous and grows)
             self.loss = build_loss(
                 losses, train.stages, stage, self.critic, frame_size, identity_weights, self.device, train.channels_last
             )
             self.weights = self.loss.weights  # the loss terms on at this stage
             self.grad_norms: dict[str, torch.Tensor] = {}  # the last measured per-term gradient norms, until reported
+            average = {EMA: self.average.model} if self.average is not None else {}  # train.ema_decay
+            models = {GENERATOR: self.generator, "critic": self.critic, **average}
             opts = {"generator": self.opt_g, "critic": self.opt_d}
             self.state = StageState(
                 stage, model, identity, models, opts, self.resume_dir, self.dist.main, on_resume_saved
@@ -116,6 +116,19 @@ class StageTrainer:
             self._set_up_forward()
 
     # ---------------------------------------------------------------- set-up
+
+    def _build_models(self, model: ModelArgs, init_dir: Path | None, identity: TrainingIdentity, inherits: bool):
+        """The generator and its critic, their optimizers, and the generator's average (None
+        without train.ema_decay); inherits: from the previous stage's checkpoint (weights, average)."""
+        self.model_args, t = model, self.train
+        self.generator, self.critic = build_models(model, self.stage, self.dist)
+        models = {GENERATOR: self.generator, "critic": self.critic}
+        previous = load_previous_stage(models, init_dir, self.stage, self.previous, identity) if inherits else {}
+        grows = self.previous is not None
+        self.opt_g, self.opt_d = build_optimizers(
+            self.generator, self.critic, t, self.device, grows, capturable=self.cuda_graphs
+        )
+        self.average = make_average(self.generator, model, self.stage, t.ema_decay, previous, init_dir)
 
     def _load_data(self, prepared_dir: Path, resolutions: tuple[int, ...]) -> None:
         t = self.train
@@ -185,9 +198,12 @@ class StageTrainer:
             torch.compiler.cudagraph_mark_step_begin()
         measure = self._measure_gradients if measure_gradients else None
         optimizers = (self.opt_g, self.opt_d)
-        return gan_step(
+        parts = gan_step(
             batch, self.stage, self.g_forward, self.loss, optimizers, self.device.type, self.autocast, measure
         )
+        if self.average is not None:  # in the step: a recorded CUDA graph replays it too
+            self.average.update()
+        return parts
 
     def _measure_gradients(self, weighted: dict[str, torch.Tensor]) -> None:
         self.grad_norms = self._term_gradient_norms(weighted)
@@ -203,12 +219,14 @@ class StageTrainer:
     def validate(self) -> tuple[dict[str, float], np.ndarray]:
         """The validation metrics of the generator as it is now, and a sample grid."""
         self.generator.eval()
-        rows = (self.val_data, self.device, self.stage, self.batch_size)
-        scores, grid = validate(
-            self.generator, self.loss.face, *rows, self.autocast, self.train.grid_rows, self.frame_size
-        )
+        scores, grid = self.score(self.generator)
         self._set_train_mode()
         return scores, grid
+
+    def score(self, generator: torch.nn.Module) -> tuple[dict[str, float], np.ndarray]:
+        """The validation metrics of a generator (in eval mode) and a sample grid."""
+        rows = (self.val_data, self.device, self.stage, self.batch_size)
+        return validate(generator, self.loss.face, *rows, self.autocast, self.train.grid_rows, self.frame_size)
 
     # ---------------------------------------------------------------- the loop
 
@@ -244,7 +262,7 @@ class StageTrainer:
                     running = {}
                 if t.resume_checkpoints and self.step % t.checkpoint_every_steps == 0:
                     self._check_finite(finite)
-                    self.state.save_resume_state(self._position())
+                    self.state.save_resume_state(self.position())
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             train_seconds += time.perf_counter() - started
@@ -255,10 +273,10 @@ class StageTrainer:
                 self.epoch += 1
                 self.batch_in_epoch = 0
             if t.resume_checkpoints and not capped:  # a capped stage finishes now: nothing to resume
-                self.state.save_resume_state(self._position())
+                self.state.save_resume_state(self.position())
         if capped and self.dist.main:
             log.warning("stage %d capped at step %d of %d (wall-clock cap)", self.stage, self.step, self.total_steps)
-        return self._finish(val, train_seconds, images, capped)
+        return finish_stage(self, val, train_seconds, images, capped)
 
     def _check_finite(self, finite: torch.Tensor) -> None:
         check_finite(finite, self.stage, self.step, self.resume_dir, self.train.resume_checkpoints)
@@ -277,24 +295,5 @@ class StageTrainer:
         self.report.image(grid, self.epoch)
         return val
 
-    def _position(self) -> Position:
+    def position(self) -> Position:
         return Position(self.epoch, self.batch_in_epoch, self.step)
-
-    def _finish(self, val: dict[str, float], train_seconds: float, images: int, capped: bool) -> StageResult:
-        rate = images / train_seconds if train_seconds > 0 else math.nan
-        if self.dist.main:
-            self._write_results(val, train_seconds, rate, capped)
-        # Rank 0's numbers on every rank; a collective, so no rank returns (and starts the next
-        # stage from this one's checkpoint) before rank 0 has written it.
-        val, train_seconds, rate = distributed.from_main((val, train_seconds, rate))
-        return StageResult(self.stage, self.out_dir / "checkpoint", self.step, train_seconds, rate, val, capped)
-
-    def _write_results(self, val: dict[str, float], train_seconds: float, rate: float, capped: bool) -> None:
-        at, planned = self._position(), self.total_steps
-        extra = dict(val=val, images_per_second=rate, capped=capped, planned_steps=planned)
-        self.state.save_final(self.out_dir / "checkpoint", at, **extra)
-        graphs = self.graphed is not None and self.graphed.graph is not None  # replayed at the end
-        self.report.results(
-            self.out_dir, at.step, planned, capped, train_seconds, rate, graphs, self.graph_failure, val
-        )
-        shutil.rmtree(self.resume_dir, ignore_errors=True)

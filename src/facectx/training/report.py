@@ -118,8 +118,11 @@ class StageReport:
         cuda_graphs: bool,  # the step ran as a recorded CUDA graph (at the end)
         graph_failure: str | None,  # why the CUDA graph was given up, if it was
         val: dict[str, float],
+        settled,  # standing.SettledWeights: the weight choices, their validation and eval/train gaps
     ) -> None:
-        """metrics.json and the loss curve beside it; the run's throughput and cap in the tracker."""
+        """metrics.json and the loss curve beside it; the run's throughput and cap, and the other
+        weight choices' validation, in the tracker. val_* are the live weights' with running
+        statistics (val_weights), as every epoch's validation."""
         metrics = {
             "stage": self.stage,
             "steps": step,
@@ -130,11 +133,14 @@ class StageReport:
             "cuda_graphs": cuda_graphs,
             **({"cuda_graph_failure": graph_failure} if graph_failure else {}),
             **val,
+            "val_weights": "running",
+            "weights": settled.available,
+            **settled.metrics,
         }
         write_json(out_dir / "metrics.json", metrics)
         if self.curve.parent != out_dir and self.curve.is_file():
             shutil.copy(self.curve, out_dir / "losses.csv")
         if self.tracker:
             tracked = {"images_per_second": rate, "train_seconds": train_seconds, "planned_steps": planned_steps}
-            self.tracker.log_metrics({**tracked, "capped": float(capped)}, step)
+            self.tracker.log_metrics({**tracked, **settled.metrics, "capped": float(capped)}, step)
             self.tracker.set_tags({"facectx.capped": str(capped).lower()})

@@ -80,11 +80,12 @@ class TorchScope:
 
 def load_previous_stage(
     models: dict[str, torch.nn.Module], init_dir: Path | None, stage: int, previous: int, identity: TrainingIdentity
-) -> None:
+) -> dict[str, dict[str, torch.Tensor]]:
     """Stage `previous`'s weights (init_dir: its checkpoint) into each of this stage's models
     (by checkpoint name: "generator", "critic") whose class says it grows from the previous
     stage (`inherits_previous_stage`: both generators, ProGAN's critic; the cascade's critic
-    starts fresh); the tensors of the levels new at this stage keep their initial values."""
+    starts fresh); the tensors of the levels new at this stage keep their initial values. Returns
+    the checkpoint's states (the generator's average starts from its own: training/averaging.py)."""
     if init_dir is None or not (Path(init_dir) / META).is_file():
         raise CheckpointError(
             f"stage {stage} starts from stage {previous}'s checkpoint, but there is none at "
@@ -104,6 +105,7 @@ def load_previous_stage(
             raise CheckpointError(f"{init_dir}: {name} tensors {unknown[:5]} do not exist in the stage-{stage} model")
         own.update(inherited)
         model.load_state_dict(own)
+    return states
 
 
 def resume_step(folder: Path) -> int | None:
@@ -128,7 +130,7 @@ class StageState:
     stage: int
     args: ModelArgs
     identity: TrainingIdentity
-    models: dict[str, torch.nn.Module]  # "generator", "critic"
+    models: dict[str, torch.nn.Module]  # "generator", "critic", and "generator_ema" with train.ema_decay
     optimizers: dict[str, torch.optim.Optimizer]  # the same keys
     resume_dir: Path
     main: bool
@@ -178,8 +180,9 @@ class StageState:
         if self.on_resume_saved is not None:
             self.on_resume_saved(self.resume_dir)
 
-    def save_final(self, folder: Path, at: Position, **extra) -> None:
-        """The stage's checkpoint (weights and meta, no optimizer state), replacing any earlier one."""
+    def save_final(self, folder: Path, at: Position, states: dict | None = None, **extra) -> None:
+        """The stage's checkpoint (weights and meta, no optimizer state), replacing any earlier one;
+        states: further entries by name (state dicts: the standing statistics)."""
         if folder.exists():
             shutil.rmtree(folder)
-        save_checkpoint(folder, self.models, None, self.meta(at, **extra))
+        save_checkpoint(folder, {**self.models, **(states or {})}, None, self.meta(at, **extra))
