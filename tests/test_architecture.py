@@ -25,6 +25,7 @@ LAYERS = {
     "facectx.evaluation": 5,
     "facectx.registry": 5,
     "facectx.serving": 5,
+    "facectx.bulk": 5,  # hallucinate-dataset: a dataset through a trained model, in shards
     "facectx.inference": 4,
     "facectx.tracking": 4,
     "facectx.losses": 3,
