@@ -100,7 +100,7 @@ def build_shard(
     except OSError as err:
         raise ShardWriteFailed(
             f"shard {shard}: writing into {staged} failed ({err}); nothing of this shard was kept "
-            "(its staging folder is removed), the finished shards are: free the space and run again"
+            "(its staging folder is removed), the finished shards are kept: free the space and run again"
         ) from err
     seconds["write"] = time.perf_counter() - started
     return manifest, quarantine, seconds, [(r.masked[settings.size_px], o) for r, o in zip(usable, outputs)][:16]
