@@ -47,6 +47,7 @@ def add_parser(commands) -> None:
     step.add_argument(
         "--model", help="models:/NAME@ALIAS, models:/NAME/VERSION or a checkpoint folder (default: hallucinate.model)"
     )
+    step.add_argument("--model-cache", help="folder for registry model downloads (default: hallucinate.model_cache)")
     step.add_argument("--no-track", action="store_true", help="record no MLflow run")
     step.set_defaults(func=hallucinate_dataset)
 
@@ -72,7 +73,9 @@ def hallucinate(args, params):
 def hallucinate_dataset(args, params):
     from facectx.steps.hallucinate_dataset import hallucinate_dataset_step
 
-    report = hallucinate_dataset_step(params, args.source, args.out, args.model, track=not args.no_track)
+    report = hallucinate_dataset_step(
+        params, args.source, args.out, args.model, track=not args.no_track, cache_dir=args.model_cache
+    )
     print(
         f"{report['photos_found']} photos found: {report['written']} written, {report['quarantined']} quarantined "
         f"({report['photos_per_second']} photos/s this run, {report['shards_done_before']} shards already done)"

@@ -180,6 +180,7 @@ class HallucinateConfig:
     workers: int  # processes that read, decode and find landmarks while the generator runs
     device: Device
     sample_grid_photos: int  # frames in the sample grid logged to MLflow
+    model_cache: str  # where registry models are downloaded, once per version; "": <facectx cache root>/models
 
 
 @dataclass(frozen=True)

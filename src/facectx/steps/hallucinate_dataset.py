@@ -7,13 +7,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from facectx.assets import cache_root
 from facectx import tracking
 from facectx.bulk.model import ResolvedModel, resolve_model
 from facectx.bulk.run import DatasetSettings, gather, grid_of, run_shards, start
 from facectx.config import Params
 
 log = logging.getLogger(__name__)
-MODEL_CACHE = Path.home() / ".cache" / "facectx" / "models"
+
+
+def model_cache(params: Params, given: str | None = None) -> Path:
+    """Where registry models are downloaded: the argument, else hallucinate.model_cache, else
+    <facectx cache root>/models (the root: $FACECTX_CACHE_DIR, else ~/.cache/facectx)."""
+    return Path(given or params.hallucinate.model_cache or cache_root() / "models")
 
 
 def dataset_settings(params: Params) -> DatasetSettings:
@@ -34,12 +40,13 @@ def hallucinate_dataset_step(
     model: str | None = None,
     track: bool = True,
     tracking_uri: str | None = None,
+    cache_dir: str | None = None,
 ) -> dict:
     """source, out, model: params.hallucinate's unless given. Returns the summary and the throughput."""
     h = params.hallucinate
     source, out, spec = source or h.source, out or h.out, model or h.model
     settings = dataset_settings(params)
-    resolved = resolve_model(spec, MODEL_CACHE, tracking_uri)
+    resolved = resolve_model(spec, model_cache(params, cache_dir), tracking_uri)
     listing = start(source, out, resolved, settings)
     stats = run_shards(listing, out, resolved, settings)
     summary = gather(out, listing)
