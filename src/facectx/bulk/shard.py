@@ -1,4 +1,4 @@
-"""One shard, written whole: validate's suite judges its photos, the generator hallucinates the
+"""One shard, written whole: validate's rules judge its photos, the generator hallucinates the
 usable ones in batches, and the frames, the shard's manifest and its quarantine table are staged
 together (output.py makes them visible at once).
 
@@ -23,7 +23,7 @@ from facectx.bulk.model import ResolvedModel
 from facectx.bulk.photos import PhotoResult
 from facectx.config import ValidateConfig
 from facectx.data.quarantine import QUARANTINE_COLUMNS
-from facectx.data.validate import run_suite
+from facectx.data.rules import judge_row, photo_rules
 
 MANIFEST_COLUMNS = [
     "relative_path", "source_uri", "sha256", "identity", "frame_path",
@@ -54,11 +54,14 @@ def write_file(path: Path, data: bytes) -> None:
 
 
 def judge(results: list[PhotoResult], validate: ValidateConfig) -> dict[str, list[tuple[str, str]]]:
-    """validate's great-expectations suite over the shard's facts: {relative_path: [(check, reason)]}."""
-    facts = pd.DataFrame([r.facts for r in results])
-    facts["sha256"] = [r.sha256 or "" for r in results]
-    facts["duplicate_of"] = None  # a copy of a photo gets its own hallucinated copy: duplicates are fine here
-    reasons, _ = run_suite(facts, validate)
+    """validate's rules (rules.py, the suite's one definition) photo by photo: {relative_path: [(check, reason)]}.
+    A duplicate photo gets its own hallucinated copy: duplicate_of stays unset."""
+    rules = photo_rules(validate)
+    reasons = {}
+    for result in results:
+        found = judge_row({**result.facts, "sha256": result.sha256 or "", "duplicate_of": None}, rules)
+        if found:
+            reasons[result.photo.relative_path] = found
     return reasons
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from facectx.assets import cache_root
 from facectx import tracking
+from facectx.assets import cache_root
 from facectx.bulk.model import ResolvedModel, resolve_model
 from facectx.bulk.run import DatasetSettings, gather, grid_of, run_shards, start
 from facectx.config import Params
