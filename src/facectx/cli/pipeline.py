@@ -12,6 +12,12 @@ def add_parser(commands) -> None:
     pipeline_steps = pipeline.add_subparsers(dest="pipeline_command", required=True)
     step = pipeline_steps.add_parser("compile", help="write the pipeline YAML (for the KFP UI or `kfp run create`)")
     step.add_argument("--out", default=DEFAULT_OUT, help="YAML file to write (default: %(default)s)")
+    step.add_argument(
+        "--pipeline",
+        choices=("training", "hallucinate"),
+        default="training",
+        help="facectx-training, or facectx-hallucinate (a registered model over a whole dataset)",
+    )
     step.set_defaults(func=compile_pipeline)
     _add_build_options(step)
     step.add_argument(
@@ -113,7 +119,9 @@ def compile_pipeline(args, params):
     # params (loaded by main) checked the file; the pipeline builder reads it by path.
     from pipelines.compile import compile_pipeline as compile_to  # kfp and every component: only here
 
-    path = compile_to(args.params, args.out, args.image, args.gpus_per_stage, args.parallelism, _placement(args))
+    path = compile_to(
+        args.params, args.out, args.image, args.gpus_per_stage, args.parallelism, _placement(args), args.pipeline
+    )
     print(f"wrote {path}")
     return path
 

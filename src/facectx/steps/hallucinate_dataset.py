@@ -53,7 +53,7 @@ def hallucinate_dataset_step(
     report = {**summary, **throughput(stats)}
     log.info("hallucinate-dataset %s -> %s: %s", source, out, report)
     if track and params.tracking.backend == "mlflow" and tracking.mlflow_installed():
-        _log_run(report, resolved, stats, source, out, params.tracking.experiment, tracking_uri)
+        log_run(report, resolved, grid_of(stats["samples"]), (source, out), params.tracking.experiment, tracking_uri)
     return report
 
 
@@ -70,7 +70,9 @@ def throughput(stats: dict) -> dict:
     return report
 
 
-def _log_run(report: dict, model: ResolvedModel, stats: dict, source: str, out: str, experiment, tracking_uri) -> None:
+def log_run(report: dict, model: ResolvedModel, grid, places: tuple[str, str], experiment, tracking_uri) -> None:
+    """One MLflow run: the model version, the counts, the quarantine reasons, the throughput, the grid."""
+    source, out = places
     tags = {
         "facectx.stage": "hallucinate-dataset",
         "facectx.model": model.spec,
@@ -85,6 +87,5 @@ def _log_run(report: dict, model: ResolvedModel, stats: dict, source: str, out: 
         numbers.update({f"quarantined_{check}": n for check, n in report["quarantined_by_check"].items()})
         tracking.log_metrics(numbers)
         tracking.log_dict(report, "hallucinate_summary.json")
-        grid = grid_of(stats["samples"])
         if grid is not None:
             tracking.log_image(grid, "sample_grid.png")
