@@ -75,6 +75,27 @@ def test_every_photo_is_written_or_quarantined(reference, source, tiny_cascade):
     assert set(manifest.data_version) == {weights["data_version"]}
 
 
+def test_quarantine_reasons_are_the_ones_validate_gives(reference, source, quick_params, tmp_path):
+    """The same photos through `ingest` + `validate`: each quarantined photo has the same check and
+    reason in both (the per-photo rules and the suite are one definition, data/rules.py)."""
+    from facectx.steps.ingest import ingest_step
+    from facectx.steps.validate import validate_step
+
+    params = dataclasses.replace(
+        quick_params, validate=dataclasses.replace(quick_params.validate, min_valid_fraction=0)
+    )
+    ingest_step(params, tmp_path / "raw", str(source))
+    validate_step(params, tmp_path / "raw", tmp_path / "validated")
+
+    def reasons(table: Path) -> dict[str, tuple[str, str]]:
+        rows = pd.read_parquet(table)
+        return {r.relative_path: (r.check, r.reason) for r in rows.itertuples()}
+
+    by_validate = reasons(tmp_path / "validated" / "quarantine.parquet")
+    by_bulk_run = reasons(reference[0] / "quarantine.parquet")
+    assert by_bulk_run == by_validate and len(by_validate) >= 2
+
+
 def test_frames_are_the_model_output_and_map_back_onto_the_photo(reference, source, tiny_cascade, quick_params):
     from facectx.data.masks import Frame, crop_to_frame
     from facectx.inference import PhotoHallucinator

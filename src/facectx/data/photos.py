@@ -62,8 +62,9 @@ def decode_photo(source: str | os.PathLike | bytes, max_pixels: int, formats: tu
             with _pil_pixel_limit(None):  # our own check on the declared size follows at once
                 image = Image.open(opened)
         except Exception as err:  # anything PIL cannot open
-            # PIL names an in-memory file by its object's address: a reason must not change between runs
-            message = str(err).replace(repr(opened), "<the photo's bytes>") if in_memory else err
+            # PIL names the file by its object's address or its path: a reason must not change between
+            # runs nor depend on where the photo lies (bytes from S3 or a file in data/raw)
+            message = str(err).replace(repr(opened if in_memory else os.fspath(opened)), "<the photo>")
             raise PhotoRejected(f"not a readable image ({type(err).__name__}: {message})") from None
         with image:
             if image.format not in formats:
