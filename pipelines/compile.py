@@ -13,6 +13,7 @@ from kfp import compiler
 from components.image import IMAGE_ENV, default_image
 from facectx.config import load_params
 from pipelines.gpu import GpuPlacement
+from pipelines.hallucinate import build_hallucinate_pipeline
 from pipelines.training import build_training_pipeline
 
 
@@ -23,6 +24,7 @@ def compile_pipeline(
     gpus_per_stage: int = 1,
     parallelism: int = 0,
     placement: GpuPlacement | None = None,
+    pipeline_name: str = "training",
 ) -> Path:
     """The training pipeline for a params file (its stage list; its text is the pipeline's default
     params_yaml) as Kubeflow YAML at out_path.
@@ -35,7 +37,10 @@ def compile_pipeline(
     image = image or os.environ.get(IMAGE_ENV) or default_image()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    pipeline = build_training_pipeline(params_file, gpus_per_stage, parallelism, placement)
+    if pipeline_name == "hallucinate":  # facectx-hallucinate: its parallelism is a run parameter
+        pipeline = build_hallucinate_pipeline(params_file, gpus_per_stage, placement)
+    else:
+        pipeline = build_training_pipeline(params_file, gpus_per_stage, parallelism, placement)
     # Written beside the target and renamed over it, so a reader (or a submit racing a compile)
     # never sees half a file. kfp insists on a .yaml ending.
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp.yaml")

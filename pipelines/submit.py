@@ -1,4 +1,4 @@
-"""Submit the training pipeline as a run to a Kubeflow Pipelines endpoint, and retry a failed run.
+"""Submit a pipeline (training or hallucinate) as a run to a Kubeflow Pipelines endpoint, and retry a failed run.
 
 `facectx pipeline submit` compiles to a temporary file (pipelines.compile) and creates a run
 through kfp.Client (the KFP v2 REST API: healthz, experiments, runs); `facectx pipeline retry`
@@ -18,18 +18,14 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from facectx.config import pipeline_params_text, resolve_params_text
 from pipelines import DEFAULT_EXPERIMENT, TOKEN_ENV
 from pipelines.compile import compile_pipeline
 from pipelines.gpu import GpuPlacement
+from pipelines.run_arguments import SubmitError, run_arguments
 
 HEALTHZ_TIMEOUT_S = 15
 # KFP v2 run states the backend retries (an Argo workflow in phase Failed or Error; a terminated run's too).
 RETRYABLE_STATES = ("FAILED", "CANCELED")
-
-
-class SubmitError(RuntimeError):
-    """A submission failed for a reason the user can act on; the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -50,41 +46,21 @@ def read_token(token_file: str | None) -> str | None:
     return os.environ.get(TOKEN_ENV, "").strip() or None
 
 
-def run_arguments(
-    source: str,
-    profile: str | None = None,
-    compare: str | None = None,
-    mlflow_uri: str | None = None,
-    s3_endpoint: str | None = None,
-    resume_uri: str | None = None,
-    dvc_remote: str | None = None,
-) -> dict[str, str]:
-    """The run's parameters: source always, the others only when given, so the compiled defaults
-    (one place: pipelines/training.py) stay the defaults."""
-    arguments = {
-        "source": source,
-        "profile": profile,
-        "compare": compare,
-        "mlflow_tracking_uri": mlflow_uri,
-        "s3_endpoint": s3_endpoint,
-        "resume_uri": resume_uri,
-        "dvc_remote": dvc_remote,
-    }
-    return {name: value for name, value in arguments.items() if value is not None}
-
-
 def submit(
     params_file,
     endpoint: str,
     source: str,
     *,
+    pipeline: str = "training",
+    out: str | None = None,
+    model: str | None = None,
     namespace: str | None = None,
     experiment: str = DEFAULT_EXPERIMENT,
     run_name: str | None = None,
     image: str | None = None,
     profile: str | None = None,
     compare: str | None = None,
-    parallelism: int = 2,
+    parallelism: int | None = None,
     gpus_per_stage: int = 1,
     placement: GpuPlacement | None = None,
     mlflow_uri: str | None = None,
@@ -93,36 +69,49 @@ def submit(
     dvc_remote: str | None = None,
     token: str | None = None,
 ) -> SubmittedRun:
-    """Compile the training pipeline and create one run of it at `endpoint`. Every step runs
-    (the pipeline compiles with caching off: pipelines/training.py says why nothing could hit)."""
+    """Compile a pipeline (training, or hallucinate: a registered model over a dataset) and create
+    one run of it at `endpoint`. Every step runs (the pipelines compile with caching off:
+    pipelines/training.py says why nothing could hit). parallelism: training's compared models at
+    once (compiled in, default 2); hallucinate's GPU steps (a run parameter, default the compiled 8)."""
     endpoint = _checked_endpoint(endpoint)
-    _check_places(source, s3_endpoint, dvc_remote)
-    # A misspelt profile or variant fails here, not after the cluster has pulled images.
-    resolve_params_text(pipeline_params_text(params_file), profile or "", compare or "", where=str(params_file))
-    arguments = run_arguments(source, profile, compare, mlflow_uri, s3_endpoint, resume_uri, dvc_remote)
-    run_name = run_name or f"facectx-training {datetime.datetime.now():%Y-%m-%d %H:%M:%S}"
+    given = dict(source=source, out=out, model=model, profile=profile, compare=compare, mlflow_tracking_uri=mlflow_uri,
+                 s3_endpoint=s3_endpoint, resume_uri=resume_uri, dvc_remote=dvc_remote)  # fmt: skip
+    given["parallelism"] = parallelism if pipeline == "hallucinate" else None
+    arguments = run_arguments(pipeline, params_file, given)
+    run_name = run_name or f"facectx-{pipeline} {datetime.datetime.now():%Y-%m-%d %H:%M:%S}"
 
     with _explained_errors(endpoint, token):
         multi_user = _check_endpoint(endpoint, token)
     if multi_user and not namespace:
         raise SubmitError(f"{endpoint} is a multi-user Kubeflow: give --namespace (your profile's namespace)")
 
+    compiled_parallelism = (2 if parallelism is None else parallelism) if pipeline == "training" else 0
     with tempfile.TemporaryDirectory(prefix="facectx-pipeline-") as tmp:
         package = compile_pipeline(
-            params_file, Path(tmp) / "training.yaml", image, gpus_per_stage, parallelism, placement
+            params_file,
+            Path(tmp) / f"{pipeline}.yaml",
+            image,
+            gpus_per_stage,
+            compiled_parallelism,
+            placement,
+            pipeline,
         )
-        with _explained_errors(endpoint, token):
-            client = _client(endpoint, namespace, token)
-            # kfp prints "Experiment details: ..." / "Run details: ..." itself; we print one summary.
-            with contextlib.redirect_stdout(io.StringIO()):
-                result = client.create_run_from_pipeline_package(
-                    str(package),
-                    arguments=arguments,
-                    run_name=run_name,
-                    experiment_name=experiment,
-                    namespace=namespace,
-                    enable_caching=None,  # the compiled choice (off), not kfp's rewrite of the root DAG
-                )
+        return _create_run(endpoint, namespace, token, package, arguments, run_name, experiment)
+
+
+def _create_run(endpoint, namespace, token, package: Path, arguments: dict, run_name: str, experiment: str):
+    with _explained_errors(endpoint, token):
+        client = _client(endpoint, namespace, token)
+        # kfp prints "Experiment details: ..." / "Run details: ..." itself; we print one summary.
+        with contextlib.redirect_stdout(io.StringIO()):
+            result = client.create_run_from_pipeline_package(
+                str(package),
+                arguments=arguments,
+                run_name=run_name,
+                experiment_name=experiment,
+                namespace=namespace,
+                enable_caching=None,  # the compiled choice (off), not kfp's rewrite of the root DAG
+            )
     ui = os.environ.get("KF_PIPELINES_UI_ENDPOINT", endpoint).rstrip("/")  # as kfp.Client links runs
     return SubmittedRun(
         run_id=result.run_id, name=run_name, experiment=experiment, url=f"{ui}/#/runs/details/{result.run_id}"
@@ -151,21 +140,6 @@ def retry(endpoint: str, run_id: str, *, token: str | None = None) -> str:
             )
         runs.run_service_retry_run(run_id, _request_timeout=HEALTHZ_TIMEOUT_S)
     return state
-
-
-def _check_places(source: str, s3_endpoint: str | None, dvc_remote: str | None) -> None:
-    """The run's data places as the pods need them: S3 prefixes (no pod mounts a folder) and an
-    endpoint URL boto3 accepts."""
-    if not source.startswith("s3://") or len(source) <= len("s3://"):
-        raise SubmitError(
-            f"--source {source!r} must be an S3 prefix, s3://bucket/prefix: the pipeline's pods read the photos from the object store"
-        )
-    if s3_endpoint and not s3_endpoint.startswith(("http://", "https://")):
-        raise SubmitError(f"--s3-endpoint {s3_endpoint!r} must start with http:// or https://")
-    if dvc_remote is not None and not dvc_remote.startswith("s3://"):
-        raise SubmitError(
-            f"--dvc-remote {dvc_remote!r} must be an S3 prefix, s3://bucket/prefix (the pods mount no folder)"
-        )
 
 
 def _checked_endpoint(endpoint: str) -> str:

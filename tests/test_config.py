@@ -35,6 +35,10 @@ def test_repo_params_load(params):
         (lambda r: r["losses"].update(lambda_pc=[0.1, 0.1]), r"losses\.lambda_pc must give one weight"),
         (lambda r: r["losses"].update(lambda_adv=[0.01, 0.01, -1, 0.01, 0.01]), r"losses\.lambda_adv must give"),
         (lambda r: r["tracking"].pop("experiment"), "tracking: missing key"),
+        (lambda r: r["hallucinate"].update(shard_photos=0), r"hallucinate\.shard_photos must be >= 1"),
+        (lambda r: r["hallucinate"].update(image_format="jpeg"), r"hallucinate\.image_format must be one of"),
+        (lambda r: r["hallucinate"].update(webp_quality=101), r"hallucinate\.webp_quality must be 1\.\.100"),
+        (lambda r: r["hallucinate"].update(out="data/raw/images/"), "hallucinate.source and hallucinate.out"),
     ],
 )
 def test_bad_params_name_the_key(tmp_path, change, message):

@@ -534,3 +534,73 @@ def test_misspelt_variant_fails_before_any_request(kfp_server, capsys):
     )
     assert "no_such_variant" in _error_line(capsys.readouterr().err)
     assert kfp_server.requests == []
+
+
+def test_submit_the_hallucinate_pipeline(kfp_server, tmp_path, capsys):
+    """--pipeline hallucinate: facectx-hallucinate compiled and submitted with the same endpoint and
+    token handling; its own run parameters (out, model, parallelism: GPU steps at once) sent, the
+    rest left to the compiled defaults."""
+    kfp_server.token = TOKEN
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    common = ["pipeline", "submit", "--pipeline", "hallucinate", "--endpoint", kfp_server.url, "--token-file"]
+    rc = main(
+        [
+            *common,
+            str(token_file),
+            "--source",
+            "s3://photos/casia",
+            "--out",
+            "s3://frames/casia-hallucinated",
+            "--model",
+            "models:/facectx-cascade/3",
+            "--parallelism",
+            "4",
+            "--image",
+            "registry.example/facectx:7",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    [body] = kfp_server.run_bodies()
+    assert body["runtime_config"]["parameters"] == {
+        "source": "s3://photos/casia",
+        "out": "s3://frames/casia-hallucinated",
+        "model": "models:/facectx-cascade/3",
+        "parallelism": 4,
+    }
+    assert body["display_name"].startswith("facectx-hallucinate ") and body["display_name"] in out
+    spec = body["pipeline_spec"]["pipeline_spec"]
+    assert spec["pipelineInfo"]["name"] == "facectx-hallucinate"
+    executors = spec["deploymentSpec"]["executors"].values()
+    assert {e["container"]["image"] for e in executors} == {"registry.example/facectx:7"}
+    gpus = [e["container"].get("resources", {}).get("accelerator", {}).get("resourceCount") for e in executors]
+    assert sorted(gpus, key=str) == ["1", None, None]  # the group step alone asks for a GPU
+    assert all(r["headers"]["authorization"] == f"Bearer {TOKEN}" for r in kfp_server.requests)
+    assert TOKEN not in json.dumps(body) + out + err
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--source", "s3://a/in"], "--out is required for the hallucinate pipeline"),
+        (["--source", "s3://a/in", "--out", "/data/frames"], "--out '/data/frames' must be an S3 prefix"),
+        (["--source", "s3://a/in", "--out", "s3://a/in/"], "--out 's3://a/in/' is the source"),
+        (["--source", "s3://a/in", "--out", "s3://a/o", "--model", "models/cascade"], "the pods take the model from"),
+        (["--source", "s3://a/in", "--out", "s3://a/o", "--profile", "quick"], "--profile does not apply to the hall"),
+        (["--source", "s3://a/in", "--out", "s3://a/o", "--parallelism", "0"], "--parallelism 0: give 1 or more"),
+        (["--source", "/photos", "--out", "s3://a/o"], "--source '/photos' must be an S3 prefix"),
+    ],
+)
+def test_hallucinate_submit_options_are_checked_before_any_request(kfp_server, capsys, options, message):
+    argv = ["pipeline", "submit", "--pipeline", "hallucinate", "--endpoint", kfp_server.url, *options]
+    assert main(argv) == 1
+    assert message in _error_line(capsys.readouterr().err)
+    assert kfp_server.requests == []
+
+
+def test_hallucinate_options_do_not_apply_to_training(kfp_server, capsys):
+    argv = ["pipeline", "submit", "--endpoint", kfp_server.url, "--source", "s3://a/in", "--out", "s3://a/o"]
+    assert main(argv) == 1
+    assert "--out does not apply to the training pipeline" in _error_line(capsys.readouterr().err)
+    assert kfp_server.requests == []

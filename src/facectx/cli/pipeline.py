@@ -1,4 +1,4 @@
-"""facectx pipeline compile | submit | retry: the Kubeflow training pipeline."""
+"""facectx pipeline compile | submit | retry: the Kubeflow pipelines (training, hallucinate)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,18 @@ from pipelines import DEFAULT_EXPERIMENT, DEFAULT_OUT, TOKEN_ENV
 
 def add_parser(commands) -> None:
     pipeline = commands.add_parser(
-        "pipeline", help="the Kubeflow training pipeline: compile it, submit a run of it, retry a failed run"
+        "pipeline",
+        help="the Kubeflow pipelines (training, hallucinate): compile one, submit a run of it, retry a failed run",
     )
     pipeline_steps = pipeline.add_subparsers(dest="pipeline_command", required=True)
     step = pipeline_steps.add_parser("compile", help="write the pipeline YAML (for the KFP UI or `kfp run create`)")
     step.add_argument("--out", default=DEFAULT_OUT, help="YAML file to write (default: %(default)s)")
+    step.add_argument(
+        "--pipeline",
+        choices=("training", "hallucinate"),
+        default="training",
+        help="facectx-training, or facectx-hallucinate (a registered model over a whole dataset)",
+    )
     step.set_defaults(func=compile_pipeline)
     _add_build_options(step)
     step.add_argument(
@@ -53,26 +60,40 @@ def _add_build_options(step) -> None:
 def _add_submit(pipeline_steps) -> None:
     step = pipeline_steps.add_parser("submit", help="compile and start a run on a Kubeflow Pipelines endpoint")
     step.set_defaults(func=submit)
+    step.add_argument(
+        "--pipeline",
+        choices=("training", "hallucinate"),
+        default="training",
+        help="facectx-training, or facectx-hallucinate (a registered model over a whole dataset)",
+    )
     _add_build_options(step)
     step.add_argument(
         "--parallelism",
         type=int,
-        default=2,
-        help="compared models trained at once, capping the GPUs a run asks for (default: %(default)s)",
+        help="training: compared models trained at once, capping the GPUs a run asks for (default: 2); "
+        "hallucinate: GPU steps at once, one group of shards each (default: the pipeline's, 8)",
     )
     _add_endpoint_options(step)
     step.add_argument("--source", required=True, help="the photos: an S3 prefix, s3://bucket/prefix")
+    step.add_argument("--out", help="hallucinate: where the frames, manifest and quarantine go, s3://bucket/prefix")
+    step.add_argument(
+        "--model", help="hallucinate: models:/NAME@alias or models:/NAME/VERSION (default: the pipeline's, @champion)"
+    )
     step.add_argument("--namespace", help="your profile namespace (multi-user Kubeflow)")
     step.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="KFP experiment (default: %(default)s)")
-    step.add_argument("--run-name", help="default: facectx-training <date time>")
-    step.add_argument("--profile", help="params profile to train with (default: the pipeline's, paper)")
+    step.add_argument("--run-name", help="default: facectx-<pipeline> <date time>")
+    step.add_argument("--profile", help="training: params profile to train with (default: the pipeline's, paper)")
     step.add_argument(
-        "--compare", help="comma-separated variants to train beside the cascade (default: params' compare)"
+        "--compare", help="training: comma-separated variants to train beside the cascade (default: params' compare)"
     )
     step.add_argument("--mlflow-uri", help="MLflow tracking URI as the pods see it (default: the pipeline's)")
     step.add_argument("--s3-endpoint", help="the object store's URL as the pods see it (default: the pipeline's)")
-    step.add_argument("--resume-uri", help="where training keeps resume state (default: the pipeline's; '' for none)")
-    step.add_argument("--dvc-remote", help="the DVC remote the run versions its data in (default: the pipeline's)")
+    step.add_argument(
+        "--resume-uri", help="training: where resume state is kept (default: the pipeline's; '' for none)"
+    )
+    step.add_argument(
+        "--dvc-remote", help="training: the DVC remote the run versions its data in (default: the pipeline's)"
+    )
 
 
 def _add_retry(pipeline_steps) -> None:
@@ -113,7 +134,9 @@ def compile_pipeline(args, params):
     # params (loaded by main) checked the file; the pipeline builder reads it by path.
     from pipelines.compile import compile_pipeline as compile_to  # kfp and every component: only here
 
-    path = compile_to(args.params, args.out, args.image, args.gpus_per_stage, args.parallelism, _placement(args))
+    path = compile_to(
+        args.params, args.out, args.image, args.gpus_per_stage, args.parallelism, _placement(args), args.pipeline
+    )
     print(f"wrote {path}")
     return path
 
@@ -126,6 +149,9 @@ def submit(args, params):
         args.params,
         args.endpoint,
         args.source,
+        pipeline=args.pipeline,
+        out=args.out,
+        model=args.model,
         namespace=args.namespace,
         experiment=args.experiment,
         run_name=args.run_name,

@@ -37,6 +37,27 @@ def add_parser(commands) -> None:
     )
     step.set_defaults(func=hallucinate)
 
+    step = commands.add_parser(
+        "hallucinate-dataset",
+        help="hallucinate the context of every photo of a dataset (folder or s3:// prefix), in resumable shards",
+    )
+    step.add_argument(
+        "source",
+        nargs="?",
+        help="folder or s3://bucket/prefix laid out <identity>/<photo> (default: params hallucinate.source)",
+    )
+    step.add_argument(
+        "out",
+        nargs="?",
+        help="folder or s3://bucket/prefix for frames, manifest, quarantine (default: hallucinate.out)",
+    )
+    step.add_argument(
+        "--model", help="models:/NAME@ALIAS, models:/NAME/VERSION or a checkpoint folder (default: hallucinate.model)"
+    )
+    step.add_argument("--model-cache", help="folder for registry model downloads (default: hallucinate.model_cache)")
+    step.add_argument("--no-track", action="store_true", help="record no MLflow run")
+    step.set_defaults(func=hallucinate_dataset)
+
 
 def serve(args, params):
     from facectx.registry import CHAMPION
@@ -55,3 +76,16 @@ def hallucinate(args, params):
     result = hallucinate_step(params, args.photo, args.out, checkpoint, args.weights)
     print(f"wrote {result['out']} ({result['weights']} weights)")
     return result
+
+
+def hallucinate_dataset(args, params):
+    from facectx.steps.hallucinate_dataset import hallucinate_dataset_step
+
+    report = hallucinate_dataset_step(
+        params, args.source, args.out, args.model, track=not args.no_track, cache_dir=args.model_cache
+    )
+    print(
+        f"{report['photos_found']} photos found: {report['written']} written, {report['quarantined']} quarantined "
+        f"({report['photos_per_second']} photos/s this run, {report['shards_done_before']} shards already done)"
+    )
+    return report

@@ -63,7 +63,7 @@ def literal_fields(section) -> list[tuple[str, typing.Any, tuple]]:
 
 # The sections whose Literal fields check_choices checks (landmarks.backend and
 # prepare.split.method have checks of their own, earlier).
-_CHOICE_SECTIONS = ("model", "losses", "train", "evaluate", "tracking")
+_CHOICE_SECTIONS = ("model", "losses", "train", "evaluate", "tracking", "hallucinate")
 
 
 def check_choices(params: Params, path: Path) -> None:
@@ -162,6 +162,17 @@ def check_mask_fractions(params: Params, path: Path) -> None:
         raise ValueError(f"{path}: need 0 < validate.mask_fraction_min < validate.mask_fraction_max < 1")
 
 
+def check_hallucinate(params: Params, path: Path) -> None:
+    h = params.hallucinate
+    for name in ("shard_photos", "batch_size", "workers", "sample_grid_photos"):
+        if getattr(h, name) < 1:
+            raise ValueError(f"{path}: hallucinate.{name} must be >= 1, got {getattr(h, name)!r}")
+    if not 1 <= h.webp_quality <= 100:
+        raise ValueError(f"{path}: hallucinate.webp_quality must be 1..100 (100 = lossless), got {h.webp_quality!r}")
+    if not h.source or not h.out or h.source.rstrip("/") == h.out.rstrip("/"):
+        raise ValueError(f"{path}: hallucinate.source and hallucinate.out must be given and differ, got {h.source!r}")
+
+
 CHECKS = (
     check_landmarks_backend,
     check_resolutions,
@@ -177,6 +188,7 @@ CHECKS = (
     check_compare,
     check_lpips_weights,
     check_gates,
+    check_hallucinate,
     check_mask_fractions,
     check_averaging,
     check_weights_choices,

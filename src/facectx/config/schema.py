@@ -184,6 +184,23 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class HallucinateConfig:
+    """`facectx hallucinate-dataset`: a whole dataset through a registered model (not in `dvc repro`'s default run)."""
+
+    source: str  # folder laid out <identity>/<photo>, or s3://bucket/prefix
+    out: str  # folder or s3://bucket/prefix for the frames, the manifest and the quarantine table
+    model: str  # models:/NAME@alias, models:/NAME/VERSION, or a checkpoint folder
+    shard_photos: int  # photos per shard: the unit written whole (temp name, then rename) and redone after a kill
+    batch_size: int  # frames per generator call
+    image_format: Literal["png", "webp"]  # png: lossless; webp: lossless too unless webp_quality < 100
+    webp_quality: int  # 100 = lossless WebP; lower = lossy at that quality
+    workers: int  # processes that read, decode and find landmarks while the generator runs
+    device: Device
+    sample_grid_photos: int  # frames in the sample grid logged to MLflow
+    model_cache: str  # where registry models are downloaded, once per version; "": <facectx cache root>/models
+
+
+@dataclass(frozen=True)
 class Params:
     ingest: IngestConfig
     landmarks: LandmarkConfig
@@ -197,6 +214,7 @@ class Params:
     registry: RegistryConfig
     assets: AssetsConfig
     tracking: TrackingConfig
+    hallucinate: HallucinateConfig
     # The paper's comparison models: name -> overrides of model/losses/train on top of the profile
     # (the ProGAN variant, the ablations); `compare` names those trained and scored beside the cascade.
     variants: dict[str, dict]

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 
 import cv2
+import numpy as np
 import pandas as pd
 
 from facectx.config import CropConfig, LandmarkConfig, ValidateConfig
@@ -45,6 +46,15 @@ def _facts_in_worker(args: tuple[str, FactsJob]) -> dict:
 
 def photo_facts(relative_path: str, job: FactsJob, landmarker) -> dict:
     """Everything validation needs to know about one photo; `error` says why it cannot be used."""
+    facts, rgb = decoded_facts(relative_path, os.path.join(job.images_dir, relative_path), job.validate)
+    if rgb is not None and min(rgb.shape[:2]) >= job.validate.min_side_px:
+        face_facts(facts, rgb, job.crop, landmarker)  # a photo too small: the suite reports its size
+    return facts
+
+
+def decoded_facts(relative_path: str, source, validate: ValidateConfig) -> tuple[dict, np.ndarray | None]:
+    """One photo's facts as far as decoding goes, and its RGB pixels (None when it does not decode).
+    source: its file, or its bytes (`facectx hallucinate-dataset` reads S3 objects into memory)."""
     facts = {
         "relative_path": relative_path,
         "error": None,
@@ -61,21 +71,25 @@ def photo_facts(relative_path: str, job: FactsJob, landmarker) -> dict:
         "mask_fraction": None,
     }
     try:
-        rgb = decode_photo(os.path.join(job.images_dir, relative_path), job.validate.max_pixels, job.validate.formats)
+        rgb = decode_photo(source, validate.max_pixels, validate.formats)
     except PhotoRejected as err:
         facts.update(error=str(err), error_check="decodes_to_8bit_rgb")
-        return facts
+        return facts, None
     height, width = rgb.shape[:2]
     facts.update(decoded_width=width, decoded_height=height, pixel_sha256=sha256_bytes(rgb.tobytes()))
-    if min(width, height) < job.validate.min_side_px:
-        return facts  # the suite reports the size; no point looking for a face
+    return facts, rgb
+
+
+def face_facts(facts: dict, rgb: np.ndarray, crop: CropConfig, landmarker) -> None:
+    """The face, its 68 points and the mask geometry of a decoded photo, into `facts`."""
+    height, width = rgb.shape[:2]
     found = landmarker(rgb)
     if found is None:
         facts.update(error="no face found", error_check="face_found")
-        return facts
+        return
     points = found.points
-    frame = face_frame(points, job.crop)
-    frame_points = points_in_frame(points, frame, job.crop.size_px)
+    frame = face_frame(points, crop)
+    frame_points = points_in_frame(points, frame, crop.size_px)
     facts.update(
         face_count=1 + len(found.other_boxes),
         subject_box=list(found.subject_box),
@@ -83,9 +97,8 @@ def photo_facts(relative_path: str, job: FactsJob, landmarker) -> dict:
         points=points.reshape(-1).tolist(),
         landmarks_inside_photo=bool(((points >= 0) & (points <= [width - 1, height - 1])).all()),
         crop_outside_fraction=outside_fraction(frame, width, height),
-        mask_fraction=float(hull_mask(frame_points, job.crop.size_px).mean()),
+        mask_fraction=float(hull_mask(frame_points, crop.size_px).mean()),
     )
-    return facts
 
 
 def gather_facts(relative_paths: list[str], job: FactsJob, workers: int) -> pd.DataFrame:

@@ -57,11 +57,15 @@ def decode_photo(source: str | os.PathLike | bytes, max_pixels: int, formats: tu
         raise PhotoRejected("empty file (0 bytes)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        opened = io.BytesIO(source) if in_memory else source
         try:
             with _pil_pixel_limit(None):  # our own check on the declared size follows at once
-                image = Image.open(io.BytesIO(source) if in_memory else source)
+                image = Image.open(opened)
         except Exception as err:  # anything PIL cannot open
-            raise PhotoRejected(f"not a readable image ({type(err).__name__}: {err})") from None
+            # PIL names the file by its object's address or its path: a reason must not change between
+            # runs nor depend on where the photo lies (bytes from S3 or a file in data/raw)
+            message = str(err).replace(repr(opened if in_memory else os.fspath(opened)), "<the photo>")
+            raise PhotoRejected(f"not a readable image ({type(err).__name__}: {message})") from None
         with image:
             if image.format not in formats:
                 raise PhotoRejected(f"unsupported format {image.format}; accepted: {', '.join(formats)}")

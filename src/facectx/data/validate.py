@@ -23,6 +23,7 @@ from facectx.config import CropConfig, LandmarkConfig, ValidateConfig
 from facectx.data.ingest import read_manifest
 from facectx.data.photo_facts import FactsJob, gather_facts, mark_duplicates
 from facectx.data.quarantine import quarantine_table
+from facectx.data.rules import photo_rules
 from facectx.io_utils import atomic_path, write_json, write_parquet
 
 log = logging.getLogger(__name__)
@@ -35,53 +36,26 @@ class ValidationFailed(RuntimeError):
 # ---------------------------------------------------------------- the suite (parent side)
 
 
+_EXPECTATIONS = {
+    "null": "ExpectColumnValuesToBeNull",
+    "between": "ExpectColumnValuesToBeBetween",
+    "in_set": "ExpectColumnValuesToBeInSet",
+    "regex": "ExpectColumnValuesToMatchRegex",
+    "unique": "ExpectColumnValuesToBeUnique",
+}
+
+
 def _rules(config: ValidateConfig):
-    """(check name, expectation, reason for a failing row): the suite is the one source of the rules."""
+    """(check name, expectation, reason for a failing row), from the one definition of the rules (rules.py)."""
     import great_expectations as gx  # lazy: seconds to import, overlapped with the workers (gather_facts)
 
-    e = gx.expectations
-
-    def too_small(r):
-        return f"too small: {r['decoded_width']}x{r['decoded_height']} px, minimum side is {config.min_side_px} px"
-
     return [
-        (None, e.ExpectColumnValuesToBeNull(column="error"), lambda r: r["error"]),  # check named by the row
-        ("min_size", e.ExpectColumnValuesToBeBetween(column="decoded_width", min_value=config.min_side_px), too_small),
-        ("min_size", e.ExpectColumnValuesToBeBetween(column="decoded_height", min_value=config.min_side_px), too_small),
         (
-            "landmarks_inside_photo",
-            e.ExpectColumnValuesToBeInSet(column="landmarks_inside_photo", value_set=[True]),
-            lambda r: "some of the 68 landmarks fall outside the photo",
-        ),
-        (
-            "mask_fraction",
-            e.ExpectColumnValuesToBeBetween(
-                column="mask_fraction", min_value=config.mask_fraction_min, max_value=config.mask_fraction_max
-            ),
-            lambda r: (
-                f"face mask covers {r['mask_fraction']:.1%} of the frame, outside "
-                f"[{config.mask_fraction_min:.0%}, {config.mask_fraction_max:.0%}]"
-            ),
-        ),
-        (
-            "frame_inside_photo",
-            e.ExpectColumnValuesToBeBetween(column="crop_outside_fraction", max_value=config.max_crop_outside_fraction),
-            lambda r: (
-                f"{r['crop_outside_fraction']:.0%} of the face frame lies outside the photo "
-                f"(limit {config.max_crop_outside_fraction:.0%})"
-            ),
-        ),
-        (
-            "unique_content",
-            e.ExpectColumnValuesToBeNull(column="duplicate_of"),
-            lambda r: f"duplicate content of {r['duplicate_of']}",
-        ),
-        ("manifest", e.ExpectColumnValuesToBeUnique(column="relative_path"), lambda r: "listed twice in the manifest"),
-        (
-            "manifest",
-            e.ExpectColumnValuesToMatchRegex(column="sha256", regex=r"^[0-9a-f]{64}$"),
-            lambda r: "manifest sha256 is malformed",
-        ),
+            rule.check,
+            getattr(gx.expectations, _EXPECTATIONS[rule.kind])(column=rule.column, **rule.bounds),
+            rule.reason_of,
+        )
+        for rule in photo_rules(config)
     ]
 
 

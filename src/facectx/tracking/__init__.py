@@ -21,9 +21,10 @@ import time.
 from facectx.tracking.airgap_import import import_folder_runs
 from facectx.tracking.folder import FolderTracker, folder_stage_path, system_info
 from facectx.tracking.mlflow_backend import MlflowTracker
-from facectx.tracking.mlflow_runs import log_dict, log_metrics, pipeline_parent, step_run, use_experiment
+from facectx.tracking.mlflow_runs import log_dict, log_image, log_metrics, pipeline_parent, step_run, use_experiment
 from facectx.tracking.models import (
     ModelRegistry,
+    download_model_artifact,
     invalid_input,
     log_python_model,
     python_model_base,
@@ -64,6 +65,7 @@ __all__ = [
     "TrackingUnavailable",
     "backend",
     "check_reachable",
+    "download_model_artifact",
     "closed_at_exit",
     "experiment_name",
     "flatten",
@@ -71,6 +73,7 @@ __all__ = [
     "import_folder_runs",
     "invalid_input",
     "log_dict",
+    "log_image",
     "log_metrics",
     "log_python_model",
     "mlflow_installed",

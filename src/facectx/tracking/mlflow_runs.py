@@ -165,3 +165,10 @@ def log_dict(data: dict, artifact_file: str) -> None:
     import mlflow
 
     mlflow.log_dict(data, artifact_file)
+
+
+def log_image(image, artifact_file: str) -> None:
+    """An image artifact (an (H, W, 3) uint8 array) of the active run (step_run's)."""
+    import mlflow
+
+    mlflow.log_image(image, artifact_file=artifact_file)

@@ -4,6 +4,7 @@ logged pyfunc models (python_model_base, invalid_input, log_python_model, for se
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from facectx.tracking import settings
 from facectx.tracking.mlflow_runs import connect
@@ -36,11 +37,51 @@ class ModelRegistry:
         except MlflowException:
             return None
 
+    def version(self, name: str, alias: str | None = None, number: str | None = None):
+        """The version `alias` names, or version `number`, of `name`; None when there is none."""
+        from mlflow.exceptions import MlflowException
+
+        if alias is not None:
+            return self.by_alias(name, alias)
+        try:
+            return self.client.get_model_version(name, str(number))
+        except MlflowException:
+            return None
+
     def set_alias(self, name: str, alias: str, version: int | str) -> None:
         self.client.set_registered_model_alias(name, alias, str(version))
 
     def set_tag(self, name: str, version: int | str, key: str, value: str) -> None:
         self.client.set_model_version_tag(name, str(version), key, value)
+
+
+def download_model_artifact(
+    model_uri: str, artifact: str, dst: str | os.PathLike, tracking_uri: str | None = None
+) -> Path:
+    """One artifact folder of a logged pyfunc model (its `artifacts/<artifact>`) into dst/<artifact>,
+    whole or not at all (downloaded beside dst, then renamed)."""
+    import shutil
+    import tempfile
+
+    import mlflow.artifacts
+
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=dst.parent) as folder:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{model_uri}", dst_path=folder, tracking_uri=settings.tracking_uri(tracking_uri)
+            )
+        )
+        found = local / "artifacts" / artifact
+        if not found.is_dir():
+            raise FileNotFoundError(f"{model_uri}: the logged model has no artifacts/{artifact} folder")
+        staged = Path(folder) / "staged"
+        staged.mkdir()
+        shutil.move(str(found), staged / artifact)
+        shutil.rmtree(dst, ignore_errors=True)
+        os.replace(staged, dst)
+    return dst / artifact
 
 
 def python_model_base() -> type:
