@@ -335,3 +335,19 @@ def test_lpips_perceptual_term_loads_configured_files_and_matches_evaluations_lp
         perceptual_network(
             dataclasses.replace(config, lpips_linear_weights=str(tmp_path / "alexnet.pth")), None, 128, "cpu"
         )
+
+
+def test_a_compiled_critic_trains_with_r1(prepared_data, tmp_path, params):
+    """torch.compile's autograd has no double backward: R1 steps run the critic uncompiled
+    (RuntimeError "does not currently support double backward" otherwise), the others compiled."""
+    tiny = _levers(params)
+    tiny = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, compile=True, epochs=(1, 1, 1, 1, 1)))
+    trainer = stage_trainer(tiny, 8, prepared_data, tmp_path / "out", None, tmp_path / "resume", require_previous=False)
+    assert hasattr(trainer.loss.critic, "_orig_mod")  # compiled
+    with trainer.torch_scope():
+        trainer._set_train_mode()
+        for step in range(2):  # an R1 step, then a plain one
+            trainer.step = step
+            parts = trainer.train_step(torch.arange(4))
+            assert all(torch.isfinite(v) for v in parts.values()) and {"critic", "fm"} <= set(parts)
+    assert all(p.grad is None and p.requires_grad for p in trainer.critic.parameters())

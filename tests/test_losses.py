@@ -67,7 +67,9 @@ def test_one_dlib_pass_gives_the_same_identity_and_perceptual_losses_as_two(prep
     landmarks = torch.from_numpy(np.array(np.load(val / "landmarks.npy")[:3])).float()
     torch.manual_seed(0)
     fake = (target + 0.3 * torch.randn_like(target)).clamp(-1, 1)  # a generator output near the photo
-    critic = PatchDiscriminator(32, ModelArgs("cascade", (8, 16, 32), 4, 8, 4, 2)).eval()  # eval: spectral norm's power iteration would move between calls
+    critic = PatchDiscriminator(
+        32, ModelArgs("cascade", (8, 16, 32), 4, 8, 4, 2)
+    ).eval()  # eval: spectral norm's power iteration would move between calls
     face = FaceFeatures(frame, padding=params.losses.identity_padding)
     passes = []
     face.net.conv32_down.register_forward_hook(lambda *_: passes.append(1))

@@ -70,8 +70,12 @@ class StageLoss:
         is the same for real and fake, so its gradient says nothing of what the critic tells apart."""
         kind = self.config.adversarial_loss
         real = target.detach().requires_grad_(True) if r1 else target
-        real_scores = scores(self.critic(masked, real))
-        loss = critic_loss(kind, real_scores, scores(self.critic(masked, fake.detach())))
+        # R1 back-propagates through a gradient, which torch.compile's aot_autograd cannot
+        # (RuntimeError: "does not currently support double backward"): on R1 steps the critic
+        # runs uncompiled (what train.compile wrapped; a DDP wrapper stays, it syncs the gradient).
+        critic = getattr(self.critic, "_orig_mod", self.critic) if r1 else self.critic
+        real_scores = scores(critic(masked, real))
+        loss = critic_loss(kind, real_scores, scores(critic(masked, fake.detach())))
         parts = {"critic": loss.detach()}  # without R1: the curve's per-step means stay the adversarial loss
         if r1:
             loss = loss + 0.5 * self.config.r1_gamma * self.config.r1_every * r1_penalty(real_scores, real)
