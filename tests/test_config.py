@@ -39,6 +39,18 @@ def test_repo_params_load(params):
         (lambda r: r["hallucinate"].update(image_format="jpeg"), r"hallucinate\.image_format must be one of"),
         (lambda r: r["hallucinate"].update(webp_quality=101), r"hallucinate\.webp_quality must be 1\.\.100"),
         (lambda r: r["hallucinate"].update(out="data/raw/images/"), "hallucinate.source and hallucinate.out"),
+        # The critic levers (issue 27).
+        (lambda r: r["losses"].update(lambda_fm=[1.0]), r"losses\.lambda_fm must give one weight"),
+        (lambda r: r["model"].update(disc_scales=4), r"model\.disc_scales must be 1, 2 or 3"),
+        (lambda r: r["losses"].update(adversarial_loss="wgan"), r"losses\.adversarial_loss must be one of"),
+        (lambda r: r["losses"].update(r1_every=0), r"losses\.r1_every >= 1"),
+        (lambda r: r["losses"].update(r1_gamma=-1), r"losses\.r1_gamma must be >= 0"),
+        (lambda r: r["train"].update(critic_lr=0), r"train\.critic_lr must be > 0"),
+        (lambda r: r["train"].update(critic_beta1=1.0), r"train\.critic_beta1 must be in \[0, 1\)"),
+        (
+            lambda r: r["losses"].update(perceptual_network="lpips", lpips_backbone_weights="alexnet.pth"),
+            r"losses\.perceptual_network is lpips: set losses\.lpips_backbone_weights and losses\.lpips_linear",
+        ),
     ],
 )
 def test_bad_params_name_the_key(tmp_path, change, message):

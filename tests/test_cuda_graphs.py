@@ -74,13 +74,33 @@ def test_progan_told_its_fade_in_computes_what_reading_alpha_gives(prepared_data
         assert not torch.equal(blended, generator(batch.masked, batch.mask)[32])  # the fade-in does something
 
 
+def _critic_levers(params):
+    """Every critic lever on (issue 27); R1 every 4th step: steps 0, 4, 8 run eagerly, the others
+    warm up (1-3), record (5) and replay the graph."""
+    stages = len(params.train.stages)
+    model = dataclasses.replace(params.model, disc_blur=True, disc_scales=2)
+    losses = dataclasses.replace(
+        params.losses,
+        adversarial_loss="hinge",
+        r1_gamma=1.0,
+        r1_every=4,
+        feature_matching=True,
+        lambda_fm=(5.0,) * stages,
+    )
+    return dataclasses.replace(params, model=model, losses=losses)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
-@pytest.mark.parametrize("kind", ["cascade", "progan"])
+@pytest.mark.parametrize("kind", ["cascade", "progan", "critic_levers"])
 def test_the_recorded_step_trains_like_the_eager_one(prepared_data, tmp_path, params, kind):
     tiny = tiny_training_params(
         params, device="cuda", deterministic=False, precision="fp32", grad_norm_every_steps=0, ema_decay=0.5
     )
-    tiny = dataclasses.replace(tiny, model=dataclasses.replace(tiny.model, kind=kind))
+    if kind == "critic_levers":
+        tiny = _critic_levers(tiny)
+    else:
+        tiny = dataclasses.replace(tiny, model=dataclasses.replace(tiny.model, kind=kind))
+    steps_n = 10 if kind == "critic_levers" else 6
     losses, averages = {}, {}
     for graphs in (True, False):
         variant = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, cuda_graphs=graphs))
@@ -90,7 +110,7 @@ def test_the_recorded_step_trains_like_the_eager_one(prepared_data, tmp_path, pa
         steps = []
         with trainer.torch_scope():
             trainer._set_train_mode()
-            for step in range(6):  # 3 eager warm-up steps, then the recording and 3 replays
+            for step in range(steps_n):  # 3 eager warm-up steps, then the recording and replays
                 trainer.step = step
                 rows = torch.arange(step, step + trainer.batch_size, device="cuda") % trainer.train_data.rows
                 steps.append({k: float(v) for k, v in trainer.train_step(rows).items()})

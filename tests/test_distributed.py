@@ -151,3 +151,33 @@ def test_rank_0s_clock_caps_every_rank_at_the_same_step(prepared_data, tmp_path,
     result = run_processes(2, _capped_on_every_rank, config, prepared_data, tmp_path / "models", time.monotonic() - 1)
     assert result["capped"] and result["steps"] == 1
     assert (tmp_path / "models" / "stage_8" / "checkpoint" / "meta.json").is_file()
+
+
+def test_two_processes_train_what_one_does_with_every_critic_lever_on(prepared_data, tmp_path, params):
+    """The critic levers under DDP: the critic frozen in the generator phase (DDP's reducer gets no
+    gradient hooks that step), R1's double backward through the DDP-wrapped critic, two critic
+    scales, feature matching: one and two processes reach the same weights."""
+    config = _all_terms_params(params, tmp_path / "runs")
+    stages = len(config.train.stages)
+    model = dataclasses.replace(config.model, disc_blur=True, disc_scales=2)
+    losses = dataclasses.replace(
+        config.losses,
+        identity=False,  # (the dlib networks: not what this test is about, and slow)
+        perceptual=False,
+        adversarial_loss="hinge",
+        r1_gamma=1.0,
+        r1_every=2,
+        feature_matching=True,
+        lambda_fm=(5.0,) * stages,
+    )
+    config = dataclasses.replace(config, model=model, losses=losses)
+    one = _train_stages(config, (8, 16), prepared_data, tmp_path / "one")
+    two = run_processes(2, _train_stages, config, (8, 16), prepared_data, tmp_path / "two")
+    assert [r["steps"] for r in one] == [r["steps"] for r in two] == [4, 2]
+    for stage in (8, 16):
+        ref = load_file(str(tmp_path / "one" / f"stage_{stage}" / "checkpoint" / "model.safetensors"))
+        ddp = load_file(str(tmp_path / "two" / f"stage_{stage}" / "checkpoint" / "model.safetensors"))
+        assert ref.keys() == ddp.keys() and any(k.startswith("critic.coarser.0.") for k in ref) == (stage == 16)
+        for key in ref:
+            if ref[key].is_floating_point():  # as above: only float32 summation order differs
+                assert torch.allclose(ref[key], ddp[key], rtol=0, atol=1e-5), key

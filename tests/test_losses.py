@@ -20,8 +20,8 @@ def test_pure_losses():
     a, b = torch.zeros(2, 3, 8, 8), torch.full((2, 3, 8, 8), 0.5)
     assert reconstruction_loss(a, b, "l1") == pytest.approx(0.5)
     assert reconstruction_loss(a, b, "l2") == pytest.approx(0.25)
-    assert lsgan_critic_loss([[torch.ones(4)]], [[torch.ones(4), torch.zeros(4)]]) == 0  # a perfect critic
-    assert lsgan_generator_loss([[torch.zeros(4), torch.ones(4)]]) == 0  # a perfect forger (score map last)
+    assert lsgan_critic_loss(torch.ones(4), torch.zeros(4)) == 0  # a perfect critic
+    assert lsgan_generator_loss(torch.ones(4)) == 0  # a perfect forger
     e = torch.randn(3, 128)
     assert torch.allclose(identity_distance(e, e), torch.zeros(3), atol=1e-6)
     assert torch.allclose(identity_distance(e, -e), torch.full((3,), 2.0), atol=1e-6)
@@ -56,7 +56,7 @@ def test_one_dlib_pass_gives_the_same_identity_and_perceptual_losses_as_two(prep
     import numpy as np
 
     from facectx.losses import FaceFeatures, StageLoss, stage_weights
-    from facectx.models.cascade import PatchDiscriminator
+    from facectx.models.cascade import ModelArgs, PatchDiscriminator
 
     assert params.losses.identity and params.losses.perceptual and params.losses.perceptual_network == "dlib_resnet"
     frame = params.crop.size_px
@@ -67,7 +67,9 @@ def test_one_dlib_pass_gives_the_same_identity_and_perceptual_losses_as_two(prep
     landmarks = torch.from_numpy(np.array(np.load(val / "landmarks.npy")[:3])).float()
     torch.manual_seed(0)
     fake = (target + 0.3 * torch.randn_like(target)).clamp(-1, 1)  # a generator output near the photo
-    critic = PatchDiscriminator(32, 4, 2).eval()  # eval: spectral norm's power iteration would move between calls
+    critic = PatchDiscriminator(
+        32, ModelArgs("cascade", (8, 16, 32), 4, 8, 4, 2)
+    ).eval()  # eval: spectral norm's power iteration would move between calls
     face = FaceFeatures(frame, padding=params.losses.identity_padding)
     passes = []
     face.net.conv32_down.register_forward_hook(lambda *_: passes.append(1))

@@ -117,6 +117,29 @@ def check_vgg19_weights(params: Params, path: Path) -> None:
     losses = params.losses
     if losses.perceptual_network == "vgg19" and losses.perceptual and not losses.vgg19_weights:
         raise ValueError(f"{path}: losses.perceptual_network is vgg19 but losses.vgg19_weights is not set")
+    lpips_files = losses.lpips_backbone_weights and losses.lpips_linear_weights
+    if losses.perceptual_network == "lpips" and losses.perceptual and not lpips_files:
+        raise ValueError(
+            f"{path}: losses.perceptual_network is lpips: set losses.lpips_backbone_weights and "
+            "losses.lpips_linear_weights"
+        )
+
+
+def check_critic(params: Params, path: Path) -> None:
+    """The critic's shape, R1 and optimizer settings."""
+    model, losses, train = params.model, params.losses, params.train
+    if not 1 <= model.disc_scales <= 3:
+        raise ValueError(f"{path}: model.disc_scales must be 1, 2 or 3, got {model.disc_scales}")
+    if losses.r1_gamma < 0 or losses.r1_every < 1:
+        raise ValueError(
+            f"{path}: losses.r1_gamma must be >= 0 and losses.r1_every >= 1, got {losses.r1_gamma}, {losses.r1_every}"
+        )
+    if train.critic_lr is not None and train.critic_lr <= 0:
+        raise ValueError(f"{path}: train.critic_lr must be > 0 (or null: train.lr), got {train.critic_lr}")
+    for name in ("critic_beta1", "critic_beta2"):
+        beta = getattr(train, name)
+        if beta is not None and not 0 <= beta < 1:
+            raise ValueError(f"{path}: train.{name} must be in [0, 1) (or null: the generator's), got {beta}")
 
 
 def check_compare(params: Params, path: Path) -> None:
@@ -185,6 +208,7 @@ CHECKS = (
     check_loss_weights,
     check_identity_padding,
     check_vgg19_weights,
+    check_critic,
     check_compare,
     check_lpips_weights,
     check_gates,

@@ -81,6 +81,8 @@ class ModelConfig:
     max_width: int  # cap on generator channels
     disc_width: int  # channels of each critic's first layer
     disc_max_layers: int  # strided layers of a critic at the largest resolution
+    disc_blur: bool = False  # [1,2,1] blur before each stride-2 critic conv (anti-aliased downsampling)
+    disc_scales: int = 1  # 1-3 critics on the image at 1x, 1/2x, 1/4x (pix2pixHD); none below 8 px
 
 
 @dataclass(frozen=True)
@@ -96,9 +98,17 @@ class LossConfig:
     lambda_pc: tuple[float, ...]  # per stage
     # dlib_resnet's view: the whole frame resized, or L_id's view (one shared pass)
     perceptual_view: Literal["frame", "identity_chip"]
-    # dlib_resnet: offline, non-standard; vgg19: needs vgg19_weights, always the whole frame
-    perceptual_network: Literal["dlib_resnet", "vgg19"]
+    # dlib_resnet: offline, non-standard; vgg19: needs vgg19_weights; lpips: needs both lpips_* files
+    perceptual_network: Literal["dlib_resnet", "vgg19", "lpips"]
     vgg19_weights: str | None  # torchvision VGG19 ImageNet state_dict file (safetensors or .pth)
+    # Defaults below: today's behaviour (settings recorded before these fields existed).
+    lpips_backbone_weights: str | None = None  # perceptual_network lpips: torchvision AlexNet weights
+    lpips_linear_weights: str | None = None  # ... and the LPIPS v0.1 AlexNet linear heads
+    adversarial_loss: Literal["lsgan", "hinge", "nonsaturating"] = "lsgan"  # critic and generator forms
+    r1_gamma: float = 0.0  # R1 penalty on the critic's gradient at real images (0 = off)
+    r1_every: int = 16  # lazy R1: every N steps, scaled by N (StyleGAN2)
+    feature_matching: bool = False  # pix2pixHD's L1 between the critic's activations on fake and real
+    lambda_fm: tuple[float, ...] = ()  # per stage (set in params.yaml whenever feature_matching is on)
 
 
 @dataclass(frozen=True)
@@ -131,6 +141,9 @@ class TrainConfig:
     cuda_graphs: bool  # one CUDA device: the whole training step recorded once as a CUDA graph and replayed
     deterministic: bool  # bit-reproducible (CPU): deterministic algorithms, one thread order
     seed: int
+    critic_lr: float | None = None  # the critic's Adam learning rate; null = lr
+    critic_beta1: float | None = None  # null = beta1
+    critic_beta2: float | None = None  # null = beta2
     # An exponential moving average of the generator's weights, updated after every step:
     # ema = ema_decay * ema + (1 - ema_decay) * live; 0 = none (checkpoints then have no `ema` weights).
     ema_decay: float = 0.0

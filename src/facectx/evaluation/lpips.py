@@ -1,43 +1,19 @@
-"""LPIPS (Zhang et al. 2018, v0.1, AlexNet trunk): the standard learned perceptual distance.
-
-It needs two weights files no package here ships together, so both are configured:
-  - evaluate.lpips_backbone_weights: torchvision's ImageNet AlexNet state dict
-    (https://download.pytorch.org/models/alexnet-owt-7be5be79.pth);
-  - evaluate.lpips_linear_weights: the per-layer linear heads calibrated on human judgements,
-    `lpips/weights/v0.1/alex.pth` inside the `lpips` package on PyPI.
-Without them evaluation reports its labelled, non-standard substitute instead.
-
-The computation follows the reference implementation (the `lpips` package), which a test checks
-this one against: inputs in [-1, 1], a fixed shift and scale, features after each of AlexNet's
-five ReLUs, unit-normalised along channels, squared differences weighted by the linear heads,
-averaged over space, summed over layers.
-"""
+"""LPIPS as evaluation's perceptual score: the network (facectx.models.lpips) on uint8 photos."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from facectx.weights import WeightsError, load_state_dict, load_weights_into, weights_label
-
-# AlexNet `features` indices that end each of LPIPS's five slices (after relu1 ... relu5).
-SLICE_ENDS = (2, 5, 8, 10, 12)
-CHANNELS = (64, 192, 384, 256, 256)
-SHIFT = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
-SCALE = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
+from facectx.models.lpips import LpipsNetwork
+from facectx.weights import weights_label
 
 
 class LpipsDistance:
     """`perceptual_distance(a, b)` on uint8 (B, H, W, 3) images -> (B,) LPIPS."""
 
     def __init__(self, backbone_weights: str, linear_weights: str, device="cpu"):
-        import torchvision  # lazy: only with LPIPS weights configured, and slow to import
-
-        alexnet = load_weights_into(
-            torchvision.models.alexnet(weights=None), backbone_weights, "a torchvision AlexNet state dict"
-        )
-        self.features = alexnet.features[: SLICE_ENDS[-1]].to(device).eval()
-        self.heads = [head.to(device) for head in _linear_heads(load_state_dict(linear_weights), linear_weights)]
+        self.network = LpipsNetwork(backbone_weights, linear_weights, device)
         self.device = device
         self.perceptual_name = (
             f"LPIPS v0.1 AlexNet ({weights_label(backbone_weights)}, {weights_label(linear_weights)})"
@@ -45,20 +21,7 @@ class LpipsDistance:
 
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """a, b: (B, 3, H, W) in [-1, 1]."""
-        total = 0
-        for fa, fb, head in zip(self._layers(a), self._layers(b), self.heads):
-            diff = (_unit_channels(fa) - _unit_channels(fb)) ** 2
-            total = total + (diff * head.view(1, -1, 1, 1)).sum(1).mean(dim=(1, 2))
-        return total
-
-    def _layers(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = (x - SHIFT.to(x.device)) / SCALE.to(x.device)
-        outputs, start = [], 0
-        for end in SLICE_ENDS:
-            x = self.features[start:end](x)
-            outputs.append(x)
-            start = end
-        return outputs
+        return self.network.distance(a, b)
 
     @torch.no_grad()
     def perceptual_distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -68,22 +31,3 @@ class LpipsDistance:
 def _signed_unit(images: np.ndarray, device) -> torch.Tensor:
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().to(device)
     return x / 127.5 - 1.0
-
-
-def _unit_channels(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
-    return x / (x.pow(2).sum(1, keepdim=True).sqrt() + eps)  # the reference's normalize_tensor
-
-
-def _linear_heads(state: dict[str, torch.Tensor], path: str) -> list[torch.Tensor]:
-    """The reference stores head k as `lin{k}.model.1.weight` (dropout at .0), shape (1, C, 1, 1)."""
-    heads = []
-    for k, channels in enumerate(CHANNELS):
-        weight = state.get(f"lin{k}.model.1.weight")
-        if weight is None or weight.shape != (1, channels, 1, 1):
-            found = None if weight is None else tuple(weight.shape)
-            raise WeightsError(
-                f"{path} is not LPIPS v0.1 AlexNet linear weights: lin{k}.model.1.weight "
-                f"should be (1, {channels}, 1, 1), found {found}"
-            )
-        heads.append(weight.reshape(channels).float())
-    return heads

@@ -12,13 +12,22 @@ from __future__ import annotations
 # The import order is the registry's order: the order terms are computed, summed and logged.
 # isort: off
 from facectx.losses.reconstruction import reconstruction_loss
-from facectx.losses.adversarial import lsgan_critic_loss, lsgan_generator_loss
+from facectx.losses.adversarial import (
+    critic_loss,
+    generator_loss,
+    lsgan_critic_loss,
+    lsgan_generator_loss,
+    r1_penalty,
+    scores,
+)
 from facectx.losses.identity import identity_distance
 from facectx.losses.perceptual import feature_distance
+from facectx.losses.feature_matching import feature_matching_loss
 
 # isort: on
 from facectx.losses.networks import (
     FaceFeatures,
+    LpipsFeatures,
     VGG19Features,
     WholeFrameFeatures,
     perceptual_network,
@@ -35,16 +44,22 @@ __all__ = [
     "LossParts",
     "StageLoss",
     "TermInputs",
+    "LpipsFeatures",
     "VGG19Features",
     "WholeFrameFeatures",
+    "critic_loss",
     "feature_distance",
+    "feature_matching_loss",
+    "generator_loss",
     "identity_distance",
     "lsgan_critic_loss",
     "lsgan_generator_loss",
     "perceptual_network",
+    "r1_penalty",
     "reconstruction_loss",
     "reference_term",
     "register",
+    "scores",
     "stage_weights",
     "to_full_frame",
     "to_unit",

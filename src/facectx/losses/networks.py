@@ -1,6 +1,7 @@
 """The fixed networks the identity and perceptual terms look through: dlib's face-recognition
-ResNet on the aligned face chip (FaceFeatures), on the whole frame (WholeFrameFeatures), or an
-ImageNet VGG19 (VGG19Features); `perceptual_network` picks the perceptual term's."""
+ResNet on the aligned face chip (FaceFeatures), on the whole frame (WholeFrameFeatures), an
+ImageNet VGG19 (VGG19Features) or LPIPS (LpipsFeatures); `perceptual_network` picks the
+perceptual term's."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from torch import nn
 
 from facectx.config import LossConfig
 from facectx.models.identity import CHIP_SIZE, extract_chips, load_identity_network
+from facectx.models.lpips import LpipsNetwork
 from facectx.weights import load_weights_into
 
 
@@ -97,10 +99,30 @@ class WholeFrameFeatures(nn.Module):
         return self.face.net.features(x)
 
 
+class LpipsFeatures(nn.Module):
+    """LPIPS v0.1 AlexNet (the one implementation, facectx.models.lpips) of the whole frame at
+    crop.size_px, as evaluation scores it: AlexNet's 11x11 stride-4 first layer would see a
+    32-px output as 7x7. The term is the LPIPS distance itself (unit-normalised activations,
+    squared differences weighted by the learned heads), not an L1 of feature maps."""
+
+    def __init__(self, backbone_weights: str, linear_weights: str, frame_size: int, device="cpu"):
+        super().__init__()
+        self.frame_size = frame_size
+        self.net = LpipsNetwork(backbone_weights, linear_weights, device)
+
+    def distance(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(B,) LPIPS of the output against the photo (the photo's side without a graph)."""
+        frame = self.frame_size
+        output, target = to_full_frame(output, frame).float(), to_full_frame(target, frame).float()
+        return self.net.distance(output, target)
+
+
 def perceptual_network(config: LossConfig, face: FaceFeatures, frame_size: int, device) -> nn.Module | None:
     if not config.perceptual:
         return None
     if config.perceptual_network == "vgg19":
         return VGG19Features(config.vgg19_weights, frame_size, device)
+    if config.perceptual_network == "lpips":
+        return LpipsFeatures(config.lpips_backbone_weights, config.lpips_linear_weights, frame_size, device)
     # dlib ResNet feature maps: available offline; reports label them non-standard.
     return face if config.perceptual_view == "identity_chip" else WholeFrameFeatures(face)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from facectx.losses.networks import LpipsFeatures
 from facectx.losses.registry import GeneratorTerm, TermInputs, register
 
 
@@ -14,6 +15,8 @@ def feature_distance(output_features: list[torch.Tensor], target_features: list[
 
 
 def perceptual_term(x: TermInputs) -> torch.Tensor:
+    if isinstance(x.perceptual, LpipsFeatures):  # a learned distance of its own
+        return x.perceptual.distance(x.fake, x.target).mean()
     if x.share_face_pass:
         _, _, features, target_features = x.shared_face_pass()
     else:

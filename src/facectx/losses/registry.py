@@ -2,7 +2,7 @@
 its name, its LossConfig fields (on/off switch, weight) and a pure function of the step's tensors.
 
 Registration order is evaluation order, summation order and losses.csv's column order: the
-package's __init__ imports the term modules in that order (rec, adv, id, pc).
+package's __init__ imports the term modules in that order (rec, adv, id, pc, fm).
 """
 
 from __future__ import annotations
@@ -30,6 +30,28 @@ class TermInputs:
     perceptual: nn.Module | None  # the perceptual term's feature network (perceptual_network)
     share_face_pass: bool  # L_id and L_pc from one pass of the dlib ResNet through the same view
     _face_pass: tuple | None = field(default=None, repr=False)
+    _critic_fake: list | None = field(default=None, repr=False)
+
+    def critic_on_fake(self) -> list[list[torch.Tensor]]:
+        """The critic's output on the generator's output, computed once for the terms that read it
+        (adv: the scores; fm: the activations)."""
+        if self._critic_fake is None:
+            self._critic_fake = self.critic(self.masked, self.fake)
+        return self._critic_fake
+
+    def critic_on_real(self) -> list[list[torch.Tensor]]:
+        """The critic's output on the photo: a fixed target (no graph), by the same weights as its
+        pass on the output. In training mode each pass of a spectrally normalised critic takes a
+        power-iteration step first, so a second training-mode pass would compare the two images
+        through slightly different weights (fm 1e-5 for fake == real); in eval mode it uses the
+        vectors the pass on the output left."""
+        self.critic_on_fake()
+        training = self.critic.training
+        try:
+            with torch.no_grad():
+                return self.critic.eval()(self.masked, self.target)
+        finally:
+            self.critic.train(training)
 
     def shared_face_pass(self) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """(embedding, target embedding, features, target features) from one view and one pass per
@@ -74,10 +96,12 @@ def stage_weights(config: LossConfig, stages: tuple[int, ...], stage: int) -> di
     i = list(stages).index(stage)
     weights = {}
     for term in TERMS.values():
+        switched_on = term.switch is None or getattr(config, term.switch)
+        if not (term.reference or switched_on):
+            continue  # (its weights need not be given: settings recorded before the term existed)
         weight = getattr(config, term.weight)
         if isinstance(weight, (tuple, list)):  # one weight per train.stages entry
             weight = weight[i]
-        switched_on = term.switch is None or getattr(config, term.switch)
-        if term.reference or (switched_on and weight > 0):
+        if term.reference or weight > 0:
             weights[term.name] = weight
     return weights

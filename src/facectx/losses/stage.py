@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from facectx.config import LossConfig
-from facectx.losses.adversarial import lsgan_critic_loss
+from facectx.losses.adversarial import critic_loss, r1_penalty, scores
 from facectx.losses.networks import FaceFeatures
 from facectx.losses.registry import TERMS, TermInputs
 
@@ -57,9 +57,29 @@ class StageLoss:
         """Whether a term on at this stage trains against the critic (else the critic phase is skipped)."""
         return any(TERMS[name].uses_critic for name in self.weights)
 
-    def critic_loss(self, masked: torch.Tensor, target: torch.Tensor, fake: torch.Tensor) -> LossParts:
-        loss = lsgan_critic_loss(self.critic(masked, target), self.critic(masked, fake.detach()))
-        return LossParts(loss, {"critic": loss.detach()})
+    def r1_due(self, step: int) -> bool:
+        """Whether step `step` (0-based) adds the lazy R1 penalty: every losses.r1_every-th step."""
+        return self.config.r1_gamma > 0 and step % self.config.r1_every == 0
+
+    def critic_loss(
+        self, masked: torch.Tensor, target: torch.Tensor, fake: torch.Tensor, r1: bool = False
+    ) -> LossParts:
+        """The critic's loss (losses.adversarial_loss); r1: plus the lazy R1 penalty, r1_gamma / 2
+        * E|d score / d real image|^2 * r1_every (StyleGAN2's lazy regularisation: applied every
+        r1_every steps at r1_every times the weight), on the photo only — the masked conditioning
+        is the same for real and fake, so its gradient says nothing of what the critic tells apart."""
+        kind = self.config.adversarial_loss
+        real = target.detach().requires_grad_(True) if r1 else target
+        # R1 back-propagates through a gradient, which torch.compile's aot_autograd cannot
+        # (RuntimeError: "does not currently support double backward"): on R1 steps the critic
+        # runs uncompiled (what train.compile wrapped; a DDP wrapper stays, it syncs the gradient).
+        critic = getattr(self.critic, "_orig_mod", self.critic) if r1 else self.critic
+        real_scores = scores(critic(masked, real))
+        loss = critic_loss(kind, real_scores, scores(critic(masked, fake.detach())))
+        parts = {"critic": loss.detach()}  # without R1: the curve's per-step means stay the adversarial loss
+        if r1:
+            loss = loss + 0.5 * self.config.r1_gamma * self.config.r1_every * r1_penalty(real_scores, real)
+        return LossParts(loss, parts)
 
     def generator_loss(
         self, masked: torch.Tensor, target: torch.Tensor, fake: torch.Tensor, landmarks: torch.Tensor

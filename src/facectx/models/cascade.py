@@ -30,6 +30,9 @@ class ModelArgs:
     max_width: int
     disc_width: int  # channels of a critic's first layer
     disc_max_layers: int  # strided layers of a critic at the largest resolution
+    # Defaults: today's critic (old checkpoints' recorded arguments have neither field).
+    disc_blur: bool = False  # [1,2,1] blur before each stride-2 critic conv (anti-aliased downsampling)
+    disc_scales: int = 1  # critics on the image at 1x, 1/2x, 1/4x (pix2pixHD); none below MIN_CRITIC_SIZE px
 
 
 def _level_widths(depth: int, width: int, max_width: int) -> list[int]:
@@ -200,42 +203,92 @@ class CascadeGenerator(nn.Module):
         return outputs
 
 
+MIN_CRITIC_SIZE = 8  # a coarser critic scale whose input would be smaller is not built
+
+
+class Blur(nn.Module):
+    """The normalised [1,2,1] x [1,2,1] low-pass before a stride-2 conv (ProGAN/StyleGAN2's
+    anti-aliased downsampling): a strided conv alone aliases the input's highest frequencies, so
+    its input gradient — what the generator is pushed along — carries a checkerboard.
+    Reflect padding, not StyleGAN2's zeros: the blur then maps a flat image to the same flat
+    image up to its border, so it adds no edge of its own for the critic to key on (zeros would
+    pull every border pixel toward 0, mid-grey, a frame the photos do not have)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        taps = torch.tensor([1.0, 2.0, 1.0])
+        kernel = (taps[:, None] * taps[None, :]) / 16
+        # Not persistent: a constant, not a weight (checkpoints with and without blur hold the same tensors).
+        self.register_buffer("kernel", kernel.expand(channels, 1, 3, 3).contiguous(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), self.kernel.to(x.dtype), groups=x.shape[1])
+
+
+def _patch_critic(size: int, width: int, max_layers: int, blur: bool) -> nn.Sequential:
+    """One PatchGAN critic for a `size`-px input: strided 4x4 convs, two 3x3 convs, a score map."""
+    layers_n = max(1, min(max_layers, int(math.log2(size)) - 2))
+    layers, previous, channels = [], 6, width
+    for i in range(layers_n):
+        channels = width * 2**i
+        if blur:
+            layers.append(Blur(previous))
+        layers += [spectral_norm(nn.Conv2d(previous, channels, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
+        previous = channels
+    layers += [
+        spectral_norm(nn.Conv2d(channels, channels, 3, 1, 1)),
+        nn.LeakyReLU(0.2, inplace=True),
+        spectral_norm(nn.Conv2d(channels, 1, 3, 1, 1)),
+    ]
+    return nn.Sequential(*layers)
+
+
 class PatchDiscriminator(nn.Module):
     """Conditional PatchGAN critic: sees the masked input beside a full image and scores patches.
     Spectral normalisation instead of batch norm: real and fake batches are scored separately,
-    and batch statistics would leak one into the other."""
+    and batch statistics would leak one into the other.
 
-    def __init__(self, size: int, width: int, max_layers: int):
-        super().__init__()
-        layers_n = max(1, min(max_layers, int(math.log2(size)) - 2))
-        layers = [spectral_norm(nn.Conv2d(6, width, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
-        channels = width
-        for _ in range(1, layers_n):
-            layers += [spectral_norm(nn.Conv2d(channels, channels * 2, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
-            channels *= 2
-        layers += [
-            spectral_norm(nn.Conv2d(channels, channels, 3, 1, 1)),
-            nn.LeakyReLU(0.2, inplace=True),
-            spectral_norm(nn.Conv2d(channels, 1, 3, 1, 1)),
-        ]
-        self.net = nn.Sequential(*layers)
+    args.disc_scales > 1: pix2pixHD's multi-scale critic, one more critic per scale on the image
+    and the masked input average-pooled 2x (a wider view of the same picture); a scale whose
+    input would be below MIN_CRITIC_SIZE px is not built (so stage 8 has one critic, stage 16 two).
+    forward returns one list per scale: the activations after each LeakyReLU, the score map last
+    (the adversarial losses read the scores, feature matching the activations).
 
-    # A fresh critic per stage (nothing inherited), the same layers every step, nothing to fade in.
+    A fresh critic per stage (`inherits_previous_stage`), with nothing that follows the step."""
+
     inherits_previous_stage = False
-    find_unused_parameters = False
+    find_unused_parameters = False  # every layer scores every image: DDP need not look for unused ones
+
+    def __init__(self, size: int, args: ModelArgs):
+        super().__init__()
+        sizes = [size // 2**k for k in range(args.disc_scales) if size // 2**k >= MIN_CRITIC_SIZE] or [size]
+        width, layers, blur = args.disc_width, args.disc_max_layers, args.disc_blur
+        # The first scale keeps the name `net`: a one-scale critic's state dict is the old one.
+        self.net = _patch_critic(sizes[0], width, layers, blur)
+        self.coarser = nn.ModuleList([_patch_critic(s, width, layers, blur) for s in sizes[1:]])
 
     def set_step(self, step: int, total_steps: int, fade_in_fraction: float, grows: bool) -> None:
-        """Told before each training step, like the generator; nothing here depends on it."""
+        """Told before each training step; this critic has nothing that depends on it."""
 
     @property
     def step_variant(self) -> None:
+        """One recorded CUDA graph of the step serves every step (nothing fades in)."""
         return None
 
     def forward(self, masked: torch.Tensor, image: torch.Tensor) -> list[list[torch.Tensor]]:
-        """One scale: each leaky ReLU's output in order, the score map last."""
-        x, features = torch.cat([masked, image], dim=1), []
-        for layer in self.net:
-            x = layer(x)
-            if isinstance(layer, nn.LeakyReLU):
-                features.append(x)
-        return [[*features, x]]
+        x = torch.cat([masked, image], dim=1)
+        out = [_activations(self.net, x)]
+        for critic in self.coarser:
+            x = F.avg_pool2d(x, 2)
+            out.append(_activations(critic, x))
+        return out
+
+
+def _activations(net: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
+    """The output of each LeakyReLU, then the score map."""
+    out = []
+    for layer in net:
+        x = layer(x)
+        if isinstance(layer, nn.LeakyReLU):
+            out.append(x)
+    return [*out, x]

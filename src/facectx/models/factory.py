@@ -4,6 +4,7 @@ The one place that picks the classes by model kind."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from torch import nn
@@ -15,6 +16,8 @@ from facectx.models.progan_critic import ProgressiveCritic
 if TYPE_CHECKING:
     from facectx.config import Params
 
+log = logging.getLogger(__name__)
+
 
 def model_args(params: Params) -> ModelArgs:
     m = params.model
@@ -25,6 +28,8 @@ def model_args(params: Params) -> ModelArgs:
         max_width=m.max_width,
         disc_width=m.disc_width,
         disc_max_layers=m.disc_max_layers,
+        disc_blur=m.disc_blur,
+        disc_scales=m.disc_scales,
     )
 
 
@@ -43,10 +48,16 @@ def build_generator(args: ModelArgs, stage: int) -> CascadeGenerator | Progressi
 def build_critic(args: ModelArgs, stage: int) -> nn.Module:
     """The stage's critic: `critic(masked, image)` -> one list per scale of its activations, the
     score map last; `inherits_previous_stage` (the cascade's is fresh per stage, ProGAN's grows
-    from the previous stage's) and `set_step` (ProGAN's fades its new level in with the generator)."""
+    from the previous stage's) and `set_step` (ProGAN's fades its new level in with the generator).
+    The cascade's is the PatchGAN critic, with args.disc_scales scales where the stage is large
+    enough for them."""
     if _known_kind(args) == "progan":
         return ProgressiveCritic(args, stage)
-    return PatchDiscriminator(stage, args.disc_width, args.disc_max_layers)
+    critic = PatchDiscriminator(stage, args)
+    built = 1 + len(critic.coarser)
+    if built < args.disc_scales:
+        log.info("stage %d: %d of model.disc_scales=%d critic scales (none below 8 px)", stage, built, args.disc_scales)
+    return critic
 
 
 def _known_kind(args: ModelArgs) -> str:

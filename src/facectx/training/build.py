@@ -45,21 +45,28 @@ def build_optimizers(
     grows: bool,
     capturable: bool,
 ) -> tuple[torch.optim.Adam, torch.optim.Adam]:
-    """Adam for the generator (its own parameter groups: `optimizer_groups`) and for the critic.
-    grows: the stage starts from a previous stage's weights. capturable: the step count stays
-    on the device, so a CUDA graph can record the update."""
+    """Adam for the generator (its own parameter groups: `optimizer_groups`) and for the critic
+    (train.critic_lr / critic_beta1 / critic_beta2, each null = the generator's: two time-scale
+    updates when set). grows: the stage starts from a previous stage's weights. capturable: the
+    step count stays on the device, so a CUDA graph can record the update."""
     # fused on CUDA: one kernel over each parameter list instead of a dozen foreach passes
     # (visit 3's profile: the two updates' foreach kernels took >= 1.4 ms of the 128-px step).
     cuda = device.type == "cuda"
     fused = True if cuda else None  # None: torch's own choice (foreach) elsewhere
-    adam = dict(betas=(train.beta1, train.beta2), capturable=capturable, fused=fused)
+    adam = dict(capturable=capturable, fused=fused)
     groups = generator.optimizer_groups(train.lr, train.earlier_blocks, train.finetune_lr_scale, grows)
-    opt_g = torch.optim.Adam(groups, **adam)
-    opt_d = torch.optim.Adam(critic.parameters(), lr=train.lr, **adam)
+    opt_g = torch.optim.Adam(groups, betas=(train.beta1, train.beta2), **adam)
+    critic_betas = (_or(train.critic_beta1, train.beta1), _or(train.critic_beta2, train.beta2))
+    opt_d = torch.optim.Adam(critic.parameters(), lr=_or(train.critic_lr, train.lr), betas=critic_betas, **adam)
     if train.channels_last and cuda:
         generator.to(memory_format=torch.channels_last)
         critic.to(memory_format=torch.channels_last)
     return opt_g, opt_d
+
+
+def _or(value: float | None, default: float) -> float:
+    """The setting, or the default where it is null (0.0 is a setting: beta1 0 is ProGAN's)."""
+    return default if value is None else value
 
 
 def build_loss(

@@ -108,15 +108,12 @@ class StageTrainer:
             self.grad_norms: dict[str, torch.Tensor] = {}  # the last measured per-term gradient norms, until reported
             average = {EMA: self.average.model} if self.average is not None else {}  # train.ema_decay
             models = {GENERATOR: self.generator, "critic": self.critic, **average}
-            opts = {"generator": self.opt_g, "critic": self.opt_d}
-            self.state = StageState(
-                stage, model, identity, models, opts, self.resume_dir, self.dist.main, on_resume_saved
-            )
+            opts, main = {"generator": self.opt_g, "critic": self.opt_d}, self.dist.main
+            self.state = StageState(stage, model, identity, models, opts, self.resume_dir, main, on_resume_saved)
             self._resume_or_start(tracker)
             self._set_up_forward()
 
     # ---------------------------------------------------------------- set-up
-
     def _build_models(self, model: ModelArgs, init_dir: Path | None, identity: TrainingIdentity, inherits: bool):
         """The generator and its critic, their optimizers, and the generator's average (None
         without train.ema_decay); inherits: from the previous stage's checkpoint (weights, average)."""
@@ -171,14 +168,15 @@ class StageTrainer:
 
     def train_step(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         """One training step on the training rows `rows` (indices on the device); returns the
-        detached losses. A replay of the recorded CUDA graph when train.cuda_graphs applies,
-        except on steps that measure each term's gradient norm (eager: extra backward passes)."""
+        detached losses. A replay of the recorded CUDA graph when train.cuda_graphs applies, except
+        on steps that measure each term's gradient norm or add lazy R1 (eager: more backward passes)."""
         for model in (self.generator, self.critic):  # ProGAN's critic fades its new level in with the generator
             model.set_step(self.step, self.total_steps, self.train.fade_in_fraction, self.previous is not None)
         every = self.train.grad_norm_every_steps
         measure_gradients = bool(every) and (self.step + 1) % every == 0
-        if self.graphed is None or measure_gradients:
-            return self._step_on_rows(rows, measure_gradients)
+        r1 = self.loss.uses_critic and self.loss.r1_due(self.step)
+        if self.graphed is None or measure_gradients or r1:
+            return self._train_step(self.train_data.batch(rows), measure_gradients, r1)
         try:
             return self.graphed(rows, key=(self.generator.step_variant, self.critic.step_variant))
         except GraphRecordingError as error:  # train on, eagerly, and say so (metrics.json)
@@ -187,20 +185,22 @@ class StageTrainer:
             self.graphed = None
             return self._step_on_rows(rows)
 
-    def _step_on_rows(self, rows: torch.Tensor, measure_gradients: bool = False) -> dict[str, torch.Tensor]:
+    def _step_on_rows(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         """The eager step on the batch of these training rows (what the CUDA graph records)."""
-        return self._train_step(self.train_data.batch(rows), measure_gradients)
+        return self._train_step(self.train_data.batch(rows))
 
-    def _train_step(self, batch: Batch, measure_gradients: bool = False) -> dict[str, torch.Tensor]:
-        """The step (`gan_step`) on one batch; measure_gradients: keep each term's gradient norm."""
+    def _train_step(self, batch: Batch, measure_gradients: bool = False, r1: bool = False) -> dict[str, torch.Tensor]:
+        """The step (`gan_step`) on one batch; measure_gradients: keep each term's gradient norm; r1: add R1."""
         if self.train.compile and self.train.compile_mode == "reduce-overhead":
-            # Its CUDA graphs may reuse the previous step's output memory from now on: keep none of it.
+            # Its CUDA graphs may reuse the previous step's output memory from here on: nothing of it is kept.
             torch.compiler.cudagraph_mark_step_begin()
-        measure = self._measure_gradients if measure_gradients else None
-        optimizers = (self.opt_g, self.opt_d)
+        measure, optimizers = self._measure_gradients if measure_gradients else None, (self.opt_g, self.opt_d)
         parts = gan_step(
-            batch, self.stage, self.g_forward, self.loss, optimizers, self.device.type, self.autocast, measure
+            batch, self.stage, self.g_forward, self.loss, optimizers, self.device.type, self.autocast, measure, r1
         )
+        if self.average is not None:  # in the step: a recorded CUDA graph replays it too
+            self.average.update()
+        return parts
         if self.average is not None:  # in the step: a recorded CUDA graph replays it too
             self.average.update()
         return parts

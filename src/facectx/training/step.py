@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -21,9 +22,11 @@ def gan_step(
     device_type: str,  # "cpu" or "cuda"
     bf16: bool,  # forward passes under bf16 autocast (CUDA)
     on_generator_terms: Callable | None = None,  # called with the weighted terms before the backward pass
+    r1: bool = False,  # the critic phase adds the lazy R1 penalty (loss.r1_due; an eager step: double backward)
 ) -> dict[str, torch.Tensor]:
     """Critic phase (when a term trains against the critic), then generator phase; returns the
-    detached losses. Forward passes run under autocast, backward passes outside it."""
+    detached losses. Forward passes run under autocast, backward passes outside it. The critic
+    leaves its phase with no gradient (.grad None) and the generator phase computes none for it."""
     # Autocast's cache of cast weights would outlive a CUDA graph's recording, so the graph
     # runs without it; the eager step too, so that both compute the same way (visit 3: ProGAN's
     # bf16 graph step drifted from the eager one 2.6x further than eager runs drift apart, and the
@@ -33,13 +36,14 @@ def gan_step(
     parts = {}
     with torch.autocast(device_type, **autocast):
         fake = within_photo(g_forward(batch.masked, batch.mask)[stage], batch.target[stage], batch.valid[stage])
-        critic = loss.critic_loss(batch.masked[stage], batch.target[stage], fake) if loss.uses_critic else None
+        critic = loss.critic_loss(batch.masked[stage], batch.target[stage], fake, r1) if loss.uses_critic else None
     if critic is not None:
         opt_d.zero_grad(set_to_none=True)
         critic.total.backward()
         opt_d.step()
+        opt_d.zero_grad(set_to_none=True)  # its memory is free for the generator phase
         parts.update(critic.parts)
-    with torch.autocast(device_type, **autocast):
+    with torch.autocast(device_type, **autocast), frozen(loss.critic):
         gen = loss.generator_loss(batch.masked[stage], batch.target[stage], fake, batch.landmarks)
     if on_generator_terms is not None:
         on_generator_terms(gen.weighted)
@@ -48,6 +52,25 @@ def gan_step(
     opt_g.step()
     parts.update(gen.parts)
     return parts
+
+
+@contextmanager
+def frozen(module: torch.nn.Module) -> Iterator[None]:
+    """The module's parameters require no gradient inside (then as before): the generator phase
+    back-propagates through the critic to its input only, not into its weights, whose gradient
+    it would throw away: as many FLOPs as a critic forward pass (paper widths, batch 64: 3.6 of
+    288 GFLOP a step at 32 px, 57 of 1,732 at 128 px). The autograd graph is built in the forward pass, so the backward pass may
+    run after the block. Works on a DDP-wrapped or compiled module (their parameters are the
+    module's; DDP's reducer simply gets no gradient hooks that step, tested with two processes),
+    and inside a CUDA graph's recording (a host-side flag)."""
+    wanted = [p for p in module.parameters() if p.requires_grad]
+    for p in wanted:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in wanted:
+            p.requires_grad_(True)
 
 
 def term_gradient_norms(
