@@ -15,7 +15,12 @@
 #                                             call's, when the machine is still the same; else a quick
 #                                             measure) decides whether the ProGAN variant fits beside
 #                                             the cascade without capping it; SEED=N trains
-#                                             them with train.seed N (a second seed of a model)
+#                                             them with train.seed N (a second seed of a model).
+#                                             Every model is scored three ways (SCORE_WAYS, default
+#                                             running,standing,ema: one row each); the baselines'
+#                                             and real-vs-real rows come from the pack (made at
+#                                             home by `facectx airgap pack --profile paper`).
+#                                             The realism A/B: MODELS=cascade,realism
 #
 # Everything lands in $OUT (at most 8 files come back); at home:
 #   facectx airgap import <files_at>/results.tar.gz --pack build/airgap/pack
@@ -37,7 +42,7 @@ export pack work  # the throughput function also runs in a child shell under `ti
 # The pack's params with this machine's paths (the repository's params fetch weights with npm,
 # absent there), the pack's data rebuilt, and the throughput benchmark on them.
 far_params() {
-  python -c "from pathlib import Path; from facectx.airgap.run import far_params; far_params(Path('$pack'), Path('$work'), 'paper', False)"
+  python -c "from pathlib import Path; from facectx.airgap.far_params import far_params; far_params(Path('$pack'), Path('$work'), 'paper', False)"
 }
 unpack() {
   python -c "from facectx.airgap.format import MAIN_SET; from facectx.airgap.unpack import unpack_set; unpack_set('$pack', MAIN_SET, '$work/prepared')"
@@ -89,7 +94,8 @@ main)
   cap=$(python -c "print(round(($limit - ($(date +%s) - $start) - 25 - $reserve) / 60, 2))")
   echo "training cap: $cap min for each of: $models"
   python -m facectx.cli airgap run $pack --profile paper --models "$models" --cap-minutes "$cap" \
-    --parallel "$n_models" --out "$OUT" --work $work ${SEED:+--seed "$SEED"}
+    --parallel "$n_models" --out "$OUT" --work $work ${SEED:+--seed "$SEED"} \
+    --score-ways "${SCORE_WAYS:-running,standing,ema}"
   ;;
 *)
   echo "unknown mode $mode" >&2; exit 2 ;;

@@ -21,6 +21,8 @@ from facectx.airgap.format import DEFAULT_MAX_MIB, MAIN_SET, PackError, read_man
 from facectx.airgap.pack import build_pack
 from facectx.airgap.results import import_results
 from facectx.airgap.unpack import unpack_set
+from facectx.evaluation.carried import carried_rows
+from facectx.evaluation.evaluate import REAL_VS_REAL
 
 BLOCKED = ("mlflow", "dvc", "kfp", "great_expectations", "dlib", "boto3")
 # Installed first in every Python the far run starts (its training subprocesses too), like a
@@ -116,11 +118,26 @@ def test_pack_holds_frames_landmarks_weights_and_calibration(pack, prepared_data
             assert np.array_equal(np.load(rebuilt / split / name), np.load(prepared_data / split / name)), (split, name)
         home, far = np.load(prepared_data / split / "target_8.npy"), np.load(rebuilt / split / "target_8.npy")
         assert home.shape == far.shape and np.abs(home.astype(int) - far.astype(int)).mean() < 2
+    # The baselines' and real-vs-real rows, scored here once on the frames the far side rebuilds.
+    assert set(manifest["reference"]) == set(manifest["sets"]) and manifest["profile"] == "tiny"
+    reference = json.loads((out / manifest["reference"][MAIN_SET]).read_text())
+    assert {"OpenCV Telea", "mean training context", REAL_VS_REAL} <= set(reference["methods"])
+    assert reference["threshold"] == json.loads((out / "calibration.json").read_text())["threshold"]
     meta = json.loads((rebuilt / "meta.json").read_text())
     assert (
         meta["derived"]["from_pack"] == manifest["id"]
         and meta["rows"] == json.loads((prepared_data / "meta.json").read_text())["rows"]
     )
+
+
+def test_rows_measured_otherwise_are_not_carried(pack):
+    out, manifest = pack
+    reference = json.loads((out / manifest["reference"][MAIN_SET]).read_text())
+    facts = {k: reference[k] for k in ("test_set", "matcher", "fd_network", "perceptual_network", "threshold")}
+    assert carried_rows(reference, facts) == reference["methods"]
+    for key, other in (("test_set", "0123456789abcdef"), ("threshold", 0.5), ("fd_network", "standard FID: x")):
+        with pytest.raises(ValueError, match=f"carried evaluation's {key}"):
+            carried_rows(reference, {**facts, key: other})
 
 
 def _far_environment(tmp_path: Path) -> dict:
@@ -162,6 +179,8 @@ def test_the_whole_trip_on_the_cpu(pack, tmp_path, monkeypatch):
             "0.02",
             "--seed",
             "7",
+            "--score-ways",
+            "running,standing,ema",
             "--out",
             str(results),
         ],
@@ -178,6 +197,7 @@ def test_the_whole_trip_on_the_cpu(pack, tmp_path, monkeypatch):
     assert "seed 7" in summary.splitlines()[0]
     log = (results / "progress.log").read_text()
     assert "capped at" in log  # the cap triggered and said so
+    assert log.count("carried from the pack") == 2  # both sets: the far side scored no baseline
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)
@@ -212,6 +232,14 @@ def test_the_whole_trip_on_the_cpu(pack, tmp_path, monkeypatch):
         assert artifacts and artifacts[0].endswith(".png")
     evaluation = json.loads((tmp_path / "reports" / "evaluation" / "metrics.json").read_text())
     assert {"cascade", "progan", "OpenCV Telea", "mean training context"} <= set(evaluation["methods"])
+    # Each model scored three ways (its own row is the EMA's: the best it holds), the carried rows
+    # exactly the pack's.
+    assert evaluation["weights"]["cascade"] == "ema" and evaluation["weights"]["cascade@running"] == "running"
+    assert {"cascade@running", "cascade@standing", "progan@running"} <= set(evaluation["methods"])
+    reference = json.loads((out / manifest["reference"][MAIN_SET]).read_text())
+    assert evaluation["carried_rows"] == sorted(reference["methods"])
+    for name, row in reference["methods"].items():
+        assert evaluation["methods"][name] == row, name
     assert evaluation["threshold"] is not None and "verified" in evaluation["methods"]["cascade"]
     assert (tmp_path / "reports" / "evaluation-images" / "report.html").is_file()
     assert "cascade" in imported["table"] and "images" in imported["table"]

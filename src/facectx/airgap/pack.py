@@ -28,8 +28,9 @@ from facectx.airgap.format import (
     safe_set_name,
 )
 from facectx.airgap.frames import decode_frames, encode_frames, frame_landmarks, frame_validities, psnr
+from facectx.airgap.reference import pack_params, reference_rows
 from facectx.assets import weights_folder
-from facectx.config import CropConfig, Params, load_params
+from facectx.config import CropConfig, Params
 from facectx.data.masks import downsample
 from facectx.data.shards import SplitShards, data_version, has_meta, read_meta
 from facectx.data.splits import SPLITS
@@ -52,10 +53,12 @@ def build_pack(
     test_sources: list[str] = (),
     without: tuple[str, ...] = (),
     max_mib: float = DEFAULT_MAX_MIB,
+    profile: str | None = None,
 ) -> dict:
     """Build the pack in a temporary folder beside `out`; it replaces `out` only when complete and
-    within `max_mib`."""
-    params = load_params(params_file)
+    within `max_mib`. profile: the params profile the far run will use (default: the params'):
+    the matcher's calibration and the rows scored here (the baselines', real vs real) follow it."""
+    params, profile = pack_params(params_file, profile)
     out, prepared_dir = Path(out), Path(prepared_dir)
     unknown = sorted(set(without) - set(SPLITS))
     if unknown:
@@ -68,7 +71,7 @@ def build_pack(
     try:
         shutil.copy(params_file, staging / "params.yaml")
         sets = _pack_sets(params, prepared_dir, Path(validated_dir), test_sources, without, staging)
-        manifest = _write_manifest(params, prepared_dir, raw_dir, sets, without, staging)
+        manifest = _write_manifest(params, prepared_dir, raw_dir, sets, without, staging, profile)
         size = _within_budget(staging, max_mib)
         if out.exists():
             shutil.rmtree(out)
@@ -105,8 +108,10 @@ def _pack_sets(
     return sets
 
 
-def _write_manifest(params: Params, prepared_dir: Path, raw_dir, sets: dict, without, staging: Path) -> dict:
-    """The weights, the matcher's calibration and pack.json, into the staging folder."""
+def _write_manifest(
+    params: Params, prepared_dir: Path, raw_dir, sets: dict, without, staging: Path, profile: str | None
+) -> dict:
+    """The weights, the matcher's calibration, the rows scored here and pack.json, into the staging folder."""
     weights = _copy_weights(params, staging)
     nets = make_networks(params.evaluate.matcher, "cpu", params.assets)
     calibration = matcher_calibration(params, raw_dir, nets)
@@ -128,8 +133,15 @@ def _write_manifest(params: Params, prepared_dir: Path, raw_dir, sets: dict, wit
         "weights": weights,
         "calibration": "calibration.json" if calibration else None,
         "matcher": nets.name,
+        # The profile the calibration and the reference rows were made under; a far run with
+        # another one scores the baselines itself.
+        "profile": profile,
+        "reference": {},
     }
     write_json(staging / "pack.json", manifest)
+    if "test" not in without:  # scored on the frames as the far side rebuilds them from the pack
+        manifest["reference"] = reference_rows(params, staging, list(sets), calibration, nets)
+        write_json(staging / "pack.json", manifest)
     return manifest
 
 

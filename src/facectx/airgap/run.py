@@ -28,7 +28,9 @@ from pathlib import Path
 
 import yaml
 
-from facectx.airgap.format import MAIN_SET, PackError, read_manifest
+from facectx.airgap.far_params import check_models, far_params
+from facectx.airgap.format import MAIN_SET, read_manifest
+from facectx.airgap.reference import carried_reference
 from facectx.airgap.unpack import unpack_set
 from facectx.config import Params, load_params
 from facectx.io_utils import atomic_path, write_json
@@ -60,36 +62,6 @@ class Progress:
         print(line, flush=True)
         with open(self.path, "a") as handle:
             handle.write(line + "\n")
-
-
-def far_params(pack: Path, work: Path, profile: str | None, resume_checkpoints: bool, seed: int | None = None) -> Path:
-    """The pack's params with this machine's paths: tracking into run folders, the packed weights;
-    `seed` replaces train.seed (a second run of the same model, to read differences against)."""
-    raw = yaml.safe_load((pack / "params.yaml").read_text())
-    if profile:
-        raw["profile"] = profile
-    if seed is not None:
-        raw["train"]["seed"] = seed
-    raw["tracking"].update(backend="folder", folder=str(work / "runs"))  # the experiment stays the pack's
-    raw["assets"] = {
-        "identity_weights": str((pack / "weights" / "face-api").resolve()),
-        "matcher_weights": str((pack / "weights" / "faceres").resolve()),
-    }
-    raw["train"]["resume_checkpoints"] = resume_checkpoints  # a visit is too short to resume: no optimizer dumps
-    path = work / "params.yaml"
-    with atomic_path(path) as tmp:
-        tmp.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
-
-
-def check_models(params_file: Path, models: list[str]) -> None:
-    params = load_params(params_file)
-    unknown = [m for m in models if m != CASCADE and m not in params.variants]
-    if unknown or not models:
-        raise PackError(
-            f"--models {unknown or models}: each model must be {CASCADE!r} or one of the pack's variants "
-            f"{sorted(params.variants)}"
-        )
 
 
 def snapshot(work: Path, out: Path, status: dict) -> None:
@@ -225,15 +197,19 @@ def rebuild_sets(pack: Path, manifest: dict, work: Path, progress: Progress) -> 
 def evaluate_sets(
     params: Params, pack: Path, sets: dict[str, Path], work: Path, out: Path, status: dict, progress: Progress
 ) -> None:
-    """Every trained model and the baselines on every set, with the pack's calibration; each
-    result into `status` and a snapshot as it comes."""
+    """Every trained model and the baselines on every set, with the pack's calibration (the
+    baselines' and real-vs-real rows carried from the pack when it has them for this profile);
+    each result into `status` and a snapshot as it comes."""
     trained = ModelLayout.work_folder(work).final_checkpoints(
         [name for name, m in status["models"].items() if m["state"] == "trained"], params.train.stages
     )
     calibration_file = pack / "calibration.json"
     calibration = json.loads(calibration_file.read_text()) if calibration_file.is_file() else None
+    manifest = read_manifest(pack)
     for set_name, prepared in sets.items():
-        progress(f"evaluating {', '.join(trained) or 'the baselines only'} on {set_name}")
+        reference = carried_reference(pack, manifest, set_name, status["profile"])
+        carried = " (the baselines and real vs real carried from the pack)" if reference else ""
+        progress(f"evaluating {', '.join(trained) or 'the baselines only'} on {set_name}{carried}")
         result = evaluate_step(
             params,
             prepared,
@@ -244,6 +220,7 @@ def evaluate_sets(
             run_name="airgap",
             stage_name=f"evaluate-{set_name}",
             pipeline_run=status["pipeline_key"],
+            reference=reference,
         )
         status["evaluations"][set_name] = result
         snapshot(work, out, status)
@@ -259,6 +236,7 @@ def run(
     parallel: int = 1,
     resume_checkpoints: bool = False,
     seed: int | None = None,
+    score_ways: tuple[str, ...] = (),
 ) -> dict:
     pack, out = Path(pack), Path(out)
     work = Path(work) if work else out.with_name(out.name + ".work")
@@ -266,7 +244,7 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     progress = Progress(out / PROGRESS)
-    params_file = far_params(pack, work, profile, resume_checkpoints, seed)
+    params_file = far_params(pack, work, profile, resume_checkpoints, seed, score_ways)
     check_models(params_file, models)
     params = load_params(params_file)
     run_id = f"{manifest['id']}-{time.strftime('%H%M%S')}"

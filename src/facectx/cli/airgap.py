@@ -44,6 +44,11 @@ def _add_pack(airgap_steps) -> None:
     step.add_argument(
         "--max-mib", type=float, default=DEFAULT_MAX_MIB, help="refuse a pack larger than this (default: %(default)s)"
     )
+    step.add_argument(
+        "--profile",
+        help="the params profile the far run will use (default: the params'): the calibration and the baselines' "
+        "and real-vs-real rows scored here follow it",
+    )
     step.set_defaults(func=pack)
 
 
@@ -59,6 +64,7 @@ def pack(args, params):
         test_sources=args.test_source or [],
         without=tuple(args.without or ()),
         max_mib=args.max_mib,
+        profile=args.profile,
     )
     rows = {
         name: {split: part["rows"] for split, part in parts.items() if isinstance(part, dict)}
@@ -92,6 +98,12 @@ def _add_run(airgap_steps) -> None:
         "--resume-checkpoints", action="store_true", help="write resumable checkpoints during training (off: faster)"
     )
     step.add_argument("--seed", type=int, help="train.seed for every model (default: the pack's params')")
+    step.add_argument(
+        "--score-ways",
+        default="",
+        help="comma-separated weight choices (running, standing, ema) each model is also scored with, a row "
+        "each; ema gives models trained without an EMA one (it changes no training step)",
+    )
     step.set_defaults(func=run_pack, needs_params=False)  # the pack's params, not the working directory's
 
 
@@ -108,6 +120,7 @@ def run_pack(args, params):
         parallel=args.parallel,
         resume_checkpoints=args.resume_checkpoints,
         seed=args.seed,
+        score_ways=tuple(w.strip() for w in args.score_ways.split(",") if w.strip()),
     )
 
 

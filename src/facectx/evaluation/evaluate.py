@@ -22,6 +22,7 @@ import pandas as pd
 from facectx.assets import cache_root
 from facectx.config import EvaluateConfig
 from facectx.evaluation.baselines import BASELINES
+from facectx.evaluation.carried import carried_rows
 from facectx.evaluation.lpips import LpipsDistance
 from facectx.evaluation.metrics import frechet_distance, within_photo
 from facectx.evaluation.networks import InceptionFeatures, make_networks
@@ -47,13 +48,15 @@ def evaluate(
     calibration: dict | None = None,
     nets=None,
     device: str = "cpu",
+    reference: dict | None = None,
 ) -> dict:
     """calibration: the matcher's LFW-pair calibration (threshold, auc, ...); without it no
-    verification score is reported."""
+    verification score is reported. reference: the metrics.json of an evaluation of the same test
+    photos with the same networks and threshold made elsewhere (an air-gap pack's, made at home):
+    its rows (the baselines', real vs real) are carried over instead of being computed again."""
     out_dir = Path(out_dir)
     threshold = calibration["threshold"] if calibration else None
     test = load_split(prepared_dir, "test", config.max_photos)
-    val = load_split(prepared_dir, "val", config.max_photos)
     nets = nets or make_networks(config.matcher, device)
     # Perceptual distance: standard LPIPS when its weights are configured, else the labelled substitute.
     perceptual = (
@@ -61,21 +64,31 @@ def evaluate(
         if config.lpips_backbone_weights
         else nets
     )
-    methods = _methods(prepared_dir, models, config, device)
+    # The Fréchet distance: standard FID when InceptionV3 weights are configured, else features
+    # of the matcher's network (labelled non-standard).
+    fid_net = InceptionFeatures(config.inception_weights, device) if config.inception_weights else nets
+    facts = _facts(test, nets, fid_net, perceptual, threshold, config)
+    carried = carried_rows(reference, facts) if reference is not None else {}
+    methods = _methods(prepared_dir, models, config, device, baselines=config.baselines and not carried)
     # Where the frame ran past the photo every output shows the target's black padding: no metric
     # rewards or punishes what was never in the photo (the pixel metrics also leave it out).
     outputs = {
         name: within_photo(output, test.target, test.valid)
         for name, output in method_outputs(methods, test, config.batch_size).items()
     }
-    real = _real_features(nets, test, val, config, device)
+    val = None if carried else load_split(prepared_dir, "val", config.max_photos)
+    real = _real_features(nets, fid_net, test, val, config)
     per_photo, summary = _score_methods(outputs, test, nets, perceptual, threshold, config, real)
-    # The yardstick row: validation photos (other identities again) in a method's place.
-    summary[REAL_VS_REAL] = {
-        "fd": frechet_distance(real.fd_val, real.fd_test),
-        **realism(*real.real_half, real.fd_val, val.index.identity.to_numpy()),
-    }
-    result = _metrics(test, nets, real.fid_net, perceptual, threshold, config, calibration, summary)
+    if carried:  # the carried rows in their usual places: baselines first, the yardstick last
+        summary = {**{k: v for k, v in carried.items() if k != REAL_VS_REAL}, **summary}
+        summary[REAL_VS_REAL] = carried[REAL_VS_REAL]
+    else:  # the yardstick row: validation photos (other identities again) in a method's place
+        summary[REAL_VS_REAL] = {
+            "fd": frechet_distance(real.fd_val, real.fd_test),
+            **realism(*real.real_half, real.fd_val, val.index.identity.to_numpy()),
+        }
+    result = _metrics(test, nets, facts, calibration, summary)
+    result["carried_rows"] = sorted(carried)  # measured elsewhere (reference), not in this run's outputs
     # Which weights each trained model's row scored (running, standing or ema: inference.load_generator).
     result["weights"] = {name: method.weights for name, method in methods.items() if isinstance(method, Hallucinator)}
     write_json(out_dir / "metrics.json", result)
@@ -84,13 +97,15 @@ def evaluate(
     return result
 
 
-def _methods(prepared_dir: str | os.PathLike, models: dict, config: EvaluateConfig, device: str) -> dict:
+def _methods(
+    prepared_dir: str | os.PathLike, models: dict, config: EvaluateConfig, device: str, baselines: bool
+) -> dict:
     """The methods by name: the classical baselines (when asked for), then the trained models,
     each once per evaluate.weights entry: the first under the model's own name (the row the
     registry gates), each further one as NAME@CHOICE. A choice that resolves to weights already
     scored (auto) adds no row; one the checkpoint lacks is an error naming it."""
     methods = {}
-    if config.baselines:
+    if baselines:
         mean_frame = mean_training_frame(prepared_dir)
         methods.update({name: make(mean_frame) for name, make in BASELINES.items()})
     for name, path in models.items():
@@ -110,20 +125,17 @@ class _RealFeatures:
     identity: np.ndarray  # the matcher's descriptors of the test photos
     fid_net: object  # the network of the Fréchet distance and the two-sample test
     fd_test: np.ndarray
-    fd_val: np.ndarray
+    fd_val: np.ndarray | None  # None: no validation photos (the real-vs-real row is carried)
     identities: np.ndarray  # the test photos' identities
     real_side: np.ndarray  # which test photos are the real side of the two-sample test
     real_half: tuple[np.ndarray, np.ndarray]  # their features and identities
 
 
-def _real_features(nets, test: TestSet, val: TestSet, config: EvaluateConfig, device: str) -> _RealFeatures:
+def _real_features(nets, fid_net, test: TestSet, val: TestSet | None, config: EvaluateConfig) -> _RealFeatures:
     cache = cache_root() / "eval_stats"
     real_test = cached_features(nets, test.target, config.batch_size, cache, "test")
-    # The Fréchet distance: standard FID when InceptionV3 weights are configured, else features
-    # of the matcher's network (labelled non-standard).
-    fid_net = InceptionFeatures(config.inception_weights, device) if config.inception_weights else nets
     fid_test = cached_features(fid_net, test.target, config.batch_size, cache, "test")["fd"]
-    fid_val = cached_features(fid_net, val.target, config.batch_size, cache, "val")["fd"]
+    fid_val = None if val is None else cached_features(fid_net, val.target, config.batch_size, cache, "val")["fd"]
 
     # The two-sample test: real test photos of one half of the identities against a method's
     # outputs for the other half (both through the same feature network and code path).
@@ -163,29 +175,26 @@ def _score_methods(
     return per_photo, summary
 
 
-def _metrics(
-    test: TestSet,
-    nets,
-    fid_net,
-    perceptual,
-    threshold: float | None,
-    config: EvaluateConfig,
-    calibration: dict | None,
-    summary: dict,
-) -> dict:
-    """metrics.json: what was measured, on which photos, with which networks, and every method's row."""
-    fd_network = f"standard FID: {fid_net.fd_name}" if config.inception_weights else fid_net.fd_name
+def _facts(test: TestSet, nets, fid_net, perceptual, threshold: float | None, config: EvaluateConfig) -> dict:
+    """What makes two evaluations' rows comparable: the same photos, networks and threshold."""
     return {
-        "photos": int(len(test.target)),
         # Which test photos: versions are only compared on the same ones (registry gate).
         "test_set": hashlib.sha256("\n".join(test.index.relative_path).encode()).hexdigest()[:16],
         "matcher": nets.name,
-        "matcher_independent": nets.independent,
-        "fd_network": fd_network,
+        "fd_network": f"standard FID: {fid_net.fd_name}" if config.inception_weights else fid_net.fd_name,
         "perceptual_network": perceptual.perceptual_name,
         "threshold": threshold,
+    }
+
+
+def _metrics(test: TestSet, nets, facts: dict, calibration: dict | None, summary: dict) -> dict:
+    """metrics.json: what was measured, on which photos, with which networks, and every method's row."""
+    return {
+        "photos": int(len(test.target)),
+        **facts,
+        "matcher_independent": nets.independent,
         "two_sample_test": {
-            "features": fd_network,
+            "features": facts["fd_network"],
             "classifier": f"standardised logistic regression (L2 {L2})",
             "folds": FOLDS,
             "folds_grouped_by": "identity",

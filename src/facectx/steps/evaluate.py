@@ -30,12 +30,14 @@ def evaluate_step(
     pipeline_run: str | None = None,
     tracking_uri: str | None = None,
     data_tags: dict[str, str] | None = None,
+    reference: dict | None = None,
 ) -> dict:
     """Score baselines and models on the test split, write the report, log it to MLflow (its run
     tagged with data_tags: a Kubeflow run's data version).
 
     The verification threshold is calibrated on LFW's DevTrain pairs under raw_dir (needs the
-    photos and the landmark detector), unless a calibration made elsewhere is given."""
+    photos and the landmark detector), unless a calibration made elsewhere is given. reference:
+    an evaluation of the same photos made elsewhere whose rows are carried (evaluation.carried)."""
     config = params.evaluate
     device = resolve_device(config.device, "evaluate.device")
     nets = make_networks(config.matcher, device, params.assets)
@@ -50,7 +52,7 @@ def evaluate_step(
         config=params.tracking,
         tracking_uri=tracking_uri,
     ) as tracker:
-        result = evaluate(prepared_dir, models, out_dir, config, calibration=calibration, nets=nets, device=device)
+        result = evaluate(prepared_dir, models, out_dir, config, calibration, nets, device, reference)
         for method, values in result["methods"].items():
             tracker.log_metrics({f"{_metric_key(method)}.{k}": v for k, v in values.items()}, step=0)
         tracker.log_artifacts(out_dir)
