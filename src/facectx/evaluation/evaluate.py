@@ -12,6 +12,7 @@ against real test photos.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +33,14 @@ from facectx.evaluation.scoring import cached_features, network_features, realis
 from facectx.evaluation.two_sample import FOLDS, L2, identity_halves
 from facectx.inference import Hallucinator
 from facectx.io_utils import write_json, write_parquet
+from facectx.progress import LOG_LINES, Progress, ProgressStyle
 
 # Importers take these from here: the evaluation's entry points, wherever they now live.
 __all__ = ["REAL_VS_REAL", "TestSet", "evaluate", "load_split", "mean_training_frame", "method_outputs", "score_method"]
 
 REAL_VS_REAL = "real photos (val vs test)"
+
+log = logging.getLogger(__name__)
 
 
 def evaluate(
@@ -47,9 +51,10 @@ def evaluate(
     calibration: dict | None = None,
     nets=None,
     device: str = "cpu",
+    progress_style: ProgressStyle = LOG_LINES,
 ) -> dict:
     """calibration: the matcher's LFW-pair calibration (threshold, auc, ...); without it no
-    verification score is reported."""
+    verification score is reported. progress_style: a bar or log lines (facectx/progress.py)."""
     out_dir = Path(out_dir)
     threshold = calibration["threshold"] if calibration else None
     test = load_split(prepared_dir, "test", config.max_photos)
@@ -66,10 +71,12 @@ def evaluate(
     # rewards or punishes what was never in the photo (the pixel metrics also leave it out).
     outputs = {
         name: within_photo(output, test.target, test.valid)
-        for name, output in method_outputs(methods, test, config.batch_size).items()
+        for name, output in method_outputs(methods, test, config.batch_size, progress_style).items()
     }
+    log.info("evaluate: features of %d real test and %d validation photos", len(test.target), len(val.target))
     real = _real_features(nets, test, val, config, device)
-    per_photo, summary = _score_methods(outputs, test, nets, perceptual, threshold, config, real)
+    with Progress(len(test.target) * len(outputs), "evaluate: scoring", "photo", progress_style) as progress:
+        per_photo, summary = _score_methods(outputs, test, nets, perceptual, threshold, config, real, progress)
     # The yardstick row: validation photos (other identities again) in a method's place.
     summary[REAL_VS_REAL] = {
         "fd": frechet_distance(real.fd_val, real.fd_test),
@@ -141,10 +148,13 @@ def _score_methods(
     threshold: float | None,
     config: EvaluateConfig,
     real: _RealFeatures,
+    progress: Progress,
 ) -> tuple[list[pd.DataFrame], dict[str, dict]]:
     """Each method's per-photo scores (tagged with its name) and its summary row."""
     per_photo, summary = [], {}
-    for name, output in outputs.items():
+    for number, (name, output) in enumerate(outputs.items(), start=1):
+        log.info("evaluate: scoring %s (%d of %d) on %d photos", name, number, len(outputs), len(output))
+        progress.figures(method=name)
         features = network_features(nets, output, config.batch_size)
         frame = score_method(
             output, features["identity"], test, perceptual, threshold, config.batch_size, real.identity
@@ -160,6 +170,7 @@ def _score_methods(
             "fd": frechet_distance(fid_features, real.fd_test),
             **realism(*real.real_half, fid_features[~real.real_side], real.identities[~real.real_side]),
         }
+        progress.advance(len(output))
     return per_photo, summary
 
 

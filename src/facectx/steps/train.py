@@ -48,7 +48,7 @@ def train_stage_step(
     tracking_uri: the MLflow server (default: MLFLOW_TRACKING_URI, else ./mlflow.db); data_tags:
     the data version (on the stage's run and those above it); stage_tags: the stage's run's only.
     gpus: the GPUs the step was given (0: none promised); if CUDA cannot use them, fail at once.
-    progress_style: a bar (a person at a terminal) or log lines, of steps, images/s, losses and ETA.
+    progress_style: a bar (a person at a terminal) or log lines, of steps, images/s, losses, ETA.
     Under torchrun every rank calls this (DDP); rank 0 alone tracks and pushes resume state (each
     machine's first process pulls it); every rank returns rank 0's result once the stage is written."""
     process = distributed.init_from_env(resolve_device(params.train.device, gpus=gpus))  # one process: no group
@@ -60,19 +60,14 @@ def train_stage_step(
     with run or contextlib.nullcontext() as tracker:
         remote = _pulled_resume_state(params, resume_uri, resume_dir, process)
         distributed.barrier()  # the other ranks read the resume state once it is pulled
-        trainer = stage_trainer(
-            params,
-            stage,
-            prepared_dir,
-            out_dir,
-            init_dir,
-            resume_dir,
-            identity,
-            tracker=tracker,
-            deadline=deadline,
-            on_resume_saved=remote and remote.push,
-            progress_style=progress_style,
-        )
+        dirs, pushed = (prepared_dir, out_dir, init_dir, resume_dir), remote and remote.push
+        options = {
+            "tracker": tracker,
+            "deadline": deadline,
+            "on_resume_saved": pushed,
+            "progress_style": progress_style,
+        }
+        trainer = stage_trainer(params, stage, *dirs, identity, **options)
         result = trainer.run()
         if remote is not None and process.main:
             remote.clear()
