@@ -40,6 +40,7 @@ LAYERS = {
     "facectx.io_utils": 0,
     "facectx.tensors": 0,
     "facectx.ssim": 0,
+    "facectx.progress": 0,  # progress bars / periodic log lines of long steps
     "facectx": 0,  # the package's __init__ (its version)
 }
 

@@ -402,3 +402,33 @@ def test_lpips_rejects_wrong_weight_files(tmp_path):
         LpipsDistance(str(tmp_path / "alexnet.pth"), str(tmp_path / "alexnet.pth"))
     with pytest.raises(WeightsError, match="weights file not found: .*missing.pth"):
         LpipsDistance(str(tmp_path / "missing.pth"), str(tmp_path / "alexnet.pth"))
+
+
+def test_evaluate_says_which_method_it_runs_and_scores_how_many_photos_and_the_time_left(
+    prepared_data, tmp_path, params, caplog
+):
+    """Off a terminal evaluate logs each method as it is run and as it is scored, on how many
+    photos, and progress lines with counts and an ETA (a fake clock: 40 s between readings, past
+    the 30 s interval, so every batch gives a line)."""
+    import logging
+
+    from facectx.progress import ProgressStyle
+
+    ticks = iter(range(0, 100_000, 40))
+    style = ProgressStyle(every_s=30.0, clock=lambda: float(next(ticks)))
+    config = dataclasses.replace(params.evaluate, max_photos=4, batch_size=2, grid_photos=2, baselines=True)
+    caplog.set_level(logging.INFO, logger="facectx")
+    evaluate(prepared_data, {}, tmp_path / "eval", config, progress_style=style)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("facectx.")]
+    assert f"evaluate: running methods: {4 * len(BASELINES)} photos to do" in lines
+    lines = [line for line in lines if not line.endswith("to do")]
+    methods, total = len(BASELINES), 4 * len(BASELINES)
+    for name in BASELINES:
+        assert f"evaluate: running {name} on 4 photos" in lines
+        assert any(line.startswith(f"evaluate: scoring {name} (") and line.endswith("on 4 photos") for line in lines)
+    running = [line for line in lines if line.startswith("evaluate: running methods: ")]
+    assert [line.split()[3] for line in running] == [f"{done}/{total}" for done in range(2, total + 1, 2)]
+    assert "ETA" in running[0] and "method OpenCV Telea" in running[0]
+    scoring = [line for line in lines if line.startswith("evaluate: scoring: ")]
+    assert [line.split()[2] for line in scoring] == [f"{4 * k}/{total}" for k in range(1, methods + 1)]
+    assert "ETA" in scoring[0] and "done in" in scoring[-1]

@@ -507,3 +507,27 @@ def test_auto_without_usable_cuda_runs_on_the_cpu_and_says_why():
         assert resolve_device("auto") == torch.device("cpu")
     with pytest.raises(CudaUnavailable, match=r"evaluate.device is cuda but CUDA is not usable here: .*visible: 0"):
         resolve_device("cuda", "evaluate.device")
+
+
+def test_a_stage_shows_steps_images_per_second_losses_and_eta(prepared_data, tmp_path, params, caplog):
+    """Off a terminal: a log line every interval (a fake clock: 40 s pass between two readings,
+    past the 30 s interval) with the stage, steps done of its total, images/s, losses and ETA."""
+    import logging
+    import re
+
+    from facectx.progress import ProgressStyle
+
+    ticks = iter(range(0, 10_000, 40))
+    style = ProgressStyle(every_s=30.0, clock=lambda: float(next(ticks)))
+    tiny = tiny_training_params(params, epochs=(2, 1, 1, 1, 1))
+    caplog.set_level(logging.INFO, logger="facectx.progress")
+    result = _trainer(tiny, 8, prepared_data, tmp_path / "models", progress_style=style).run()
+    lines = [r.getMessage() for r in caplog.records if r.name == "facectx.progress"]
+    assert lines[0] == f"train stage 8px: {result.steps} steps to do"
+    assert len(lines) == 1 + result.steps  # a reading per step, each 40 s after the last
+    line = re.compile(r"train stage 8px: (\d+)/(\d+) steps \(\d+%\), [\d.]+ steps/s, [\d.]+ images/s, (.*)")
+    for done, text in enumerate(lines[1:], start=1):
+        match = line.fullmatch(text)
+        assert match and int(match[1]) == done and int(match[2]) == result.steps, text
+    assert "loss_" in lines[2] and "ETA" in lines[2]  # losses reported every step (log_every_steps 1)
+    assert "done in" in lines[-1]

@@ -25,10 +25,10 @@ from facectx.bulk.listing import LISTING, Listing, check_stamp, list_source, lis
 from facectx.bulk.model import ResolvedModel
 from facectx.bulk.output import MANIFEST, QUARANTINE, STAMP, SUMMARY, open_output, shard_name
 from facectx.bulk.photos import PhotoJob, PhotoPool
-from facectx.bulk.progress import Progress
 from facectx.bulk.shard import STAGE, ShardSettings, build_shard
 from facectx.config import CropConfig, HallucinateConfig, LandmarkConfig, ValidateConfig
 from facectx.data.quarantine import QUARANTINE_COLUMNS
+from facectx.progress import LOG_LINES, Progress, ProgressStyle
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,16 @@ def read_started(source: str, out: str, settings: DatasetSettings) -> Listing:
 
 
 def run_shards(
-    listing: Listing, out: str, model: ResolvedModel, settings: DatasetSettings, group: int = 0, groups: int = 1
+    listing: Listing,
+    out: str,
+    model: ResolvedModel,
+    settings: DatasetSettings,
+    group: int = 0,
+    groups: int = 1,
+    progress_style: ProgressStyle = LOG_LINES,
 ) -> dict:
-    """Every unfinished shard whose index % groups == group; returns counts and seconds per phase."""
+    """Every unfinished shard whose index % groups == group; returns counts and seconds per phase.
+    progress_style: a bar on a terminal, else log lines (facectx/progress.py)."""
     from facectx.inference import Hallucinator  # torch: loaded after the workers fork
 
     output = open_output(out)
@@ -101,7 +108,7 @@ def run_shards(
                    settings.crop, settings.landmarks, resolutions)  # fmt: skip
     stats = {"shards_done_before": len(done), "shards_run": 0, "photos_run": 0, "seconds": Counter(), "samples": []}
     pool = PhotoPool(job, h.workers)
-    progress = Progress(sum(len(listing.shard(i)) for i in todo), "hallucinate-dataset")
+    progress = Progress(sum(len(listing.shard(i)) for i in todo), "hallucinate-dataset", "photo", progress_style)
     threads = _GeneratorThreads(_device(h.device), h.workers)
     try:
         hallucinator = Hallucinator(model.checkpoint_dir, _device(h.device))

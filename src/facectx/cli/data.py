@@ -34,16 +34,16 @@ def add_parser(commands) -> None:
 def ingest(args, params):
     from facectx.steps.ingest import ingest_step
 
-    return ingest_step(params, args.raw_dir, args.source)
+    return ingest_step(params, args.raw_dir, args.source, args.progress)
 
 
 def validate(args, params):
     from facectx.steps.validate import validate_step
 
-    return validate_step(params, args.raw_dir, args.out_dir)
+    return validate_step(params, args.raw_dir, args.out_dir, args.progress)
 
 
 def prepare(args, params):
     from facectx.steps.prepare import prepare_step
 
-    return prepare_step(params, args.raw_dir, args.validated_dir, args.out_dir)
+    return prepare_step(params, args.raw_dir, args.validated_dir, args.out_dir, args.progress)

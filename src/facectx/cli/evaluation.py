@@ -58,7 +58,7 @@ def evaluate(args, params):
     models = dict(item.split("=", 1) for item in args.model) if args.model else {}
     if not models and not args.baselines_only:
         models = _compared_models(args, params)
-    return evaluate_step(params, args.prepared_dir, args.raw_dir, models, args.out_dir)
+    return evaluate_step(params, args.prepared_dir, args.raw_dir, models, args.out_dir, progress_style=args.progress)
 
 
 def _compared_models(args, params) -> dict[str, str]:

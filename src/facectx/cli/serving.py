@@ -82,7 +82,13 @@ def hallucinate_dataset(args, params):
     from facectx.steps.hallucinate_dataset import hallucinate_dataset_step
 
     report = hallucinate_dataset_step(
-        params, args.source, args.out, args.model, track=not args.no_track, cache_dir=args.model_cache
+        params,
+        args.source,
+        args.out,
+        args.model,
+        track=not args.no_track,
+        cache_dir=args.model_cache,
+        progress_style=args.progress,
     )
     print(
         f"{report['photos_found']} photos found: {report['written']} written, {report['quarantined']} quarantined "

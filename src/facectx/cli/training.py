@@ -54,7 +54,13 @@ def train_stage(args, params):
     models_dir, resume_root = _model_dirs(args)
     dirs = stage_dirs(params, args.stage, models_dir, resume_root)
     return train_stage_step(
-        params, args.stage, args.prepared_dir, run_name=_run_name(args), resume_uri=args.resume_uri, **dirs
+        params,
+        args.stage,
+        args.prepared_dir,
+        run_name=_run_name(args),
+        resume_uri=args.resume_uri,
+        progress_style=args.progress,
+        **dirs,
     )
 
 
@@ -72,6 +78,7 @@ def train(args, params):
         resume_root=resume_root,
         resume_uri=args.resume_uri,
         pipeline_run=args.pipeline_run,
+        progress_style=args.progress,
     )
     if args.metrics_file:
         write_stage_metrics(results, args.metrics_file)

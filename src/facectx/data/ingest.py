@@ -39,6 +39,7 @@ from facectx.data.sources import (
     unsafe_path_reason,
 )
 from facectx.io_utils import atomic_path, sha256_bytes, write_json, write_parquet
+from facectx.progress import LOG_LINES, Progress, ProgressStyle
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def read_manifest(raw_dir: str | os.PathLike) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def ingest(config: IngestConfig, raw_dir: str | os.PathLike) -> dict:
+def ingest(config: IngestConfig, raw_dir: str | os.PathLike, progress_style: ProgressStyle = LOG_LINES) -> dict:
     raw_dir = Path(raw_dir)
     images_dir = raw_dir / "images"
     source = open_source(config.source, config.extensions, config.max_attempts)
@@ -95,7 +96,10 @@ def ingest(config: IngestConfig, raw_dir: str | os.PathLike) -> dict:
     photos, outside = _confined(images_dir, photos)
     rejected += outside
     previous = {row.relative_path: row for row in read_manifest(raw_dir).itertuples(index=False)}
-    rows, counts, failures = _copy_photos(source, photos, previous, images_dir, config.download_workers, rejected)
+    with Progress(len(photos), "ingest", "photo", progress_style) as progress:
+        rows, counts, failures = _copy_photos(
+            source, photos, previous, images_dir, config.download_workers, rejected, progress
+        )
     if failures:
         _record_progress(raw_dir, rows, previous)
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
@@ -125,7 +129,13 @@ def ingest(config: IngestConfig, raw_dir: str | os.PathLike) -> dict:
 
 
 def _copy_photos(
-    source, photos: list[SourcePhoto], previous: dict, images_dir: Path, workers: int, rejected: list[Rejected]
+    source,
+    photos: list[SourcePhoto],
+    previous: dict,
+    images_dir: Path,
+    workers: int,
+    rejected: list[Rejected],
+    progress: Progress,
 ) -> tuple[list[dict], dict[str, int], list[SourceUnavailable]]:
     """Copy the photos on `workers` threads: their manifest rows, how many were new, changed and
     unchanged, and the source's failures (which stop the copying). Photos the source cannot give
@@ -134,6 +144,7 @@ def _copy_photos(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = [(photo, pool.submit(_copy_one, source, photo, previous, images_dir)) for photo in photos]
         for photo, future in futures:
+            progress.advance(1)
             if future.cancelled():
                 continue
             try:

@@ -17,6 +17,7 @@ from facectx.data.landmarks import make_landmarker
 from facectx.data.masks import face_frame, hull_mask, outside_fraction, points_in_frame
 from facectx.data.photos import PhotoRejected, decode_photo
 from facectx.io_utils import sha256_bytes
+from facectx.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -101,20 +102,26 @@ def face_facts(facts: dict, rgb: np.ndarray, crop: CropConfig, landmarker) -> No
     )
 
 
-def gather_facts(relative_paths: list[str], job: FactsJob, workers: int) -> pd.DataFrame:
+def gather_facts(relative_paths: list[str], job: FactsJob, workers: int, progress: Progress) -> pd.DataFrame:
+    """Every photo's facts, in order; `progress` advances by one a photo."""
     tasks = [(p, job) for p in relative_paths]
+    rows = []
     if workers <= 1 or len(tasks) < 2:
         landmarker = make_landmarker(job.landmarks)
-        rows = [photo_facts(*t, landmarker=landmarker) for t in tasks]
+        for task in tasks:
+            rows.append(photo_facts(*task, landmarker=landmarker))
+            progress.advance(1)
     else:
         context = multiprocessing.get_context("fork")
         with context.Pool(workers, initializer=_init_worker, initargs=(job.landmarks,)) as pool:
-            pending = pool.map_async(_facts_in_worker, tasks, chunksize=16)
+            pending = pool.imap(_facts_in_worker, tasks, chunksize=16)
             # great-expectations takes seconds to import; do it while the workers run (after the
             # fork, so no child inherits a half-finished import).
             import great_expectations  # noqa: F401
 
-            rows = pending.get()
+            for row in pending:
+                rows.append(row)
+                progress.advance(1)
     return pd.DataFrame(rows)
 
 

@@ -30,6 +30,7 @@ from facectx.data.quarantine import quarantine_table
 from facectx.data.shards import SplitShards, SplitWriter, write_meta
 from facectx.data.splits import SPLITS, assign_splits
 from facectx.io_utils import atomic_path, write_json, write_parquet
+from facectx.progress import LOG_LINES, Progress, ProgressStyle
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def prepare(
     config: PrepareConfig,
     crop: CropConfig,
     validate_config: ValidateConfig,
+    progress_style: ProgressStyle = LOG_LINES,
 ) -> dict:
     raw_dir, validated_dir, out_dir = Path(raw_dir), Path(validated_dir), Path(out_dir)
     records = pd.read_parquet(validated_dir / "records.parquet").sort_values("relative_path", ignore_index=True)
@@ -72,7 +74,8 @@ def prepare(
     records["split"] = records.identity.map(split_of)
 
     job = _Job(str(raw_dir / "images"), crop, config.resolutions, validate_config.max_pixels, validate_config.formats)
-    rows, failures = _write_splits(records, split_of, job, out_dir, config)
+    with Progress(len(records), "prepare", "photo", progress_style) as progress:
+        rows, failures = _write_splits(records, split_of, job, out_dir, config, progress)
     quarantine = pd.concat([quarantine, quarantine_table(failures)], ignore_index=True)
     write_parquet(out_dir / "quarantine.parquet", quarantine)
     prepared = len(records) - len(failures)
@@ -96,7 +99,12 @@ def prepare(
 
 
 def _write_splits(
-    records: pd.DataFrame, split_of: dict[str, str], job: _Job, out_dir: Path, config: PrepareConfig
+    records: pd.DataFrame,
+    split_of: dict[str, str],
+    job: _Job,
+    out_dir: Path,
+    config: PrepareConfig,
+    progress: Progress,
 ) -> tuple[dict[str, int], list[dict]]:
     """Every record's example into its split's shards (train: with its mirrored copy when
     config.mirror); returns the rows per split and a quarantine row per photo that failed."""
@@ -110,6 +118,7 @@ def _write_splits(
     failures = []
     with _pool(config.workers) as pool:
         for relative_path, example, error in pool.imap(_prepare_one, tasks, chunksize=16):
+            progress.advance(1)
             if error:
                 failures.append(
                     {

@@ -25,6 +25,7 @@ from facectx.data.photo_facts import FactsJob, gather_facts, mark_duplicates
 from facectx.data.quarantine import quarantine_table
 from facectx.data.rules import photo_rules
 from facectx.io_utils import atomic_path, write_json, write_parquet
+from facectx.progress import LOG_LINES, Progress, ProgressStyle
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ def validate(
     config: ValidateConfig,
     crop: CropConfig,
     landmarks: LandmarkConfig,
+    progress_style: ProgressStyle = LOG_LINES,
 ) -> dict:
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     manifest = read_manifest(raw_dir)
@@ -110,7 +112,8 @@ def validate(
     photos_found = json.loads((raw_dir / "summary.json").read_text())["photos_found"]
 
     job = FactsJob(str(raw_dir / "images"), config, crop, landmarks)
-    facts = gather_facts(list(manifest.relative_path), job, config.workers)
+    with Progress(len(manifest), "validate: faces and landmarks", "photo", progress_style) as progress:
+        facts = gather_facts(list(manifest.relative_path), job, config.workers, progress)
     facts = mark_duplicates(facts.merge(manifest[["relative_path", "sha256"]], on="relative_path", how="left"))
     reasons, gx_result = run_suite(facts, config)
 

@@ -12,6 +12,7 @@ against real test photos.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +34,14 @@ from facectx.evaluation.scoring import cached_features, network_features, realis
 from facectx.evaluation.two_sample import FOLDS, L2, identity_halves
 from facectx.inference import Hallucinator
 from facectx.io_utils import write_json, write_parquet
+from facectx.progress import LOG_LINES, Progress, ProgressStyle
 
 # Importers take these from here: the evaluation's entry points, wherever they now live.
 __all__ = ["REAL_VS_REAL", "TestSet", "evaluate", "load_split", "mean_training_frame", "method_outputs", "score_method"]
 
 REAL_VS_REAL = "real photos (val vs test)"
+
+log = logging.getLogger(__name__)
 
 
 def evaluate(
@@ -49,11 +53,13 @@ def evaluate(
     nets=None,
     device: str = "cpu",
     reference: dict | None = None,
+    progress_style: ProgressStyle = LOG_LINES,
 ) -> dict:
     """calibration: the matcher's LFW-pair calibration (threshold, auc, ...); without it no
     verification score is reported. reference: the metrics.json of an evaluation of the same test
     photos with the same networks and threshold made elsewhere (an air-gap pack's, made at home):
-    its rows (the baselines', real vs real) are carried over instead of being computed again."""
+    its rows (the baselines', real vs real) are carried over instead of being computed again.
+    progress_style: a bar or log lines (facectx/progress.py)."""
     out_dir = Path(out_dir)
     threshold = calibration["threshold"] if calibration else None
     test = load_split(prepared_dir, "test", config.max_photos)
@@ -74,19 +80,18 @@ def evaluate(
     # rewards or punishes what was never in the photo (the pixel metrics also leave it out).
     outputs = {
         name: within_photo(output, test.target, test.valid)
-        for name, output in method_outputs(methods, test, config.batch_size).items()
+        for name, output in method_outputs(methods, test, config.batch_size, progress_style).items()
     }
     val = None if carried else load_split(prepared_dir, "val", config.max_photos)
+    log.info(
+        "evaluate: features of the real photos (%d test, %d validation)",
+        len(test.target),
+        len(val.target) if val else 0,
+    )
     real = _real_features(nets, fid_net, test, val, config)
-    per_photo, summary = _score_methods(outputs, test, nets, perceptual, threshold, config, real)
-    if carried:  # the carried rows in their usual places: baselines first, the yardstick last
-        summary = {**{k: v for k, v in carried.items() if k != REAL_VS_REAL}, **summary}
-        summary[REAL_VS_REAL] = carried[REAL_VS_REAL]
-    else:  # the yardstick row: validation photos (other identities again) in a method's place
-        summary[REAL_VS_REAL] = {
-            "fd": frechet_distance(real.fd_val, real.fd_test),
-            **realism(*real.real_half, real.fd_val, val.index.identity.to_numpy()),
-        }
+    with Progress(len(test.target) * len(outputs), "evaluate: scoring", "photo", progress_style) as progress:
+        per_photo, summary = _score_methods(outputs, test, nets, perceptual, threshold, config, real, progress)
+    summary = _with_yardstick(summary, carried, real, val)
     result = _metrics(test, nets, facts, calibration, summary)
     result["carried_rows"] = sorted(carried)  # measured elsewhere (reference), not in this run's outputs
     # Which weights each trained model's row scored (running, standing or ema: inference.load_generator).
@@ -95,6 +100,19 @@ def evaluate(
     write_parquet(out_dir / "per_photo.parquet", pd.concat(per_photo, ignore_index=True))
     write_report(out_dir, result, outputs, test, config.grid_photos)
     return result
+
+
+def _with_yardstick(summary: dict, carried: dict, real: _RealFeatures, val: TestSet | None) -> dict:
+    """The rows in their usual order: baselines, models, then the yardstick (validation photos,
+    other identities again, in a method's place); the carried rows where there are any."""
+    if carried:
+        summary = {**{k: v for k, v in carried.items() if k != REAL_VS_REAL}, **summary}
+        return {**summary, REAL_VS_REAL: carried[REAL_VS_REAL]}
+    yardstick = {
+        "fd": frechet_distance(real.fd_val, real.fd_test),
+        **realism(*real.real_half, real.fd_val, val.index.identity.to_numpy()),
+    }
+    return {**summary, REAL_VS_REAL: yardstick}
 
 
 def _methods(
@@ -153,10 +171,13 @@ def _score_methods(
     threshold: float | None,
     config: EvaluateConfig,
     real: _RealFeatures,
+    progress: Progress,
 ) -> tuple[list[pd.DataFrame], dict[str, dict]]:
     """Each method's per-photo scores (tagged with its name) and its summary row."""
     per_photo, summary = [], {}
-    for name, output in outputs.items():
+    for number, (name, output) in enumerate(outputs.items(), start=1):
+        log.info("evaluate: scoring %s (%d of %d) on %d photos", name, number, len(outputs), len(output))
+        progress.figures(method=name)
         features = network_features(nets, output, config.batch_size)
         frame = score_method(
             output, features["identity"], test, perceptual, threshold, config.batch_size, real.identity
@@ -172,6 +193,7 @@ def _score_methods(
             "fd": frechet_distance(fid_features, real.fd_test),
             **realism(*real.real_half, fid_features[~real.real_side], real.identities[~real.real_side]),
         }
+        progress.advance(len(output))
     return per_photo, summary
 
 

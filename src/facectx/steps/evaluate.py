@@ -14,6 +14,7 @@ from facectx.evaluation.evaluate import evaluate
 from facectx.evaluation.lfw_calibration import DEV_TRAIN_PAIRS, lfw_pair_calibration
 from facectx.evaluation.networks import WholeFrameIdentity, make_networks
 from facectx.layout import CASCADE
+from facectx.progress import LOG_LINES, ProgressStyle
 from facectx.steps.run_key import local_pipeline_key
 from facectx.tensors import resolve_device
 
@@ -31,9 +32,11 @@ def evaluate_step(
     tracking_uri: str | None = None,
     data_tags: dict[str, str] | None = None,
     reference: dict | None = None,
+    progress_style: ProgressStyle = LOG_LINES,
 ) -> dict:
     """Score baselines and models on the test split, write the report, log it to MLflow (its run
-    tagged with data_tags: a Kubeflow run's data version).
+    tagged with data_tags: a Kubeflow run's data version). progress_style: a bar (a person at a
+    terminal) or log lines saying which method is run or scored, on how many photos, and the time left.
 
     The verification threshold is calibrated on LFW's DevTrain pairs under raw_dir (needs the
     photos and the landmark detector), unless a calibration made elsewhere is given. reference:
@@ -52,7 +55,7 @@ def evaluate_step(
         config=params.tracking,
         tracking_uri=tracking_uri,
     ) as tracker:
-        result = evaluate(prepared_dir, models, out_dir, config, calibration, nets, device, reference)
+        result = evaluate(prepared_dir, models, out_dir, config, calibration, nets, device, reference, progress_style)
         for method, values in result["methods"].items():
             tracker.log_metrics({f"{_metric_key(method)}.{k}": v for k, v in values.items()}, step=0)
         tracker.log_artifacts(out_dir)

@@ -12,6 +12,7 @@ from facectx.assets import cache_root
 from facectx.bulk.model import ResolvedModel, resolve_model
 from facectx.bulk.run import DatasetSettings, gather, grid_of, run_shards, start
 from facectx.config import Params
+from facectx.progress import LOG_LINES, ProgressStyle
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +42,16 @@ def hallucinate_dataset_step(
     track: bool = True,
     tracking_uri: str | None = None,
     cache_dir: str | None = None,
+    progress_style: ProgressStyle = LOG_LINES,
 ) -> dict:
-    """source, out, model: params.hallucinate's unless given. Returns the summary and the throughput."""
+    """source, out, model: params.hallucinate's unless given. Returns the summary and the throughput.
+    progress_style: a bar (a person at a terminal) or log lines (facectx/progress.py)."""
     h = params.hallucinate
     source, out, spec = source or h.source, out or h.out, model or h.model
     settings = dataset_settings(params)
     resolved = resolve_model(spec, model_cache(params, cache_dir), tracking_uri)
     listing = start(source, out, resolved, settings)
-    stats = run_shards(listing, out, resolved, settings)
+    stats = run_shards(listing, out, resolved, settings, progress_style=progress_style)
     summary = gather(out, listing)
     report = {**summary, **throughput(stats)}
     log.info("hallucinate-dataset %s -> %s: %s", source, out, report)

@@ -6,9 +6,15 @@ import os
 
 from facectx.config import Params
 from facectx.data.prepare import prepare
+from facectx.progress import LOG_LINES, ProgressStyle
 
 
 def prepare_step(
-    params: Params, raw_dir: str | os.PathLike, validated_dir: str | os.PathLike, out_dir: str | os.PathLike
+    params: Params,
+    raw_dir: str | os.PathLike,
+    validated_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    progress_style: ProgressStyle = LOG_LINES,
 ) -> dict:
-    return prepare(raw_dir, validated_dir, out_dir, params.prepare, params.crop, params.validate)
+    config = params.prepare
+    return prepare(raw_dir, validated_dir, out_dir, config, params.crop, params.validate, progress_style)

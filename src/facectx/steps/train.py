@@ -13,6 +13,7 @@ from facectx.checkpoint import TrainingIdentity, training_identity, training_set
 from facectx.config import Params
 from facectx.io_utils import write_json
 from facectx.models.factory import model_args, previous_stage
+from facectx.progress import LOG_LINES, ProgressStyle
 from facectx.steps.run_key import local_pipeline_key
 from facectx.tensors import resolve_device
 from facectx.training import distributed
@@ -36,6 +37,7 @@ def train_stage_step(
     data_tags: dict[str, str] | None = None,
     gpus: int = 0,
     stage_tags: dict[str, str] | None = None,
+    progress_style: ProgressStyle = LOG_LINES,
 ) -> dict:
     """Train one stage, starting from init_dir (the previous stage's checkpoint folder); writes
     out_dir/checkpoint and out_dir/metrics.json; tracked in MLflow under the pipeline run.
@@ -46,6 +48,7 @@ def train_stage_step(
     tracking_uri: the MLflow server (default: MLFLOW_TRACKING_URI, else ./mlflow.db); data_tags:
     the data version (on the stage's run and those above it); stage_tags: the stage's run's only.
     gpus: the GPUs the step was given (0: none promised); if CUDA cannot use them, fail at once.
+    progress_style: a bar (a person at a terminal) or log lines, of steps, images/s, losses, ETA.
     Under torchrun every rank calls this (DDP); rank 0 alone tracks and pushes resume state (each
     machine's first process pulls it); every rank returns rank 0's result once the stage is written."""
     process = distributed.init_from_env(resolve_device(params.train.device, gpus=gpus))  # one process: no group
@@ -57,18 +60,14 @@ def train_stage_step(
     with run or contextlib.nullcontext() as tracker:
         remote = _pulled_resume_state(params, resume_uri, resume_dir, process)
         distributed.barrier()  # the other ranks read the resume state once it is pulled
-        trainer = stage_trainer(
-            params,
-            stage,
-            prepared_dir,
-            out_dir,
-            init_dir,
-            resume_dir,
-            identity,
-            tracker=tracker,
-            deadline=deadline,
-            on_resume_saved=remote and remote.push,
-        )
+        dirs, pushed = (prepared_dir, out_dir, init_dir, resume_dir), remote and remote.push
+        options = {
+            "tracker": tracker,
+            "deadline": deadline,
+            "on_resume_saved": pushed,
+            "progress_style": progress_style,
+        }
+        trainer = stage_trainer(params, stage, *dirs, identity, **options)
         result = trainer.run()
         if remote is not None and process.main:
             remote.clear()
@@ -132,7 +131,7 @@ def stage_trainer(
     """The StageTrainer of one stage, handed the sections of params it uses. identity: the run's
     settings, config hash and data version when the caller has worked them out (they must be of
     these params); None works them out here. options: StageTrainer's tracker, require_previous,
-    deadline, on_resume_saved."""
+    deadline, on_resume_saved, progress_style."""
     if identity is None:
         identity = training_identity(params, prepared_dir)
     elif identity.settings != training_settings(params):  # checkpoints would record the wrong settings
@@ -162,6 +161,7 @@ def train_stages_step(
     resume_root: str | os.PathLike | None = None,
     resume_uri: str | None = None,
     pipeline_run: str | None = None,
+    progress_style: ProgressStyle = LOG_LINES,
 ) -> dict:
     """Every stage of train.stages in order, each from the previous stage's checkpoint (one DVC
     stage per model); returns each stage's result by resolution.
@@ -184,6 +184,7 @@ def train_stages_step(
             identity=identity,
             resume_uri=f"{resume_uri.rstrip('/')}/{layout.stage_folder(stage)}" if resume_uri else None,
             pipeline_run=pipeline_run,
+            progress_style=progress_style,
             **stage_dirs(params, stage, models_dir, resume_root),
         )
     return results

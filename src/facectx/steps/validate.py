@@ -6,7 +6,13 @@ import os
 
 from facectx.config import Params
 from facectx.data.validate import validate
+from facectx.progress import LOG_LINES, ProgressStyle
 
 
-def validate_step(params: Params, raw_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
-    return validate(raw_dir, out_dir, params.validate, params.crop, params.landmarks)
+def validate_step(
+    params: Params,
+    raw_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    progress_style: ProgressStyle = LOG_LINES,
+) -> dict:
+    return validate(raw_dir, out_dir, params.validate, params.crop, params.landmarks, progress_style)

@@ -45,6 +45,7 @@ from facectx.training.build import build_loss, build_models, build_optimizers, f
 from facectx.training.data import Batch
 from facectx.training.finish import finish_stage
 from facectx.training.graphed_step import GraphedStep, GraphRecordingError
+from facectx.training.progress import stage_progress
 from facectx.training.report import StageReport, StageResult, curve_columns, gradient_report, mean_over_ranks
 from facectx.training.state import Position, StageState, TorchScope, load_previous_stage
 from facectx.training.step import gan_step, term_gradient_norms
@@ -84,8 +85,9 @@ class StageTrainer:
         require_previous: bool = True,  # False: a later stage starts untrained (benchmarks, which time steps)
         deadline: float | None = None,  # time.monotonic() value of the wall-clock cap (see run)
         on_resume_saved=None,  # called with resume_dir after each resume save (e.g. a copy to S3)
+        progress_style=None,  # a bar or log lines (facectx/progress.py; None: log lines); rank 0 only
     ):
-        self.stage, self.train, self.deadline = stage, train, deadline
+        self.stage, self.train, self.deadline, self.progress_style = stage, train, deadline, progress_style
         self.out_dir, self.resume_dir, self.frame_size = Path(out_dir), Path(resume_dir), frame_size
         # One process, or this process's rank of several (torchrun / run_processes): only rank 0 logs.
         self.dist = distributed.init_from_env(resolve_device(train.device))
@@ -201,9 +203,6 @@ class StageTrainer:
         if self.average is not None:  # in the step: a recorded CUDA graph replays it too
             self.average.update()
         return parts
-        if self.average is not None:  # in the step: a recorded CUDA graph replays it too
-            self.average.update()
-        return parts
 
     def _measure_gradients(self, weighted: dict[str, torch.Tensor]) -> None:
         self.grad_norms = self._term_gradient_norms(weighted)
@@ -232,7 +231,7 @@ class StageTrainer:
 
     def run(self) -> StageResult:
         """Train the stage (from its resume state, if any) and write its checkpoint and metrics."""
-        with self.torch_scope():
+        with self.torch_scope(), stage_progress(self) as self.progress:  # steps, images/s, losses, ETA
             return self._train()
 
     def _train(self) -> StageResult:
@@ -255,6 +254,7 @@ class StageTrainer:
                 self.step += 1
                 self.batch_in_epoch += 1
                 images += self.batch_size
+                self.progress.advance(1)
                 capped = past_deadline(self.dist.main, self.deadline, self.step, self.total_steps, time.monotonic)
                 if self.step % t.log_every_steps == 0:
                     self._check_finite(finite)
@@ -287,6 +287,7 @@ class StageTrainer:
         """The losses summed since the last report, per step, and the gradient norms measured since."""
         losses = {f"loss_{k}": float(v) / self.train.log_every_steps for k, v in running.items()}
         self.report(self.step, {**losses, **gradient_report(self.grad_norms)})
+        self.progress.figures(**losses)
         self.grad_norms = {}
 
     def _validate_and_report(self) -> dict[str, float]:
