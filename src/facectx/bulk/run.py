@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import shutil
 import time
 from collections import Counter
@@ -109,7 +108,7 @@ def run_shards(
     stats = {"shards_done_before": len(done), "shards_run": 0, "photos_run": 0, "seconds": Counter(), "samples": []}
     pool = PhotoPool(job, h.workers)
     progress = Progress(sum(len(listing.shard(i)) for i in todo), "hallucinate-dataset", "photo", progress_style)
-    threads = _GeneratorThreads(_device(h.device), h.workers)
+    threads = _GeneratorThreads(_device(h.device))
     try:
         hallucinator = Hallucinator(model.checkpoint_dir, _device(h.device))
         shard_settings = ShardSettings(
@@ -196,18 +195,20 @@ def _model_resolutions(model: ResolvedModel) -> tuple[int, ...]:
 
 
 class _GeneratorThreads:
-    """The generator's CPU threads while the shards run: the cores the photo workers leave, at least
-    one (all of them when this process reads the photos itself). torch's default, every core, fights
-    the workers: on this 2-core machine (2026-12-07, load ~2.4) the quick model ran 57 frames/s at
-    batch 32 on one thread and 12-23 on two; the paper width 5.2 and 3.0."""
+    """The generator runs on one CPU thread while the shards run, whatever the machine and the
+    number of photo workers: a convolution's float sums depend on how its work is split between
+    threads (5e-8 apart for 1 vs 2 threads here), which now and then flips a rounded pixel, and
+    the output must be the same bytes for the same inputs and model. One thread is also the
+    fastest here beside the workers: torch's default, every core, fights them (2026-12-07, this
+    2-core machine at load ~2.4: the quick model 57 frames/s at batch 32 on one thread, 12-23 on
+    two; the paper width 5.2 and 3.0)."""
 
-    def __init__(self, device: str, workers: int):
+    def __init__(self, device: str):
         import torch
 
         self._before = torch.get_num_threads()
         if device == "cpu":
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-            torch.set_num_threads(max(1, cores - workers) if workers > 1 else cores)
+            torch.set_num_threads(1)
 
     def restore(self) -> None:
         import torch
