@@ -331,6 +331,7 @@ def with_stage_256(params):
         lambda_adv=extend(params.losses.lambda_adv),
         lambda_id=extend(params.losses.lambda_id),
         lambda_pc=extend(params.losses.lambda_pc),
+        lambda_fm=extend(params.losses.lambda_fm),
     )
     return dataclasses.replace(params, crop=crop, prepare=prepare, train=train, losses=losses)
 

@@ -61,6 +61,7 @@ PER_STAGE_LISTS = (
     ("losses", "lambda_adv"),
     ("losses", "lambda_id"),
     ("losses", "lambda_pc"),
+    ("losses", "lambda_fm"),
 )
 
 
