@@ -256,8 +256,26 @@ def train_run_from(text: str, prepared: Path, folder: Path, init: Path):
     return trainer
 
 
+# The table's columns (the JSON keeps every measure, per weight choice).
+TABLE_COLUMNS = (
+    "context_l1",
+    "hf_luma",
+    "hf_colour",
+    "checkerboard",
+    "critic_grad_checkerboard",
+    "eval_train_gap",
+    "standing_eval_train_gap",
+    "shared_bias",
+    "standing_shared_bias",
+    "cv_critic",
+    "val_ssim",
+    "val_identity_distance",
+)
+
+
 def summarise(results: dict[str, list[dict]]) -> list[str]:
-    columns = sorted({k for runs in results.values() for r in runs for k in r})
+    """A markdown table: per lever, mean ± sd over its seeds of each TABLE_COLUMNS measure."""
+    columns = [c for c in TABLE_COLUMNS if any(c in r for runs in results.values() for r in runs)]
     lines = ["| lever | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, runs in results.items():
         cells = []
@@ -292,7 +310,7 @@ def main() -> None:
         for seed in args.seeds:
             results.setdefault(name, []).append(run_lever(name, seed, args, args.out))
             print(name, seed, json.dumps(results[name][-1]), flush=True)
-    lines = summarise(results)
+    lines = [f"{len(runs)} seeds" for runs in results.values()][:1] + summarise(results)
     print("\n".join(lines))
     summary = args.out.parent / "realism_proxies.json"
     summary.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=1))
