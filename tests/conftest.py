@@ -311,6 +311,22 @@ def tiny_cascade(prepared_data, quick_params, tmp_path_factory) -> TinyCascade:
     return TinyCascade(params=tiny, root=root, models_dir=root / "models", params_file=params_file)
 
 
+def with_critic_levers(params, r1_every: int, **model):
+    """params with every critic lever on (issue 27): blur, 2 critic scales, hinge, lazy R1 every
+    `r1_every` steps, feature matching; `model`: further model settings."""
+    stages = len(params.train.stages)
+    losses = dataclasses.replace(
+        params.losses,
+        adversarial_loss="hinge",
+        r1_gamma=1.0,
+        r1_every=r1_every,
+        feature_matching=True,
+        lambda_fm=(5.0,) * stages,
+    )
+    model = dataclasses.replace(params.model, disc_blur=True, disc_scales=2, **model)
+    return dataclasses.replace(params, losses=losses, model=model)
+
+
 def with_stage_256(params):
     """params with a 256 px stage added after 128 (frames, pyramid, stages and per-stage lists):
     what a user changes in params.yaml alone to train one resolution further."""

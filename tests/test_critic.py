@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 from torch.nn.utils.parametrize import remove_parametrizations
 
-from conftest import fast_tiny_params
+from conftest import fast_tiny_params, with_critic_levers
 from facectx.losses import StageLoss, critic_loss, feature_matching_loss, generator_loss, r1_penalty, scores
 from facectx.models.cascade import ModelArgs, PatchDiscriminator
 from facectx.steps.train import stage_trainer
@@ -29,18 +29,7 @@ TINY = ModelArgs("cascade", (8, 16, 32, 64, 128), width=4, max_width=8, disc_wid
 
 def _levers(params, **model):
     """fast_tiny_params with every critic lever on: blur, 2 scales, hinge, R1 every 2 steps, fm."""
-    tiny = fast_tiny_params(params)
-    stages = len(tiny.train.stages)
-    losses = dataclasses.replace(
-        tiny.losses,
-        adversarial_loss="hinge",
-        r1_gamma=1.0,
-        r1_every=2,
-        feature_matching=True,
-        lambda_fm=(5.0,) * stages,
-    )
-    model = dataclasses.replace(tiny.model, disc_blur=True, disc_scales=2, **model)
-    return dataclasses.replace(tiny, losses=losses, model=model)
+    return with_critic_levers(fast_tiny_params(params), r1_every=2, **model)
 
 
 # ------------------------------------------------------------------ the critic's shape

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import fast_tiny_params, tiny_training_params
+from conftest import fast_tiny_params, tiny_training_params, with_critic_levers
 from facectx.checkpoint import training_identity
 from facectx.models.cascade import ModelArgs
 from facectx.models.progan import ProgressiveGenerator
@@ -77,17 +77,7 @@ def test_progan_told_its_fade_in_computes_what_reading_alpha_gives(prepared_data
 def _critic_levers(params):
     """Every critic lever on (issue 27); R1 every 4th step: steps 0, 4, 8 run eagerly, the others
     warm up (1-3), record (5) and replay the graph."""
-    stages = len(params.train.stages)
-    model = dataclasses.replace(params.model, disc_blur=True, disc_scales=2)
-    losses = dataclasses.replace(
-        params.losses,
-        adversarial_loss="hinge",
-        r1_gamma=1.0,
-        r1_every=4,
-        feature_matching=True,
-        lambda_fm=(5.0,) * stages,
-    )
-    return dataclasses.replace(params, model=model, losses=losses)
+    return with_critic_levers(params, r1_every=4)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
