@@ -402,6 +402,20 @@ def tracking_server(tracking_server_handle, monkeypatch):
     return server
 
 
+@pytest.fixture
+def kfp_local(tmp_path, monkeypatch):
+    """kfp.local, running a pipeline's steps as subprocesses of this interpreter (pipeline root under
+    tmp_path). kfp 2.17's local runner leaves builtins.print swapped for its indenting print after a
+    pipeline with a ParallelFor (seen in CI): a later import that registers print (numba, under
+    face_alignment) then fails in another test, so print is put back when the test ends."""
+    import builtins
+
+    from kfp import local
+
+    monkeypatch.setattr(builtins, "print", builtins.print)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+
+
 @pytest.fixture(autouse=True)
 def _fresh_boto3_default_session():
     """boto3's default session keeps the credentials it first resolved: a test that ran with other

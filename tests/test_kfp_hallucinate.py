@@ -54,14 +54,13 @@ def _table(objects: dict[str, bytes], name: str):
 
 
 def test_the_hallucinate_pipeline_runs_locally_as_the_single_process_command(
-    s3_server, tiny_cascade, prepared_data, quick_params, lfw_dir, tmp_path, monkeypatch
+    s3_server, tiny_cascade, prepared_data, quick_params, lfw_dir, kfp_local, tmp_path, monkeypatch
 ):
     """kfp.local: list an S3 prefix of real LFW photos -> a ParallelFor over 2 groups of shards ->
     gather, the model from an MLflow registry by alias. The gathered OUT holds the bytes a
     single-process `hallucinate-dataset` run writes: frames, manifest, quarantine, listing, stamp."""
     import dataclasses
 
-    from kfp import local
     from mlflow.tracking import MlflowClient
     from test_hallucinate_services import NAME, _register, _upload_photos
 
@@ -87,7 +86,6 @@ def test_the_hallucinate_pipeline_runs_locally_as_the_single_process_command(
     single = hallucinate_dataset_step(params, "s3://hk-in/faces", "s3://hk-out/single", model, track=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL")  # the steps reach the object store through the run parameter
 
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
     params_file = tmp_path / "params.yaml"
     params_file.write_text(dump_params(params))
     pipeline = build_hallucinate_pipeline(params_file, gpus=0)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from kfp import compiler, local
+from kfp import compiler
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO
@@ -234,7 +234,7 @@ def test_compiled_chain_follows_params_stages(tmp_path, params):
     assert _stages(_by_component(spec, spec["root"]["dag"]["tasks"])["train_stage"]) == [8, 16, 32, 64, 128, 256]
 
 
-def test_pipeline_runs_locally_with_a_256px_stage(sample_source, s3_server, tmp_path, params, monkeypatch):
+def test_pipeline_runs_locally_with_a_256px_stage(sample_source, s3_server, kfp_local, tmp_path, params, monkeypatch):
     """A 256 px stage added in params trains through kfp.local: data from an S3 prefix reached
     through the run's s3_endpoint parameter, versioned with DVC in the object store, the six-stage
     cascade and the ProGAN chain, evaluation, registration and promotion, all in one MLflow
@@ -268,7 +268,6 @@ def test_pipeline_runs_locally_with_a_256px_stage(sample_source, s3_server, tmp_
             quick.prepare, workers=1, split=dataclasses.replace(params.prepare.split, val_fraction=0.4)
         ),
     )
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
     pipeline = build_training_pipeline(_params_file(quick, tmp_path), gpus_per_stage=0)
 
     run = pipeline(

@@ -175,6 +175,33 @@ def test_steps_starting_together_share_one_experiment_pipeline_run_and_model_run
         print(f"{round_}: {len(retired)} duplicate parent/model runs created and retired")
 
 
+def test_a_step_does_not_take_a_pipeline_run_that_an_earlier_stamped_one_still_in_flight_will_retire(
+    tmp_path, monkeypatch
+):
+    """The race CI met: step X's parent run is listed; step Z's, stamped earlier, lands a moment
+    later and is the one kept (X's creator retires its own). A step that searched in between must
+    not be handed X's run: it waits until the earliest it saw is settled, and searches again."""
+    from facectx.tracking import shared_runs
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.create_experiment("race", artifact_location=(tmp_path / "a").as_uri())
+    key = "in-flight"
+    stamped = int(time.time() * 1000)
+    by_x = client.create_run(experiment_id, tags={tracking.KEY_TAG: key}, start_time=stamped).info.run_id
+    landed, pause = [], time.sleep
+
+    def z_lands_while_waiting(seconds):  # Z's request, stamped before X's, lands during the wait
+        if not landed:
+            tags = {tracking.KEY_TAG: key}
+            landed.append(client.create_run(experiment_id, tags=tags, start_time=stamped - 50).info.run_id)
+        pause(min(seconds, 0.05))
+
+    monkeypatch.setattr(shared_runs.time, "sleep", z_lands_while_waiting)
+    kept = shared_runs.pipeline_run(client, experiment_id, key)
+    assert landed and kept == landed[0] != by_x
+    assert shared_runs.pipeline_run(client, experiment_id, key) == kept  # settled now: found at once
+
+
 # --------------------------------------------------------------------------- a read-only working directory
 
 

@@ -7,18 +7,25 @@ on a fresh MLflow every one of them finds no experiment and no pipeline run yet.
 - A pipeline or model run: MLflow has no unique key for runs (nor a compare-and-set), so each
   creator searches again after creating, and every step keeps the same run, the earliest (start
   time, then run id); a creator whose run is not that one ends it KILLED, tags it as a duplicate
-  of the one kept, and deletes it. A step that searches after a run was kept finds that run.
-  Start times come from each creator's clock: two creators whose clocks differ by more than one
-  create-then-search round trip (tens of ms) could each keep their own in a narrow window.
+  of the one kept, and deletes it.
+- The earliest run found is trusted only once it is SETTLE_SECONDS old. A start time is the
+  creator's clock before its request, and the run is listed only when the request lands, so a
+  search can miss a run that is earlier but still in flight; a step that took the earliest it saw
+  at once could be handed a run its creator then retires (CI met this: "Cannot start run ... in
+  the deleted state"). Once the earliest is that old, every earlier-stamped run has landed, unless
+  a create request (or the skew between two creators' clocks) took longer than SETTLE_SECONDS.
+  Only steps that meet a run younger than that wait: the first steps of a pipeline run.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from facectx.tracking.settings import KEY_TAG
 
 DUPLICATE_TAG = "facectx.duplicate_of"  # on a deleted run a concurrent step created and then gave up
+SETTLE_SECONDS = 2.0  # longer than a create request takes to land, plus clock skew between pods
 
 
 def experiment_id_of(client, uri: str, experiment: str) -> str:
@@ -75,13 +82,19 @@ def one_run(client, experiment_id: str, filter_string: str, create) -> str:
     keep the earliest, and this step retires its own if it is not that one."""
 
     def earliest() -> str | None:
-        found = client.search_runs(
-            [experiment_id],
-            filter_string=filter_string,
-            max_results=1,
-            order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
-        )
-        return found[0].info.run_id if found else None
+        while True:
+            found = client.search_runs(
+                [experiment_id],
+                filter_string=filter_string,
+                max_results=1,
+                order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
+            )
+            if not found:
+                return None
+            young_for = found[0].info.start_time / 1000 + SETTLE_SECONDS - time.time()
+            if young_for <= 0:
+                return found[0].info.run_id
+            time.sleep(young_for)  # then search again: an earlier run may have landed meanwhile
 
     existing = earliest()
     if existing:
