@@ -58,6 +58,11 @@ LEVERS: dict[str, dict] = {
     "ttur": {"train.critic_lr": 0.0004, "train.critic_beta1": 0.0, "train.critic_beta2": 0.99},
     "without_adversarial": {"losses.adversarial": False},
 }
+TTUR = LEVERS["ttur"]
+# Bundles: do the levers that helped alone add up? (`blur_two_scales` is params.yaml's `realism`
+# variant less its EMA, which every proxy run keeps anyway.)
+LEVERS["blur_two_scales"] = {"model.disc_blur": True, "model.disc_scales": 2}
+LEVERS["blur_two_scales_ttur"] = {**LEVERS["blur_two_scales"], **TTUR}
 
 
 def proxy_params_text(rows: int, batch: int, epochs: tuple[int, int, int], seed: int, overrides: dict) -> str:
