@@ -2,15 +2,17 @@
 (494,414 photos) on GPU nodes.
 
     python benchmarks/hallucinate_throughput.py --photos 96            # quick and paper width
-    python benchmarks/hallucinate_throughput.py --photos 400 --models quick
+    python benchmarks/hallucinate_throughput.py --photos 1024 --models quick
 
 End to end: the same code as the command (facectx.steps.hallucinate_dataset: listing, shards read by
 `--workers` processes while the generator takes batches, frames encoded and written, gather) on
 LFW photos spread over many identities, with UNTRAINED generators of the quick and the paper
 width (speed does not depend on the weights' values). Then each stage alone: the photo stage
 (read, decode, face detection, 68 landmarks, crop + mask + pyramid) on one core in this process,
-the generator alone at the run's batch size and thread count. Not a test: it prints a table and
-writes benchmarks/out/hallucinate_throughput.json.
+the generator alone at the run's batch size on one thread (as the run has it), the encoder alone on
+the generator's frames. Against these: the slowest stage's own rate, and the machine's ceiling
+(its cores over the CPU seconds a photo costs in all stages together). Not a test: it prints a
+table and writes benchmarks/out/hallucinate_throughput.json.
 """
 
 from __future__ import annotations
@@ -87,13 +89,16 @@ def photo_stage_alone(params, source: Path, photos: int) -> dict:
     return {phase: seconds / len(chosen) for phase, seconds in totals.items()}
 
 
-def generator_alone(checkpoint: Path, batch: int, threads: int, calls: int = 3) -> dict:
-    """Frames/s of the generator alone (warmed up), and its forward GFLOP per frame."""
+def generator_alone(checkpoint: Path, settings, threads: int = 1, calls: int = 3) -> dict:
+    """Frames/s of the generator alone (warmed up), its forward GFLOP per frame, and the seconds
+    encoding one of its frames takes (one thread, the run's format)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from facectx.bulk.frames import encode_frame
     from facectx.inference import Hallucinator
 
+    batch = settings.batch_size
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -105,9 +110,15 @@ def generator_alone(checkpoint: Path, batch: int, threads: int, calls: int = 3) 
         for _ in range(calls):
             model.from_pyramid(masked, mask)
         rate = batch * calls / (time.perf_counter() - started)
+        frames = model.from_pyramid(masked, mask)
+        started = time.perf_counter()
+        for frame in frames:
+            encode_frame(frame, settings.image_format, settings.webp_quality)
+        encode_seconds = (time.perf_counter() - started) / len(frames)
         with FlopCounterMode(display=False) as counter:
             model.from_pyramid({r: v[:1] for r, v in masked.items()}, {r: v[:1] for r, v in mask.items()})
-        return {"frames_per_s": rate, "gflop_per_frame": counter.get_total_flops() / 1e9, "threads": threads}
+        flops = counter.get_total_flops() / 1e9
+        return {"frames_per_s": rate, "gflop_per_frame": flops, "threads": threads, "encode_seconds": encode_seconds}
     finally:
         torch.set_num_threads(before)
 
@@ -135,17 +146,18 @@ def main() -> None:
     parser.add_argument("--models", default="quick,paper")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--shard", type=int, default=32)
+    parser.add_argument("--shard", type=int, default=0, help="photos a shard (0: params.yaml's)")
     parser.add_argument("--lfw", default=str(REPO.parent / "shared" / "datasets" / "lfw"))
     args = parser.parse_args()
 
     from facectx.config import load_params
 
     base = load_params(REPO / "params.yaml")
-    h = dataclasses.replace(base.hallucinate, shard_photos=args.shard, batch_size=args.batch, workers=args.workers,
-                            device="cpu")  # fmt: skip
+    h = dataclasses.replace(base.hallucinate, shard_photos=args.shard or base.hallucinate.shard_photos,
+                            batch_size=args.batch, workers=args.workers, device="cpu")  # fmt: skip
     params = dataclasses.replace(base, hallucinate=h)
-    results = {"load_average": os.getloadavg(), "cores": os.cpu_count(), "photos": args.photos, "models": {}}
+    results = {"load_average": os.getloadavg(), "cores": os.cpu_count(), "photos": args.photos,
+               "shard_photos": h.shard_photos, "batch": h.batch_size, "models": {}}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="hallucinate-bench-") as tmp:
         source = sample(Path(args.lfw), args.photos, Path(tmp) / "source")
         photo = photo_stage_alone(params, source, min(args.photos, 48))
@@ -153,8 +165,7 @@ def main() -> None:
         for name in args.models.split(","):
             checkpoint = untrained_checkpoint(name, Path(tmp), params.prepare.resolutions)
             report = end_to_end(params, source, Path(tmp) / f"out-{name}", checkpoint)
-            threads = max(1, (os.cpu_count() or 1) - args.workers)
-            alone = generator_alone(checkpoint, args.batch, threads)
+            alone = generator_alone(checkpoint, h)
             results["models"][name] = {"end_to_end": report, "generator_alone": alone,
                                        "gpu": gpu_estimate(alone["gflop_per_frame"], sum(photo.values()))}  # fmt: skip
         results["load_average_after"] = os.getloadavg()
@@ -180,8 +191,14 @@ def print_table(results: dict, workers: int) -> None:
         print(f"  generator alone: {g['frames_per_s']:.1f} frames/s on {g['threads']} thread(s), "
               f"{g['gflop_per_frame']:.2f} GFLOP a frame; in the run {written / max(phases.get('generator', 1e-9), 1e-9):.1f}"
               f" frames/s")  # fmt: skip
-        slowest = min(workers / per_photo, g["frames_per_s"])
-        print(f"  slowest stage alone {slowest:.1f}/s; end to end is {e['photos_per_second'] / slowest:.0%} of it")
+        print(f"  encoder alone: {g['encode_seconds'] * 1e3:.1f} ms a frame on one thread")
+        slowest = min(workers / per_photo, g["frames_per_s"], 1 / g["encode_seconds"])
+        cpu_per_photo = per_photo + 1 / g["frames_per_s"] + g["encode_seconds"]
+        ceiling = results["cores"] / cpu_per_photo
+        rate = e["photos_per_second"]
+        print(f"  slowest stage alone {slowest:.1f}/s; the {results['cores']} cores' ceiling {ceiling:.1f}/s "
+              f"({cpu_per_photo * 1e3:.1f} CPU ms a photo); the shards ran at {rate / slowest:.0%} of the slowest "
+              f"stage, {rate / ceiling:.0%} of the ceiling")  # fmt: skip
         print(f"  GPU estimate: H100 generator {gpu['h100_generator_frames_per_s']:.0f} frames/s, a 16-core node's "
               f"photo stage {gpu['node_cpu_photos_per_s']:.0f}/s -> {gpu['hours_1_node']:.1f} h on one H100 node, "
               f"{gpu['hours_8_nodes']:.2f} h on 8")  # fmt: skip

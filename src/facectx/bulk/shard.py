@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import io
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,30 +67,49 @@ def judge(results: list[PhotoResult], validate: ValidateConfig) -> dict[str, lis
     return reasons
 
 
-def hallucinate(usable: list[PhotoResult], hallucinator, batch_size: int) -> list[np.ndarray]:
-    outputs = []
-    for start in range(0, len(usable), batch_size):
-        batch = usable[start : start + batch_size]
-        masked = {r: np.stack([p.masked[r] for p in batch]) for r in hallucinator.resolutions}
-        mask = {r: np.stack([p.mask[r] for p in batch]) for r in hallucinator.resolutions}
-        outputs.extend(hallucinator.from_pyramid(masked, mask))
-    return outputs
+def hallucinate_and_encode(
+    usable: list[PhotoResult], hallucinator, settings: ShardSettings
+) -> tuple[list[np.ndarray], list[bytes], Counter]:
+    """The frames of `usable` (in its order) and their encoded bytes, in batches of
+    settings.batch_size. Each batch is encoded on a second thread while the generator takes the
+    next: torch's kernels and the image encoders both release the GIL, so encoding leaves the
+    generator's path (the process's critical one) where a core is free. Seconds: generator, encode
+    (the encoder thread's own), wait_for_encoder (after the last batch)."""
+    seconds, outputs, pending = Counter(), [], []
+    with ThreadPoolExecutor(1, thread_name_prefix="encode-frames") as encoder:
+        for start in range(0, len(usable), settings.batch_size):
+            batch = usable[start : start + settings.batch_size]
+            began = time.perf_counter()
+            masked = {r: np.stack([p.masked[r] for p in batch]) for r in hallucinator.resolutions}
+            mask = {r: np.stack([p.mask[r] for p in batch]) for r in hallucinator.resolutions}
+            frames = list(hallucinator.from_pyramid(masked, mask))
+            seconds["generator"] += time.perf_counter() - began
+            outputs.extend(frames)
+            pending.append(encoder.submit(_encode_batch, frames, settings))
+        began = time.perf_counter()
+        batches = [future.result() for future in pending]
+        seconds["wait_for_encoder"] += time.perf_counter() - began
+    seconds["encode"] += sum(took for _, took in batches)
+    return outputs, [data for encoded, _ in batches for data in encoded], seconds
+
+
+def _encode_batch(frames: list[np.ndarray], settings: ShardSettings) -> tuple[list[bytes], float]:
+    began = time.perf_counter()
+    encoded = [encode_frame(frame, settings.image_format, settings.webp_quality) for frame in frames]
+    return encoded, time.perf_counter() - began
 
 
 def build_shard(
     shard: str, results: list[PhotoResult], hallucinator, model: ResolvedModel, settings: ShardSettings, staged: Path
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float], list[tuple[np.ndarray, np.ndarray]]]:
+) -> tuple[pd.DataFrame, pd.DataFrame, Counter, list[tuple[np.ndarray, np.ndarray]]]:
     """Stage one shard in `staged`; returns its manifest, its quarantine, the seconds per phase and
     (masked, output) pairs of its first frames (for the sample grid)."""
-    seconds = {}
     started = time.perf_counter()
     reasons = judge(results, settings.validate)
     usable = [r for r in results if r.photo.relative_path not in reasons]
-    seconds["validate"], started = time.perf_counter() - started, time.perf_counter()
-    outputs = hallucinate(usable, hallucinator, settings.batch_size)
-    seconds["generator"], started = time.perf_counter() - started, time.perf_counter()
-    encoded = [encode_frame(frame, settings.image_format, settings.webp_quality) for frame in outputs]
-    seconds["encode"], started = time.perf_counter() - started, time.perf_counter()
+    validated = time.perf_counter() - started
+    outputs, encoded, seconds = hallucinate_and_encode(usable, hallucinator, settings)
+    seconds["validate"], started = validated, time.perf_counter()
     ext = EXTENSIONS[settings.image_format]
     rows = []
     try:
