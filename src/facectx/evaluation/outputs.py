@@ -38,9 +38,10 @@ def _baseline_slice(rows: slice) -> np.ndarray:
 def method_outputs(
     methods: dict, test: TestSet, batch: int, progress_style: ProgressStyle = LOG_LINES
 ) -> dict[str, np.ndarray]:
-    """Every method's uint8 outputs (progress: photos of all methods, the method being run). The classical baselines run on the CPU, one photo at a time
-    (biharmonic ~0.15 s a photo), so they are spread over every core: on a 16-core GPU machine the
-    whole LFW test split's baselines take seconds, not minutes."""
+    """Every method's uint8 outputs (progress: photos of all methods, the method being run). The
+    classical baselines run on the CPU, one photo at a time (biharmonic ~0.15 s a photo), so they
+    are spread over every core: on a 16-core GPU machine the whole LFW test split's baselines take
+    seconds, not minutes."""
     global _BASELINE_JOB
     size, n = test.target.shape[1], len(test.target)
     hard_mask = (test.mask[size] > 127).astype(np.uint8)
