@@ -61,12 +61,22 @@ def untrained_checkpoint(name: str, folder: Path, resolutions) -> Path:
 
 
 def end_to_end(params, source: Path, out: Path, checkpoint: Path) -> dict:
+    """The command's report, its wall time, and the CPU seconds it used (this process and its
+    photo workers, reaped when the run closes its pool)."""
     from facectx.steps.hallucinate_dataset import hallucinate_dataset_step
 
-    started = time.perf_counter()
+    cpu_before, started = _cpu_seconds(), time.perf_counter()
     report = hallucinate_dataset_step(params, str(source), str(out), str(checkpoint), track=False)
     report["end_to_end_seconds"] = time.perf_counter() - started
+    report["cpu_seconds"] = _cpu_seconds() - cpu_before
     return report
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    used = (resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return sum(u.ru_utime + u.ru_stime for u in used)
 
 
 def photo_stage_alone(params, source: Path, photos: int) -> dict:
@@ -90,12 +100,10 @@ def photo_stage_alone(params, source: Path, photos: int) -> dict:
 
 
 def generator_alone(checkpoint: Path, settings, threads: int = 1, calls: int = 3) -> dict:
-    """Frames/s of the generator alone (warmed up), its forward GFLOP per frame, and the seconds
-    encoding one of its frames takes (one thread, the run's format)."""
+    """Frames/s of the generator alone (warmed up) and its forward GFLOP per frame."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from facectx.bulk.frames import encode_frame
     from facectx.inference import Hallucinator
 
     batch = settings.batch_size
@@ -110,17 +118,25 @@ def generator_alone(checkpoint: Path, settings, threads: int = 1, calls: int = 3
         for _ in range(calls):
             model.from_pyramid(masked, mask)
         rate = batch * calls / (time.perf_counter() - started)
-        frames = model.from_pyramid(masked, mask)
-        started = time.perf_counter()
-        for frame in frames:
-            encode_frame(frame, settings.image_format, settings.webp_quality)
-        encode_seconds = (time.perf_counter() - started) / len(frames)
         with FlopCounterMode(display=False) as counter:
             model.from_pyramid({r: v[:1] for r, v in masked.items()}, {r: v[:1] for r, v in mask.items()})
-        flops = counter.get_total_flops() / 1e9
-        return {"frames_per_s": rate, "gflop_per_frame": flops, "threads": threads, "encode_seconds": encode_seconds}
+        return {"frames_per_s": rate, "gflop_per_frame": counter.get_total_flops() / 1e9, "threads": threads}
     finally:
         torch.set_num_threads(before)
+
+
+def encoder_alone(out: Path, settings, frames: int = 256) -> float:
+    """CPU seconds encoding one frame takes on one thread, on frames the run wrote: lossless
+    encoders' cost depends on the pictures (random pixels encode 3x faster than real frames)."""
+    from PIL import Image
+
+    from facectx.bulk.frames import encode_frame
+
+    pictures = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(out.glob("shards/*/frames/*/*"))[:frames]]
+    started = time.thread_time()
+    for picture in pictures:
+        encode_frame(picture, settings.image_format, settings.webp_quality)
+    return (time.thread_time() - started) / max(len(pictures), 1)
 
 
 def gpu_estimate(gflop_per_frame: float, photo_seconds_per_core: float) -> dict:
@@ -147,6 +163,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--shard", type=int, default=0, help="photos a shard (0: params.yaml's)")
+    parser.add_argument("--checkpoint", default="", help="the quick model's checkpoint (default: an untrained one of "
+                        "its width; a trained one, e.g. make run's models/cascade/stage_128/checkpoint, gives real frames "
+                        "to the encoder)")  # fmt: skip
     parser.add_argument("--lfw", default=str(REPO.parent / "shared" / "datasets" / "lfw"))
     args = parser.parse_args()
 
@@ -163,10 +182,14 @@ def main() -> None:
         photo = photo_stage_alone(params, source, min(args.photos, 48))
         results["photo_stage_seconds_per_photo"] = photo
         for name in args.models.split(","):
-            checkpoint = untrained_checkpoint(name, Path(tmp), params.prepare.resolutions)
+            checkpoint = (Path(args.checkpoint) if name == "quick" and args.checkpoint
+                          else untrained_checkpoint(name, Path(tmp), params.prepare.resolutions))  # fmt: skip
+            before = generator_alone(checkpoint, h)  # before and after the run: the machine's speed drifts
             report = end_to_end(params, source, Path(tmp) / f"out-{name}", checkpoint)
             alone = generator_alone(checkpoint, h)
-            results["models"][name] = {"end_to_end": report, "generator_alone": alone,
+            alone["frames_per_s_before_run"] = before["frames_per_s"]
+            alone["encode_seconds"] = encoder_alone(Path(tmp) / f"out-{name}", h)
+            results["models"][name] = {"end_to_end": report, "generator_alone": alone, "checkpoint": str(checkpoint),
                                        "gpu": gpu_estimate(alone["gflop_per_frame"], sum(photo.values()))}  # fmt: skip
         results["load_average_after"] = os.getloadavg()
     print_table(results, args.workers)
@@ -185,15 +208,21 @@ def print_table(results: dict, workers: int) -> None:
         e, g, gpu = r["end_to_end"], r["generator_alone"], r["gpu"]
         written = max(e["written"], 1)
         phases = {k[len("seconds_") :]: v for k, v in e.items() if k.startswith("seconds_")}
-        print(f"\n{name} width (untrained): {e['photos_found']} photos in {e['end_to_end_seconds']:.1f} s = "
+        weights = "untrained" if r["checkpoint"].endswith("-untrained") else r["checkpoint"]
+        print(f"\n{name} width ({weights}): {e['photos_found']} photos in {e['end_to_end_seconds']:.1f} s = "
               f"{e['photos_found'] / e['end_to_end_seconds']:.1f} photos/s end to end "
               f"(shards alone {e['photos_per_second']:.1f}/s); seconds: {phases}")  # fmt: skip
-        print(f"  generator alone: {g['frames_per_s']:.1f} frames/s on {g['threads']} thread(s), "
+        generator = (g["frames_per_s"] + g["frames_per_s_before_run"]) / 2
+        print(f"  generator alone: {generator:.1f} frames/s on {g['threads']} thread(s) (before the run "
+              f"{g['frames_per_s_before_run']:.1f}, after {g['frames_per_s']:.1f}), "
               f"{g['gflop_per_frame']:.2f} GFLOP a frame; in the run {written / max(phases.get('generator', 1e-9), 1e-9):.1f}"
               f" frames/s")  # fmt: skip
-        print(f"  encoder alone: {g['encode_seconds'] * 1e3:.1f} ms a frame on one thread")
-        slowest = min(workers / per_photo, g["frames_per_s"], 1 / g["encode_seconds"])
-        cpu_per_photo = per_photo + 1 / g["frames_per_s"] + g["encode_seconds"]
+        print(f"  encoder alone: {g['encode_seconds'] * 1e3:.2f} ms a frame the run wrote, on one thread")
+        busy = e["cpu_seconds"] / (e["end_to_end_seconds"] * results["cores"])
+        print(f"  CPU used: {e['cpu_seconds']:.1f} s over {e['end_to_end_seconds']:.1f} s on {results['cores']} cores: "
+              f"{busy:.0%} busy, {e['cpu_seconds'] / e['photos_found'] * 1e3:.1f} CPU ms a photo in the run")  # fmt: skip
+        slowest = min(workers / per_photo, generator, 1 / g["encode_seconds"])
+        cpu_per_photo = per_photo + 1 / generator + g["encode_seconds"]
         ceiling = results["cores"] / cpu_per_photo
         rate = e["photos_per_second"]
         print(f"  slowest stage alone {slowest:.1f}/s; the {results['cores']} cores' ceiling {ceiling:.1f}/s "

@@ -205,3 +205,40 @@ def test_a_missing_model_and_an_empty_source_are_clear_errors(source, quick_para
 
         list_source(str(tmp_path / "empty"), params.ingest.extensions, 1, 4)
     assert not checkpoint.exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_the_helpers_yield_the_cpu_to_the_generator(
+    reference, source, tiny_cascade, quick_params, tmp_path, monkeypatch
+):
+    """The photo workers and the thread that encodes and writes frames run at the lowest CPU
+    priority, the generator's thread at the caller's: on a machine with fewer cores than busy
+    threads the generator keeps its core. The run's bytes are the same."""
+    import threading
+
+    import facectx.bulk.shard as shard
+    from facectx.bulk.priority import HELPER_NICENESS
+    from facectx.steps.hallucinate_dataset import hallucinate_dataset_step
+
+    def nice_of(pid: int) -> int:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+    real_write, writers, workers = shard.write_file, set(), set()
+
+    def write_and_look(path, data):
+        writers.add((threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+        children = Path(f"/proc/{os.getpid()}/task/{threading.main_thread().native_id}/children").read_text()
+        workers.update((int(pid), nice_of(int(pid))) for pid in children.split())
+        real_write(path, data)
+
+    monkeypatch.setattr(shard, "write_file", write_and_look)
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    out = tmp_path / "out"
+    hallucinate_dataset_step(
+        dataset_params(quick_params, workers=2), str(source), str(out), str(tiny_cascade.checkpoint), track=False
+    )
+    assert {nice for _, nice in writers} == {max(HELPER_NICENESS, caller)}
+    assert threading.get_native_id() not in {tid for tid, _ in writers}
+    assert len(workers) >= 2 and {nice for _, nice in workers} == {max(HELPER_NICENESS, caller)}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller
+    assert files_of(out) == files_of(reference[0])

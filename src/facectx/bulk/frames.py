@@ -11,11 +11,13 @@ import numpy as np
 from PIL import Image
 
 EXTENSIONS = {"png": "png", "webp": "webp"}
-# libwebp's effort (0-6) for lossless frames: the pixels are the same at every effort, the time is
-# not. 128 px LFW frames, 2026-12-07 on this CPU: effort 4 (PIL's default) 31 ms a frame, 18.8 kB;
-# effort 1: 4.6 ms, 19.6 kB (+4%). At effort 4 encoding alone would take half of a 2-core machine at
-# 25 frames/s. Part of OUT's stamp (run.py): an OUT is never a mix of encodings.
-WEBP_LOSSLESS_METHOD = 1
+# libwebp's effort (0-6) for lossless frames: the pixels are the same at every effort, the time and
+# the size are not. 128 px frames of the quick-trained cascade on LFW, 2026-12-07 on this CPU, one
+# thread: effort 4 (PIL's default) 31 ms a frame; effort 1 4.4 ms, 27.9 kB; effort 0 0.68 ms, 30.3 kB
+# (+9%). At effort 1 encoding took a fifth of the 2-core machine's CPU in a run; effort 0 is the
+# cheapest lossless encoding there is (PNG: 1.8 ms at zlib level 1, 31.9 kB). Part of OUT's stamp
+# (run.py): an OUT is never a mix of encodings.
+WEBP_LOSSLESS_METHOD = 0
 
 
 def encode_frame(frame: np.ndarray, image_format: str, webp_quality: int) -> bytes:

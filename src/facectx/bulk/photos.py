@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
+from facectx.bulk.priority import lower_this_threads_priority
 from facectx.config import CropConfig, LandmarkConfig, ValidateConfig
 from facectx.data.examples import build_example
 from facectx.data.landmarks import make_landmarker
@@ -96,6 +98,7 @@ _reader: PhotoReader | None = None  # a worker process's reader (set in the work
 def _init_worker(job: PhotoJob) -> None:
     global _reader
     cv2.setNumThreads(1)  # one process per core already
+    lower_this_threads_priority()  # the generator keeps its core (priority.py)
     _reader = PhotoReader(job)
 
 
@@ -104,8 +107,9 @@ def _read_in_worker(photo: SourcePhoto) -> PhotoResult:
 
 
 class PhotoPool:
-    """`workers` processes reading photos (or this process alone when workers <= 1);
-    submit(photos) starts a batch at once, its .get() waits for the results in order."""
+    """`workers` processes reading photos (or this process alone when workers <= 1).
+    submit(photos) queues them at once and returns their results, in order, as they come: the
+    generator starts on a shard's first batch, not once the whole shard is read."""
 
     def __init__(self, job: PhotoJob, workers: int):
         self._inline = PhotoReader(job) if workers <= 1 else None
@@ -114,20 +118,12 @@ class PhotoPool:
             context = multiprocessing.get_context("fork")
             self._pool = context.Pool(workers, initializer=_init_worker, initargs=(job,))
 
-    def submit(self, photos: list[SourcePhoto]):
+    def submit(self, photos: list[SourcePhoto]) -> Iterator[PhotoResult]:
         if self._pool is None:
-            return _Ready([self._inline(p) for p in photos])
-        return self._pool.map_async(_read_in_worker, photos, chunksize=4)
+            return (self._inline(p) for p in photos)
+        return self._pool.imap(_read_in_worker, photos, chunksize=4)
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.terminate()
             self._pool.join()
-
-
-class _Ready:
-    def __init__(self, results):
-        self._results = results
-
-    def get(self):
-        return self._results

@@ -14,6 +14,7 @@ import logging
 import shutil
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -24,7 +25,8 @@ from facectx.bulk.listing import LISTING, Listing, check_stamp, list_source, lis
 from facectx.bulk.model import ResolvedModel
 from facectx.bulk.output import MANIFEST, QUARANTINE, STAMP, SUMMARY, open_output, shard_name
 from facectx.bulk.photos import PhotoJob, PhotoPool
-from facectx.bulk.shard import STAGE, ShardSettings, build_shard
+from facectx.bulk.priority import lower_this_threads_priority
+from facectx.bulk.shard import STAGE, ShardSettings, hallucinate_shard, write_shard
 from facectx.config import CropConfig, HallucinateConfig, LandmarkConfig, ValidateConfig
 from facectx.data.quarantine import QUARANTINE_COLUMNS
 from facectx.progress import LOG_LINES, Progress, ProgressStyle
@@ -115,15 +117,11 @@ def run_shards(
             h.image_format, h.webp_quality, h.batch_size, settings.validate, settings.crop.size_px
         )
         started = time.perf_counter()
-        pending = pool.submit(listing.shard(todo[0])) if todo else None
-        for position, index in enumerate(todo):
-            waited = time.perf_counter()
-            results = pending.get()
-            stats["seconds"]["wait_for_workers"] += time.perf_counter() - waited
-            if position + 1 < len(todo):
-                pending = pool.submit(listing.shard(todo[position + 1]))  # read ahead while the generator runs
-            _one_shard(index, results, hallucinator, model, shard_settings, output, stats)
-            progress.advance(len(results))
+        with ThreadPoolExecutor(1, thread_name_prefix="encode-and-write") as writer:
+            writer.submit(lower_this_threads_priority)  # the generator keeps its core (priority.py)
+            _generate_and_write(
+                todo, listing, pool, hallucinator, (model, shard_settings, output), writer, stats, progress
+            )
         stats["wall_seconds"] = time.perf_counter() - started
     finally:
         pool.close()
@@ -132,23 +130,53 @@ def run_shards(
     return stats
 
 
-def _one_shard(index, results, hallucinator, model, shard_settings, output, stats) -> None:
-    shard = shard_name(index)
-    staged = output.staging(shard)
+def _generate_and_write(todo, listing, pool, hallucinator, target, writer, stats, progress) -> None:
+    """The generator takes shard after shard without waiting on the writer: a shard is encoded,
+    staged and committed on the writer's thread while the generator takes the next one, and its
+    outcome (a failed write raises here) is collected before the next shard is handed over. The
+    workers read ahead: the next shard's photos are queued as soon as this one's start."""
+    model, shard_settings, output = target
+    writing = None
+    pending = pool.submit(listing.shard(todo[0])) if todo else None
+    for position, index in enumerate(todo):
+        results = pending
+        if position + 1 < len(todo):
+            pending = pool.submit(listing.shard(todo[position + 1]))
+        shard = hallucinate_shard(results, hallucinator, shard_settings, writer)
+        if writing is not None:
+            _collect(*writing, shard_settings.size_px, stats, progress)
+        writing = (shard, writer.submit(_write_and_commit, index, shard, model, shard_settings, output))
+    if writing is not None:
+        _collect(*writing, shard_settings.size_px, stats, progress)
+
+
+def _write_and_commit(index, shard, model, shard_settings, output) -> Counter:
+    name = shard_name(index)
+    staged = output.staging(name)
     try:
-        _, _, seconds, samples = build_shard(shard, results, hallucinator, model, shard_settings, staged)
+        _, _, seconds = write_shard(name, shard, model, shard_settings, staged)
         commit_started = time.perf_counter()
-        output.commit(shard, staged)
+        output.commit(name, staged)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)  # a half-written shard is never left behind
         raise
     seconds["write"] += time.perf_counter() - commit_started
-    for result in results:
+    return seconds
+
+
+def _collect(shard, writing, size_px, stats, progress) -> None:
+    waited = time.perf_counter()
+    seconds = writing.result()
+    stats["seconds"]["wait_for_writer"] += time.perf_counter() - waited
+    for result in shard.results:
         stats["seconds"].update(result.seconds)
+    stats["seconds"].update(shard.seconds)
     stats["seconds"].update(seconds)
     stats["shards_run"] += 1
-    stats["photos_run"] += len(results)
-    stats["samples"].extend(samples[: max(0, 16 - len(stats["samples"]))])
+    stats["photos_run"] += len(shard.results)
+    wanted = max(0, 16 - len(stats["samples"]))  # (masked, output) pairs of the first frames, for the sample grid
+    stats["samples"].extend((r.masked[size_px], o) for r, o in list(zip(shard.usable, shard.outputs))[:wanted])
+    progress.advance(len(shard.results))
 
 
 def gather(out: str, listing: Listing) -> dict:

@@ -1,6 +1,7 @@
 """One shard, written whole: validate's rules judge its photos, the generator hallucinates the
-usable ones in batches, and the frames, the shard's manifest and its quarantine table are staged
-together (output.py makes them visible at once).
+usable ones in batches (hallucinate_shard, on the generator's thread), and the frames, the shard's
+manifest and its quarantine table are encoded and staged together (write_shard, on the writer's
+thread; output.py makes them visible at once).
 
 The manifest maps each frame back onto its photo: the frame is the square (frame_left, frame_top,
 frame_side) of the photo, in photo pixels (it may run past the photo's edge, padded black), scaled
@@ -13,8 +14,9 @@ from __future__ import annotations
 import io
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterable
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,48 +51,61 @@ class ShardSettings:
 
 
 def write_file(path: Path, data: bytes) -> None:
-    """Where every byte of a shard is written (a test makes it fail as a full disk would)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Where every byte of a shard is written (a test makes it fail as a full disk would); its
+    folder exists."""
     with open(path, "wb") as handle:
         handle.write(data)
 
 
-def judge(results: list[PhotoResult], validate: ValidateConfig) -> dict[str, list[tuple[str, str]]]:
-    """validate's rules (rules.py, the suite's one definition) photo by photo: {relative_path: [(check, reason)]}.
-    A duplicate photo gets its own hallucinated copy: duplicate_of stays unset."""
-    rules = photo_rules(validate)
-    reasons = {}
+@dataclass
+class HallucinatedShard:
+    """A shard's photos through validate's rules and the generator; its frames still being encoded."""
+
+    results: list[PhotoResult] = field(default_factory=list)  # every photo of the shard, in order
+    reasons: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # relative_path: validate's
+    usable: list[PhotoResult] = field(default_factory=list)
+    outputs: list[np.ndarray] = field(default_factory=list)  # the generator's frames of `usable`
+    encoding: list[Future] = field(default_factory=list)  # each batch's encoded frames
+    seconds: Counter = field(default_factory=Counter)
+
+
+def hallucinate_shard(
+    results: Iterable[PhotoResult], hallucinator, settings: ShardSettings, writer: Executor
+) -> HallucinatedShard:
+    """Judge each photo by validate's rules (rules.py, the suite's one definition) as the workers
+    deliver it, run the generator on each full batch of usable photos, and hand each batch's frames
+    to `writer` to encode (torch's kernels and the image encoders both release the GIL, so
+    encoding leaves the generator's path). The batches are the usable photos in order, in
+    settings.batch_size pieces, whatever the workers' timing: the same bytes every run. A duplicate
+    photo gets its own hallucinated copy: duplicate_of stays unset."""
+    rules, shard, batch = photo_rules(settings.validate), HallucinatedShard(), []
+    waited = time.perf_counter()
     for result in results:
+        shard.seconds["wait_for_workers"] += time.perf_counter() - waited
+        shard.results.append(result)
         found = judge_row({**result.facts, "sha256": result.sha256 or "", "duplicate_of": None}, rules)
         if found:
-            reasons[result.photo.relative_path] = found
-    return reasons
+            shard.reasons[result.photo.relative_path] = found
+        else:
+            batch.append(result)
+        if len(batch) == settings.batch_size:
+            _generate(batch, hallucinator, settings, writer, shard)
+            batch = []
+        waited = time.perf_counter()
+    if batch:
+        _generate(batch, hallucinator, settings, writer, shard)
+    return shard
 
 
-def hallucinate_and_encode(
-    usable: list[PhotoResult], hallucinator, settings: ShardSettings
-) -> tuple[list[np.ndarray], list[bytes], Counter]:
-    """The frames of `usable` (in its order) and their encoded bytes, in batches of
-    settings.batch_size. Each batch is encoded on a second thread while the generator takes the
-    next: torch's kernels and the image encoders both release the GIL, so encoding leaves the
-    generator's path (the process's critical one) where a core is free. Seconds: generator, encode
-    (the encoder thread's own), wait_for_encoder (after the last batch)."""
-    seconds, outputs, pending = Counter(), [], []
-    with ThreadPoolExecutor(1, thread_name_prefix="encode-frames") as encoder:
-        for start in range(0, len(usable), settings.batch_size):
-            batch = usable[start : start + settings.batch_size]
-            began = time.perf_counter()
-            masked = {r: np.stack([p.masked[r] for p in batch]) for r in hallucinator.resolutions}
-            mask = {r: np.stack([p.mask[r] for p in batch]) for r in hallucinator.resolutions}
-            frames = list(hallucinator.from_pyramid(masked, mask))
-            seconds["generator"] += time.perf_counter() - began
-            outputs.extend(frames)
-            pending.append(encoder.submit(_encode_batch, frames, settings))
-        began = time.perf_counter()
-        batches = [future.result() for future in pending]
-        seconds["wait_for_encoder"] += time.perf_counter() - began
-    seconds["encode"] += sum(took for _, took in batches)
-    return outputs, [data for encoded, _ in batches for data in encoded], seconds
+def _generate(batch: list[PhotoResult], hallucinator, settings: ShardSettings, writer: Executor, shard) -> None:
+    began = time.perf_counter()
+    masked = {r: np.stack([p.masked[r] for p in batch]) for r in hallucinator.resolutions}
+    mask = {r: np.stack([p.mask[r] for p in batch]) for r in hallucinator.resolutions}
+    frames = list(hallucinator.from_pyramid(masked, mask))
+    shard.seconds["generator"] += time.perf_counter() - began
+    shard.usable.extend(batch)
+    shard.outputs.extend(frames)
+    shard.encoding.append(writer.submit(_encode_batch, frames, settings))
 
 
 def _encode_batch(frames: list[np.ndarray], settings: ShardSettings) -> tuple[list[bytes], float]:
@@ -99,35 +114,35 @@ def _encode_batch(frames: list[np.ndarray], settings: ShardSettings) -> tuple[li
     return encoded, time.perf_counter() - began
 
 
-def build_shard(
-    shard: str, results: list[PhotoResult], hallucinator, model: ResolvedModel, settings: ShardSettings, staged: Path
-) -> tuple[pd.DataFrame, pd.DataFrame, Counter, list[tuple[np.ndarray, np.ndarray]]]:
-    """Stage one shard in `staged`; returns its manifest, its quarantine, the seconds per phase and
-    (masked, output) pairs of its first frames (for the sample grid)."""
-    started = time.perf_counter()
-    reasons = judge(results, settings.validate)
-    usable = [r for r in results if r.photo.relative_path not in reasons]
-    validated = time.perf_counter() - started
-    outputs, encoded, seconds = hallucinate_and_encode(usable, hallucinator, settings)
-    seconds["validate"], started = validated, time.perf_counter()
-    ext = EXTENSIONS[settings.image_format]
-    rows = []
+def write_shard(
+    name: str, shard: HallucinatedShard, model: ResolvedModel, settings: ShardSettings, staged: Path
+) -> tuple[pd.DataFrame, pd.DataFrame, Counter]:
+    """Stage the shard's frames, manifest and quarantine table in `staged`; returns the manifest,
+    the quarantine and the seconds spent encoding and writing. Runs on the writer after the
+    shard's batches were encoded there (one thread, in order), so it never waits for them."""
+    encoded = [batch.result() for batch in shard.encoding]
+    seconds = Counter(encode=sum(took for _, took in encoded))
+    started, ext = time.perf_counter(), EXTENSIONS[settings.image_format]
+    rows, folders = [], set()
     try:
-        for result, data in zip(usable, encoded):
+        for result, data in zip(shard.usable, (data for frames, _ in encoded for data in frames)):
             frame_path = f"frames/{result.photo.relative_path}.{ext}"
+            if (staged / frame_path).parent not in folders:  # one mkdir a folder, not a frame
+                (staged / frame_path).parent.mkdir(parents=True, exist_ok=True)
+                folders.add((staged / frame_path).parent)
             write_file(staged / frame_path, data)
-            rows.append(_manifest_row(result, f"shards/{shard}/{frame_path}", model, settings.size_px, shard))
+            rows.append(_manifest_row(result, f"shards/{name}/{frame_path}", model, settings.size_px, name))
         manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-        quarantine = _quarantine(results, reasons, shard)
+        quarantine = _quarantine(shard.results, shard.reasons, name)
         write_file(staged / "manifest.parquet", _parquet_bytes(manifest))
         write_file(staged / "quarantine.parquet", _parquet_bytes(quarantine))
     except OSError as err:
         raise ShardWriteFailed(
-            f"shard {shard}: writing into {staged} failed ({err}); nothing of this shard was kept "
+            f"shard {name}: writing into {staged} failed ({err}); nothing of this shard was kept "
             "(its staging folder is removed), the finished shards are kept: free the space and run again"
         ) from err
     seconds["write"] = time.perf_counter() - started
-    return manifest, quarantine, seconds, [(r.masked[settings.size_px], o) for r, o in zip(usable, outputs)][:16]
+    return manifest, quarantine, seconds
 
 
 def _manifest_row(result: PhotoResult, frame_path: str, model: ResolvedModel, size_px: int, shard: str) -> dict:
@@ -177,4 +192,11 @@ def _parquet_bytes(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-__all__ = ["MANIFEST_COLUMNS", "ShardSettings", "ShardWriteFailed", "build_shard"]
+__all__ = [
+    "MANIFEST_COLUMNS",
+    "HallucinatedShard",
+    "ShardSettings",
+    "ShardWriteFailed",
+    "hallucinate_shard",
+    "write_shard",
+]
