@@ -154,7 +154,7 @@ def _write_and_commit(index, shard, model, shard_settings, output) -> Counter:
     name = shard_name(index)
     staged = output.staging(name)
     try:
-        _, _, seconds = write_shard(name, shard, model, shard_settings, staged)
+        seconds = write_shard(name, shard, model, shard_settings, staged)
         commit_started = time.perf_counter()
         output.commit(name, staged)
     except BaseException:

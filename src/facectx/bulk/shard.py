@@ -116,10 +116,10 @@ def _encode_batch(frames: list[np.ndarray], settings: ShardSettings) -> tuple[li
 
 def write_shard(
     name: str, shard: HallucinatedShard, model: ResolvedModel, settings: ShardSettings, staged: Path
-) -> tuple[pd.DataFrame, pd.DataFrame, Counter]:
-    """Stage the shard's frames, manifest and quarantine table in `staged`; returns the manifest,
-    the quarantine and the seconds spent encoding and writing. Runs on the writer after the
-    shard's batches were encoded there (one thread, in order), so it never waits for them."""
+) -> Counter:
+    """Stage the shard's frames, manifest and quarantine table in `staged`; returns the seconds
+    spent encoding and writing. Runs on the writer after the shard's batches were encoded there
+    (one thread, in order), so it never waits for them."""
     encoded = [batch.result() for batch in shard.encoding]
     seconds = Counter(encode=sum(took for _, took in encoded))
     started, ext = time.perf_counter(), EXTENSIONS[settings.image_format]
@@ -127,9 +127,10 @@ def write_shard(
     try:
         for result, data in zip(shard.usable, (data for frames, _ in encoded for data in frames)):
             frame_path = f"frames/{result.photo.relative_path}.{ext}"
-            if (staged / frame_path).parent not in folders:  # one mkdir a folder, not a frame
-                (staged / frame_path).parent.mkdir(parents=True, exist_ok=True)
-                folders.add((staged / frame_path).parent)
+            folder = (staged / frame_path).parent
+            if folder not in folders:  # one mkdir a folder, not a frame
+                folder.mkdir(parents=True, exist_ok=True)
+                folders.add(folder)
             write_file(staged / frame_path, data)
             rows.append(_manifest_row(result, f"shards/{name}/{frame_path}", model, settings.size_px, name))
         manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
@@ -142,7 +143,7 @@ def write_shard(
             "(its staging folder is removed), the finished shards are kept: free the space and run again"
         ) from err
     seconds["write"] = time.perf_counter() - started
-    return manifest, quarantine, seconds
+    return seconds
 
 
 def _manifest_row(result: PhotoResult, frame_path: str, model: ResolvedModel, size_px: int, shard: str) -> dict:
